@@ -1,0 +1,86 @@
+//! State shared by the ports and the control loop.
+
+use std::path::PathBuf;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use crate::config::{Config, ConfigErrors};
+use crate::log::Logs;
+use crate::serve::TlsSlot;
+use crate::stats::Stats;
+
+/// Where the config comes from. Without `-c`, a missing default file means "built-in
+/// defaults"; with `-c`, a missing file is an error.
+#[derive(Clone, Debug)]
+pub struct ConfigSource {
+    pub prefix: PathBuf,
+    pub path: PathBuf,
+    pub explicit: bool,
+}
+
+impl ConfigSource {
+    pub fn load(&self) -> Result<Config, ConfigErrors> {
+        if self.explicit || self.path.exists() {
+            Config::load(&self.path, &self.prefix)
+        } else {
+            Ok(Config::defaults(&self.prefix))
+        }
+    }
+
+    pub fn pid_file(&self) -> PathBuf {
+        self.prefix.join("logs/jsipd.pid")
+    }
+}
+
+pub struct App {
+    config: RwLock<Arc<Config>>,
+    pub source: ConfigSource,
+    pub stats: Stats,
+    pub started: Instant,
+    pub logs: Arc<Logs>,
+    api_key: RwLock<Option<Arc<str>>>,
+    /// TLS acceptors of the listening ports, by section, for SIGHUP to refresh.
+    pub tls: Vec<(&'static str, TlsSlot)>,
+}
+
+impl App {
+    pub fn new(
+        config: Config,
+        source: ConfigSource,
+        logs: Arc<Logs>,
+        api_key: Option<Arc<str>>,
+        tls: Vec<(&'static str, TlsSlot)>,
+    ) -> App {
+        App {
+            config: RwLock::new(Arc::new(config)),
+            source,
+            stats: Stats::default(),
+            started: Instant::now(),
+            logs,
+            api_key: RwLock::new(api_key),
+            tls,
+        }
+    }
+
+    pub fn config(&self) -> Arc<Config> {
+        self.config
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_config(&self, config: Config) {
+        *self.config.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(config);
+    }
+
+    pub fn api_key(&self) -> Option<Arc<str>> {
+        self.api_key
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_api_key(&self, key: Option<Arc<str>>) {
+        *self.api_key.write().unwrap_or_else(|p| p.into_inner()) = key;
+    }
+}

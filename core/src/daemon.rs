@@ -1,0 +1,237 @@
+//! The daemon's life: start, serve, react to signals, stop.
+//!
+//! Start-up order matters: signal handlers first (a HUP sent right after the pid file
+//! appears must not kill us), then logs, then everything that can fail on bad input
+//! (TLS files, API key, binding ports), and the pid file only once every port is bound,
+//! so its presence means "ready".
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context as _};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::{error, info, warn};
+
+use crate::app::{App, ConfigSource};
+use crate::config::{Config, ListenConfig};
+use crate::log::Logs;
+use crate::pidfile::PidFile;
+use crate::serve::{self, Serving, TlsSlot};
+use crate::signals::{Signal, Signals};
+use crate::{api, tls, transport};
+
+/// Runs the daemon until it is told to stop. Never returns on success paths that
+/// must not wait for stray tasks: the caller exits the process with the code.
+pub fn run(source: ConfigSource) -> ExitCode {
+    let config = match source.load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("jsipd: configuration rejected:\n{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("jsipd-worker")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("jsipd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let code = runtime.block_on(async {
+        match serve(source, config).await {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                error!("cannot start: {e:#}");
+                eprintln!("jsipd: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    });
+    // Tasks still running after a forced stop are abandoned, not awaited.
+    runtime.shutdown_background();
+    code
+}
+
+/// How the control loop ended.
+enum Stop {
+    Graceful(&'static str),
+    Now,
+}
+
+async fn serve(source: ConfigSource, config: Config) -> anyhow::Result<()> {
+    let mut signals = Signals::install().context("installing signal handlers")?;
+    let logs = Arc::new(Logs::init(&config)?);
+    let result = start_and_run(source, config, &mut signals, &logs).await;
+    if let Err(e) = &result {
+        error!("{e:#}");
+    }
+    logs.flush_and_stop();
+    result
+}
+
+async fn start_and_run(
+    source: ConfigSource,
+    config: Config,
+    signals: &mut Signals,
+    logs: &Arc<Logs>,
+) -> anyhow::Result<()> {
+    let api_tls = tls_slot(&config.api)?;
+    let rtc_tls = tls_slot(&config.rtc)?;
+    let api_key = api::ensure_key(&config)?;
+    let tls_slots = [("APIServer", &api_tls), ("RTCServer", &rtc_tls)]
+        .into_iter()
+        .filter_map(|(s, slot)| Some((s, slot.clone()?)))
+        .collect();
+    let app = Arc::new(App::new(
+        config.clone(),
+        source.clone(),
+        logs.clone(),
+        api_key,
+        tls_slots,
+    ));
+
+    let tasks = TaskTracker::new();
+    let shutdown = CancellationToken::new();
+    let api = Serving {
+        handler: api::handler(app.clone()),
+        stats: app.stats.api.clone(),
+        tasks: tasks.clone(),
+        shutdown: shutdown.clone(),
+    };
+    let rtc = Serving {
+        handler: transport::handler(app.clone()),
+        stats: app.stats.rtc.clone(),
+        tasks: tasks.clone(),
+        shutdown: shutdown.clone(),
+    };
+
+    let mut bound = Vec::new();
+    for (section, tls, serving) in [(&config.api, &api_tls, &api), (&config.rtc, &rtc_tls, &rtc)] {
+        for ep in section.endpoints() {
+            let slot = if ep.tls { tls.clone() } else { None };
+            bound.push((serve::bind(&ep, slot).await?, serving.clone()));
+        }
+    }
+    if bound.is_empty() {
+        bail!("nothing to listen on: listen and tlslisten are empty in both [APIServer] and [RTCServer]");
+    }
+    let pid_file = PidFile::create(&source.pid_file())?;
+    for (b, serving) in bound {
+        info!("listening on {} for {}", b.local, b.key);
+        serve::spawn(b, serving);
+    }
+    info!(
+        "jsipd {} started, pid {}, config {}",
+        env!("CARGO_PKG_VERSION"),
+        std::process::id(),
+        config
+            .source
+            .as_ref()
+            .map_or("<built-in defaults>".into(), |p| p.display().to_string())
+    );
+
+    let stop = loop {
+        match signals.next().await {
+            Signal::Reload => reload(&app),
+            Signal::Reopen => match app.logs.reopen() {
+                Ok(()) => info!("SIGUSR1: log files reopened"),
+                Err(e) => error!("SIGUSR1: {e:#}"),
+            },
+            Signal::Stop(name) => break Stop::Graceful(name),
+            Signal::Exit => break Stop::Now,
+        }
+    };
+
+    match stop {
+        Stop::Now => info!("SIGTERM: exiting at once"),
+        Stop::Graceful(name) => {
+            let timeout = app.config().stop_timeout;
+            info!("{name}: stopping gracefully: listeners closed, up to {timeout:?} for work in flight");
+            shutdown.cancel();
+            tasks.close();
+            tokio::select! {
+                _ = tasks.wait() => info!("stopped: all work finished"),
+                _ = tokio::time::sleep(timeout) => {
+                    warn!("stop_timeout ({timeout:?}) reached with {} tasks still running: exiting anyway", tasks.len());
+                }
+                _ = until_exit(signals) => info!("SIGTERM during graceful stop: exiting at once"),
+            }
+        }
+    }
+    drop(pid_file);
+    Ok(())
+}
+
+async fn until_exit(signals: &mut Signals) {
+    while signals.next().await != Signal::Exit {}
+}
+
+fn tls_slot(server: &ListenConfig) -> anyhow::Result<Option<TlsSlot>> {
+    if server.tls_listen.is_none() {
+        return Ok(None);
+    }
+    Ok(Some(TlsSlot::new(tls::acceptor(
+        &server.cert,
+        &server.key,
+        server.section,
+    )?)))
+}
+
+/// SIGHUP: re-read the config. Everything that can fail is prepared before anything is
+/// changed, so a broken file (or a missing new certificate) leaves the old config whole.
+fn reload(app: &App) {
+    let old = app.config();
+    let prepared = app
+        .source
+        .load()
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .and_then(|new| {
+            let mut acceptors = Vec::new();
+            for (section, slot) in &app.tls {
+                let server = if *section == "APIServer" {
+                    &new.api
+                } else {
+                    &new.rtc
+                };
+                acceptors.push((slot, tls::acceptor(&server.cert, &server.key, section)?));
+            }
+            let key = api::ensure_key(&new)?;
+            app.logs.apply(&new)?;
+            Ok((new, acceptors, key))
+        });
+    let (new, acceptors, key) = match prepared {
+        Ok(p) => p,
+        Err(e) => {
+            app.stats
+                .reloads_rejected
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            error!("SIGHUP: config rejected, still running on the previous one:\n{e:#}");
+            return;
+        }
+    };
+    for (slot, acceptor) in acceptors {
+        slot.replace(acceptor);
+    }
+    app.set_api_key(key);
+    let changed: Vec<String> = old
+        .changed_keys(&new)
+        .map(|k| crate::config::schema::display(k.section, k.name))
+        .collect();
+    for key in old.restart_needed(&new) {
+        warn!("SIGHUP: {key} changed; it takes effect after a restart");
+    }
+    app.set_config(new);
+    app.stats
+        .reloads
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if changed.is_empty() {
+        info!("SIGHUP: config reloaded, nothing changed");
+    } else {
+        info!("SIGHUP: config reloaded; changed: {}", changed.join(", "));
+    }
+}
