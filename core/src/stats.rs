@@ -51,12 +51,28 @@ impl PortStats {
 #[derive(Default)]
 pub struct RequestStats {
     total: AtomicU64,
+    /// Requests whose head has arrived and whose answer has not been produced yet.
+    in_flight: AtomicU64,
     /// Index = status / 100 (1xx..5xx).
     by_class: [AtomicU64; 6],
     unauthorized: AtomicU64,
 }
 
+/// Counts a request as in flight until dropped.
+pub struct InFlight<'a>(&'a RequestStats);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Relaxed);
+    }
+}
+
 impl RequestStats {
+    pub fn started(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Relaxed);
+        InFlight(self)
+    }
+
     pub fn record(&self, status: u16) {
         self.total.fetch_add(1, Relaxed);
         let class = usize::from(status / 100).min(5);
@@ -70,6 +86,7 @@ impl RequestStats {
         let c = |i: usize| self.by_class[i].load(Relaxed);
         json!({
             "total": self.total.load(Relaxed),
+            "in_flight": self.in_flight.load(Relaxed),
             "2xx": c(2), "3xx": c(3), "4xx": c(4), "5xx": c(5),
             "unauthorized": self.unauthorized.load(Relaxed),
         })

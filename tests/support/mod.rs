@@ -1,1 +1,246 @@
+//! Test support: start the real `jsipd` binary in a temporary install prefix and talk to
+//! it over its real ports.
+//!
+//! Ports are never guessed: test configs listen on port 0 and the support reads the
+//! addresses jsipd logs ("listening on ADDR for [APIServer] listen"). Every wait is on a
+//! real condition (a log line, a process exit, a socket state) with a deadline, never a
+//! bare sleep.
 
+pub mod http;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// The workspace root (this crate lives in `tests/`).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// Path of the freshly built `jsipd` binary. Builds it once per test process, so a test
+/// run never exercises a stale binary.
+pub fn jsipd_bin() -> PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "-p", "jsipd", "--bin", "jsipd"])
+            .current_dir(repo_root())
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building jsipd failed");
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| repo_root().join("target"), PathBuf::from);
+        target.join("debug/jsipd")
+    })
+    .clone()
+}
+
+/// A temporary install prefix: `conf/`, `logs/`, removed when dropped.
+pub struct Prefix {
+    dir: tempfile::TempDir,
+}
+
+impl Prefix {
+    /// A prefix whose `conf/jsipd.ini` is `ini`.
+    pub fn with_config(ini: &str) -> Prefix {
+        let p = Prefix {
+            dir: tempfile::Builder::new()
+                .prefix("jsipd-e2e-")
+                .tempdir()
+                .unwrap(),
+        };
+        std::fs::create_dir_all(p.path().join("conf")).unwrap();
+        std::fs::create_dir_all(p.path().join("logs")).unwrap();
+        p.write_config(ini);
+        p
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.path().join("conf/jsipd.ini")
+    }
+
+    pub fn write_config(&self, ini: &str) {
+        std::fs::write(self.config_path(), ini).unwrap();
+    }
+
+    /// Runs `jsipd -p PREFIX ARGS…` to completion (for `-t`, `-s`, `gencert`).
+    pub fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new(jsipd_bin())
+            .arg("-p")
+            .arg(self.path())
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+/// A config that logs to stdout and listens on loopback ports chosen by the kernel.
+pub fn loopback_config(extra_top: &str) -> String {
+    format!(
+        "logfile = stdout\n{extra_top}\n[APIServer]\nlisten = 127.0.0.1:0\naccesslog = off\n[RTCServer]\nlisten = 127.0.0.1:0\n"
+    )
+}
+
+/// Lines the daemon printed on stdout/stderr, shared with reader threads.
+#[derive(Default)]
+struct Output {
+    lines: Mutex<Vec<String>>,
+    grew: Condvar,
+}
+
+pub struct Daemon {
+    child: Child,
+    output: Arc<Output>,
+    /// Where the main log goes when it is a file; `None` when it is stdout.
+    log_file: Option<PathBuf>,
+    pub api: SocketAddr,
+    pub rtc: Option<SocketAddr>,
+}
+
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+impl Daemon {
+    /// Starts jsipd in `prefix` and waits until it logged that it started.
+    pub fn start(prefix: &Prefix) -> Daemon {
+        Daemon::start_with_log(prefix, None)
+    }
+
+    /// Like [`Daemon::start`], for a config whose `logfile` is `log_file`.
+    pub fn start_with_log(prefix: &Prefix, log_file: Option<PathBuf>) -> Daemon {
+        let mut child = Command::new(jsipd_bin())
+            .arg("-p")
+            .arg(prefix.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn jsipd");
+        let output = Arc::new(Output::default());
+        for pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let output = output.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                    output.lines.lock().unwrap().push(line);
+                    output.grew.notify_all();
+                }
+            });
+        }
+        let mut d = Daemon {
+            child,
+            output,
+            log_file,
+            api: "0.0.0.0:0".parse().unwrap(),
+            rtc: None,
+        };
+        d.wait_log("started, pid", START_TIMEOUT);
+        d.api = d.listening_on("[APIServer] listen").expect("API listener");
+        d.rtc = d.listening_on("[RTCServer] listen");
+        d
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    fn listening_on(&self, key: &str) -> Option<SocketAddr> {
+        let suffix = format!(" for {key}");
+        self.log().iter().find_map(|l| {
+            let rest = l.split("listening on ").nth(1)?;
+            rest.strip_suffix(&suffix)?.parse().ok()
+        })
+    }
+
+    /// Everything logged so far (stdout+stderr, or the log file).
+    pub fn log(&self) -> Vec<String> {
+        match &self.log_file {
+            Some(p) => std::fs::read_to_string(p)
+                .unwrap_or_default()
+                .lines()
+                .map(String::from)
+                .collect(),
+            None => self.output.lines.lock().unwrap().clone(),
+        }
+    }
+
+    /// What the process printed on stdout/stderr (whatever the log target).
+    pub fn console(&self) -> Vec<String> {
+        self.output.lines.lock().unwrap().clone()
+    }
+
+    /// Waits until some log line contains `needle`; returns that line.
+    pub fn wait_log(&self, needle: &str, timeout: Duration) -> String {
+        self.wait_log_count(needle, 1, timeout)
+    }
+
+    /// Waits until `count` log lines contain `needle`; returns the last of them.
+    pub fn wait_log_count(&self, needle: &str, count: usize, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let found: Vec<String> = self
+                .log()
+                .into_iter()
+                .filter(|l| l.contains(needle))
+                .collect();
+            if found.len() >= count {
+                return found.last().unwrap().clone();
+            }
+            let now = Instant::now();
+            assert!(
+                now < deadline,
+                "no {count} log lines with {needle:?} within {timeout:?}; log:\n{}\nconsole:\n{}",
+                self.log().join("\n"),
+                self.console().join("\n")
+            );
+            // Stdout lines wake us at once; a log file is re-read every 20 ms.
+            let lines = self.output.lines.lock().unwrap();
+            let _ = self
+                .output
+                .grew
+                .wait_timeout(lines, (deadline - now).min(Duration::from_millis(20)))
+                .unwrap();
+        }
+    }
+
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        assert_eq!(unsafe { libc::kill(self.pid(), sig) }, 0, "kill({sig})");
+    }
+
+    /// Waits for the process to exit; `None` if it is still running at the deadline.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            // No portable way to block on a child with a timeout; poll it finely.
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

@@ -40,6 +40,7 @@ pub fn handler(app: Arc<App>) -> Handler {
         let access = access.clone();
         Box::pin(async move {
             let started = Instant::now();
+            let in_flight = app.stats.api_requests.started();
             let method = req.method().clone();
             let target = req
                 .uri()
@@ -65,6 +66,8 @@ pub fn handler(app: Arc<App>) -> Handler {
             };
 
             let status = resp.status().as_u16();
+            tracing::debug!("API {} {method} {target} -> {status}", peer.remote);
+            drop(in_flight);
             app.stats.api_requests.record(status);
             access.write(&json!({
                 "time": humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
