@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# Build jsipd (release) and lay out an install tree:
+#   bin/ conf/ certs/ logs/ plugins/ sdk/ share/
+# Safe to run again: existing files in conf/ and certs/ are never overwritten.
+set -euo pipefail
+
+usage() {
+    cat <<'USAGE'
+Usage: ./install.sh [--prefix=DIR]
+
+  --prefix=DIR  install tree (default: /usr/local/jsipd as root, else $HOME/jsipd)
+USAGE
+}
+
+if [[ $(id -u) -eq 0 ]]; then prefix=/usr/local/jsipd; else prefix=$HOME/jsipd; fi
+for arg in "$@"; do
+    case $arg in
+        --prefix=*) prefix=${arg#--prefix=} ;;
+        -h|--help) usage; exit 0 ;;
+        *) echo "install.sh: unknown argument '$arg'" >&2; usage >&2; exit 2 ;;
+    esac
+done
+[[ -n $prefix ]] || { echo "install.sh: --prefix is empty" >&2; exit 2; }
+
+src=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+command -v cargo >/dev/null || { echo "install.sh: cargo not found; install Rust first (https://rustup.rs)" >&2; exit 1; }
+
+echo "building jsipd (release)..."
+cargo build --release --locked --manifest-path "$src/Cargo.toml" -p jsipd
+target=${CARGO_TARGET_DIR:-$src/target}
+
+mkdir -p "$prefix"
+prefix=$(cd "$prefix" && pwd)
+mkdir -p "$prefix"/{bin,conf,certs,logs,plugins,sdk,share}
+
+# Replace binaries by rename, so a running jsipd keeps its (old) executable intact.
+install_bin() {
+    local from=$1 to=$2
+    cp "$from" "$to.new"
+    chmod 0755 "$to.new"
+    mv -f "$to.new" "$to"
+}
+install_bin "$target/release/jsipd" "$prefix/bin/jsipd"
+
+# Config: never overwrite what the operator has; always refresh the .default reference.
+for f in "$src"/conf/*; do
+    name=$(basename "$f")
+    cp "$f" "$prefix/conf/$name.default"
+    if [[ ! -e $prefix/conf/$name ]]; then
+        cp "$f" "$prefix/conf/$name"
+        echo "installed conf/$name"
+    else
+        echo "kept existing conf/$name (reference copy: conf/$name.default)"
+    fi
+done
+
+if [[ ! -e $prefix/certs/jsipd.crt && ! -e $prefix/certs/jsipd.key ]]; then
+    "$prefix/bin/jsipd" -p "$prefix" gencert
+fi
+
+# Service files, filled in for this prefix (copy them into /etc yourself).
+for t in jsipd.service logrotate; do
+    sed "s|@PREFIX@|$prefix|g" "$src/dist/$t.in" > "$prefix/share/$t"
+done
+
+"$prefix/bin/jsipd" -p "$prefix" -t
+
+cat <<DONE
+
+jsipd installed in $prefix
+  start:     $prefix/bin/jsipd
+  check:     $prefix/bin/jsipd -t
+  signals:   $prefix/bin/jsipd -s reload|reopen|quit|stop
+  systemd:   cp $prefix/share/jsipd.service /etc/systemd/system/
+  logrotate: cp $prefix/share/logrotate /etc/logrotate.d/jsipd
+DONE
