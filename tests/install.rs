@@ -13,7 +13,11 @@ fn install(prefix: &Path) -> String {
         .arg(format!("--prefix={}", prefix.display()))
         .output()
         .expect("run install.sh");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "install.sh failed:\n{text}");
     text
 }
@@ -31,28 +35,64 @@ fn install_twice_gives_a_complete_tree_and_keeps_edited_config() {
     assert!(std::fs::metadata(&bin).unwrap().permissions().mode() & 0o111 != 0);
     assert!(prefix.join("conf/jsipd.ini").is_file());
     assert!(prefix.join("certs/jsipd.crt").is_file());
-    assert_eq!(std::fs::metadata(prefix.join("certs/jsipd.key")).unwrap().permissions().mode() & 0o777, 0o600);
+    assert_eq!(
+        std::fs::metadata(prefix.join("certs/jsipd.key"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o600
+    );
     let unit = std::fs::read_to_string(prefix.join("share/jsipd.service")).unwrap();
-    assert!(unit.contains(&format!("ExecStart={}/bin/jsipd -p {}", prefix.display(), prefix.display())), "{unit}");
+    assert!(
+        unit.contains(&format!(
+            "ExecStart={}/bin/jsipd -p {}",
+            prefix.display(),
+            prefix.display()
+        )),
+        "{unit}"
+    );
     let rotate = std::fs::read_to_string(prefix.join("share/logrotate")).unwrap();
-    assert!(rotate.contains(&format!("{}/bin/jsipd -p {} -s reopen", prefix.display(), prefix.display())), "{rotate}");
+    assert!(
+        rotate.contains(&format!(
+            "{}/bin/jsipd -p {} -s reopen",
+            prefix.display(),
+            prefix.display()
+        )),
+        "{rotate}"
+    );
     assert!(!rotate.contains("@PREFIX@") && !unit.contains("@PREFIX@"));
 
     // The installed binary finds its tree without -p (the folder above bin/).
     let out = Command::new(&bin).arg("-t").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert!(String::from_utf8_lossy(&out.stdout).contains(&prefix.join("conf/jsipd.ini").display().to_string()));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout)
+        .contains(&prefix.join("conf/jsipd.ini").display().to_string()));
 
     // Edit the config and the certificate, install again: both survive.
     let conf = prefix.join("conf/jsipd.ini");
-    let edited = format!("loglevel = debug\n{}", std::fs::read_to_string(&conf).unwrap());
+    let edited = format!(
+        "loglevel = debug\n{}",
+        std::fs::read_to_string(&conf).unwrap()
+    );
     std::fs::write(&conf, &edited).unwrap();
     let cert_before = std::fs::read(prefix.join("certs/jsipd.crt")).unwrap();
     let second = install(&prefix);
     assert!(second.contains("kept existing conf/jsipd.ini"), "{second}");
     assert_eq!(std::fs::read_to_string(&conf).unwrap(), edited);
-    assert_eq!(std::fs::read(prefix.join("certs/jsipd.crt")).unwrap(), cert_before);
+    assert_eq!(
+        std::fs::read(prefix.join("certs/jsipd.crt")).unwrap(),
+        cert_before
+    );
     assert!(prefix.join("conf/jsipd.ini.default").is_file());
     let out = Command::new(&bin).arg("-t").output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
