@@ -51,11 +51,7 @@ fn config_test_accepts_good_and_names_file_line_key_of_bad() {
 #[test]
 fn malformed_ini_line_stops_start_with_its_line() {
     let prefix = Prefix::with_config("logfile = stdout\n[APIServer\nlisten = 127.0.0.1:0\n");
-    let out = Command::new(jsipd_bin())
-        .arg("-p")
-        .arg(prefix.path())
-        .output()
-        .unwrap();
+    let out = prefix.run(&[]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
@@ -71,11 +67,7 @@ fn port_in_use_is_named_and_exits_nonzero() {
     let prefix = Prefix::with_config(&format!(
         "logfile = stdout\n[APIServer]\nlisten = 127.0.0.1:{port}\n[RTCServer]\nlisten = 127.0.0.1:0\n"
     ));
-    let out = Command::new(jsipd_bin())
-        .arg("-p")
-        .arg(prefix.path())
-        .output()
-        .unwrap();
+    let out = prefix.run(&[]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(
@@ -104,11 +96,7 @@ fn missing_cert_file_is_named_by_check_and_by_start() {
         "{}",
         stderr(&out)
     );
-    let out = Command::new(jsipd_bin())
-        .arg("-p")
-        .arg(prefix.path())
-        .output()
-        .unwrap();
+    let out = prefix.run(&[]);
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(

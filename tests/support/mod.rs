@@ -74,7 +74,8 @@ impl Prefix {
         std::fs::write(self.config_path(), ini).unwrap();
     }
 
-    /// Runs `jsipd -p PREFIX ARGS…` to completion (for `-t`, `-s`, `gencert`).
+    /// Runs `jsipd -p PREFIX ARGS…` to completion (`-t`, `-s`, `gencert`, or a start
+    /// that is expected to fail).
     pub fn run(&self, args: &[&str]) -> std::process::Output {
         Command::new(jsipd_bin())
             .arg("-p")
