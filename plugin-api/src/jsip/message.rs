@@ -1,0 +1,444 @@
+//! The JSIP message: one JSON object per WebSocket text frame (JSIP.md §2).
+//!
+//! Known keys become typed fields; every other key is kept in [`Message::extra`] and
+//! written back unchanged, so a message forwarded through jsipd loses nothing.
+//! Validation follows JSIP.md §2 "Bad input": a frame that names its transaction
+//! (string `DialogueID`, numeric `CSeq`) but is otherwise wrong is answered with a 400
+//! on that transaction; anything else gets a bare 400. Either way the reason names the
+//! field, so a person at a WebSocket prompt can see what was wrong.
+
+use std::fmt;
+
+use serde_json::{Map, Value};
+
+use super::reason_phrase;
+
+/// JSIP request methods.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    Invite,
+    Ack,
+    Bye,
+    Cancel,
+    Register,
+    Options,
+    Info,
+    Update,
+    Prack,
+    Subscribe,
+    Message,
+    Notify,
+}
+
+impl Method {
+    pub const ALL: [Method; 12] = [
+        Method::Invite,
+        Method::Ack,
+        Method::Bye,
+        Method::Cancel,
+        Method::Register,
+        Method::Options,
+        Method::Info,
+        Method::Update,
+        Method::Prack,
+        Method::Subscribe,
+        Method::Message,
+        Method::Notify,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Invite => "INVITE",
+            Method::Ack => "ACK",
+            Method::Bye => "BYE",
+            Method::Cancel => "CANCEL",
+            Method::Register => "REGISTER",
+            Method::Options => "OPTIONS",
+            Method::Info => "INFO",
+            Method::Update => "UPDATE",
+            Method::Prack => "PRACK",
+            Method::Subscribe => "SUBSCRIBE",
+            Method::Message => "MESSAGE",
+            Method::Notify => "NOTIFY",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Method> {
+        Method::ALL.into_iter().find(|m| m.as_str() == s)
+    }
+
+    /// INVITE, ACK, BYE, CANCEL, INFO, UPDATE, PRACK belong to the session layer
+    /// (JSIP.md §4); the rest are transaction-only.
+    pub fn is_session_layer(self) -> bool {
+        matches!(
+            self,
+            Method::Invite
+                | Method::Ack
+                | Method::Bye
+                | Method::Cancel
+                | Method::Info
+                | Method::Update
+                | Method::Prack
+        )
+    }
+
+    /// Methods that may start a dialog and so be dispatched to an SLP (JSIP.md §5).
+    pub fn may_start_dialog(self) -> bool {
+        matches!(
+            self,
+            Method::Invite
+                | Method::Register
+                | Method::Options
+                | Method::Message
+                | Method::Subscribe
+        )
+    }
+}
+
+impl fmt::Display for Method {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Request or response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Request(Method),
+    /// Status code, 100–699.
+    Response(u16),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub kind: Kind,
+    /// Required on requests; `None` on responses.
+    pub request_uri: Option<String>,
+    /// Reason phrase of a response.
+    pub desc: Option<String>,
+    pub from: String,
+    pub to: String,
+    pub dialogue_id: String,
+    pub cseq: u64,
+    /// Comma-separated URIs; the first one routes.
+    pub router: Option<String>,
+    /// CSeq of the INVITE an ACK or CANCEL refers to.
+    pub related_id: Option<u64>,
+    /// Refresh interval in seconds.
+    pub expire: Option<u64>,
+    pub body: Option<Value>,
+    pub content_type: Option<String>,
+    pub p_asserted_identity: Option<String>,
+    pub event: Option<String>,
+    pub reason: Option<String>,
+    /// Every key not listed above, kept and re-emitted unchanged.
+    pub extra: Map<String, Value>,
+}
+
+/// A frame that is not a valid message, and how to answer it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ParseError {
+    /// The frame names its transaction: answer 400 on that DialogueID/CSeq.
+    Invalid {
+        dialogue_id: String,
+        cseq: u64,
+        from: Option<String>,
+        to: Option<String>,
+        reason: String,
+    },
+    /// Not JSON, not an object, or no usable DialogueID/CSeq: answer a bare 400.
+    Unaddressable { reason: String },
+}
+
+impl ParseError {
+    pub fn reason(&self) -> &str {
+        match self {
+            ParseError::Invalid { reason, .. } | ParseError::Unaddressable { reason } => reason,
+        }
+    }
+
+    /// The `RESPONSE 400` to send back, as JSON text.
+    pub fn answer(&self) -> String {
+        let mut m = Map::new();
+        m.insert("Type".into(), "RESPONSE".into());
+        m.insert("Code".into(), 400.into());
+        m.insert("Desc".into(), reason_phrase(400).into());
+        if let ParseError::Invalid {
+            dialogue_id,
+            cseq,
+            from,
+            to,
+            ..
+        } = self
+        {
+            if let Some(f) = from {
+                m.insert("From".into(), f.clone().into());
+            }
+            if let Some(t) = to {
+                m.insert("To".into(), t.clone().into());
+            }
+            m.insert("DialogueID".into(), dialogue_id.clone().into());
+            m.insert("CSeq".into(), (*cseq).into());
+        }
+        m.insert("Reason".into(), self.reason().into());
+        Value::Object(m).to_string()
+    }
+}
+
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+impl std::error::Error for ParseError {}
+
+/// Pulls typed fields out of the frame's object; what is left becomes `extra`.
+struct Fields {
+    map: Map<String, Value>,
+}
+
+impl Fields {
+    fn string(&mut self, key: &str) -> Result<Option<String>, String> {
+        match self.map.remove(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
+            Some(other) => Err(format!("{key} must be a string, not {}", kind_of(&other))),
+        }
+    }
+
+    fn required_string(&mut self, key: &str) -> Result<String, String> {
+        match self.string(key)? {
+            Some(s) if !s.is_empty() => Ok(s),
+            Some(_) => Err(format!("{key} is empty")),
+            None => Err(format!("{key} is missing")),
+        }
+    }
+
+    fn number(&mut self, key: &str) -> Result<Option<u64>, String> {
+        match self.map.remove(key) {
+            None => Ok(None),
+            Some(Value::Number(n)) => n
+                .as_u64()
+                .map(Some)
+                .ok_or_else(|| format!("{key} must be a whole number from 0 to 2^64-1, not {n}")),
+            Some(other) => Err(format!("{key} must be a number, not {}", kind_of(&other))),
+        }
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+impl Message {
+    /// Parses and validates one frame.
+    pub fn parse(frame: &str) -> Result<Message, ParseError> {
+        let value: Value = serde_json::from_str(frame).map_err(|e| ParseError::Unaddressable {
+            reason: format!("not JSON: {e}"),
+        })?;
+        let Value::Object(map) = value else {
+            return Err(ParseError::Unaddressable {
+                reason: format!("a JSIP message is a JSON object, not {}", kind_of(&value)),
+            });
+        };
+        Message::from_object(map)
+    }
+
+    /// Validates an already-decoded JSON object.
+    pub fn from_object(map: Map<String, Value>) -> Result<Message, ParseError> {
+        let mut f = Fields { map };
+        let unaddressable = |reason: String| ParseError::Unaddressable { reason };
+        let dialogue_id = match f.required_string("DialogueID") {
+            Ok(d) => d,
+            Err(e) => return Err(unaddressable(e)),
+        };
+        let cseq = match f.number("CSeq") {
+            Ok(Some(c)) => c,
+            Ok(None) => return Err(unaddressable("CSeq is missing".into())),
+            Err(e) => return Err(unaddressable(e)),
+        };
+        // From here on the frame names its transaction: errors answer on it.
+        let from = f.map.get("From").and_then(Value::as_str).map(String::from);
+        let to = f.map.get("To").and_then(Value::as_str).map(String::from);
+        let invalid = |reason: String| ParseError::Invalid {
+            dialogue_id: dialogue_id.clone(),
+            cseq,
+            from: from.clone(),
+            to: to.clone(),
+            reason,
+        };
+        Message::fields(&mut f, dialogue_id.clone(), cseq).map_err(invalid)
+    }
+
+    fn fields(f: &mut Fields, dialogue_id: String, cseq: u64) -> Result<Message, String> {
+        let ty = f.required_string("Type")?;
+        let kind = if ty == "RESPONSE" {
+            let code = f
+                .number("Code")?
+                .ok_or("Code is missing (a response needs a status code)")?;
+            if !(100..=699).contains(&code) {
+                return Err(format!("Code {code} is outside 100-699"));
+            }
+            Kind::Response(code as u16)
+        } else {
+            let m = Method::parse(&ty).ok_or_else(|| {
+                let known: Vec<&str> = Method::ALL.iter().map(|m| m.as_str()).collect();
+                format!("unknown Type '{ty}' (known: {}, RESPONSE)", known.join(" "))
+            })?;
+            Kind::Request(m)
+        };
+        let (request_uri, desc) = match kind {
+            Kind::Request(_) => (Some(f.required_string("Request-URI")?), None),
+            Kind::Response(_) => (None, f.string("Desc")?),
+        };
+        let related_id = f.number("RelatedID")?;
+        if matches!(kind, Kind::Request(Method::Ack | Method::Cancel)) && related_id.is_none() {
+            return Err(format!(
+                "RelatedID is missing (an {ty} names the INVITE's CSeq)"
+            ));
+        }
+        Ok(Message {
+            kind,
+            request_uri,
+            desc,
+            from: f.required_string("From")?,
+            to: f.required_string("To")?,
+            dialogue_id,
+            cseq,
+            router: f.string("Router")?,
+            related_id,
+            expire: f.number("Expire")?,
+            body: f.map.remove("Body"),
+            content_type: f.string("Content-Type")?,
+            p_asserted_identity: f.string("P-Asserted-Identity")?,
+            event: f.string("Event")?,
+            reason: f.string("Reason")?,
+            extra: std::mem::take(&mut f.map),
+        })
+    }
+
+    /// A new request with the required fields.
+    pub fn request(
+        method: Method,
+        request_uri: &str,
+        from: &str,
+        to: &str,
+        dialogue_id: &str,
+        cseq: u64,
+    ) -> Message {
+        Message {
+            kind: Kind::Request(method),
+            request_uri: Some(request_uri.into()),
+            desc: None,
+            from: from.into(),
+            to: to.into(),
+            dialogue_id: dialogue_id.into(),
+            cseq,
+            router: None,
+            related_id: None,
+            expire: None,
+            body: None,
+            content_type: None,
+            p_asserted_identity: None,
+            event: None,
+            reason: None,
+            extra: Map::new(),
+        }
+    }
+
+    /// The response to this request: From, To, DialogueID and CSeq copied, `Desc` from
+    /// the reason-phrase table.
+    pub fn response(&self, code: u16) -> Message {
+        let mut r = Message::request(
+            Method::Ack,
+            "",
+            &self.from,
+            &self.to,
+            &self.dialogue_id,
+            self.cseq,
+        );
+        r.kind = Kind::Response(code);
+        r.request_uri = None;
+        r.desc = Some(reason_phrase(code).into());
+        r
+    }
+
+    pub fn method(&self) -> Option<Method> {
+        match self.kind {
+            Kind::Request(m) => Some(m),
+            Kind::Response(_) => None,
+        }
+    }
+
+    pub fn code(&self) -> Option<u16> {
+        match self.kind {
+            Kind::Response(c) => Some(c),
+            Kind::Request(_) => None,
+        }
+    }
+
+    pub fn is_request(&self) -> bool {
+        matches!(self.kind, Kind::Request(_))
+    }
+
+    /// The JSON object, known keys first in a fixed order, then the kept extra keys.
+    pub fn to_object(&self) -> Map<String, Value> {
+        let mut m = Map::new();
+        let mut put = |k: &str, v: Value| {
+            m.insert(k.to_string(), v);
+        };
+        match self.kind {
+            Kind::Request(method) => put("Type", method.as_str().into()),
+            Kind::Response(code) => {
+                put("Type", "RESPONSE".into());
+                put("Code", code.into());
+            }
+        }
+        let strings = [
+            ("Request-URI", &self.request_uri),
+            ("Desc", &self.desc),
+            ("Router", &self.router),
+            ("Content-Type", &self.content_type),
+            ("P-Asserted-Identity", &self.p_asserted_identity),
+            ("Event", &self.event),
+            ("Reason", &self.reason),
+        ];
+        for (k, v) in strings {
+            if let Some(v) = v {
+                put(k, v.clone().into());
+            }
+        }
+        put("From", self.from.clone().into());
+        put("To", self.to.clone().into());
+        put("DialogueID", self.dialogue_id.clone().into());
+        put("CSeq", self.cseq.into());
+        for (k, v) in [("RelatedID", self.related_id), ("Expire", self.expire)] {
+            if let Some(v) = v {
+                put(k, v.into());
+            }
+        }
+        if let Some(b) = &self.body {
+            put("Body", b.clone());
+        }
+        for (k, v) in &self.extra {
+            m.insert(k.clone(), v.clone());
+        }
+        m
+    }
+
+    /// The frame text.
+    pub fn to_json(&self) -> String {
+        Value::Object(self.to_object()).to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests;

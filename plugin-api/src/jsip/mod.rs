@@ -1,0 +1,9 @@
+//! The JSIP message model shared by the daemon and plugins (JSIP.md §2).
+
+mod message;
+mod reason;
+mod uri;
+
+pub use message::{Kind, Message, Method, ParseError};
+pub use reason::reason_phrase;
+pub use uri::{parse_router, Uri, UriError};

@@ -1,0 +1,224 @@
+//! JSIP URIs: `[user@]host[:port][;key[=value]]*`.
+//!
+//! The user part may contain `:` (`room:888@example.com` has user `room:888`), so the
+//! user ends at the *last* `@` before the parameters. Parameters of interest to the
+//! stack are `type=NAME` (choose an SLP) and `relid=ID` (join an SLP instance).
+
+use std::fmt;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Uri {
+    pub user: Option<String>,
+    /// Host name or IP; IPv6 literals keep their brackets.
+    pub host: String,
+    pub port: Option<u16>,
+    /// In order of appearance; a key without `=` has value `None`.
+    pub params: Vec<(String, Option<String>)>,
+}
+
+/// Why a URI did not parse; the text says what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UriError(pub String);
+
+impl fmt::Display for UriError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UriError {}
+
+impl Uri {
+    pub fn parse(text: &str) -> Result<Uri, UriError> {
+        let bad = |why: &str| UriError(format!("bad URI '{text}': {why}"));
+        let text_trim = text.trim();
+        if text_trim.is_empty() {
+            return Err(bad("empty"));
+        }
+        if text_trim.contains(char::is_whitespace) {
+            return Err(bad("contains white space"));
+        }
+        let mut parts = text_trim.split(';');
+        let address = parts.next().unwrap_or("");
+        let mut params = Vec::new();
+        for p in parts {
+            let (k, v) = match p.split_once('=') {
+                Some((k, v)) => (k, Some(v.to_string())),
+                None => (p, None),
+            };
+            if k.is_empty() {
+                return Err(bad("parameter without a name"));
+            }
+            params.push((k.to_string(), v));
+        }
+        let (user, hostport) = match address.rsplit_once('@') {
+            Some(("", h)) => return Err(bad(&format!("empty user before '@{h}'"))),
+            Some((u, h)) => (Some(u.to_string()), h),
+            None => (None, address),
+        };
+        let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
+            let (v6, after) = rest
+                .split_once(']')
+                .ok_or_else(|| bad("unclosed '[' in IPv6 host"))?;
+            let port = match after {
+                "" => None,
+                p => Some(
+                    p.strip_prefix(':')
+                        .ok_or_else(|| bad("junk after IPv6 host"))?,
+                ),
+            };
+            (format!("[{v6}]"), port)
+        } else {
+            match hostport.rsplit_once(':') {
+                Some((h, p)) => (h.to_string(), Some(p)),
+                None => (hostport.to_string(), None),
+            }
+        };
+        if host.is_empty() || host == "[]" {
+            return Err(bad("no host"));
+        }
+        if host.contains(['@', '/', ',', '[', ']'].as_slice()) && !host.starts_with('[') {
+            return Err(bad("invalid character in host"));
+        }
+        let port = match port {
+            None => None,
+            Some(p) => Some(
+                p.parse::<u16>()
+                    .map_err(|_| bad(&format!("port '{p}' is not a number 0-65535")))?,
+            ),
+        };
+        Ok(Uri {
+            user,
+            host,
+            port,
+            params,
+        })
+    }
+
+    /// Value of parameter `key`: `None` if absent, `Some(None)` if present without `=`.
+    pub fn param(&self, key: &str) -> Option<Option<&str>> {
+        self.params
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_deref())
+    }
+
+    /// `type=NAME`: the SLP this request asks for.
+    pub fn type_param(&self) -> Option<&str> {
+        self.param("type").flatten().filter(|v| !v.is_empty())
+    }
+
+    /// `relid=ID`: the SLP instance this request joins.
+    pub fn relid(&self) -> Option<&str> {
+        self.param("relid").flatten().filter(|v| !v.is_empty())
+    }
+
+    /// First DNS label of the host (`kvm` for `kvm.example.com`), used to pick an SLP
+    /// when no `type=` is given. IP literals have none.
+    pub fn host_label(&self) -> Option<&str> {
+        if self.host.starts_with('[') || self.host.parse::<std::net::Ipv4Addr>().is_ok() {
+            return None;
+        }
+        self.host.split('.').next().filter(|l| !l.is_empty())
+    }
+
+    /// `user@host` (the connection-registry name of an outbound target).
+    pub fn user_at_host(&self) -> String {
+        match &self.user {
+            Some(u) => format!("{u}@{}", self.host),
+            None => self.host.clone(),
+        }
+    }
+}
+
+impl fmt::Display for Uri {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(u) = &self.user {
+            write!(f, "{u}@")?;
+        }
+        f.write_str(&self.host)?;
+        if let Some(p) = self.port {
+            write!(f, ":{p}")?;
+        }
+        for (k, v) in &self.params {
+            match v {
+                Some(v) => write!(f, ";{k}={v}")?,
+                None => write!(f, ";{k}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The entries of a `Router` header: comma-separated URIs, first one routes.
+pub fn parse_router(router: &str) -> Result<Vec<Uri>, UriError> {
+    router.split(',').map(|u| Uri::parse(u.trim())).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn user_may_contain_colons() {
+        let u = Uri::parse("room:888@example.com").unwrap();
+        assert_eq!(u.user.as_deref(), Some("room:888"));
+        assert_eq!(u.host, "example.com");
+        assert_eq!(u.port, None);
+        assert_eq!(u.host_label(), Some("example"));
+    }
+
+    #[test]
+    fn full_form_round_trips() {
+        let text = "kvm:console@kvm.example.com:8080;type=kvm;relid=42;lr";
+        let u = Uri::parse(text).unwrap();
+        assert_eq!(u.user.as_deref(), Some("kvm:console"));
+        assert_eq!(u.host, "kvm.example.com");
+        assert_eq!(u.port, Some(8080));
+        assert_eq!(u.type_param(), Some("kvm"));
+        assert_eq!(u.relid(), Some("42"));
+        assert_eq!(u.param("lr"), Some(None));
+        assert_eq!(u.param("nope"), None);
+        assert_eq!(u.to_string(), text);
+        assert_eq!(u.user_at_host(), "kvm:console@kvm.example.com");
+    }
+
+    #[test]
+    fn host_only_and_ipv6() {
+        let u = Uri::parse("kvm.example.com;type=kvm").unwrap();
+        assert_eq!(
+            (u.user.as_deref(), u.host.as_str(), u.type_param()),
+            (None, "kvm.example.com", Some("kvm"))
+        );
+        let v6 = Uri::parse("bob@[::1]:9000").unwrap();
+        assert_eq!((v6.host.as_str(), v6.port), ("[::1]", Some(9000)));
+        assert_eq!(v6.host_label(), None);
+        assert_eq!(Uri::parse("10.0.0.1").unwrap().host_label(), None);
+    }
+
+    #[test]
+    fn malformed_uris_say_why() {
+        for (text, why) in [
+            ("", "empty"),
+            ("@host", "empty user"),
+            ("bob@", "no host"),
+            ("bob@host:99999", "not a number"),
+            ("bob@host:x", "not a number"),
+            ("bob@[::1", "unclosed"),
+            ("bob@host;=v", "parameter without a name"),
+            ("bob @host", "white space"),
+        ] {
+            let e = Uri::parse(text).unwrap_err();
+            assert!(e.0.contains(why), "{text:?}: {e}");
+        }
+    }
+
+    #[test]
+    fn router_lists() {
+        let r = parse_router("a.example.com;type=echo, b@c.example.com").unwrap();
+        assert_eq!(r.len(), 2);
+        assert_eq!(r[0].type_param(), Some("echo"));
+        assert_eq!(r[1].user.as_deref(), Some("b"));
+        assert!(parse_router("ok.com,,x").is_err());
+    }
+}
