@@ -262,7 +262,10 @@ fn sigquit_lets_requests_in_flight_finish_then_exits() {
     let quit_at = Instant::now();
     d.signal(libc::SIGQUIT);
     d.wait_log("SIGQUIT: stopping gracefully", WAIT);
-    d.wait_log("closed listener", WAIT);
+    d.wait_log(
+        &format!("closed listener {} ([APIServer] listen)", d.api),
+        WAIT,
+    );
     assert!(
         TcpStream::connect(d.api).is_err(),
         "listener must be closed during a graceful stop"
@@ -447,13 +450,23 @@ fn logrotate_and_sigusr1_lose_and_duplicate_no_line() {
     )
     .unwrap();
 
-    const N: usize = 600;
+    // The client sends until told to stop: it stops 100 requests after the reopen was
+    // seen, so both files get lines however slow the machine is.
     let api = d.api;
-    let client = std::thread::spawn(move || {
-        for i in 0..N {
-            assert_eq!(get(api, &format!("/seq/{i}/end")).status, 404);
-        }
-    });
+    let stop_at = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX));
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let client = {
+        let (stop_at, sent) = (stop_at.clone(), sent.clone());
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while i < stop_at.load(std::sync::atomic::Ordering::SeqCst) {
+                assert_eq!(get(api, &format!("/seq/{i}/end")).status, 404);
+                i += 1;
+                sent.store(i, std::sync::atomic::Ordering::SeqCst);
+            }
+            i
+        })
+    };
     d.wait_log("/seq/100/end", WAIT); // rotate mid-stream, not before it starts
     let out = Command::new("logrotate")
         .arg("-f")
@@ -463,13 +476,18 @@ fn logrotate_and_sigusr1_lose_and_duplicate_no_line() {
         .output()
         .expect("logrotate is installed by the test command");
     assert!(out.status.success(), "logrotate: {}", stderr(&out));
-    client.join().unwrap();
-
-    let rotated = logs.join("jsipd.log.1");
-    assert!(rotated.exists(), "logrotate renamed the log");
+    assert!(
+        logs.join("jsipd.log.1").exists(),
+        "logrotate renamed the log"
+    );
     // The reopen line is in the new file, written after the rotation.
     d.wait_log("SIGUSR1: log files reopened", WAIT);
-    d.wait_log(&format!("/seq/{}/end", N - 1), WAIT);
+    stop_at.store(
+        sent.load(std::sync::atomic::Ordering::SeqCst) + 100,
+        std::sync::atomic::Ordering::SeqCst,
+    );
+    let n = client.join().unwrap();
+    d.wait_log(&format!("/seq/{}/end", n - 1), WAIT);
     let main_marker = |i: usize| format!("/seq/{i}/end -> 404");
     let access_marker = |i: usize| format!("\"/seq/{i}/end\"");
     let markers: [(&str, &dyn Fn(usize) -> String); 2] =
@@ -481,13 +499,13 @@ fn logrotate_and_sigusr1_lose_and_duplicate_no_line() {
         let mut new = String::new();
         while Instant::now() < deadline {
             new = std::fs::read_to_string(logs.join(name)).unwrap_or_default();
-            if new.contains(&marker(N - 1)) {
+            if new.contains(&marker(n - 1)) {
                 break;
             }
             std::thread::sleep(Duration::from_millis(20));
         }
         let (mut in_old, mut in_new) = (0, 0);
-        for i in 0..N {
+        for i in 0..n {
             let m = marker(i);
             let (a, b) = (old.matches(&m).count(), new.matches(&m).count());
             assert_eq!(

@@ -135,6 +135,8 @@ pub fn spawn(bound: Bound, serving: Serving) {
                 }
             }
         }
+        // Close the socket before saying so: the log line promises it is closed.
+        drop(listener);
         tracing::info!("closed listener {local} ({key})");
     });
 }
