@@ -193,11 +193,9 @@ fn reload(app: &App) {
         .and_then(|new| {
             let mut acceptors = Vec::new();
             for (section, slot) in &app.tls {
-                let server = if *section == "APIServer" {
-                    &new.api
-                } else {
-                    &new.rtc
-                };
+                let server = new
+                    .server(section)
+                    .expect("TLS slots exist only for listen sections");
                 acceptors.push((slot, tls::acceptor(&server.cert, &server.key, section)?));
             }
             let key = api::ensure_key(&new)?;

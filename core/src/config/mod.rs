@@ -201,6 +201,13 @@ impl Config {
         self
     }
 
+    /// The listen section named `section` (`APIServer` or `RTCServer`).
+    pub fn server(&self, section: &str) -> Option<&ListenConfig> {
+        [&self.api, &self.rtc]
+            .into_iter()
+            .find(|s| s.section == section)
+    }
+
     /// Changed keys that SIGHUP cannot apply live (listen addresses, for example),
     /// as `[Section] key` names.
     pub fn restart_needed(&self, new: &Config) -> Vec<String> {
