@@ -6,41 +6,52 @@ use std::sync::Arc;
 
 use serde_json::{json, Value};
 
+/// A level that goes up when something starts and down when it ends.
+#[derive(Default)]
+pub struct Gauge(AtomicU64);
+
+/// Holds one unit of a [`Gauge`]; dropping it (however the work ends) releases it.
+pub struct Held<'a>(&'a Gauge);
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.0 .0.fetch_sub(1, Relaxed);
+    }
+}
+
+impl Gauge {
+    pub fn hold(&self) -> Held<'_> {
+        self.0.fetch_add(1, Relaxed);
+        Held(self)
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.load(Relaxed)
+    }
+}
+
 /// Per-port connection counters.
 #[derive(Default)]
 pub struct PortStats {
-    open: AtomicU64,
+    open: Gauge,
     accepted: AtomicU64,
     tls_failed: AtomicU64,
 }
 
-/// Decrements the open count when the connection ends, however it ends.
-pub struct OpenConnection<'a>(&'a PortStats);
-
-impl Drop for OpenConnection<'_> {
-    fn drop(&mut self) {
-        self.0.open.fetch_sub(1, Relaxed);
-    }
-}
-
 impl PortStats {
-    pub fn opened(&self) -> OpenConnection<'_> {
+    /// Counts an accepted connection; it stays open until the result is dropped.
+    pub fn opened(&self) -> Held<'_> {
         self.accepted.fetch_add(1, Relaxed);
-        self.open.fetch_add(1, Relaxed);
-        OpenConnection(self)
+        self.open.hold()
     }
 
     pub fn tls_failed(&self) {
         self.tls_failed.fetch_add(1, Relaxed);
     }
 
-    pub fn open(&self) -> u64 {
-        self.open.load(Relaxed)
-    }
-
     fn to_json(&self) -> Value {
         json!({
-            "open": self.open.load(Relaxed),
+            "open": self.open.get(),
             "accepted": self.accepted.load(Relaxed),
             "tls_failed": self.tls_failed.load(Relaxed),
         })
@@ -52,25 +63,16 @@ impl PortStats {
 pub struct RequestStats {
     total: AtomicU64,
     /// Requests whose head has arrived and whose answer has not been produced yet.
-    in_flight: AtomicU64,
+    in_flight: Gauge,
     /// Index = status / 100 (1xx..5xx).
     by_class: [AtomicU64; 6],
     unauthorized: AtomicU64,
 }
 
-/// Counts a request as in flight until dropped.
-pub struct InFlight<'a>(&'a RequestStats);
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Relaxed);
-    }
-}
-
 impl RequestStats {
-    pub fn started(&self) -> InFlight<'_> {
-        self.in_flight.fetch_add(1, Relaxed);
-        InFlight(self)
+    /// Counts a request as in flight until the result is dropped.
+    pub fn started(&self) -> Held<'_> {
+        self.in_flight.hold()
     }
 
     pub fn record(&self, status: u16) {
@@ -86,7 +88,7 @@ impl RequestStats {
         let c = |i: usize| self.by_class[i].load(Relaxed);
         json!({
             "total": self.total.load(Relaxed),
-            "in_flight": self.in_flight.load(Relaxed),
+            "in_flight": self.in_flight.get(),
             "2xx": c(2), "3xx": c(3), "4xx": c(4), "5xx": c(5),
             "unauthorized": self.unauthorized.load(Relaxed),
         })

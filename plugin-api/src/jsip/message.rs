@@ -389,7 +389,8 @@ impl Message {
         matches!(self.kind, Kind::Request(_))
     }
 
-    /// The JSON object, known keys first in a fixed order, then the kept extra keys.
+    /// The JSON object: the known keys that are set, plus every kept extra key.
+    /// (serde_json's `Map` sorts keys; JSIP does not depend on key order.)
     pub fn to_object(&self) -> Map<String, Value> {
         let mut m = Map::new();
         let mut put = |k: &str, v: Value| {
