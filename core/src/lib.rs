@@ -15,6 +15,8 @@ pub mod app;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod dispatch;
+pub mod jsip;
 pub mod log;
 pub mod pidfile;
 pub mod serve;

@@ -1,0 +1,138 @@
+//! Which SLP (or which existing instance) gets the first request of a new dialog:
+//! JSIP.md §5, as a pure function so every rule is unit-tested without a stack.
+
+use jsipd_plugin_api::jsip::{parse_router, Message, Uri};
+
+/// Where a dialog-starting request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A new instance of the SLP with this name.
+    New(String),
+    /// The existing instance that handed out the `relid`.
+    Join(u64),
+}
+
+/// A request no SLP takes: the status code and the `Reason` to answer with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub code: u16,
+    pub reason: String,
+}
+
+fn refuse(code: u16, reason: String) -> Refusal {
+    Refusal { code, reason }
+}
+
+/// Applies §5's order: relid, `type=`, host label, `default`, else 404.
+pub fn select(
+    msg: &Message,
+    is_loaded: impl Fn(&str) -> bool,
+    relid_owner: impl Fn(&str) -> Option<u64>,
+) -> Result<Target, Refusal> {
+    let first = match &msg.router {
+        Some(r) => Some(
+            parse_router(r)
+                .map_err(|e| refuse(400, format!("Router: {e}")))?
+                .swap_remove(0),
+        ),
+        None => None,
+    };
+    if let Some(uri) = &first {
+        if let Some(relid) = uri.relid() {
+            return relid_owner(relid).map(Target::Join).ok_or_else(|| {
+                refuse(
+                    404,
+                    format!("relid={relid}: no instance owns it (it ended, or never existed)"),
+                )
+            });
+        }
+        if let Some(name) = uri.type_param() {
+            return if is_loaded(name) {
+                Ok(Target::New(name.to_string()))
+            } else {
+                Err(refuse(
+                    404,
+                    format!("type={name}: no SLP of that name is loaded"),
+                ))
+            };
+        }
+    }
+    let routed_by = match first {
+        Some(uri) => Some(uri),
+        None => msg.request_uri.as_deref().and_then(|u| Uri::parse(u).ok()),
+    };
+    if let Some(label) = routed_by.as_ref().and_then(Uri::host_label) {
+        if is_loaded(label) {
+            return Ok(Target::New(label.to_string()));
+        }
+    }
+    if is_loaded("default") {
+        return Ok(Target::New("default".into()));
+    }
+    Err(refuse(
+        404,
+        "no SLP takes this request: no type= or relid= in Router, no SLP named after the host, and no 'default' SLP".into(),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsipd_plugin_api::jsip::Method;
+
+    fn msg(uri: &str, router: Option<&str>) -> Message {
+        let mut m = Message::request(Method::Invite, uri, "a@x", "b@y", "d1", 1);
+        m.router = router.map(String::from);
+        m
+    }
+
+    fn pick(m: &Message, loaded: &[&str]) -> Result<Target, Refusal> {
+        select(m, |n| loaded.contains(&n), |r| (r == "r7").then_some(7))
+    }
+
+    #[test]
+    fn unparseable_router_is_400() {
+        let e = pick(&msg("a@b", Some("x@;type=")), &["echo"]).unwrap_err();
+        assert_eq!(e.code, 400);
+        assert!(e.reason.starts_with("Router: "), "{}", e.reason);
+    }
+
+    #[test]
+    fn relid_joins_its_owner_or_404() {
+        let m = msg("a@b", Some("echo.x;relid=r7;type=echo"));
+        assert_eq!(pick(&m, &["echo"]), Ok(Target::Join(7)));
+        let e = pick(&msg("a@b", Some("echo.x;relid=gone")), &["echo"]).unwrap_err();
+        assert_eq!(e.code, 404);
+        assert!(e.reason.contains("relid=gone"));
+    }
+
+    #[test]
+    fn type_param_wins_over_host_label_and_is_404_when_not_loaded() {
+        let m = msg("a@b", Some("echo.example.com;type=chat"));
+        assert_eq!(pick(&m, &["echo", "chat"]), Ok(Target::New("chat".into())));
+        let e = pick(&msg("a@b", Some("h;type=nosuch")), &["echo", "default"]).unwrap_err();
+        assert_eq!(e.code, 404);
+        assert!(e.reason.contains("type=nosuch"));
+    }
+
+    #[test]
+    fn host_label_of_router_then_of_request_uri() {
+        let m = msg("x@chat.example.com", Some("echo.example.com"));
+        assert_eq!(pick(&m, &["echo", "chat"]), Ok(Target::New("echo".into())));
+        let m = msg("x@chat.example.com", None);
+        assert_eq!(pick(&m, &["echo", "chat"]), Ok(Target::New("chat".into())));
+    }
+
+    #[test]
+    fn default_then_404() {
+        let m = msg("x@nobody.example.com", None);
+        assert_eq!(
+            pick(&m, &["echo", "default"]),
+            Ok(Target::New("default".into()))
+        );
+        assert_eq!(pick(&m, &["echo"]).unwrap_err().code, 404);
+        // An IP literal has no label to pick by.
+        let m = msg("x@127.0.0.1:9", None);
+        assert_eq!(pick(&m, &["127"]).unwrap_err().code, 404);
+    }
+}

@@ -1,0 +1,1300 @@
+//! The transaction and dialog layers (JSIP.md §3–§5) as one sans-IO state machine.
+//!
+//! Inputs: messages from peers (`handle_peer`), batches of actions from SLP instances
+//! (`handle_slp`), a failed SLP call (`handle_slp_failure`) and the current time
+//! (`handle_timeout`). Outputs, taken with `poll_output`: messages for a peer *name*
+//! (the transport finds or dials the socket), events for SLP instances, and instances
+//! that ended. `next_deadline` says when the driver must call `handle_timeout`.
+//! Nothing here reads a clock or touches a socket, so tests drive it with made-up times.
+//!
+//! Dialogs are keyed by (peer name, DialogueID): two clients may pick the same
+//! DialogueID without meeting. Within a dialog, transactions are keyed by direction and
+//! CSeq, because each side numbers its own requests.
+
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use jsipd_plugin_api::jsip::{parse_router, Kind, Message, Method, Uri};
+use jsipd_plugin_api::slp::Event;
+
+use super::timer::{TimerId, Timers};
+use crate::dispatch::select::{select, Target};
+
+/// A registry name: a client's userid, or `user@host[:port]` of another node.
+pub type PeerName = Arc<str>;
+pub type InstanceId = u64;
+
+/// Peer names that stand for an SLP instance of this node (local delivery, JSIP.md §1).
+/// `local:N>` is the caller instance N's view of the callee, `local:N<` the callee's
+/// view of the caller; a message sent to one arrives from the other.
+const LOCAL: &str = "local:";
+
+/// The stack's timers, from `[JSIPStack]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StackConfig {
+    pub transtimer: Duration,
+    pub prtimer: Duration,
+    pub sessiontimer: Duration,
+}
+
+impl Default for StackConfig {
+    fn default() -> Self {
+        StackConfig {
+            transtimer: Duration::from_secs(5),
+            prtimer: Duration::from_secs(60),
+            sessiontimer: Duration::from_secs(600),
+        }
+    }
+}
+
+/// What the stack wants done.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Output {
+    /// Send to the connection registered under `name` (or dial it).
+    ToPeer { name: PeerName, msg: Message },
+    /// Deliver to an instance of SLP `slp`; the runner creates the instance on its first event.
+    ToSlp {
+        slp: Arc<str>,
+        instance: InstanceId,
+        event: Event,
+    },
+    /// Drop this instance; the stack will not mention it again.
+    InstanceEnded { slp: Arc<str>, instance: InstanceId },
+}
+
+/// What an SLP instance did while handling one event, in order.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Send(Message),
+    /// Register a relid for this instance (`Host::relid`).
+    Relid(String),
+    End,
+}
+
+/// Counters for `/runtime/v1/stats` and `/runtime/v1/jstack`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Counters {
+    pub dialogs_started: u64,
+    pub transactions_timed_out: u64,
+    /// Responses with no transaction, 1xx after a final, second finals, stray ACKs.
+    pub dropped: u64,
+    pub instances_failed: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct DialogKey {
+    peer: PeerName,
+    id: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Role {
+    /// The peer started the dialog; our SLP answers.
+    Answering,
+    /// Our SLP started the dialog.
+    Calling,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Early,
+    Confirmed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dir {
+    /// A request from the peer, answered by the SLP.
+    Received,
+    /// A request to the peer.
+    Sent,
+}
+
+#[derive(Debug)]
+enum Timer {
+    Transaction {
+        key: DialogKey,
+        dir: Dir,
+        cseq: u64,
+    },
+    /// A non-2xx final to an INVITE waits for its ACK.
+    AckWait {
+        key: DialogKey,
+        cseq: u64,
+    },
+    /// Answering side: no refresh within Expire ends the session.
+    SessionExpired {
+        key: DialogKey,
+    },
+    /// Calling side: time to send a keepalive UPDATE.
+    Keepalive {
+        key: DialogKey,
+    },
+}
+
+struct Transaction {
+    request: Message,
+    timer: Option<TimerId>,
+    /// Final status already sent or received.
+    final_code: Option<u16>,
+    /// Made by the stack (keepalive UPDATE, BYE), not by the SLP: its answer is not delivered.
+    by_stack: bool,
+    started: Instant,
+}
+
+struct Dialog {
+    slp: Arc<str>,
+    instance: InstanceId,
+    /// Started by INVITE: has a session timer and ends with BYE.
+    session: bool,
+    role: Role,
+    state: State,
+    created: Instant,
+    /// The dialog-starting request, for the fields of requests the stack makes.
+    first: Message,
+    /// Session refresh interval (JSIP.md §4 Expire).
+    expire: Duration,
+    session_timer: Option<TimerId>,
+    missed_keepalives: u32,
+    received: BTreeMap<u64, Transaction>,
+    sent: BTreeMap<u64, Transaction>,
+    /// Highest CSeq our side used, and the peer's: the stack numbers its own requests after them.
+    local_cseq: u64,
+    remote_cseq: u64,
+}
+
+struct InstanceInfo {
+    slp: Arc<str>,
+    dialogs: HashSet<DialogKey>,
+    /// Handed out a relid or is the on-load instance: lives until it ends itself.
+    pinned: bool,
+}
+
+/// A snapshot row for `/runtime/v1/jstack`.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DialogView {
+    pub id: String,
+    pub peer: String,
+    pub state: &'static str,
+    pub slp: String,
+    pub instance: InstanceId,
+    pub age_ms: u128,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TransactionView {
+    pub dialog: String,
+    pub peer: String,
+    pub cseq: u64,
+    pub method: String,
+    pub direction: &'static str,
+    pub age_ms: u128,
+}
+
+pub struct Stack {
+    config: StackConfig,
+    dialogs: HashMap<DialogKey, Dialog>,
+    /// (instance, DialogueID) → dialog, for messages coming from an SLP.
+    by_instance: HashMap<(InstanceId, String), DialogKey>,
+    instances: HashMap<InstanceId, InstanceInfo>,
+    relids: HashMap<String, InstanceId>,
+    slps: HashSet<Arc<str>>,
+    next_instance: InstanceId,
+    timers: Timers<Timer>,
+    out: VecDeque<Output>,
+    /// Messages between two local instances, processed before an input call returns.
+    loopback: VecDeque<(PeerName, Message)>,
+    pub counters: Counters,
+}
+
+impl Stack {
+    pub fn new(config: StackConfig) -> Stack {
+        Stack {
+            config,
+            dialogs: HashMap::new(),
+            by_instance: HashMap::new(),
+            instances: HashMap::new(),
+            relids: HashMap::new(),
+            slps: HashSet::new(),
+            next_instance: 0,
+            timers: Timers::default(),
+            out: VecDeque::new(),
+            loopback: VecDeque::new(),
+            counters: Counters::default(),
+        }
+    }
+
+    /// New timer values apply to timers armed from now on.
+    pub fn set_config(&mut self, config: StackConfig) {
+        self.config = config;
+    }
+
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.out.pop_front()
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.timers.next_deadline()
+    }
+
+    /// An SLP became available for dispatch; returns its on-load instance, which is
+    /// pinned (lives until it ends itself) and gets [`Event::Loaded`].
+    pub fn add_slp(&mut self, name: &str) -> InstanceId {
+        let slp: Arc<str> = name.into();
+        self.slps.insert(slp.clone());
+        let id = self.new_instance(slp.clone(), true);
+        self.out.push_back(Output::ToSlp {
+            slp,
+            instance: id,
+            event: Event::Loaded,
+        });
+        id
+    }
+
+    pub fn is_loaded(&self, name: &str) -> bool {
+        self.slps.contains(name)
+    }
+
+    fn new_instance(&mut self, slp: Arc<str>, pinned: bool) -> InstanceId {
+        self.next_instance += 1;
+        let id = self.next_instance;
+        self.instances.insert(
+            id,
+            InstanceInfo {
+                slp,
+                dialogs: HashSet::new(),
+                pinned,
+            },
+        );
+        id
+    }
+
+    // ---------------------------------------------------------------- from peers
+
+    /// A valid message arrived on the connection registered as `peer`.
+    pub fn handle_peer(&mut self, now: Instant, peer: PeerName, msg: Message) {
+        self.from_peer(now, peer, msg);
+        self.run_loopback(now);
+    }
+
+    fn from_peer(&mut self, now: Instant, peer: PeerName, msg: Message) {
+        let key = DialogKey {
+            peer,
+            id: msg.dialogue_id.clone(),
+        };
+        match msg.kind {
+            Kind::Request(method) => self.request_from_peer(now, key, method, msg),
+            Kind::Response(code) => self.response_from_peer(now, key, code, msg),
+        }
+    }
+
+    fn request_from_peer(&mut self, now: Instant, key: DialogKey, method: Method, msg: Message) {
+        let Some(dialog) = self.dialogs.get_mut(&key) else {
+            return self.new_dialog_from_peer(now, key, method, msg);
+        };
+        dialog.remote_cseq = dialog.remote_cseq.max(msg.cseq);
+        if method != Method::Ack && dialog.received.contains_key(&msg.cseq) {
+            // A retransmission of a request still pending (or answered and awaiting ACK).
+            return;
+        }
+        let keepalive =
+            dialog.role == Role::Answering && dialog.state == State::Confirmed && dialog.session;
+        let answering = dialog.role == Role::Answering;
+        let pending: Vec<u64> = dialog
+            .received
+            .iter()
+            .filter(|(_, t)| t.final_code.is_none())
+            .map(|(c, _)| *c)
+            .collect();
+        if let (Method::Update, true, Some(e)) = (method, keepalive, msg.expire) {
+            if e > 0 {
+                dialog.expire = Duration::from_secs(e);
+            }
+        }
+        match method {
+            Method::Ack => self.ack_from_peer(key, msg),
+            Method::Cancel => self.cancel_from_peer(now, key, msg),
+            Method::Bye => {
+                self.answer_peer(&key.peer, &msg, 200, None);
+                // An INVITE still pending is over too.
+                for cseq in pending {
+                    self.final_to_peer(now, &key, cseq, 487, "the dialog ended with BYE");
+                }
+                self.deliver(&key, Event::Message(msg));
+                self.end_dialog(&key);
+            }
+            Method::Update if keepalive => {
+                // The caller's keepalive: answered here, the SLP is not bothered.
+                self.answer_peer(&key.peer, &msg, 200, None);
+                self.arm_session_timer(now, &key);
+            }
+            _ => {
+                if method == Method::Invite && answering {
+                    // A re-INVITE refreshes the session too.
+                    self.arm_session_timer(now, &key);
+                }
+                self.open_received(now, &key, method, msg);
+            }
+        }
+    }
+
+    fn new_dialog_from_peer(
+        &mut self,
+        now: Instant,
+        key: DialogKey,
+        method: Method,
+        mut msg: Message,
+    ) {
+        if method == Method::Ack {
+            self.counters.dropped += 1;
+            return;
+        }
+        if !method.may_start_dialog() {
+            return self.answer_peer(
+                &key.peer,
+                &msg,
+                481,
+                Some(format!(
+                    "no dialog {} here for this {method}",
+                    msg.dialogue_id
+                )),
+            );
+        }
+        let target = select(
+            &msg,
+            |n| self.slps.contains(n),
+            |r| self.relids.get(r).copied(),
+        );
+        let (slp, instance) = match target {
+            Err(refusal) => {
+                return self.answer_peer(&key.peer, &msg, refusal.code, Some(refusal.reason))
+            }
+            Ok(Target::Join(id)) => match self.instances.get(&id) {
+                Some(info) => (info.slp.clone(), id),
+                None => {
+                    return self.answer_peer(
+                        &key.peer,
+                        &msg,
+                        404,
+                        Some("relid's instance ended".into()),
+                    )
+                }
+            },
+            Ok(Target::New(name)) => {
+                let slp = self
+                    .slps
+                    .get(name.as_str())
+                    .cloned()
+                    .unwrap_or_else(|| name.into());
+                let id = self.new_instance(slp.clone(), false);
+                (slp, id)
+            }
+        };
+        let session = method == Method::Invite;
+        let expire = if session {
+            self.fill_expire(&mut msg)
+        } else {
+            Duration::ZERO
+        };
+        self.counters.dialogs_started += 1;
+        self.insert_dialog(
+            key.clone(),
+            Dialog {
+                slp,
+                instance,
+                session,
+                role: Role::Answering,
+                state: State::Early,
+                created: now,
+                first: msg.clone(),
+                expire,
+                session_timer: None,
+                missed_keepalives: 0,
+                received: BTreeMap::new(),
+                sent: BTreeMap::new(),
+                local_cseq: 0,
+                remote_cseq: msg.cseq,
+            },
+        );
+        self.open_received(now, &key, method, msg);
+    }
+
+    /// An INVITE without Expire gets `sessiontimer` (JSIP.md §4). Returns the interval;
+    /// when the stack filled it in, the exact configured value is used (so milliseconds
+    /// work in tests) while the field carries whole seconds.
+    fn fill_expire(&self, msg: &mut Message) -> Duration {
+        match msg.expire {
+            Some(e) if e > 0 => Duration::from_secs(e),
+            _ => {
+                let t = self.config.sessiontimer;
+                msg.expire = Some(t.as_secs_f64().ceil().max(1.0) as u64);
+                t
+            }
+        }
+    }
+
+    fn insert_dialog(&mut self, key: DialogKey, dialog: Dialog) {
+        let instance = dialog.instance;
+        self.by_instance
+            .insert((instance, key.id.clone()), key.clone());
+        if let Some(info) = self.instances.get_mut(&instance) {
+            info.dialogs.insert(key.clone());
+        }
+        self.dialogs.insert(key, dialog);
+    }
+
+    /// A request from the peer that the SLP must answer: start its timer and deliver it.
+    fn open_received(&mut self, now: Instant, key: &DialogKey, method: Method, msg: Message) {
+        let wait = if method == Method::Invite {
+            self.config.prtimer
+        } else {
+            self.config.transtimer
+        };
+        let timer = self.timers.set(
+            now + wait,
+            Timer::Transaction {
+                key: key.clone(),
+                dir: Dir::Received,
+                cseq: msg.cseq,
+            },
+        );
+        if let Some(d) = self.dialogs.get_mut(key) {
+            d.received.insert(
+                msg.cseq,
+                Transaction {
+                    request: msg.clone(),
+                    timer: Some(timer),
+                    final_code: None,
+                    by_stack: false,
+                    started: now,
+                },
+            );
+        }
+        self.deliver(key, Event::Message(msg));
+    }
+
+    fn ack_from_peer(&mut self, key: DialogKey, msg: Message) {
+        let dialog = self.dialogs.get_mut(&key).expect("caller checked");
+        let related = msg.related_id.unwrap_or(0);
+        match dialog.received.get(&related).map(|t| t.final_code) {
+            Some(Some(code)) if code >= 300 => {
+                // The ACK of a failed INVITE: nothing for the SLP; the attempt is over.
+                let t = dialog.received.remove(&related).expect("just seen");
+                self.timers.cancel(t.timer);
+                if related == dialog.first.cseq {
+                    self.end_dialog(&key);
+                }
+            }
+            Some(Some(_)) => {
+                // The ACK of a 2xx: may carry the answer, so the SLP gets it.
+                if let Some(t) = dialog.received.remove(&related) {
+                    self.timers.cancel(t.timer);
+                }
+                self.deliver(&key, Event::Message(msg));
+            }
+            _ if dialog.state == State::Confirmed => self.deliver(&key, Event::Message(msg)),
+            _ => self.counters.dropped += 1,
+        }
+    }
+
+    fn cancel_from_peer(&mut self, now: Instant, key: DialogKey, msg: Message) {
+        let dialog = self.dialogs.get(&key).expect("caller checked");
+        let related = msg.related_id.unwrap_or(0);
+        match dialog.received.get(&related) {
+            Some(invite) if invite.request.method() == Some(Method::Invite) => {
+                let pending = invite.final_code.is_none();
+                self.answer_peer(&key.peer, &msg, 200, None);
+                if pending {
+                    self.final_to_peer(now, &key, related, 487, "cancelled by the caller");
+                    self.deliver(&key, Event::Message(msg));
+                }
+            }
+            _ => self.answer_peer(
+                &key.peer,
+                &msg,
+                481,
+                Some(format!(
+                    "no INVITE with CSeq {related} to cancel in this dialog"
+                )),
+            ),
+        }
+    }
+
+    fn response_from_peer(&mut self, now: Instant, key: DialogKey, code: u16, msg: Message) {
+        let Some(dialog) = self.dialogs.get_mut(&key) else {
+            self.counters.dropped += 1;
+            return;
+        };
+        let Some(txn) = dialog.sent.get_mut(&msg.cseq) else {
+            self.counters.dropped += 1;
+            return;
+        };
+        if txn.final_code.is_some() {
+            self.counters.dropped += 1;
+            return;
+        }
+        let method = txn.request.method().expect("transactions hold requests");
+        let by_stack = txn.by_stack;
+        if code < 200 {
+            // A provisional answer re-arms the timer.
+            let wait = if method == Method::Invite {
+                self.config.prtimer * 2
+            } else {
+                self.config.prtimer
+            };
+            self.timers.cancel(txn.timer);
+            txn.timer = Some(self.timers.set(
+                now + wait,
+                Timer::Transaction {
+                    key: key.clone(),
+                    dir: Dir::Sent,
+                    cseq: msg.cseq,
+                },
+            ));
+            if !by_stack {
+                self.deliver(&key, Event::Message(msg));
+            }
+            return;
+        }
+        let txn = dialog.sent.remove(&msg.cseq).expect("just seen");
+        self.timers.cancel(txn.timer);
+        if by_stack {
+            if method == Method::Update {
+                dialog.missed_keepalives = 0;
+            }
+            return;
+        }
+        let first = msg.cseq == dialog.first.cseq && dialog.role == Role::Calling;
+        match method {
+            Method::Invite if code < 300 => {
+                let was_early = dialog.state == State::Early;
+                dialog.state = State::Confirmed;
+                self.deliver(&key, Event::Message(msg));
+                if was_early {
+                    self.arm_keepalive(now, &key);
+                }
+            }
+            Method::Invite => {
+                // 3xx–6xx: the stack ACKs for the SLP (JSIP.md §4).
+                let ack = self.make_request(&key, Method::Ack, Some(msg.cseq));
+                if let Some(ack) = ack {
+                    self.out.push_back(Output::ToPeer {
+                        name: key.peer.clone(),
+                        msg: ack,
+                    });
+                }
+                self.deliver(&key, Event::Message(msg));
+                if first {
+                    self.end_dialog(&key);
+                }
+            }
+            Method::Bye => {
+                self.deliver(&key, Event::Message(msg));
+                self.end_dialog(&key);
+            }
+            _ => {
+                let session = dialog.session;
+                self.deliver(&key, Event::Message(msg));
+                if !session {
+                    self.end_dialog(&key);
+                }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- from SLPs
+
+    /// What instance `instance` did while handling one event. Checking whether the
+    /// instance is finished only after the whole batch lets it answer the last request
+    /// of a dialog and start a new dialog in the same event.
+    pub fn handle_slp(&mut self, now: Instant, instance: InstanceId, actions: Vec<Action>) {
+        if !self.instances.contains_key(&instance) {
+            // It ended (or failed) while this batch was on its way.
+            self.counters.dropped += actions.len() as u64;
+            return;
+        }
+        let mut end = false;
+        for action in actions {
+            match action {
+                Action::Send(msg) => self.from_slp(now, instance, msg),
+                Action::Relid(relid) => {
+                    self.relids.insert(relid, instance);
+                    if let Some(info) = self.instances.get_mut(&instance) {
+                        info.pinned = true;
+                    }
+                }
+                Action::End => end = true,
+            }
+        }
+        self.run_loopback(now);
+        if end {
+            self.end_instance(now, instance, "the SLP instance ended");
+        } else {
+            self.end_instance_if_idle(instance);
+        }
+        self.run_loopback(now);
+    }
+
+    /// An SLP call panicked: the instance ends and every request it had not answered
+    /// gets 500 (JSIP.md §5).
+    pub fn handle_slp_failure(&mut self, now: Instant, instance: InstanceId) {
+        if self.instances.contains_key(&instance) {
+            self.counters.instances_failed += 1;
+            self.end_instance(now, instance, "the SLP failed while handling this dialog");
+            self.run_loopback(now);
+        }
+    }
+
+    fn from_slp(&mut self, now: Instant, instance: InstanceId, mut msg: Message) {
+        let existing = self
+            .by_instance
+            .get(&(instance, msg.dialogue_id.clone()))
+            .cloned();
+        match (msg.kind, existing) {
+            (Kind::Response(code), Some(key)) => self.response_from_slp(now, key, code, msg),
+            (Kind::Response(_), None) => self.counters.dropped += 1,
+            (Kind::Request(method), Some(key)) => self.send_in_dialog(now, key, method, msg),
+            (Kind::Request(Method::Ack | Method::Cancel), None) => self.counters.dropped += 1,
+            (Kind::Request(method), None) => {
+                let peer = match self.route(instance, &msg) {
+                    Ok(peer) => peer,
+                    Err(reason) => {
+                        let mut r = msg.response(400);
+                        r.reason = Some(reason);
+                        return self.deliver_to(instance, Event::Message(r));
+                    }
+                };
+                let key = DialogKey {
+                    peer,
+                    id: msg.dialogue_id.clone(),
+                };
+                if self.dialogs.contains_key(&key) {
+                    // Another instance's dialog with the same peer and ID.
+                    let mut r = msg.response(400);
+                    r.reason = Some(
+                        "DialogueID already in use with this peer; use Host::new_dialogue_id"
+                            .into(),
+                    );
+                    return self.deliver_to(instance, Event::Message(r));
+                }
+                let slp = self.instances[&instance].slp.clone();
+                let session = method == Method::Invite;
+                let expire = if session {
+                    self.fill_expire(&mut msg)
+                } else {
+                    Duration::ZERO
+                };
+                self.counters.dialogs_started += 1;
+                self.insert_dialog(
+                    key.clone(),
+                    Dialog {
+                        slp,
+                        instance,
+                        session,
+                        role: Role::Calling,
+                        state: State::Early,
+                        created: now,
+                        first: msg.clone(),
+                        expire,
+                        session_timer: None,
+                        missed_keepalives: 0,
+                        received: BTreeMap::new(),
+                        sent: BTreeMap::new(),
+                        local_cseq: msg.cseq,
+                        remote_cseq: 0,
+                    },
+                );
+                self.open_sent(now, &key, method, msg, false);
+            }
+        }
+    }
+
+    /// The peer name a new request from an SLP goes to: `Router[0]`, else the
+    /// Request-URI, as `user@host[:port]`; a local SLP named by `Router[0]` is reached
+    /// through the loopback names.
+    fn route(&self, instance: InstanceId, msg: &Message) -> Result<PeerName, String> {
+        let target = match &msg.router {
+            Some(r) => {
+                let first = parse_router(r)
+                    .map_err(|e| format!("Router: {e}"))?
+                    .swap_remove(0);
+                let local = first
+                    .type_param()
+                    .or(first.host_label())
+                    .is_some_and(|n| self.slps.contains(n))
+                    || first.relid().is_some_and(|r| self.relids.contains_key(r));
+                if local {
+                    return Ok(format!("{LOCAL}{instance}>").into());
+                }
+                first
+            }
+            None => {
+                let uri = msg.request_uri.as_deref().unwrap_or("");
+                Uri::parse(uri).map_err(|e| format!("Request-URI: {e}"))?
+            }
+        };
+        Ok(peer_name(&target).into())
+    }
+
+    fn send_in_dialog(&mut self, now: Instant, key: DialogKey, method: Method, msg: Message) {
+        let dialog = self.dialogs.get_mut(&key).expect("indexed");
+        dialog.local_cseq = dialog.local_cseq.max(msg.cseq);
+        match method {
+            Method::Ack => {
+                if let Some(t) = dialog.sent.remove(&msg.related_id.unwrap_or(0)) {
+                    self.timers.cancel(t.timer);
+                }
+                self.out.push_back(Output::ToPeer {
+                    name: key.peer.clone(),
+                    msg,
+                });
+            }
+            _ => self.open_sent(now, &key, method, msg, false),
+        }
+    }
+
+    fn open_sent(
+        &mut self,
+        now: Instant,
+        key: &DialogKey,
+        method: Method,
+        msg: Message,
+        by_stack: bool,
+    ) {
+        let wait = if method == Method::Invite {
+            self.config.prtimer * 2
+        } else {
+            self.config.transtimer
+        };
+        let timer = self.timers.set(
+            now + wait,
+            Timer::Transaction {
+                key: key.clone(),
+                dir: Dir::Sent,
+                cseq: msg.cseq,
+            },
+        );
+        if let Some(d) = self.dialogs.get_mut(key) {
+            d.sent.insert(
+                msg.cseq,
+                Transaction {
+                    request: msg.clone(),
+                    timer: Some(timer),
+                    final_code: None,
+                    by_stack,
+                    started: now,
+                },
+            );
+        }
+        self.out.push_back(Output::ToPeer {
+            name: key.peer.clone(),
+            msg,
+        });
+    }
+
+    fn response_from_slp(&mut self, now: Instant, key: DialogKey, code: u16, msg: Message) {
+        let dialog = self.dialogs.get_mut(&key).expect("indexed");
+        let Some(txn) = dialog.received.get_mut(&msg.cseq) else {
+            self.counters.dropped += 1;
+            return;
+        };
+        if txn.final_code.is_some() {
+            self.counters.dropped += 1;
+            return;
+        }
+        let method = txn.request.method().expect("transactions hold requests");
+        self.timers.cancel(txn.timer.take());
+        if code < 200 {
+            let wait = if method == Method::Invite {
+                self.config.prtimer * 2
+            } else {
+                self.config.prtimer
+            };
+            txn.timer = Some(self.timers.set(
+                now + wait,
+                Timer::Transaction {
+                    key: key.clone(),
+                    dir: Dir::Received,
+                    cseq: msg.cseq,
+                },
+            ));
+            self.out.push_back(Output::ToPeer {
+                name: key.peer.clone(),
+                msg,
+            });
+            return;
+        }
+        txn.final_code = Some(code);
+        let session = dialog.session;
+        self.out.push_back(Output::ToPeer {
+            name: key.peer.clone(),
+            msg: msg.clone(),
+        });
+        match method {
+            Method::Invite if code < 300 => {
+                // Kept until the ACK arrives, so a retransmitted INVITE is recognised.
+                dialog.state = State::Confirmed;
+                self.arm_session_timer(now, &key);
+            }
+            Method::Invite => {
+                let timer = self.timers.set(
+                    now + self.config.transtimer,
+                    Timer::AckWait {
+                        key: key.clone(),
+                        cseq: msg.cseq,
+                    },
+                );
+                if let Some(t) = self
+                    .dialogs
+                    .get_mut(&key)
+                    .and_then(|d| d.received.get_mut(&msg.cseq))
+                {
+                    t.timer = Some(timer);
+                }
+            }
+            _ => {
+                dialog.received.remove(&msg.cseq);
+                if !session {
+                    self.end_dialog(&key);
+                }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- timers
+
+    /// Fires every timer due at `now`.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        while let Some((id, timer)) = self.timers.pop_due(now) {
+            self.fire(now, id, timer);
+            self.run_loopback(now);
+        }
+    }
+
+    fn fire(&mut self, now: Instant, id: TimerId, timer: Timer) {
+        match timer {
+            Timer::Transaction { key, dir, cseq } => self.transaction_timeout(id, key, dir, cseq),
+            Timer::AckWait { key, cseq } => {
+                let Some(d) = self.dialogs.get_mut(&key) else {
+                    return;
+                };
+                d.received.remove(&cseq);
+                if cseq == d.first.cseq {
+                    self.end_dialog(&key);
+                }
+            }
+            Timer::SessionExpired { key } => {
+                let Some(d) = self.dialogs.get_mut(&key) else {
+                    return;
+                };
+                if d.session_timer != Some(id) {
+                    return;
+                }
+                d.session_timer = None;
+                self.bye_both_ways(
+                    &key,
+                    "session timer expired: no UPDATE or re-INVITE within Expire",
+                );
+            }
+            Timer::Keepalive { key } => {
+                let Some(d) = self.dialogs.get_mut(&key) else {
+                    return;
+                };
+                if d.session_timer != Some(id) {
+                    return;
+                }
+                d.session_timer = None;
+                if let Some(update) = self.make_request(&key, Method::Update, None) {
+                    self.open_sent(now, &key, Method::Update, update, true);
+                }
+                self.arm_keepalive(now, &key);
+            }
+        }
+    }
+
+    fn transaction_timeout(&mut self, id: TimerId, key: DialogKey, dir: Dir, cseq: u64) {
+        let Some(d) = self.dialogs.get_mut(&key) else {
+            return;
+        };
+        let txns = match dir {
+            Dir::Received => &mut d.received,
+            Dir::Sent => &mut d.sent,
+        };
+        if txns.get(&cseq).map(|t| t.timer) != Some(Some(id)) {
+            return;
+        }
+        let txn = txns.remove(&cseq).expect("just seen");
+        self.counters.transactions_timed_out += 1;
+        let method = txn.request.method().expect("transactions hold requests");
+        let first = cseq == d.first.cseq;
+        let session = d.session;
+        match dir {
+            Dir::Received => {
+                // The SLP did not answer in time: the peer gets 408, and for an INVITE
+                // the SLP gets a CANCEL so it stops working on it.
+                let mut r = txn.request.response(408);
+                r.reason = Some(format!("the service did not answer this {method} in time"));
+                self.out.push_back(Output::ToPeer {
+                    name: key.peer.clone(),
+                    msg: r,
+                });
+                if method == Method::Invite {
+                    let mut cancel = txn.request.clone();
+                    cancel.kind = Kind::Request(Method::Cancel);
+                    cancel.related_id = Some(cseq);
+                    cancel.body = None;
+                    cancel.reason =
+                        Some("no final answer within prtimer; the caller got 408".into());
+                    self.deliver(&key, Event::Message(cancel));
+                }
+                if (first && method == Method::Invite) || !session {
+                    self.end_dialog(&key);
+                }
+            }
+            Dir::Sent if txn.by_stack => {
+                if method == Method::Update {
+                    d.missed_keepalives += 1;
+                    if d.missed_keepalives >= 3 {
+                        self.bye_both_ways(&key, "3 keepalive UPDATEs went unanswered");
+                    }
+                }
+            }
+            Dir::Sent => {
+                if !matches!(method, Method::Bye | Method::Cancel) {
+                    let mut r = txn.request.response(408);
+                    r.reason = Some(format!("no answer from {} in time", key.peer));
+                    self.deliver(&key, Event::Message(r));
+                }
+                if (first && method == Method::Invite) || !session || method == Method::Bye {
+                    self.end_dialog(&key);
+                }
+            }
+        }
+    }
+
+    fn arm_session_timer(&mut self, now: Instant, key: &DialogKey) {
+        let Some(d) = self.dialogs.get_mut(key) else {
+            return;
+        };
+        if !d.session || d.role != Role::Answering || d.state != State::Confirmed {
+            return;
+        }
+        self.timers.cancel(d.session_timer.take());
+        d.session_timer = Some(
+            self.timers
+                .set(now + d.expire, Timer::SessionExpired { key: key.clone() }),
+        );
+    }
+
+    fn arm_keepalive(&mut self, now: Instant, key: &DialogKey) {
+        let Some(d) = self.dialogs.get_mut(key) else {
+            return;
+        };
+        if !d.session || d.role != Role::Calling || d.state != State::Confirmed {
+            return;
+        }
+        self.timers.cancel(d.session_timer.take());
+        d.session_timer = Some(
+            self.timers
+                .set(now + d.expire / 3, Timer::Keepalive { key: key.clone() }),
+        );
+    }
+
+    // ---------------------------------------------------------------- helpers
+
+    /// A request the stack makes in a dialog (keepalive UPDATE, BYE, ACK of a failure),
+    /// addressed like the dialog's first request from our side.
+    fn make_request(
+        &mut self,
+        key: &DialogKey,
+        method: Method,
+        related: Option<u64>,
+    ) -> Option<Message> {
+        let d = self.dialogs.get_mut(key)?;
+        let first = &d.first;
+        let (uri, from, to) = match d.role {
+            Role::Calling => (
+                first.request_uri.clone().unwrap_or_default(),
+                first.from.clone(),
+                first.to.clone(),
+            ),
+            Role::Answering => (first.from.clone(), first.to.clone(), first.from.clone()),
+        };
+        // Every request the stack makes, an ACK included, takes the next CSeq of our side.
+        d.local_cseq += 1;
+        let cseq = d.local_cseq;
+        let mut m = Message::request(method, &uri, &from, &to, &key.id, cseq);
+        m.related_id = related;
+        m.router = first.router.clone().filter(|_| d.role == Role::Calling);
+        Some(m)
+    }
+
+    /// Ends a session from our side: BYE to the peer and a BYE to the SLP, as if the
+    /// peer had hung up (JSIP.md §4 "BYE both ways").
+    fn bye_both_ways(&mut self, key: &DialogKey, reason: &str) {
+        if let Some(mut bye) = self.make_request(key, Method::Bye, None) {
+            bye.reason = Some(reason.into());
+            self.out.push_back(Output::ToPeer {
+                name: key.peer.clone(),
+                msg: bye,
+            });
+        }
+        if let Some(d) = self.dialogs.get(key) {
+            let first = &d.first;
+            let (uri, from, to) = match d.role {
+                Role::Answering => (
+                    first.request_uri.clone().unwrap_or_default(),
+                    first.from.clone(),
+                    first.to.clone(),
+                ),
+                Role::Calling => (first.from.clone(), first.to.clone(), first.from.clone()),
+            };
+            let mut bye =
+                Message::request(Method::Bye, &uri, &from, &to, &key.id, d.remote_cseq + 1);
+            bye.reason = Some(reason.into());
+            self.deliver(key, Event::Message(bye));
+        }
+        self.end_dialog(key);
+    }
+
+    /// Sends a final answer for a pending received request (the stack answering for the SLP).
+    fn final_to_peer(&mut self, now: Instant, key: &DialogKey, cseq: u64, code: u16, reason: &str) {
+        let Some(d) = self.dialogs.get_mut(key) else {
+            return;
+        };
+        let Some(t) = d.received.get_mut(&cseq) else {
+            return;
+        };
+        if t.final_code.is_some() {
+            return;
+        }
+        t.final_code = Some(code);
+        self.timers.cancel(t.timer.take());
+        let mut r = t.request.response(code);
+        r.reason = Some(reason.into());
+        let is_invite = t.request.method() == Some(Method::Invite);
+        if is_invite {
+            t.timer = Some(self.timers.set(
+                now + self.config.transtimer,
+                Timer::AckWait {
+                    key: key.clone(),
+                    cseq,
+                },
+            ));
+        } else {
+            d.received.remove(&cseq);
+        }
+        self.out.push_back(Output::ToPeer {
+            name: key.peer.clone(),
+            msg: r,
+        });
+    }
+
+    /// An answer the stack gives on its own, outside any SLP transaction.
+    fn answer_peer(&mut self, peer: &PeerName, req: &Message, code: u16, reason: Option<String>) {
+        let mut r = req.response(code);
+        r.reason = reason;
+        self.out.push_back(Output::ToPeer {
+            name: peer.clone(),
+            msg: r,
+        });
+    }
+
+    fn deliver(&mut self, key: &DialogKey, event: Event) {
+        if let Some(d) = self.dialogs.get(key) {
+            let instance = d.instance;
+            self.deliver_to(instance, event);
+        }
+    }
+
+    fn deliver_to(&mut self, instance: InstanceId, event: Event) {
+        if let Some(info) = self.instances.get(&instance) {
+            self.out.push_back(Output::ToSlp {
+                slp: info.slp.clone(),
+                instance,
+                event,
+            });
+        }
+    }
+
+    fn end_dialog(&mut self, key: &DialogKey) {
+        let Some(d) = self.dialogs.remove(key) else {
+            return;
+        };
+        for t in d.received.values().chain(d.sent.values()) {
+            self.timers.cancel(t.timer);
+        }
+        self.timers.cancel(d.session_timer);
+        self.by_instance.remove(&(d.instance, key.id.clone()));
+        self.deliver_to(
+            d.instance,
+            Event::DialogEnded {
+                dialogue_id: key.id.clone(),
+            },
+        );
+        if let Some(info) = self.instances.get_mut(&d.instance) {
+            info.dialogs.remove(key);
+        }
+        // An instance between events is checked here; one inside `handle_slp` is
+        // checked at the end of its batch.
+        self.end_instance_if_idle(d.instance);
+    }
+
+    fn end_instance_if_idle(&mut self, instance: InstanceId) {
+        let idle = self
+            .instances
+            .get(&instance)
+            .is_some_and(|i| i.dialogs.is_empty() && !i.pinned);
+        if idle {
+            let info = self.instances.remove(&instance).expect("just seen");
+            self.out.push_back(Output::InstanceEnded {
+                slp: info.slp,
+                instance,
+            });
+        }
+    }
+
+    /// Ends an instance and everything it owns: unanswered requests get 500, confirmed
+    /// sessions a BYE, pending sent requests are forgotten.
+    fn end_instance(&mut self, now: Instant, instance: InstanceId, reason: &str) {
+        let Some(mut info) = self.instances.remove(&instance) else {
+            return;
+        };
+        self.relids.retain(|_, owner| *owner != instance);
+        for key in std::mem::take(&mut info.dialogs) {
+            let Some(d) = self.dialogs.get(&key) else {
+                continue;
+            };
+            let pending: Vec<u64> = d
+                .received
+                .iter()
+                .filter(|(_, t)| t.final_code.is_none())
+                .map(|(c, _)| *c)
+                .collect();
+            let confirmed = d.session && d.state == State::Confirmed;
+            for cseq in pending {
+                self.final_to_peer(now, &key, cseq, 500, reason);
+            }
+            if confirmed {
+                if let Some(mut bye) = self.make_request(&key, Method::Bye, None) {
+                    bye.reason = Some(reason.into());
+                    self.out.push_back(Output::ToPeer {
+                        name: key.peer.clone(),
+                        msg: bye,
+                    });
+                }
+            }
+            if let Some(d) = self.dialogs.remove(&key) {
+                for t in d.received.values().chain(d.sent.values()) {
+                    self.timers.cancel(t.timer);
+                }
+                self.timers.cancel(d.session_timer);
+                self.by_instance.remove(&(instance, key.id.clone()));
+            }
+        }
+        self.out.push_back(Output::InstanceEnded {
+            slp: info.slp,
+            instance,
+        });
+    }
+
+    /// Moves messages between two local instances (see [`LOCAL`]).
+    fn run_loopback(&mut self, now: Instant) {
+        // Local messages are produced as ordinary `ToPeer` outputs; pull them back in.
+        let mut i = 0;
+        while i < self.out.len() {
+            let is_local =
+                matches!(&self.out[i], Output::ToPeer { name, .. } if name.starts_with(LOCAL));
+            if is_local {
+                if let Some(Output::ToPeer { name, msg }) = self.out.remove(i) {
+                    self.loopback.push_back((name, msg));
+                }
+            } else {
+                i += 1;
+            }
+        }
+        while let Some((name, msg)) = self.loopback.pop_front() {
+            let other: PeerName = match name.strip_suffix('>') {
+                Some(base) => format!("{base}<").into(),
+                None => format!("{}>", name.trim_end_matches('<')).into(),
+            };
+            self.from_peer(now, other, msg);
+            // Whatever that produced for local names goes round again.
+            let mut j = 0;
+            while j < self.out.len() {
+                let is_local =
+                    matches!(&self.out[j], Output::ToPeer { name, .. } if name.starts_with(LOCAL));
+                if is_local {
+                    if let Some(Output::ToPeer { name, msg }) = self.out.remove(j) {
+                        self.loopback.push_back((name, msg));
+                    }
+                } else {
+                    j += 1;
+                }
+            }
+        }
+    }
+
+    // ---------------------------------------------------------------- views
+
+    pub fn dialog_count(&self) -> usize {
+        self.dialogs.len()
+    }
+
+    pub fn timer_count(&self) -> usize {
+        self.timers.len()
+    }
+
+    pub fn instance_count(&self) -> usize {
+        self.instances.len()
+    }
+
+    pub fn dialogs_view(&self, now: Instant) -> Vec<DialogView> {
+        let mut v: Vec<DialogView> = self
+            .dialogs
+            .iter()
+            .map(|(k, d)| DialogView {
+                id: k.id.clone(),
+                peer: k.peer.to_string(),
+                state: match (d.state, d.session) {
+                    (State::Early, _) => "early",
+                    (State::Confirmed, _) => "confirmed",
+                },
+                slp: d.slp.to_string(),
+                instance: d.instance,
+                age_ms: now.saturating_duration_since(d.created).as_millis(),
+            })
+            .collect();
+        v.sort_by(|a, b| b.age_ms.cmp(&a.age_ms).then(a.id.cmp(&b.id)));
+        v
+    }
+
+    pub fn transactions_view(&self, now: Instant) -> Vec<TransactionView> {
+        let mut v = Vec::new();
+        for (k, d) in &self.dialogs {
+            for (dir, txns) in [("received", &d.received), ("sent", &d.sent)] {
+                for (cseq, t) in txns {
+                    v.push(TransactionView {
+                        dialog: k.id.clone(),
+                        peer: k.peer.to_string(),
+                        cseq: *cseq,
+                        method: t.request.method().map_or("?", Method::as_str).to_string(),
+                        direction: dir,
+                        age_ms: now.saturating_duration_since(t.started).as_millis(),
+                    });
+                }
+            }
+        }
+        v.sort_by(|a, b| b.age_ms.cmp(&a.age_ms));
+        v
+    }
+}
+
+/// `user@host[:port]`: the registry name of a URI (JSIP.md §1).
+pub fn peer_name(uri: &Uri) -> String {
+    let mut name = uri.user_at_host();
+    if let Some(p) = uri.port {
+        name.push_str(&format!(":{p}"));
+    }
+    name
+}
