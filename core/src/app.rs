@@ -6,6 +6,7 @@ use std::time::Instant;
 
 use crate::config::{Config, ConfigErrors};
 use crate::log::Logs;
+use crate::node::NodeHandle;
 use crate::serve::TlsSlot;
 use crate::stats::Stats;
 
@@ -39,8 +40,18 @@ pub struct App {
     pub started: Instant,
     pub logs: Arc<Logs>,
     api_key: RwLock<Option<Arc<str>>>,
+    /// Secret of the RTC tokens, when `[RTCServer] auth = token`.
+    rtc_secret: RwLock<Option<Arc<str>>>,
+    /// The JSIP node (stack, registry, SLP runners).
+    pub node: NodeHandle,
     /// TLS acceptors of the listening ports, by section, for SIGHUP to refresh.
     pub tls: Vec<(&'static str, TlsSlot)>,
+}
+
+/// Secrets read (or generated) at start; SIGHUP replaces them.
+pub struct Secrets {
+    pub api_key: Option<Arc<str>>,
+    pub rtc_secret: Option<Arc<str>>,
 }
 
 impl App {
@@ -48,16 +59,20 @@ impl App {
         config: Config,
         source: ConfigSource,
         logs: Arc<Logs>,
-        api_key: Option<Arc<str>>,
+        secrets: Secrets,
+        node: NodeHandle,
         tls: Vec<(&'static str, TlsSlot)>,
+        stats: Stats,
     ) -> App {
         App {
             config: RwLock::new(Arc::new(config)),
             source,
-            stats: Stats::default(),
+            stats,
             started: Instant::now(),
             logs,
-            api_key: RwLock::new(api_key),
+            api_key: RwLock::new(secrets.api_key),
+            rtc_secret: RwLock::new(secrets.rtc_secret),
+            node,
             tls,
         }
     }
@@ -78,6 +93,17 @@ impl App {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    pub fn rtc_secret(&self) -> Option<Arc<str>> {
+        self.rtc_secret
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn set_rtc_secret(&self, secret: Option<Arc<str>>) {
+        *self.rtc_secret.write().unwrap_or_else(|p| p.into_inner()) = secret;
     }
 
     pub fn set_api_key(&self, key: Option<Arc<str>>) {

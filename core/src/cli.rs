@@ -10,6 +10,7 @@ use crate::app::ConfigSource;
 const USAGE: &str = "\
 Usage: jsipd [-p PREFIX] [-c CONF] [-t] [-s reload|reopen|quit|stop]
        jsipd gencert [-p PREFIX] [-c CONF] [--force]
+       jsipd token [-p PREFIX] [-c CONF] USERID
        jsipd --version | -h
 
   -p PREFIX  install tree (default: the folder above bin/)
@@ -19,6 +20,8 @@ Usage: jsipd [-p PREFIX] [-c CONF] [-t] [-s reload|reopen|quit|stop]
              reload=HUP  reopen=USR1  quit=QUIT (graceful)  stop=TERM (at once)
   gencert    write a self-signed development certificate to the [APIServer]
              cert/key paths (certs/jsipd.crt, certs/jsipd.key); --force replaces them
+  token      print the WebSocket token of USERID for [RTCServer] auth = token
+             (derived from auth_secret_file, which is created when absent)
 ";
 
 enum Command {
@@ -26,6 +29,7 @@ enum Command {
     Test,
     Signal(String),
     GenCert { force: bool },
+    Token(String),
     Version,
     Help,
 }
@@ -45,6 +49,7 @@ fn parse() -> Result<Args, lexopt::Error> {
     let mut parser = lexopt::Parser::from_env();
     let mut force = false;
     let mut gencert = false;
+    let mut token: Option<Option<String>> = None;
     while let Some(arg) = parser.next()? {
         match arg {
             Short('p') | Long("prefix") => args.prefix = Some(parser.value()?.into()),
@@ -56,11 +61,15 @@ fn parse() -> Result<Args, lexopt::Error> {
             Short('v') | Short('V') | Long("version") => args.command = Command::Version,
             Short('h') | Long("help") => args.command = Command::Help,
             Long("force") => force = true,
-            Value(v) if v == "gencert" && !gencert => gencert = true,
+            Value(v) if v == "gencert" && !gencert && token.is_none() => gencert = true,
+            Value(v) if v == "token" && !gencert && token.is_none() => token = Some(None),
+            Value(v) if matches!(token, Some(None)) => token = Some(Some(v.string()?)),
             _ => return Err(arg.unexpected()),
         }
     }
-    if gencert {
+    if let Some(t) = token {
+        args.command = Command::Token(t.ok_or("token needs a USERID")?);
+    } else if gencert {
         args.command = Command::GenCert { force };
     } else if force {
         return Err("--force only goes with gencert".into());
@@ -109,6 +118,7 @@ pub fn main() -> ExitCode {
         Command::Test => test_config(&source),
         Command::Signal(name) => send_signal(&source, &name),
         Command::GenCert { force } => gencert(&source, force),
+        Command::Token(userid) => token(&source, &userid),
         Command::Run => crate::daemon::run(source),
     }
 }
@@ -131,7 +141,7 @@ fn test_config(source: &ConfigSource) -> ExitCode {
         }
     };
     let mut failed = false;
-    for server in [&config.api, &config.rtc] {
+    for server in [&config.api, &config.rtc_listen] {
         if server.tls_listen.is_some() {
             if let Err(e) = crate::tls::acceptor(&server.cert, &server.key, server.section) {
                 eprintln!("{}: {e:#}", source.path.display());
@@ -180,6 +190,31 @@ fn gencert(source: &ConfigSource, force: bool) -> ExitCode {
         }
         Err(e) => {
             eprintln!("jsipd: gencert: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn token(source: &ConfigSource, userid: &str) -> ExitCode {
+    let config = match source.load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("jsipd: configuration rejected:\n{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let secret = crate::api::secret_file(
+        &config.rtc.auth_secret_file,
+        "[RTCServer] auth_secret_file",
+        "a token was asked for",
+    );
+    match secret {
+        Ok(secret) => {
+            println!("{}", crate::transport::token::issue(&secret, userid));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("jsipd: token: {e:#}");
             ExitCode::FAILURE
         }
     }

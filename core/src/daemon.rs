@@ -13,9 +13,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{error, info, warn};
 
-use crate::app::{App, ConfigSource};
+use crate::app::{App, ConfigSource, Secrets};
 use crate::config::{Config, ListenConfig};
 use crate::log::Logs;
+use crate::node::Node;
 use crate::pidfile::PidFile;
 use crate::serve::{self, Serving, TlsSlot};
 use crate::signals::{Signal, Signals};
@@ -81,8 +82,18 @@ async fn start_and_run(
     logs: &Arc<Logs>,
 ) -> anyhow::Result<()> {
     let api_tls = tls_slot(&config.api)?;
-    let rtc_tls = tls_slot(&config.rtc)?;
+    let rtc_tls = tls_slot(&config.rtc_listen)?;
     let api_key = api::ensure_key(&config)?;
+    let rtc_secret = rtc_secret(&config)?;
+    let tasks = TaskTracker::new();
+    let shutdown = CancellationToken::new();
+    let stats = crate::stats::Stats::default();
+    let (node, node_inputs) = Node::new(
+        Arc::new(config.clone()),
+        stats.jsip.clone(),
+        tasks.clone(),
+        shutdown.clone(),
+    )?;
     let tls_slots = [("APIServer", &api_tls), ("RTCServer", &rtc_tls)]
         .into_iter()
         .filter_map(|(s, slot)| Some((s, slot.clone()?)))
@@ -91,12 +102,15 @@ async fn start_and_run(
         config.clone(),
         source.clone(),
         logs.clone(),
-        api_key,
+        Secrets {
+            api_key,
+            rtc_secret,
+        },
+        node.handle(),
         tls_slots,
+        stats,
     ));
-
-    let tasks = TaskTracker::new();
-    let shutdown = CancellationToken::new();
+    tasks.spawn(node.run(node_inputs));
     let api = Serving {
         handler: api::handler(app.clone()),
         stats: app.stats.api.clone(),
@@ -111,7 +125,10 @@ async fn start_and_run(
     };
 
     let mut bound = Vec::new();
-    for (section, tls, serving) in [(&config.api, &api_tls, &api), (&config.rtc, &rtc_tls, &rtc)] {
+    for (section, tls, serving) in [
+        (&config.api, &api_tls, &api),
+        (&config.rtc_listen, &rtc_tls, &rtc),
+    ] {
         for ep in section.endpoints() {
             let slot = if ep.tls { tls.clone() } else { None };
             bound.push((serve::bind(&ep, slot).await?, serving.clone()));
@@ -171,6 +188,19 @@ async fn until_exit(signals: &mut Signals) {
     while signals.next().await != Signal::Exit {}
 }
 
+/// The token secret when `[RTCServer] auth = token` (generated when absent).
+fn rtc_secret(config: &Config) -> anyhow::Result<Option<Arc<str>>> {
+    if config.rtc.auth != crate::config::RtcAuth::Token {
+        return Ok(None);
+    }
+    api::secret_file(
+        &config.rtc.auth_secret_file,
+        "[RTCServer] auth_secret_file",
+        "[RTCServer] auth = token",
+    )
+    .map(|s| Some(Arc::from(s.as_str())))
+}
+
 fn tls_slot(server: &ListenConfig) -> anyhow::Result<Option<TlsSlot>> {
     if server.tls_listen.is_none() {
         return Ok(None);
@@ -199,10 +229,11 @@ fn reload(app: &App) {
                 acceptors.push((slot, tls::acceptor(&server.cert, &server.key, section)?));
             }
             let key = api::ensure_key(&new)?;
+            let secret = rtc_secret(&new)?;
             app.logs.apply(&new)?;
-            Ok((new, acceptors, key))
+            Ok((new, acceptors, key, secret))
         });
-    let (new, acceptors, key) = match prepared {
+    let (new, acceptors, key, secret) = match prepared {
         Ok(p) => p,
         Err(e) => {
             app.stats
@@ -216,6 +247,8 @@ fn reload(app: &App) {
         slot.replace(acceptor);
     }
     app.set_api_key(key);
+    app.set_rtc_secret(secret);
+    app.node.reconfigure(Arc::new(new.clone()));
     let changed: Vec<String> = old
         .changed_keys(&new)
         .map(|k| crate::config::schema::display(k.section, k.name))

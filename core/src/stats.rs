@@ -95,8 +95,69 @@ impl RequestStats {
     }
 }
 
+/// JSIP over WebSocket: sockets and frames.
+#[derive(Default)]
+pub struct JsipStats {
+    pub sockets: Gauge,
+    pub sockets_total: AtomicU64,
+    pub replaced: AtomicU64,
+    pub frames_in: AtomicU64,
+    pub frames_out: AtomicU64,
+    /// Frames answered 400 (not JSON, not an object, invalid fields).
+    pub bad_frames: AtomicU64,
+    pub oversized: AtomicU64,
+    pub dead_peers: AtomicU64,
+    /// Requests answered 480 because the name's queue was full or the name gone.
+    pub unavailable: AtomicU64,
+    pub auth_failed: AtomicU64,
+    pub dials: AtomicU64,
+    pub dials_failed: AtomicU64,
+}
+
+/// One open WebSocket, counted until dropped; owns its `Arc` so it can live in a task.
+pub struct OpenSocket(Arc<JsipStats>);
+
+impl OpenSocket {
+    pub fn new(stats: Arc<JsipStats>) -> OpenSocket {
+        stats.sockets.0.fetch_add(1, Relaxed);
+        stats.sockets_total.fetch_add(1, Relaxed);
+        OpenSocket(stats)
+    }
+}
+
+impl Drop for OpenSocket {
+    fn drop(&mut self) {
+        self.0.sockets.0.fetch_sub(1, Relaxed);
+    }
+}
+
+impl JsipStats {
+    pub fn count(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    fn to_json(&self) -> Value {
+        let g = |c: &AtomicU64| c.load(Relaxed);
+        json!({
+            "sockets": self.sockets.get(),
+            "sockets_total": g(&self.sockets_total),
+            "replaced": g(&self.replaced),
+            "frames_in": g(&self.frames_in),
+            "frames_out": g(&self.frames_out),
+            "bad_frames": g(&self.bad_frames),
+            "oversized": g(&self.oversized),
+            "dead_peers": g(&self.dead_peers),
+            "unavailable": g(&self.unavailable),
+            "auth_failed": g(&self.auth_failed),
+            "dials": g(&self.dials),
+            "dials_failed": g(&self.dials_failed),
+        })
+    }
+}
+
 #[derive(Default)]
 pub struct Stats {
+    pub jsip: Arc<JsipStats>,
     pub api: Arc<PortStats>,
     pub rtc: Arc<PortStats>,
     pub api_requests: RequestStats,
@@ -109,6 +170,7 @@ impl Stats {
         json!({
             "connections": { "api": self.api.to_json(), "rtc": self.rtc.to_json() },
             "api_requests": self.api_requests.to_json(),
+            "jsip": self.jsip.to_json(),
             "reloads": { "applied": self.reloads.load(Relaxed), "rejected": self.reloads_rejected.load(Relaxed) },
         })
     }

@@ -7,6 +7,7 @@
 //! bare sleep.
 
 pub mod http;
+pub mod ws;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -239,6 +240,14 @@ impl Daemon {
 
 impl Drop for Daemon {
     fn drop(&mut self) {
+        // A failing test shows what the daemon said; a passing one stays quiet.
+        if std::thread::panicking() {
+            eprintln!(
+                "--- jsipd {} console ---\n{}",
+                self.pid(),
+                self.console().join("\n")
+            );
+        }
         if self.child.try_wait().ok().flatten().is_none() {
             let _ = self.child.kill();
             let _ = self.child.wait();

@@ -48,29 +48,38 @@ pub fn ensure_key(cfg: &Config) -> anyhow::Result<Option<Arc<str>>> {
     if !exposed {
         return Ok(None);
     }
-    let path = &cfg.api_key_file;
+    secret_file(
+        &cfg.api_key_file,
+        "[APIServer] apikey_file",
+        "the API listens beyond loopback",
+    )
+    .map(|k| Some(Arc::from(k.as_str())))
+}
+
+/// Reads a secret (an API key, the RTC token secret) from `path`, or generates a random
+/// one into it (mode 0600) when the file does not exist, logging `why` and where.
+pub fn secret_file(path: &Path, key: &str, why: &str) -> anyhow::Result<String> {
     match std::fs::read_to_string(path) {
         Ok(text) => {
-            let key = text.trim();
-            if key.len() < 16 {
+            let secret = text.trim();
+            if secret.len() < 16 {
                 bail!(
-                    "[APIServer] apikey_file: {} holds a key shorter than 16 characters",
+                    "{key}: {} holds a secret shorter than 16 characters",
                     path.display()
                 );
             }
-            Ok(Some(Arc::from(key)))
+            Ok(secret.to_string())
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let key = generate()?;
-            write_key(path, &key)?;
+            let secret = generate()?;
+            write_key(path, &secret)?;
             tracing::warn!(
-                "the API listens beyond loopback and had no key: generated one into {} (mode 0600)",
+                "{why} and had no secret: generated one into {} (mode 0600)",
                 path.display()
             );
-            Ok(Some(Arc::from(key.as_str())))
+            Ok(secret)
         }
-        Err(e) => Err(e)
-            .with_context(|| format!("[APIServer] apikey_file: cannot read {}", path.display())),
+        Err(e) => Err(e).with_context(|| format!("{key}: cannot read {}", path.display())),
     }
 }
 

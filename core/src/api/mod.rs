@@ -18,7 +18,7 @@ use warp::http::{header, Method, StatusCode};
 use warp::Filter;
 
 pub use answer::{table, Answer, Format};
-pub use auth::ensure_key;
+pub use auth::{ensure_key, secret_file};
 
 use crate::app::App;
 use crate::serve::{Handler, Response};
@@ -28,6 +28,7 @@ use crate::serve::{Handler, Response};
 const BUILT_INS: &[(&str, &[Method])] = &[
     ("/runtime/v1/stats", &[Method::GET]),
     ("/runtime/v1/stack", &[Method::GET]),
+    ("/runtime/v1/jstack", &[Method::GET]),
     ("/runtime/v1/loglevel", &[Method::PUT]),
 ];
 
@@ -108,6 +109,11 @@ fn routes(
         .and(warp::get())
         .and(format)
         .then(|f| async move { runtime::stack().await.render(f) });
+    let jstack = warp::path!("runtime" / "v1" / "jstack")
+        .and(warp::get())
+        .and(with_app.clone())
+        .and(format)
+        .then(|app: Arc<App>, f| async move { runtime::jstack(&app).await.render(f) });
     let loglevel =
         warp::path!("runtime" / "v1" / "loglevel")
             .and(warp::put())
@@ -124,6 +130,8 @@ fn routes(
 
     stats
         .or(stack)
+        .unify()
+        .or(jstack)
         .unify()
         .or(loglevel)
         .unify()

@@ -52,6 +52,52 @@ fn rss_kib() -> Option<u64> {
 
 /// `GET /runtime/v1/stack`: every async task's stack (tokio's task dump) and every
 /// thread with its state, to find what is stuck in a running daemon.
+/// The JSIP stack's view: connections, dialogs, transactions (asked of the node task).
+pub async fn jstack(app: &App) -> Answer {
+    let Some(data) = app.node.snapshot().await else {
+        return Answer::error(
+            warp::http::StatusCode::SERVICE_UNAVAILABLE,
+            "the JSIP node has stopped",
+        );
+    };
+    let mut text = String::new();
+    let cell = |v: &Value, k: &str| match &v[k] {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    let section = |title: &str, list: &Value, cols: &[&str], text: &mut String| {
+        let items = list.as_array().map(Vec::as_slice).unwrap_or_default();
+        text.push_str(&format!("{title}: {}\n", items.len()));
+        let mut rows = vec![cols.iter().map(|c| c.to_string()).collect::<Vec<_>>()];
+        rows.extend(
+            items
+                .iter()
+                .map(|i| cols.iter().map(|c| cell(i, c)).collect()),
+        );
+        text.push_str(&table(&rows));
+        text.push('\n');
+    };
+    section(
+        "connections",
+        &data["connections"],
+        &["name", "state", "remote", "queue", "for_ms"],
+        &mut text,
+    );
+    section(
+        "dialogs",
+        &data["dialogs"],
+        &["id", "peer", "state", "slp", "instance", "age_ms"],
+        &mut text,
+    );
+    section(
+        "transactions",
+        &data["transactions"],
+        &["dialog", "peer", "cseq", "method", "direction", "age_ms"],
+        &mut text,
+    );
+    Answer::ok(data, text)
+}
+
 pub async fn stack() -> Answer {
     let threads = threads();
     let tasks = tasks().await;

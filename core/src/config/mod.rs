@@ -20,7 +20,7 @@ use std::time::Duration;
 use ini::{Ini, ParseOption};
 use tracing::level_filters::LevelFilter;
 
-pub use value::{level as parse_level, LogTarget};
+pub use value::{level as parse_level, LogTarget, RtcAuth};
 
 /// One problem in a config file, with enough context for a person to fix it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -100,6 +100,30 @@ impl ListenConfig {
     }
 }
 
+/// `[RTCServer]` keys beyond the listener: the WebSocket session.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RtcConfig {
+    pub reconnect_window: Duration,
+    pub ping_interval: Duration,
+    pub max_frame: usize,
+    pub auth: value::RtcAuth,
+    pub auth_secret_file: PathBuf,
+}
+
+/// `[JSIPStack]`: timers and queues of the JSIP stack and outbound dialing.
+#[derive(Debug, Clone, PartialEq)]
+pub struct JsipConfig {
+    /// This node's name toward other nodes; empty means the host name.
+    pub realm: String,
+    pub transtimer: Duration,
+    pub prtimer: Duration,
+    pub sessiontimer: Duration,
+    pub qsize: usize,
+    pub conntimeout: Duration,
+    pub retry: u32,
+    pub builtin_slps: Vec<String>,
+}
+
 /// The whole validated configuration. Relative paths are already resolved against the
 /// install prefix, so nothing downstream needs to know where the daemon was started.
 #[derive(Debug, Clone, PartialEq)]
@@ -114,9 +138,11 @@ pub struct Config {
     /// File holding the key that non-loopback API listeners demand.
     pub api_key_file: PathBuf,
     pub access_log: LogTarget,
-    pub rtc: ListenConfig,
+    pub rtc_listen: ListenConfig,
     /// URL path of the WebSocket endpoint, e.g. `/rtc`.
     pub rtc_location: String,
+    pub rtc: RtcConfig,
+    pub stack: JsipConfig,
     /// Every key's text as written (or its default), in [`schema::KEYS`] order; lets
     /// SIGHUP tell which keys changed without comparing each field by hand.
     raw: Vec<String>,
@@ -183,8 +209,29 @@ impl Config {
             access_log: p.get(Some("APIServer"), "accesslog", |v| {
                 value::log_target(v, prefix, true)
             }),
-            rtc: p.server("RTCServer", prefix),
+            rtc_listen: p.server("RTCServer", prefix),
             rtc_location: p.get(Some("RTCServer"), "location", value::location),
+            rtc: RtcConfig {
+                reconnect_window: p.get(Some("RTCServer"), "reconnect_window", value::duration),
+                ping_interval: p.get(Some("RTCServer"), "ping_interval", value::duration),
+                max_frame: p.get(Some("RTCServer"), "max_frame", value::size),
+                auth: p.get(Some("RTCServer"), "auth", value::rtc_auth),
+                auth_secret_file: p.get(Some("RTCServer"), "auth_secret_file", |v| {
+                    value::path(v, prefix)
+                }),
+            },
+            stack: JsipConfig {
+                realm: p.get(Some("JSIPStack"), "realm", |v| Ok(v.to_string())),
+                transtimer: p.get(Some("JSIPStack"), "transtimer", value::duration),
+                prtimer: p.get(Some("JSIPStack"), "prtimer", value::duration),
+                sessiontimer: p.get(Some("JSIPStack"), "sessiontimer", value::duration),
+                qsize: p.get(Some("JSIPStack"), "qsize", |v| value::number(v, 1, 1 << 20)) as usize,
+                conntimeout: p.get(Some("JSIPStack"), "conntimeout", value::duration),
+                retry: p.get(Some("JSIPStack"), "retry", |v| value::number(v, 0, 100)) as u32,
+                builtin_slps: p.get(Some("JSIPStack"), "builtin_slps", |v| {
+                    value::names(v, crate::slps::NAMES)
+                }),
+            },
             raw: Vec::new(),
         };
         if p.errors.is_empty() {
@@ -203,7 +250,7 @@ impl Config {
 
     /// The listen section named `section` (`APIServer` or `RTCServer`).
     pub fn server(&self, section: &str) -> Option<&ListenConfig> {
-        [&self.api, &self.rtc]
+        [&self.api, &self.rtc_listen]
             .into_iter()
             .find(|s| s.section == section)
     }

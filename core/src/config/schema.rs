@@ -33,6 +33,7 @@ const fn key(
 const MAIN: Option<&str> = Some("Main");
 const API: Option<&str> = Some("APIServer");
 const RTC: Option<&str> = Some("RTCServer");
+const STACK: Option<&str> = Some("JSIPStack");
 
 /// Every key, in the order `conf/jsipd.ini` documents them.
 pub const KEYS: &[Key] = &[
@@ -50,6 +51,19 @@ pub const KEYS: &[Key] = &[
     key(RTC, "cert", "certs/jsipd.crt", true),
     key(RTC, "key", "certs/jsipd.key", true),
     key(RTC, "location", "/rtc", false),
+    key(RTC, "reconnect_window", "30s", true),
+    key(RTC, "ping_interval", "30s", true),
+    key(RTC, "max_frame", "64k", true),
+    key(RTC, "auth", "none", true),
+    key(RTC, "auth_secret_file", "conf/rtc.secret", true),
+    key(STACK, "realm", "", true),
+    key(STACK, "transtimer", "5s", true),
+    key(STACK, "prtimer", "60s", true),
+    key(STACK, "sessiontimer", "600s", true),
+    key(STACK, "qsize", "1024", true),
+    key(STACK, "conntimeout", "5s", true),
+    key(STACK, "retry", "2", true),
+    key(STACK, "builtin_slps", "", false),
 ];
 
 /// Position of a key in [`KEYS`], if it exists.

@@ -14,7 +14,7 @@ fn only_error(text: &str) -> ConfigError {
 fn empty_file_gives_the_documented_defaults() {
     let c = parse("").unwrap();
     assert_eq!(c.api.listen, Some("127.0.0.1:2539".parse().unwrap()));
-    assert_eq!(c.rtc.listen, Some("0.0.0.0:8080".parse().unwrap()));
+    assert_eq!(c.rtc_listen.listen, Some("0.0.0.0:8080".parse().unwrap()));
     assert_eq!(c.rtc_location, "/rtc");
     assert_eq!(c.stop_timeout, Duration::from_secs(5));
     assert_eq!(c.log_level, LevelFilter::INFO);

@@ -170,3 +170,59 @@ mod tests {
         assert!(log_target("", pre, true).is_err());
     }
 }
+
+/// A byte size: `65536`, `64k`, `1m` (k and m are 1024 and 1024², either case).
+pub fn size(v: &str) -> Result<usize, String> {
+    let bad = || format!("'{v}' is not a size in bytes (examples: 65536, 64k, 1m)");
+    let lower = v.to_ascii_lowercase();
+    let (num, mult) = match lower.strip_suffix('k') {
+        Some(n) => (n, 1024),
+        None => match lower.strip_suffix('m') {
+            Some(n) => (n, 1024 * 1024),
+            None => (lower.as_str(), 1),
+        },
+    };
+    let n: usize = num.trim().parse().map_err(|_| bad())?;
+    n.checked_mul(mult).filter(|n| *n > 0).ok_or_else(bad)
+}
+
+/// A whole number within `min..=max`.
+pub fn number(v: &str, min: u64, max: u64) -> Result<u64, String> {
+    match v.parse::<u64>() {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ => Err(format!("'{v}' is not a whole number from {min} to {max}")),
+    }
+}
+
+/// How WebSocket clients prove who they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RtcAuth {
+    None,
+    /// A token bound to the userid (`jsipd token USERID`).
+    Token,
+}
+
+pub fn rtc_auth(v: &str) -> Result<RtcAuth, String> {
+    match v {
+        "none" => Ok(RtcAuth::None),
+        "token" => Ok(RtcAuth::Token),
+        _ => Err(format!("'{v}' is not an auth mode (none, token)")),
+    }
+}
+
+/// Comma-separated names of compiled-in SLPs, each from `known`.
+pub fn names(v: &str, known: &[&str]) -> Result<Vec<String>, String> {
+    let mut out = Vec::new();
+    for n in v.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        if !known.contains(&n) {
+            return Err(format!(
+                "unknown compiled-in SLP '{n}' (known: {})",
+                known.join(", ")
+            ));
+        }
+        if !out.iter().any(|o| o == n) {
+            out.push(n.to_string());
+        }
+    }
+    Ok(out)
+}

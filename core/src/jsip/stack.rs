@@ -36,6 +36,8 @@ pub struct StackConfig {
     pub transtimer: Duration,
     pub prtimer: Duration,
     pub sessiontimer: Duration,
+    /// This node's domain: `alice@REALM` is the client connected as `alice`.
+    pub realm: String,
 }
 
 impl Default for StackConfig {
@@ -44,6 +46,7 @@ impl Default for StackConfig {
             transtimer: Duration::from_secs(5),
             prtimer: Duration::from_secs(60),
             sessiontimer: Duration::from_secs(600),
+            realm: String::new(),
         }
     }
 }
@@ -64,6 +67,9 @@ pub enum Output {
 }
 
 /// What an SLP instance did while handling one event, in order.
+// Most values carry a `Message` (a few hundred bytes); boxing it would cost an
+// allocation per message to shrink the rare small variants.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     Send(Message),
@@ -204,6 +210,9 @@ pub struct Stack {
     out: VecDeque<Output>,
     /// Messages between two local instances, processed before an input call returns.
     loopback: VecDeque<(PeerName, Message)>,
+    /// The instance whose batch `handle_slp` is applying: it is not ended for being
+    /// idle until the whole batch is applied.
+    in_batch: Option<InstanceId>,
     pub counters: Counters,
 }
 
@@ -220,6 +229,7 @@ impl Stack {
             timers: Timers::default(),
             out: VecDeque::new(),
             loopback: VecDeque::new(),
+            in_batch: None,
             counters: Counters::default(),
         }
     }
@@ -273,11 +283,11 @@ impl Stack {
 
     /// A valid message arrived on the connection registered as `peer`.
     pub fn handle_peer(&mut self, now: Instant, peer: PeerName, msg: Message) {
-        self.from_peer(now, peer, msg);
+        self.on_peer_message(now, peer, msg);
         self.run_loopback(now);
     }
 
-    fn from_peer(&mut self, now: Instant, peer: PeerName, msg: Message) {
+    fn on_peer_message(&mut self, now: Instant, peer: PeerName, msg: Message) {
         let key = DialogKey {
             peer,
             id: msg.dialogue_id.clone(),
@@ -614,9 +624,10 @@ impl Stack {
             return;
         }
         let mut end = false;
+        self.in_batch = Some(instance);
         for action in actions {
             match action {
-                Action::Send(msg) => self.from_slp(now, instance, msg),
+                Action::Send(msg) => self.on_slp_message(now, instance, msg),
                 Action::Relid(relid) => {
                     self.relids.insert(relid, instance);
                     if let Some(info) = self.instances.get_mut(&instance) {
@@ -627,6 +638,7 @@ impl Stack {
             }
         }
         self.run_loopback(now);
+        self.in_batch = None;
         if end {
             self.end_instance(now, instance, "the SLP instance ended");
         } else {
@@ -645,7 +657,7 @@ impl Stack {
         }
     }
 
-    fn from_slp(&mut self, now: Instant, instance: InstanceId, mut msg: Message) {
+    fn on_slp_message(&mut self, now: Instant, instance: InstanceId, mut msg: Message) {
         let existing = self
             .by_instance
             .get(&(instance, msg.dialogue_id.clone()))
@@ -677,7 +689,9 @@ impl Stack {
                     );
                     return self.deliver_to(instance, Event::Message(r));
                 }
-                let slp = self.instances[&instance].slp.clone();
+                let Some(slp) = self.instances.get(&instance).map(|i| i.slp.clone()) else {
+                    return;
+                };
                 let session = method == Method::Invite;
                 let expire = if session {
                     self.fill_expire(&mut msg)
@@ -718,10 +732,16 @@ impl Stack {
                 let first = parse_router(r)
                     .map_err(|e| format!("Router: {e}"))?
                     .swap_remove(0);
-                let local = first
-                    .type_param()
-                    .or(first.host_label())
-                    .is_some_and(|n| self.slps.contains(n))
+                // An explicit port or an IP address names a node, even one that loads
+                // an SLP of the same name; otherwise an SLP name means this node.
+                let names_a_node = first.port.is_some()
+                    || first.host.starts_with('[')
+                    || first.host.parse::<std::net::Ipv4Addr>().is_ok();
+                let local = !names_a_node
+                    && first
+                        .type_param()
+                        .or(first.host_label())
+                        .is_some_and(|n| self.slps.contains(n))
                     || first.relid().is_some_and(|r| self.relids.contains_key(r));
                 if local {
                     return Ok(format!("{LOCAL}{instance}>").into());
@@ -733,6 +753,12 @@ impl Stack {
                 Uri::parse(uri).map_err(|e| format!("Request-URI: {e}"))?
             }
         };
+        // A user of this node's own domain is the client connected under that userid.
+        if let (Some(user), None) = (&target.user, target.port) {
+            if !self.config.realm.is_empty() && target.host == self.config.realm {
+                return Ok(user.as_str().into());
+            }
+        }
         Ok(peer_name(&target).into())
     }
 
@@ -1141,6 +1167,9 @@ impl Stack {
     }
 
     fn end_instance_if_idle(&mut self, instance: InstanceId) {
+        if self.in_batch == Some(instance) {
+            return;
+        }
         let idle = self
             .instances
             .get(&instance)
@@ -1218,7 +1247,7 @@ impl Stack {
                 Some(base) => format!("{base}<").into(),
                 None => format!("{}>", name.trim_end_matches('<')).into(),
             };
-            self.from_peer(now, other, msg);
+            self.on_peer_message(now, other, msg);
             // Whatever that produced for local names goes round again.
             let mut j = 0;
             while j < self.out.len() {
@@ -1285,7 +1314,7 @@ impl Stack {
                 }
             }
         }
-        v.sort_by(|a, b| b.age_ms.cmp(&a.age_ms));
+        v.sort_by_key(|t| std::cmp::Reverse(t.age_ms));
         v
     }
 }

@@ -30,6 +30,7 @@ impl Harness {
             transtimer: 100 * MS,
             prtimer: 1000 * MS,
             sessiontimer: 3000 * MS,
+            realm: "node.example.com".into(),
         })
     }
 
@@ -523,9 +524,64 @@ fn unparseable_router_from_an_slp_is_answered_400_to_it() {
 }
 
 #[test]
+fn a_user_of_our_realm_is_the_client_with_that_userid() {
+    let mut h = Harness::new();
+    let m = Message::request(
+        Method::Message,
+        "carol@node.example.com",
+        "svc",
+        "carol",
+        "c1",
+        1,
+    );
+    let out = h.slp(1, vec![Action::Send(m)]);
+    assert_eq!(to_peers(&out), [("carol".into(), "MESSAGE".into(), 1)]);
+    let m = Message::request(
+        Method::Message,
+        "carol@other.example.com",
+        "svc",
+        "carol",
+        "c2",
+        1,
+    );
+    let out = h.slp(1, vec![Action::Send(m)]);
+    assert_eq!(to_peers(&out)[0].0, "carol@other.example.com");
+}
+
+#[test]
 fn peer_names_are_user_at_host_with_port() {
     let u = jsipd_plugin_api::jsip::Uri::parse("bob@10.0.0.1:9000;type=x").unwrap();
     assert_eq!(peer_name(&u), "bob@10.0.0.1:9000");
     let u = jsipd_plugin_api::jsip::Uri::parse("alice").unwrap();
     assert_eq!(peer_name(&u), "alice");
+}
+
+#[test]
+fn an_instance_may_answer_its_last_request_and_start_a_dialog_in_one_event() {
+    let mut h = Harness::new();
+    let m = req("MESSAGE", "m", 1, "");
+    let i = instance_of(&h.peer("p", m.clone()));
+    let invite = Message::request(Method::Invite, "alice", "svc", "alice", "cb", 1);
+    let out = h.slp(i, vec![answer(&m, 200), Action::Send(invite)]);
+    assert_eq!(
+        to_peers(&out),
+        [
+            ("p".into(), "200".into(), 1),
+            ("alice".into(), "INVITE".into(), 1)
+        ]
+    );
+    assert!(ended(&out).is_empty(), "the instance owns the new dialog");
+    assert_eq!(h.stack.dialog_count(), 1);
+}
+
+#[test]
+fn a_router_with_a_port_goes_to_that_node_even_if_the_slp_is_loaded_here() {
+    let mut h = Harness::new();
+    let mut m = Message::request(Method::Message, "x@other", "svc", "x@other", "r1", 1);
+    m.router = Some("10.1.2.3:9000;type=other".into());
+    let out = h.slp(1, vec![Action::Send(m)]);
+    assert_eq!(
+        to_peers(&out),
+        [("10.1.2.3:9000".into(), "MESSAGE".into(), 1)]
+    );
 }

@@ -1,29 +1,48 @@
-//! The RTC port: JSIP over WebSocket at `[RTCServer] location`.
+//! The RTC port: JSIP over WebSocket at `[RTCServer] location` (JSIP.md §1).
 //!
-//! This module holds the HTTP side of the port, which JSIP.md §1 fixes before any
-//! WebSocket exists: the path must be `location`, `userid` must be present (400 with a
-//! one-line reason otherwise), and the request must be a WebSocket upgrade.
-//! The WebSocket session and the JSIP stack behind it are not built yet (issue 3);
-//! until then a well-formed upgrade is refused with 501 and says so.
+//! - `mod.rs` (here): the HTTP side, before any WebSocket exists: path, `userid`
+//!   (400 with a one-line reason), token auth (401), then the 101 upgrade.
+//! - `ws`: one socket's life: frames in to the node, the name's queue out, pings,
+//!   close codes (4000 replaced, 1009 too big, 1001 stopping).
+//! - `registry`: names to sockets and their queues, owned by the node task.
+//! - `dial`: outbound sockets to other nodes.
+//! - `token`: the HMAC tokens of `auth = token`.
+
+pub mod dial;
+pub mod registry;
+pub mod token;
+pub mod ws;
 
 use std::sync::Arc;
 
+use hyper_util::rt::TokioIo;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::Role;
+use tokio_tungstenite::WebSocketStream;
 use warp::http::{header, HeaderValue, StatusCode};
 
 use crate::app::App;
-use crate::serve::{Handler, Request, Response};
+use crate::config::RtcAuth;
+use crate::serve::{Handler, Peer, Request, Response};
+use crate::stats::JsipStats;
 
 pub fn handler(app: Arc<App>) -> Handler {
-    Arc::new(move |req, _peer| {
-        let location = app.config().rtc_location.clone();
+    Arc::new(move |req, peer| {
+        let app = app.clone();
         Box::pin(async move {
-            handshake(&req, &location).unwrap_or_else(|(status, reason)| plain(status, reason))
+            match handshake(&app, &req) {
+                Ok((userid, accept)) => upgrade(app, req, peer, userid, accept),
+                Err((status, reason)) => plain(status, reason),
+            }
         })
     })
 }
 
-/// Checks an upgrade request; `Err` carries the refusal.
-fn handshake(req: &Request, location: &str) -> Result<Response, (StatusCode, String)> {
+/// Checks an upgrade request: `Ok` carries the userid and the Sec-WebSocket-Accept
+/// value, `Err` the refusal.
+fn handshake(app: &App, req: &Request) -> Result<(String, String), (StatusCode, String)> {
+    let config = app.config();
+    let location = &config.rtc_location;
     if req.uri().path() != location {
         return Err((
             StatusCode::NOT_FOUND,
@@ -33,11 +52,26 @@ fn handshake(req: &Request, location: &str) -> Result<Response, (StatusCode, Str
             ),
         ));
     }
-    let userid = query_param(req.uri().query().unwrap_or(""), "userid");
-    if userid.is_none_or(str::is_empty) {
+    let query = req.uri().query().unwrap_or("");
+    let userid = match query_param(query, "userid").map(percent_decode) {
+        Some(Some(u)) if !u.is_empty() => u,
+        Some(None) => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "userid is not valid percent-encoded UTF-8".into(),
+            ))
+        }
+        _ => {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "missing userid: connect to ?userid=YOUR_ID".into(),
+            ))
+        }
+    };
+    if userid.starts_with("local:") || userid.contains(char::is_control) {
         return Err((
             StatusCode::BAD_REQUEST,
-            "missing userid: connect to ?userid=YOUR_ID".into(),
+            "userid may not start with 'local:' (reserved) or contain control characters".into(),
         ));
     }
     let upgrade = req
@@ -50,10 +84,77 @@ fn handshake(req: &Request, location: &str) -> Result<Response, (StatusCode, Str
             "this endpoint speaks JSIP over WebSocket only".into(),
         ));
     }
-    Err((
-        StatusCode::NOT_IMPLEMENTED,
-        "the JSIP stack is not part of this build yet".into(),
-    ))
+    let key = req.headers().get(header::SEC_WEBSOCKET_KEY).ok_or((
+        StatusCode::BAD_REQUEST,
+        "Sec-WebSocket-Key is missing".to_string(),
+    ))?;
+    if config.rtc.auth == RtcAuth::Token {
+        let presented = query_param(query, "token").map(str::to_string).or_else(|| {
+            req.headers()
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .map(|t| t.trim().to_string())
+        });
+        let ok = match (presented, app.rtc_secret()) {
+            (Some(t), Some(secret)) => token::verify(&secret, &userid, &t),
+            _ => false,
+        };
+        if !ok {
+            JsipStats::count(&app.stats.jsip.auth_failed);
+            return Err((
+                StatusCode::UNAUTHORIZED,
+                format!("a valid token for userid {userid} is required (?token= or Authorization: Bearer)"),
+            ));
+        }
+    }
+    Ok((userid, derive_accept_key(key.as_bytes())))
+}
+
+/// Answers 101 and serves the socket once hyper hands it over.
+fn upgrade(app: Arc<App>, req: Request, peer: Peer, userid: String, accept: String) -> Response {
+    let config = app.config();
+    let params = ws::SocketParams {
+        ping_interval: config.rtc.ping_interval,
+        max_frame: config.rtc.max_frame,
+    };
+    let node = app.node.clone();
+    let stats = app.stats.jsip.clone();
+    let shutdown = peer.shutdown.clone();
+    peer.tasks.spawn(async move {
+        let upgraded = match hyper::upgrade::on(req).await {
+            Ok(u) => u,
+            Err(e) => {
+                tracing::debug!("WebSocket upgrade from {} failed: {e}", peer.remote);
+                return;
+            }
+        };
+        let socket = WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            Some(ws::ws_config(params.max_frame)),
+        )
+        .await;
+        ws::serve(
+            socket,
+            userid.into(),
+            peer.remote.to_string(),
+            node,
+            params,
+            shutdown,
+            stats,
+        )
+        .await;
+    });
+    let mut resp = Response::new(Default::default());
+    *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = resp.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(&accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    resp
 }
 
 fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
@@ -61,6 +162,31 @@ fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
         let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
         (k == name).then_some(v)
     })
+}
+
+/// `%XX` and `+` decoding of a query value; `None` if the result is not UTF-8.
+fn percent_decode(v: &str) -> Option<String> {
+    let b = v.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let hex = v.get(i + 1..i + 3)?;
+                out.push(u8::from_str_radix(hex, 16).ok()?);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 fn plain(status: StatusCode, reason: String) -> Response {
@@ -71,4 +197,17 @@ fn plain(status: StatusCode, reason: String) -> Response {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("a%40b+c").as_deref(), Some("a@b c"));
+        assert_eq!(percent_decode("%zz"), None);
+        assert_eq!(percent_decode("%ff"), None);
+        assert_eq!(percent_decode("%4"), None);
+    }
 }

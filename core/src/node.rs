@@ -1,0 +1,414 @@
+//! The node: one task that owns the JSIP stack, the connection registry and the SLP
+//! runners, and moves messages between them.
+//!
+//! A message's path: a socket task (`transport::ws`) parses a frame and sends it here as
+//! [`Input::Frame`]; the [`Stack`] decides; its outputs go to a name's queue (and from
+//! there to that name's socket task), or to an SLP runner thread (`dispatch::runner`),
+//! whose answers come back as [`Input::Slp`]. Because this task alone owns the stack
+//! and the registry, neither needs a lock; and because it only ever `try_send`s into a
+//! per-name bounded queue, a slow peer cannot hold it up.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use jsipd_plugin_api::jsip::{Message, Method, Uri};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::Config;
+use crate::dispatch::runner::{Command, Report, Runner};
+use crate::jsip::{Output, PeerName, Stack, StackConfig};
+use crate::stats::JsipStats;
+use crate::transport::dial;
+use crate::transport::registry::{Outbox, Registry, Send as Queued};
+use crate::transport::ws::{ConnId, SocketParams};
+
+/// Everything the node reacts to.
+// Most values carry a `Message` (a few hundred bytes); boxing it would cost an
+// allocation per message to shrink the rare small variants.
+#[allow(clippy::large_enum_variant)]
+pub enum Input {
+    /// A valid message from the socket registered as `name`.
+    Frame {
+        name: PeerName,
+        msg: Message,
+    },
+    Connected {
+        name: PeerName,
+        conn: ConnId,
+        remote: String,
+        replaced: CancellationToken,
+        reply: oneshot::Sender<Arc<tokio::sync::Mutex<Outbox>>>,
+    },
+    Disconnected {
+        name: PeerName,
+        conn: ConnId,
+    },
+    /// The reconnect window of `name` (as of `epoch`) is over.
+    WindowExpired {
+        name: PeerName,
+        epoch: u64,
+    },
+    /// Dialing `name` failed for good.
+    DialFailed {
+        name: PeerName,
+        error: String,
+    },
+    Slp(Report),
+    Snapshot(oneshot::Sender<Value>),
+    Reconfigure(Arc<Config>),
+}
+
+/// How other tasks talk to the node.
+#[derive(Clone)]
+pub struct NodeHandle {
+    tx: mpsc::Sender<Input>,
+}
+
+impl NodeHandle {
+    /// Registers a socket under `name`; `None` when the node has stopped.
+    pub async fn connected(
+        &self,
+        name: PeerName,
+        conn: ConnId,
+        remote: String,
+        replaced: CancellationToken,
+    ) -> Option<Arc<tokio::sync::Mutex<Outbox>>> {
+        let (reply, rx) = oneshot::channel();
+        let input = Input::Connected {
+            name,
+            conn,
+            remote,
+            replaced,
+            reply,
+        };
+        self.tx.send(input).await.ok()?;
+        rx.await.ok()
+    }
+
+    pub async fn frame(&self, name: PeerName, msg: Message) {
+        let _ = self.tx.send(Input::Frame { name, msg }).await;
+    }
+
+    pub async fn disconnected(&self, name: PeerName, conn: ConnId) {
+        let _ = self.tx.send(Input::Disconnected { name, conn }).await;
+    }
+
+    pub async fn input(&self, input: Input) {
+        let _ = self.tx.send(input).await;
+    }
+
+    /// The `/runtime/v1/jstack` view.
+    pub async fn snapshot(&self) -> Option<Value> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Input::Snapshot(reply)).await.ok()?;
+        rx.await.ok()
+    }
+
+    pub fn reconfigure(&self, config: Arc<Config>) {
+        let _ = self.tx.try_send(Input::Reconfigure(config));
+    }
+}
+
+/// How many inputs may wait for the node before socket readers wait too.
+const INPUT_QUEUE: usize = 4096;
+
+pub struct Node {
+    stack: Stack,
+    registry: Registry,
+    runners: HashMap<Arc<str>, Runner>,
+    config: Arc<Config>,
+    realm: String,
+    handle: NodeHandle,
+    stats: Arc<JsipStats>,
+    tasks: TaskTracker,
+    shutdown: CancellationToken,
+}
+
+fn stack_config(c: &Config, realm: &str) -> StackConfig {
+    StackConfig {
+        transtimer: c.stack.transtimer,
+        prtimer: c.stack.prtimer,
+        sessiontimer: c.stack.sessiontimer,
+        realm: realm.to_string(),
+    }
+}
+
+/// `[JSIPStack] realm`, or the host name when empty.
+fn realm(c: &Config) -> String {
+    if !c.stack.realm.is_empty() {
+        return c.stack.realm.clone();
+    }
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "jsipd".into())
+}
+
+impl Node {
+    /// Creates the node and starts the compiled-in SLPs; `run` it on `tasks`.
+    pub fn new(
+        config: Arc<Config>,
+        stats: Arc<JsipStats>,
+        tasks: TaskTracker,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<(Node, mpsc::Receiver<Input>)> {
+        let (tx, rx) = mpsc::channel(INPUT_QUEUE);
+        let realm = realm(&config);
+        let mut node = Node {
+            stack: Stack::new(stack_config(&config, &realm)),
+            registry: Registry::new(config.stack.qsize),
+            runners: HashMap::new(),
+            config: config.clone(),
+            realm,
+            handle: NodeHandle { tx },
+            stats,
+            tasks,
+            shutdown,
+        };
+        for name in &config.stack.builtin_slps {
+            let slp = crate::slps::make(name).expect("config checked the name");
+            node.add_slp(name, slp)?;
+        }
+        Ok((node, rx))
+    }
+
+    pub fn handle(&self) -> NodeHandle {
+        self.handle.clone()
+    }
+
+    fn add_slp(
+        &mut self,
+        name: &str,
+        slp: Box<dyn jsipd_plugin_api::slp::Slp>,
+    ) -> anyhow::Result<()> {
+        let tx = self.handle.tx.clone();
+        let runner = Runner::spawn(
+            name,
+            slp,
+            Box::new(move |report| {
+                // Runner threads are not async; waiting here is backpressure on the SLP.
+                let _ = tx.blocking_send(Input::Slp(report));
+            }),
+        )?;
+        self.runners.insert(name.into(), runner);
+        self.stack.add_slp(name);
+        tracing::info!("SLP {name} loaded (compiled in)");
+        Ok(())
+    }
+
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
+        self.flush();
+        loop {
+            let deadline = self.stack.next_deadline();
+            let input = tokio::select! {
+                i = rx.recv() => match i {
+                    Some(i) => i,
+                    None => break,
+                },
+                _ = sleep_until(deadline) => {
+                    self.stack.handle_timeout(Instant::now());
+                    self.flush();
+                    continue;
+                }
+                _ = self.shutdown.cancelled() => break,
+            };
+            self.handle_input(input);
+            self.flush();
+        }
+        // Joining runner threads blocks; do it off the async workers.
+        let runners = std::mem::take(&mut self.runners);
+        let _ = tokio::task::spawn_blocking(move || drop(runners)).await;
+    }
+
+    fn handle_input(&mut self, input: Input) {
+        let now = Instant::now();
+        match input {
+            Input::Frame { name, msg } => self.stack.handle_peer(now, name, msg),
+            Input::Connected {
+                name,
+                conn,
+                remote,
+                replaced,
+                reply,
+            } => {
+                let outbox = self.registry.attach(&name, conn, remote, replaced);
+                let _ = reply.send(outbox);
+            }
+            Input::Disconnected { name, conn } => {
+                if let Some(epoch) = self.registry.detach(&name, conn) {
+                    let tx = self.handle.tx.clone();
+                    let window = self.config.rtc.reconnect_window;
+                    let shutdown = self.shutdown.clone();
+                    self.tasks.spawn(async move {
+                        tokio::select! {
+                            _ = tokio::time::sleep(window) => {
+                                let _ = tx.send(Input::WindowExpired { name, epoch }).await;
+                            }
+                            _ = shutdown.cancelled() => {}
+                        }
+                    });
+                }
+            }
+            Input::WindowExpired { name, epoch } => {
+                let left = self.registry.expire(&name, epoch);
+                let reason = format!(
+                    "{name} went away and did not come back within reconnect_window ({:?})",
+                    self.config.rtc.reconnect_window
+                );
+                self.unavailable(&name, left, 480, &reason);
+            }
+            Input::DialFailed { name, error } => {
+                let left = self.registry.remove(&name);
+                self.unavailable(&name, left, 503, &error);
+            }
+            Input::Slp(Report::Actions { instance, actions }) => {
+                self.stack.handle_slp(now, instance, actions)
+            }
+            Input::Slp(Report::Failed { instance }) => self.stack.handle_slp_failure(now, instance),
+            Input::Snapshot(reply) => {
+                let _ = reply.send(self.snapshot(now));
+            }
+            Input::Reconfigure(config) => {
+                self.realm = realm(&config);
+                self.stack.set_config(stack_config(&config, &self.realm));
+                self.registry.set_qsize(config.stack.qsize);
+                if config.stack.builtin_slps != self.config.stack.builtin_slps {
+                    tracing::warn!(
+                        "[JSIPStack] builtin_slps changed; it takes effect after a restart"
+                    );
+                }
+                self.config = config;
+                for runner in self.runners.values() {
+                    runner.send(Command::Reload);
+                }
+            }
+        }
+    }
+
+    /// Carries out everything the stack asked for.
+    fn flush(&mut self) {
+        while let Some(out) = self.stack.poll_output() {
+            match out {
+                Output::ToPeer { name, msg } => self.send(name, msg),
+                Output::ToSlp {
+                    slp,
+                    instance,
+                    event,
+                } => match self.runners.get(&slp) {
+                    Some(r) => r.send(Command::Event { instance, event }),
+                    None => tracing::warn!("event for SLP {slp}, which is not loaded"),
+                },
+                Output::InstanceEnded { slp, instance } => {
+                    if let Some(r) = self.runners.get(&slp) {
+                        r.send(Command::Ended { instance });
+                    }
+                }
+            }
+        }
+    }
+
+    /// Queues a message for `name`, dialing it when it is another node we have no
+    /// socket to; a request that cannot be queued is answered toward its sender.
+    fn send(&mut self, name: PeerName, msg: Message) {
+        match self.registry.send(&name, msg) {
+            Queued::Queued => {}
+            Queued::Full(msg) => {
+                let reason = format!(
+                    "the queue for {name} is full ({} messages)",
+                    self.config.stack.qsize
+                );
+                self.unavailable(&name, vec![msg], 480, &reason);
+            }
+            Queued::Unknown(msg) => match dial_target(&name) {
+                Some(uri) => {
+                    let url = format!(
+                        "ws://{}:{}{}?userid={}",
+                        uri.host,
+                        uri.port.unwrap_or(dial::DEFAULT_PORT),
+                        self.config.rtc_location,
+                        self.realm
+                    );
+                    self.registry.dialing(&name);
+                    let _ = self.registry.send(&name, msg);
+                    dial::spawn(
+                        dial::Dial {
+                            name,
+                            url,
+                            conntimeout: self.config.stack.conntimeout,
+                            retry: self.config.stack.retry,
+                            params: SocketParams {
+                                ping_interval: self.config.rtc.ping_interval,
+                                max_frame: self.config.rtc.max_frame,
+                            },
+                        },
+                        self.handle.clone(),
+                        self.stats.clone(),
+                        &self.tasks,
+                        self.shutdown.clone(),
+                    );
+                }
+                None => {
+                    let reason = format!("nobody named {name} is connected to this node");
+                    self.unavailable(&name, vec![msg], 480, &reason);
+                }
+            },
+        }
+    }
+
+    /// Answers requests that will never reach `name` with `code`, as if `name` had:
+    /// the stack then treats it like any other answer (delivers it to the SLP).
+    fn unavailable(&mut self, name: &PeerName, msgs: Vec<Message>, code: u16, reason: &str) {
+        let now = Instant::now();
+        for msg in msgs {
+            if !msg.is_request() || msg.method() == Some(Method::Ack) {
+                continue;
+            }
+            JsipStats::count(&self.stats.unavailable);
+            let mut r = msg.response(code);
+            r.reason = Some(reason.to_string());
+            self.stack.handle_peer(now, name.clone(), r);
+        }
+    }
+
+    fn snapshot(&self, now: Instant) -> Value {
+        let c = self.stack.counters;
+        json!({
+            "realm": self.realm,
+            "connections": self.registry.view(),
+            "dialogs": self.stack.dialogs_view(now),
+            "transactions": self.stack.transactions_view(now),
+            "slps": self.runners.iter().map(|(n, r)| json!({"name": n.as_ref(), "instances": r.live_instances()})).collect::<Vec<_>>(),
+            "counters": {
+                "dialogs_started": c.dialogs_started,
+                "transactions_timed_out": c.transactions_timed_out,
+                "dropped": c.dropped,
+                "instances_failed": c.instances_failed,
+                "timers": self.stack.timer_count(),
+            },
+        })
+    }
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The address to dial for a name with no socket: only names that look like another
+/// node (an explicit port, a dotted host name or an IP). A bare userid that is not
+/// connected is just absent.
+fn dial_target(name: &str) -> Option<Uri> {
+    let uri = Uri::parse(name).ok()?;
+    let looks_like_node = uri.port.is_some()
+        || uri.host.contains('.')
+        || uri.host.starts_with('[')
+        || uri.host == "localhost";
+    looks_like_node.then_some(uri)
+}

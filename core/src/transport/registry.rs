@@ -1,0 +1,191 @@
+//! Names to connections (JSIP.md §1), owned by the node task alone.
+//!
+//! Dialogs are bound to a *name*, not a socket, so each name has a bounded queue that
+//! outlives its sockets: while a client reconnects, what is sent to it waits in the
+//! queue, and its next socket drains it in order. The queue's receiving end sits in an
+//! `Outbox` behind an async mutex that the current socket task holds for its whole life;
+//! a replacing socket waits for that lock, so two sockets never drain one queue.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Instant;
+
+use jsipd_plugin_api::jsip::Message;
+use serde_json::{json, Value};
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tokio_util::sync::CancellationToken;
+
+use super::ws::ConnId;
+use crate::jsip::PeerName;
+
+/// The receiving side of a name's queue.
+pub struct Outbox {
+    pub rx: mpsc::Receiver<Message>,
+    /// A message taken from the queue whose write failed: the next socket sends it first.
+    pub unsent: Option<Message>,
+}
+
+struct Socket {
+    conn: ConnId,
+    remote: String,
+    replaced: CancellationToken,
+    since: Instant,
+}
+
+struct Entry {
+    tx: mpsc::Sender<Message>,
+    outbox: Arc<tokio::sync::Mutex<Outbox>>,
+    socket: Option<Socket>,
+    /// Changes whenever the socket goes, so a stale window timer is ignored.
+    epoch: u64,
+    dialing: bool,
+    away_since: Option<Instant>,
+}
+
+/// Result of [`Registry::send`].
+pub enum Send {
+    Queued,
+    /// The name's queue is full: the message comes back.
+    Full(Message),
+    /// No such name.
+    Unknown(Message),
+}
+
+pub struct Registry {
+    entries: HashMap<PeerName, Entry>,
+    qsize: usize,
+}
+
+impl Registry {
+    pub fn new(qsize: usize) -> Registry {
+        Registry {
+            entries: HashMap::new(),
+            qsize,
+        }
+    }
+
+    /// Applies to queues created from now on.
+    pub fn set_qsize(&mut self, qsize: usize) {
+        self.qsize = qsize;
+    }
+
+    fn entry(&mut self, name: &PeerName) -> &mut Entry {
+        let qsize = self.qsize;
+        self.entries.entry(name.clone()).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(qsize);
+            Entry {
+                tx,
+                outbox: Arc::new(tokio::sync::Mutex::new(Outbox { rx, unsent: None })),
+                socket: None,
+                epoch: 0,
+                dialing: false,
+                away_since: None,
+            }
+        })
+    }
+
+    /// A socket for `name` is up; a previous socket of that name is told to close
+    /// (4000, replaced). Returns the queue the new socket must drain.
+    pub fn attach(
+        &mut self,
+        name: &PeerName,
+        conn: ConnId,
+        remote: String,
+        replaced: CancellationToken,
+    ) -> Arc<tokio::sync::Mutex<Outbox>> {
+        let e = self.entry(name);
+        if let Some(old) = e.socket.take() {
+            old.replaced.cancel();
+        }
+        e.socket = Some(Socket {
+            conn,
+            remote,
+            replaced,
+            since: Instant::now(),
+        });
+        e.epoch += 1;
+        e.dialing = false;
+        e.away_since = None;
+        e.outbox.clone()
+    }
+
+    /// Socket `conn` of `name` is gone. Returns the epoch that starts the reconnect
+    /// window, or `None` if the socket had already been replaced.
+    pub fn detach(&mut self, name: &PeerName, conn: ConnId) -> Option<u64> {
+        let e = self.entries.get_mut(name)?;
+        if e.socket.as_ref().map(|s| s.conn) != Some(conn) {
+            return None;
+        }
+        e.socket = None;
+        e.epoch += 1;
+        e.away_since = Some(Instant::now());
+        Some(e.epoch)
+    }
+
+    /// The window of `name` ended: if nobody came back, drop it and return what was queued.
+    pub fn expire(&mut self, name: &PeerName, epoch: u64) -> Vec<Message> {
+        match self.entries.get(name) {
+            Some(e) if e.epoch == epoch && e.socket.is_none() => self.remove(name),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Drops `name` and returns its queued messages, oldest first.
+    pub fn remove(&mut self, name: &PeerName) -> Vec<Message> {
+        let Some(e) = self.entries.remove(name) else {
+            return Vec::new();
+        };
+        let mut left = Vec::new();
+        // No socket holds the lock once the entry has no socket; if one still does
+        // (it is closing), what it holds is lost with it.
+        if let Ok(mut outbox) = e.outbox.try_lock() {
+            left.extend(outbox.unsent.take());
+            while let Ok(m) = outbox.rx.try_recv() {
+                left.push(m);
+            }
+        }
+        left
+    }
+
+    /// Marks `name` as being dialed, creating its queue.
+    pub fn dialing(&mut self, name: &PeerName) {
+        self.entry(name).dialing = true;
+    }
+
+    pub fn send(&mut self, name: &PeerName, msg: Message) -> Send {
+        let Some(e) = self.entries.get(name) else {
+            return Send::Unknown(msg);
+        };
+        match e.tx.try_send(msg) {
+            Ok(()) => Send::Queued,
+            Err(TrySendError::Full(m)) | Err(TrySendError::Closed(m)) => Send::Full(m),
+        }
+    }
+
+    pub fn view(&self) -> Vec<Value> {
+        let now = Instant::now();
+        let mut v: Vec<(&PeerName, &Entry)> = self.entries.iter().collect();
+        v.sort_by(|a, b| a.0.cmp(b.0));
+        v.into_iter()
+            .map(|(name, e)| {
+                let depth = e.tx.max_capacity() - e.tx.capacity();
+                let (state, remote, secs) = match (&e.socket, e.dialing) {
+                    (Some(s), _) => ("connected", s.remote.clone(), now - s.since),
+                    (None, true) => ("dialing", String::new(), Default::default()),
+                    (None, false) => (
+                        "away",
+                        String::new(),
+                        e.away_since.map_or(Default::default(), |t| now - t),
+                    ),
+                };
+                json!({
+                    "name": name.as_ref(),
+                    "state": state,
+                    "remote": remote,
+                    "queue": depth,
+                    "for_ms": secs.as_millis() as u64,
+                })
+            })
+            .collect()
+    }
+}

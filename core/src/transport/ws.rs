@@ -1,0 +1,213 @@
+//! One WebSocket, inbound or dialed: frames in, the name's queue out, pings, close codes.
+//!
+//! Each socket is one task that reads, writes and pings, so an idle connection costs a
+//! task, a socket and two small buffers. The socket never blocks another one: what the
+//! node sends to it goes through the name's bounded queue (`Outbox`), and a slow reader
+//! only fills its own queue.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use jsipd_plugin_api::jsip::{Message, ParseError};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_tungstenite::tungstenite::error::Error as WsError;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
+use tokio_tungstenite::tungstenite::Message as Frame;
+use tokio_tungstenite::WebSocketStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::jsip::PeerName;
+use crate::node::NodeHandle;
+use crate::stats::{JsipStats, OpenSocket};
+
+/// Per-socket settings from `[RTCServer]`.
+#[derive(Debug, Clone, Copy)]
+pub struct SocketParams {
+    pub ping_interval: Duration,
+    pub max_frame: usize,
+}
+
+/// Read buffer size. tokio-tungstenite's default is 128 KiB, zero-filled before every
+/// read: about 135 KiB of RSS per idle connection on our machines, and slower than 4 KiB
+/// for JSIP's small frames. Frames larger than the buffer are still read whole.
+const READ_BUFFER: usize = 4096;
+
+pub fn ws_config(max_frame: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        // Every send is flushed at once anyway; do not grow a buffer to batch into.
+        .write_buffer_size(0)
+        .max_frame_size(Some(max_frame))
+        .max_message_size(Some(max_frame))
+}
+
+/// Identifies one socket among the several a name may have over time.
+pub type ConnId = u64;
+
+fn next_conn_id() -> ConnId {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Close code for a socket replaced by a newer one with the same userid (JSIP.md §1).
+pub const CLOSE_REPLACED: u16 = 4000;
+
+/// Serves a socket until it closes, is replaced, or the daemon stops.
+pub async fn serve<S>(
+    mut ws: WebSocketStream<S>,
+    name: PeerName,
+    remote: String,
+    node: NodeHandle,
+    params: SocketParams,
+    shutdown: CancellationToken,
+    stats: Arc<JsipStats>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let _open = OpenSocket::new(stats.clone());
+    let conn = next_conn_id();
+    let replaced = CancellationToken::new();
+    let Some(outbox) = node
+        .connected(name.clone(), conn, remote.clone(), replaced.clone())
+        .await
+    else {
+        return;
+    };
+    // The socket this one replaces lets go of the queue when it has closed; anything it
+    // could not write stays in `unsent` and goes first here.
+    let mut outbox = tokio::select! {
+        g = outbox.lock_owned() => g,
+        _ = shutdown.cancelled() => return,
+    };
+    let mut ping = tokio::time::interval_at(
+        tokio::time::Instant::now() + params.ping_interval,
+        params.ping_interval,
+    );
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
+    let mut bad_frames = 0u64;
+    let why: String = loop {
+        if let Some(m) = outbox.unsent.take() {
+            if let Err(m) = write(&mut ws, m, &stats).await {
+                outbox.unsent = Some(m);
+                break "write failed".into();
+            }
+            continue;
+        }
+        tokio::select! {
+            _ = replaced.cancelled() => {
+                JsipStats::count(&stats.replaced);
+                close(&mut ws, CLOSE_REPLACED, "replaced").await;
+                break "replaced by a newer connection with the same userid".into();
+            }
+            _ = shutdown.cancelled() => {
+                close(&mut ws, 1001, "server stopping").await;
+                break "server stopping".into();
+            }
+            frame = ws.next() => match frame {
+                Some(Ok(Frame::Text(text))) => {
+                    last_heard = Instant::now();
+                    JsipStats::count(&stats.frames_in);
+                    match Message::parse(&text) {
+                        Ok(msg) => node.frame(name.clone(), msg).await,
+                        Err(e) => {
+                            bad_frames += 1;
+                            if reject(&mut ws, e, &stats).await.is_err() {
+                                break "write failed".into();
+                            }
+                        }
+                    }
+                }
+                Some(Ok(Frame::Binary(_))) => {
+                    last_heard = Instant::now();
+                    bad_frames += 1;
+                    let e = ParseError::Unaddressable {
+                        reason: "JSIP travels in text frames; this was a binary frame".into(),
+                    };
+                    if reject(&mut ws, e, &stats).await.is_err() {
+                        break "write failed".into();
+                    }
+                }
+                Some(Ok(Frame::Close(_))) => {
+                    // tungstenite queued the answering Close frame; send it before leaving.
+                    let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
+                    break "closed by the peer".into();
+                }
+                None => break "closed by the peer".into(),
+                // Pings are answered by tungstenite itself; any frame proves the peer lives.
+                Some(Ok(_)) => last_heard = Instant::now(),
+                Some(Err(WsError::Capacity(e))) => {
+                    JsipStats::count(&stats.oversized);
+                    let reason = format!("frame larger than max_frame ({} bytes)", params.max_frame);
+                    close(&mut ws, 1009, &reason).await;
+                    break format!("{reason}: {e}");
+                }
+                Some(Err(e)) => break format!("read error: {e}"),
+            },
+            queued = outbox.rx.recv() => match queued {
+                Some(m) => {
+                    if let Err(m) = write(&mut ws, m, &stats).await {
+                        outbox.unsent = Some(m);
+                        break "write failed".into();
+                    }
+                }
+                None => break "queue closed".into(),
+            },
+            _ = ping.tick() => {
+                if last_heard.elapsed() > params.ping_interval * 3 {
+                    JsipStats::count(&stats.dead_peers);
+                    break format!("silent for 3 ping intervals ({:?})", params.ping_interval * 3);
+                }
+                if ws.send(Frame::Ping(Default::default())).await.is_err() {
+                    break "write failed".into();
+                }
+            }
+        }
+    };
+    drop(outbox);
+    node.disconnected(name.clone(), conn).await;
+    tracing::debug!("JSIP socket {name} from {remote} closed ({why}); {bad_frames} bad frames");
+}
+
+/// Writes one queued message; gives it back if the socket failed, so it is not lost.
+async fn write<S>(ws: &mut WebSocketStream<S>, m: Message, stats: &JsipStats) -> Result<(), Message>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    match ws.send(Frame::text(m.to_json())).await {
+        Ok(()) => {
+            JsipStats::count(&stats.frames_out);
+            Ok(())
+        }
+        Err(_) => Err(m),
+    }
+}
+
+/// Answers a bad frame with 400 (JSIP.md §2 "Bad input"); the socket stays open.
+async fn reject<S>(
+    ws: &mut WebSocketStream<S>,
+    e: ParseError,
+    stats: &JsipStats,
+) -> Result<(), WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    JsipStats::count(&stats.bad_frames);
+    tracing::debug!("bad JSIP frame: {e}");
+    ws.send(Frame::text(e.answer())).await
+}
+
+async fn close<S>(ws: &mut WebSocketStream<S>, code: u16, reason: &str)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let frame = CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    };
+    // Bounded: a peer that does not read must not hold the task.
+    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
+}

@@ -1,0 +1,549 @@
+//! JSIP over WebSocket end to end (JSIP.md): the real binary, real sockets, the
+//! compiled-in `echo` and `relay` SLPs, and timers shortened by config.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::protocol::CloseFrame;
+
+use jsipd_e2e::http::{self, get};
+use jsipd_e2e::ws::{Refused, Ws, WAIT};
+use jsipd_e2e::{loopback_config, Daemon, Prefix};
+
+/// Loopback ports, echo and relay, and fast timers; `rtc` and `stack` add keys.
+fn config(rtc: &str, stack: &str) -> String {
+    format!(
+        "{}ping_interval = 30s\n{rtc}\n[JSIPStack]\nrealm = node-a.test\nbuiltin_slps = echo, relay\ntranstimer = 200ms\nprtimer = 1s\n{stack}\n",
+        loopback_config("")
+    )
+}
+
+fn start(rtc: &str, stack: &str) -> (Prefix, Daemon) {
+    let prefix = Prefix::with_config(&config(rtc, stack));
+    let d = Daemon::start(&prefix);
+    (prefix, d)
+}
+
+fn rtc(d: &Daemon) -> SocketAddr {
+    d.rtc.expect("RTC listener")
+}
+
+/// A request from `alice` to `user@echo.test` (so the host label picks `echo`).
+fn req(method: &str, user: &str, dialog: &str, cseq: u64) -> Value {
+    json!({
+        "Type": method, "Request-URI": format!("{user}@echo.test"), "From": "alice",
+        "To": format!("{user}@echo.test"), "DialogueID": dialog, "CSeq": cseq,
+    })
+}
+
+fn with(mut v: Value, key: &str, val: Value) -> Value {
+    v[key] = val;
+    v
+}
+
+fn code(v: &Value) -> u64 {
+    v["Code"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("not a response: {v}"))
+}
+
+/// Answers a request the server sent.
+fn answer(ws: &mut Ws, req: &Value, code: u16) {
+    ws.send(&json!({
+        "Type": "RESPONSE", "Code": code, "From": req["From"], "To": req["To"],
+        "DialogueID": req["DialogueID"], "CSeq": req["CSeq"],
+    }));
+}
+
+/// Sends `m` and returns the next message, which must be its final answer.
+fn call(ws: &mut Ws, m: Value) -> Value {
+    ws.send(&m);
+    let r = ws.recv();
+    assert_eq!(r["DialogueID"], m["DialogueID"], "{r}");
+    assert_eq!(r["CSeq"], m["CSeq"], "{r}");
+    r
+}
+
+fn jstack(d: &Daemon) -> Value {
+    let r = get(d.api, "/runtime/v1/jstack");
+    assert_eq!(r.status, 200, "{}", r.body);
+    r.json()["data"].clone()
+}
+
+fn stats(d: &Daemon) -> Value {
+    get(d.api, "/runtime/v1/stats").json()["data"].clone()
+}
+
+/// Polls `cond` until it holds (each poll asks the daemon over its API).
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn missing_userid_is_400_before_any_websocket() {
+    let (_p, d) = start("", "");
+    match Ws::try_connect(rtc(&d), "/rtc", None) {
+        Err(Refused::Http(400, body)) => assert!(body.contains("missing userid"), "{body}"),
+        other => panic!("expected 400, got {:?}", other.map(|_| "a socket")),
+    }
+    match Ws::try_connect(rtc(&d), "/rtc?userid=", None) {
+        Err(Refused::Http(400, _)) => {}
+        other => panic!("expected 400, got {:?}", other.map(|_| "a socket")),
+    }
+    match Ws::try_connect(rtc(&d), "/wrong?userid=a", None) {
+        Err(Refused::Http(404, body)) => assert!(body.contains("/rtc"), "{body}"),
+        other => panic!("expected 404, got {:?}", other.map(|_| "a socket")),
+    }
+}
+
+#[test]
+fn in_dialog_requests_on_unknown_dialogs_get_481() {
+    let (_p, d) = start("", "");
+    let mut ws = Ws::connect(rtc(&d), "alice");
+    for (i, m) in ["BYE", "CANCEL", "INFO", "UPDATE"].into_iter().enumerate() {
+        let mut r = req(m, "svc", "no-such-dialog", i as u64 + 1);
+        if m == "CANCEL" {
+            r = with(r, "RelatedID", json!(1));
+        }
+        let a = call(&mut ws, r);
+        assert_eq!(code(&a), 481, "{m}: {a}");
+        assert!(a["Reason"].as_str().unwrap().contains("no dialog"), "{a}");
+    }
+}
+
+#[test]
+fn message_gets_200_with_its_body() {
+    let (_p, d) = start("", "");
+    let mut ws = Ws::connect(rtc(&d), "alice");
+    let m = with(
+        req("MESSAGE", "svc", "m1", 1),
+        "Body",
+        json!({"hello": [1, 2]}),
+    );
+    let m = with(m, "X-Custom", json!("kept"));
+    let a = call(&mut ws, m);
+    assert_eq!(code(&a), 200);
+    assert_eq!(a["Desc"], "OK");
+    assert_eq!(a["Body"], json!({"hello": [1, 2]}));
+    assert_eq!(a["From"], "alice");
+}
+
+#[test]
+fn invite_ack_update_reinvite_bye() {
+    let (_p, d) = start("", "");
+    let mut ws = Ws::connect(rtc(&d), "alice");
+    let invite = with(
+        req("INVITE", "svc", "call-1", 1),
+        "Body",
+        json!("v=0 offer"),
+    );
+    let invite = with(invite, "Expire", json!(30));
+    let ok = call(&mut ws, invite);
+    assert_eq!((code(&ok), ok["Body"].clone()), (200, json!("v=0 offer")));
+    ws.send(&with(req("ACK", "svc", "call-1", 2), "RelatedID", json!(1)));
+    // In-dialog UPDATE is answered by the stack.
+    assert_eq!(code(&call(&mut ws, req("UPDATE", "svc", "call-1", 3))), 200);
+    let dialogs = jstack(&d)["dialogs"].clone();
+    assert_eq!(dialogs[0]["id"], "call-1");
+    assert_eq!(dialogs[0]["state"], "confirmed");
+    assert_eq!(dialogs[0]["slp"], "echo");
+    // re-INVITE, answered by the SLP.
+    let re = with(req("INVITE", "svc", "call-1", 4), "Body", json!("v=0 new"));
+    let ok = call(&mut ws, re);
+    assert_eq!((code(&ok), ok["Body"].clone()), (200, json!("v=0 new")));
+    ws.send(&with(req("ACK", "svc", "call-1", 5), "RelatedID", json!(4)));
+    assert_eq!(code(&call(&mut ws, req("BYE", "svc", "call-1", 6))), 200);
+    wait_until("the dialog to end", || {
+        jstack(&d)["dialogs"].as_array().unwrap().is_empty()
+    });
+}
+
+#[test]
+fn cancel_gives_200_and_487() {
+    let (_p, d) = start("", "");
+    let mut ws = Ws::connect(rtc(&d), "alice");
+    ws.send(&req("INVITE", "delay-5000", "c1", 1));
+    ws.send(&with(
+        req("CANCEL", "delay-5000", "c1", 2),
+        "RelatedID",
+        json!(1),
+    ));
+    let a = ws.recv();
+    let b = ws.recv();
+    assert_eq!((a["CSeq"].as_u64(), code(&a)), (Some(2), 200), "{a}");
+    assert_eq!((b["CSeq"].as_u64(), code(&b)), (Some(1), 487), "{b}");
+    ws.send(&with(
+        req("ACK", "delay-5000", "c1", 3),
+        "RelatedID",
+        json!(1),
+    ));
+}
+
+#[test]
+fn an_slp_that_never_answers_gives_408() {
+    let (_p, d) = start("", "");
+    let mut ws = Ws::connect(rtc(&d), "alice");
+    let started = Instant::now();
+    let a = call(&mut ws, req("MESSAGE", "silent", "s1", 1));
+    assert_eq!(code(&a), 408, "{a}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(200),
+        "408 before transtimer"
+    );
+    let a = call(&mut ws, req("INVITE", "silent", "s2", 1));
+    assert_eq!(code(&a), 408, "{a}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1200),
+        "408 before prtimer"
+    );
+}
+
+#[test]
+fn session_timer_without_update_ends_in_a_bye_from_the_server() {
+    let (_p, d) = start("", "sessiontimer = 300ms");
+    let mut ws = Ws::connect(rtc(&d), "alice");
+    let ok = call(&mut ws, req("INVITE", "svc", "st1", 1));
+    assert_eq!(code(&ok), 200);
+    ws.send(&with(req("ACK", "svc", "st1", 2), "RelatedID", json!(1)));
+    let t0 = Instant::now();
+    let bye = ws.recv();
+    assert_eq!(bye["Type"], "BYE", "{bye}");
+    assert_eq!(bye["DialogueID"], "st1");
+    assert!(
+        bye["Reason"].as_str().unwrap().contains("session timer"),
+        "{bye}"
+    );
+    assert!(
+        t0.elapsed() >= Duration::from_millis(250),
+        "BYE too early: {:?}",
+        t0.elapsed()
+    );
+}
+
+#[test]
+fn server_invite_keeps_alive_with_update_and_byes_after_three_unanswered() {
+    let (_p, d) = start("", "");
+    let mut ws = Ws::connect(rtc(&d), "alice");
+    // echo's `callback` user answers, then calls the sender with Expire 1 s.
+    let m = with(
+        req("MESSAGE", "callback", "cb", 1),
+        "Body",
+        json!({"expire": 1}),
+    );
+    let m = with(m, "From", json!("alice"));
+    assert_eq!(code(&call(&mut ws, m)), 200);
+    let invite = ws.recv();
+    assert_eq!(invite["Type"], "INVITE", "{invite}");
+    assert_eq!(invite["Request-URI"], "alice");
+    assert_eq!(invite["Expire"], 1);
+    answer(&mut ws, &invite, 200);
+    let ack = ws.recv();
+    assert_eq!(
+        (ack["Type"].as_str(), ack["RelatedID"].as_u64()),
+        (Some("ACK"), invite["CSeq"].as_u64())
+    );
+    // The first UPDATE is answered; then three go unanswered and a BYE follows.
+    let u = ws.recv();
+    assert_eq!(u["Type"], "UPDATE", "{u}");
+    answer(&mut ws, &u, 200);
+    for n in 0..3 {
+        let u = ws.recv();
+        assert_eq!(u["Type"], "UPDATE", "unanswered keepalive {n}: {u}");
+    }
+    let bye = ws.recv();
+    assert_eq!(bye["Type"], "BYE", "{bye}");
+    assert_eq!(bye["DialogueID"], invite["DialogueID"]);
+    assert!(
+        bye["Reason"].as_str().unwrap().contains("unanswered"),
+        "{bye}"
+    );
+}
+
+#[test]
+fn router_type_nosuch_is_404_and_relid_joins_an_instance() {
+    let (_p, d) = start("", "");
+    let mut ws = Ws::connect(rtc(&d), "alice");
+    let m = with(
+        req("MESSAGE", "svc", "n1", 1),
+        "Router",
+        json!("x.test;type=nosuch"),
+    );
+    let a = call(&mut ws, m);
+    assert_eq!(code(&a), 404);
+    assert!(a["Reason"].as_str().unwrap().contains("nosuch"), "{a}");
+
+    let ok = call(&mut ws, req("INVITE", "relid", "r1", 1));
+    let relid = ok["Body"]["relid"]
+        .as_str()
+        .expect("relid in Body")
+        .to_string();
+    let owner = ok["Instance"].clone();
+    ws.send(&with(req("ACK", "relid", "r1", 2), "RelatedID", json!(1)));
+    // Another dialog joins the same instance with relid=.
+    let m = with(
+        req("MESSAGE", "svc", "r2", 1),
+        "Router",
+        json!(format!("x.test;relid={relid}")),
+    );
+    let a = call(&mut ws, m);
+    assert_eq!(code(&a), 200);
+    assert_eq!(a["Instance"], owner);
+    // Without relid, a new instance answers.
+    let a = call(&mut ws, req("MESSAGE", "svc", "r3", 1));
+    assert_ne!(a["Instance"], owner);
+}
+
+#[test]
+fn bad_frames_get_400_and_the_socket_stays_usable() {
+    let (_p, d) = start("", "");
+    let mut ws = Ws::connect(rtc(&d), "alice");
+    ws.send_text("{not json");
+    let a = ws.recv();
+    assert_eq!(code(&a), 400);
+    assert!(a["Reason"].as_str().unwrap().starts_with("not JSON"), "{a}");
+    assert!(a.get("DialogueID").is_none());
+    ws.send_text("[1,2]");
+    assert_eq!(code(&ws.recv()), 400);
+    let mut no_cseq = req("MESSAGE", "svc", "b1", 1);
+    no_cseq.as_object_mut().unwrap().remove("CSeq");
+    ws.send(&no_cseq);
+    let a = ws.recv();
+    assert_eq!(code(&a), 400);
+    assert!(a["Reason"].as_str().unwrap().contains("CSeq"), "{a}");
+    // Invalid but addressable: the 400 names the transaction and the field.
+    let a = call(
+        &mut ws,
+        with(req("MESSAGE", "svc", "b2", 7), "Type", json!("FROB")),
+    );
+    assert_eq!(code(&a), 400);
+    assert!(a["Reason"].as_str().unwrap().contains("FROB"), "{a}");
+    assert_eq!(code(&call(&mut ws, req("MESSAGE", "svc", "b3", 1))), 200);
+    assert_eq!(stats(&d)["jsip"]["bad_frames"], 4);
+}
+
+#[test]
+fn reconnect_replays_queued_frames_in_order_exactly_once_and_replaces_the_old_socket() {
+    let (_p, d) = start("", "");
+    let mut bob = Ws::connect(rtc(&d), "bob");
+    // A second socket with the same userid replaces the first (close 4000).
+    let bob2 = Ws::connect(rtc(&d), "bob");
+    assert_eq!(bob.recv_close(), Some(4000));
+    bob2.close();
+    wait_until("bob to be away", || {
+        jstack(&d)["connections"][0]["state"] == "away"
+    });
+    // While bob is away, echo calls him back three times: the INVITEs queue.
+    let mut alice = Ws::connect(rtc(&d), "alice");
+    for i in 1..=3 {
+        let m = with(
+            req("MESSAGE", "callback", &format!("q{i}"), 1),
+            "From",
+            json!("bob"),
+        );
+        assert_eq!(code(&call(&mut alice, m)), 200);
+    }
+    wait_until("3 queued frames", || {
+        jstack(&d)["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "bob" && c["queue"] == 3)
+    });
+    let mut bob = Ws::connect(rtc(&d), "bob");
+    let ids: Vec<Value> = (0..3).map(|_| bob.recv()["DialogueID"].clone()).collect();
+    let mut sorted = ids.clone();
+    sorted.sort_by_key(|v| {
+        v.as_str()
+            .unwrap()
+            .rsplit('-')
+            .next()
+            .unwrap()
+            .parse::<u64>()
+            .unwrap()
+    });
+    assert_eq!(
+        ids, sorted,
+        "queued INVITEs arrive in the order they were sent"
+    );
+    // Exactly once: the next thing bob sees is the answer to his own request.
+    let a = call(
+        &mut bob,
+        with(req("MESSAGE", "svc", "after", 1), "From", json!("bob")),
+    );
+    assert_eq!(code(&a), 200);
+}
+
+#[test]
+fn a_user_gone_past_the_reconnect_window_gives_480_to_the_sender() {
+    let (_p, d) = start("reconnect_window = 100ms", "");
+    let bob = Ws::connect(rtc(&d), "bob");
+    bob.close();
+    let mut alice = Ws::connect(rtc(&d), "alice");
+    // relay forwards to Router[1] = bob, who is in his window: queued, then 480.
+    let m = with(
+        req("MESSAGE", "svc", "w1", 1),
+        "Router",
+        json!("n.test;type=relay, bob"),
+    );
+    let t0 = Instant::now();
+    let a = call(&mut alice, m);
+    assert_eq!(code(&a), 480, "{a}");
+    assert!(
+        a["Reason"].as_str().unwrap().contains("reconnect_window"),
+        "{a}"
+    );
+    assert!(t0.elapsed() >= Duration::from_millis(80));
+    // Never connected: 480 at once.
+    let m = with(
+        req("MESSAGE", "svc", "w2", 1),
+        "Router",
+        json!("n.test;type=relay, nobody"),
+    );
+    let a = call(&mut alice, m);
+    assert_eq!(code(&a), 480, "{a}");
+    assert!(a["Reason"].as_str().unwrap().contains("nobody"), "{a}");
+}
+
+#[test]
+fn an_oversized_frame_closes_with_1009_and_others_keep_going() {
+    let (_p, d) = start("max_frame = 1k", "");
+    let mut big = Ws::connect(rtc(&d), "big");
+    let mut other = Ws::connect(rtc(&d), "other");
+    let body = "x".repeat(2000);
+    big.send(&with(req("MESSAGE", "svc", "o1", 1), "Body", json!(body)));
+    assert_eq!(big.recv_close(), Some(1009));
+    assert_eq!(code(&call(&mut other, req("MESSAGE", "svc", "o2", 1))), 200);
+    assert_eq!(stats(&d)["jsip"]["oversized"], 1);
+}
+
+#[test]
+fn a_panicking_slp_answers_500_and_keeps_serving() {
+    let (_p, d) = start("", "");
+    let mut ws = Ws::connect(rtc(&d), "alice");
+    let a = call(&mut ws, req("MESSAGE", "panic", "p1", 1));
+    assert_eq!(code(&a), 500, "{a}");
+    assert_eq!(code(&call(&mut ws, req("MESSAGE", "svc", "p2", 1))), 200);
+    assert_eq!(jstack(&d)["counters"]["instances_failed"], 1);
+    d.wait_log("panicked: echo: asked to panic", WAIT);
+}
+
+#[test]
+fn a_silent_peer_is_dropped_after_three_ping_intervals() {
+    let prefix = Prefix::with_config(
+        &config("", "").replace("ping_interval = 30s", "ping_interval = 100ms"),
+    );
+    let d = Daemon::start(&prefix);
+    // This client never reads, so it never answers a ping.
+    let _mute = Ws::connect(rtc(&d), "mute");
+    wait_until("the mute peer to be dropped", || {
+        stats(&d)["jsip"]["dead_peers"] == 1
+    });
+    assert_eq!(jstack(&d)["connections"][0]["state"], "away");
+}
+
+#[test]
+fn token_auth_binds_the_token_to_the_userid() {
+    let (p, d) = start("auth = token", "");
+    let out = p.run(&["token", "alice"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(token.len(), 64);
+    for (q, bearer) in [
+        ("/rtc?userid=alice".to_string(), None),
+        (format!("/rtc?userid=bob&token={token}"), None),
+        ("/rtc?userid=alice&token=00".to_string(), None),
+    ] {
+        match Ws::try_connect(rtc(&d), &q, bearer) {
+            Err(Refused::Http(401, body)) => assert!(body.contains("token"), "{body}"),
+            other => panic!("{q}: expected 401, got {:?}", other.map(|_| "a socket")),
+        }
+    }
+    let mut ws =
+        Ws::try_connect(rtc(&d), &format!("/rtc?userid=alice&token={token}"), None).unwrap();
+    assert_eq!(code(&call(&mut ws, req("MESSAGE", "svc", "t1", 1))), 200);
+    let mut ws = Ws::try_connect(rtc(&d), "/rtc?userid=alice", Some(&token)).unwrap();
+    assert_eq!(code(&call(&mut ws, req("MESSAGE", "svc", "t2", 1))), 200);
+    assert_eq!(stats(&d)["jsip"]["auth_failed"], 3);
+}
+
+#[test]
+fn two_nodes_route_a_message_by_router() {
+    let (_pb, b) = start("", "");
+    let (_pa, a) = start("", "");
+    let mut alice = Ws::connect(rtc(&a), "alice");
+    let m = with(
+        req("MESSAGE", "bob", "n2n", 1),
+        "Router",
+        json!(format!("node-a.test;type=relay, {};type=echo", rtc(&b))),
+    );
+    let m = with(m, "Body", json!("across"));
+    let r = call(&mut alice, m);
+    assert_eq!(code(&r), 200, "{r}");
+    assert_eq!(r["Body"], "across");
+    // B saw node A connect under A's realm.
+    let conns = jstack(&b)["connections"].clone();
+    assert!(
+        conns
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == "node-a.test"),
+        "{conns}"
+    );
+    // A dialed B under B's address.
+    let conns = jstack(&a)["connections"].clone();
+    assert!(
+        conns
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["name"] == rtc(&b).to_string()),
+        "{conns}"
+    );
+}
+
+#[test]
+fn jstack_lists_connections_dialogs_and_transactions_as_json_and_text() {
+    let (_p, d) = start("", "");
+    let mut ws = Ws::connect(rtc(&d), "alice");
+    ws.send(&req("INVITE", "delay-5000", "j1", 1));
+    wait_until("the INVITE transaction", || {
+        jstack(&d)["transactions"].as_array().unwrap().len() == 1
+    });
+    let j = jstack(&d);
+    assert_eq!(j["connections"][0]["name"], "alice");
+    assert_eq!(j["dialogs"][0]["state"], "early");
+    assert_eq!(j["transactions"][0]["method"], "INVITE");
+    assert_eq!(j["transactions"][0]["direction"], "received");
+    let text = http::request(
+        d.api,
+        "GET",
+        "/runtime/v1/jstack",
+        &[("Accept", "text/plain")],
+        "",
+    );
+    assert!(text.body.contains("dialogs: 1"), "{}", text.body);
+    assert!(text.body.contains("j1"), "{}", text.body);
+}
+
+#[test]
+fn close_frame_from_the_client_is_clean() {
+    let (_p, d) = start("", "");
+    let mut ws = Ws::connect(rtc(&d), "alice");
+    ws.send_frame(tungstenite::Message::Close(Some(CloseFrame {
+        code: CloseCode::Normal,
+        reason: "bye".into(),
+    })));
+    assert_eq!(ws.recv_close(), Some(1000));
+    wait_until("the socket to close", || stats(&d)["jsip"]["sockets"] == 0);
+}

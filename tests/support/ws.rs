@@ -1,0 +1,136 @@
+//! A blocking WebSocket client for the tests (tungstenite over std's TcpStream).
+//!
+//! Every read waits on the real socket with a deadline; nothing sleeps.
+
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use tungstenite::client::IntoClientRequest;
+use tungstenite::http::HeaderValue;
+use tungstenite::protocol::WebSocket;
+use tungstenite::Message as Frame;
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub struct Ws {
+    sock: WebSocket<TcpStream>,
+}
+
+/// How a connection attempt went wrong: the HTTP status and body, or another error.
+#[derive(Debug)]
+pub enum Refused {
+    Http(u16, String),
+    Other(String),
+}
+
+impl Ws {
+    pub fn connect(rtc: SocketAddr, userid: &str) -> Ws {
+        Ws::try_connect(rtc, &format!("/rtc?userid={userid}"), None)
+            .unwrap_or_else(|e| panic!("connect as {userid}: {e:?}"))
+    }
+
+    pub fn try_connect(
+        rtc: SocketAddr,
+        path_query: &str,
+        bearer: Option<&str>,
+    ) -> Result<Ws, Refused> {
+        let mut req = format!("ws://{rtc}{path_query}")
+            .into_client_request()
+            .map_err(|e| Refused::Other(e.to_string()))?;
+        if let Some(t) = bearer {
+            req.headers_mut().insert(
+                "authorization",
+                HeaderValue::from_str(&format!("Bearer {t}")).unwrap(),
+            );
+        }
+        let stream = TcpStream::connect(rtc).map_err(|e| Refused::Other(e.to_string()))?;
+        stream.set_read_timeout(Some(WAIT)).unwrap();
+        match tungstenite::client(req, stream) {
+            Ok((sock, _)) => Ok(Ws { sock }),
+            Err(tungstenite::HandshakeError::Failure(tungstenite::Error::Http(resp))) => {
+                let status = resp.status().as_u16();
+                let body = resp
+                    .body()
+                    .as_ref()
+                    .map(|b| String::from_utf8_lossy(b).into_owned())
+                    .unwrap_or_default();
+                Err(Refused::Http(status, body))
+            }
+            Err(e) => Err(Refused::Other(e.to_string())),
+        }
+    }
+
+    pub fn send(&mut self, v: &Value) {
+        self.send_text(&v.to_string());
+    }
+
+    pub fn send_text(&mut self, text: &str) {
+        self.sock.send(Frame::text(text)).expect("send frame");
+    }
+
+    pub fn send_frame(&mut self, frame: Frame) {
+        self.sock.send(frame).expect("send frame");
+    }
+
+    /// The next JSIP message; panics after [`WAIT`] or on close.
+    pub fn recv(&mut self) -> Value {
+        self.recv_within(WAIT)
+            .unwrap_or_else(|| panic!("no JSIP message within {WAIT:?}"))
+    }
+
+    /// The next JSIP message, or `None` if none came within `limit`.
+    pub fn recv_within(&mut self, limit: Duration) -> Option<Value> {
+        let deadline = Instant::now() + limit;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            self.sock.get_mut().set_read_timeout(Some(left)).unwrap();
+            match self.sock.read() {
+                Ok(Frame::Text(t)) => {
+                    return Some(serde_json::from_str(&t).expect("server frames are JSON"))
+                }
+                Ok(Frame::Close(c)) => panic!("socket closed: {c:?}"),
+                Ok(_) => continue,
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return None
+                }
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
+    /// Reads until the server closes; returns the close code (skipping other frames).
+    pub fn recv_close(&mut self) -> Option<u16> {
+        let deadline = Instant::now() + WAIT;
+        loop {
+            assert!(Instant::now() < deadline, "no close within {WAIT:?}");
+            match self.sock.read() {
+                Ok(Frame::Close(c)) => return c.map(|c| u16::from(c.code)),
+                Ok(_) => continue,
+                Err(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
+                    return None
+                }
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("read while waiting for close: {e}"),
+            }
+        }
+    }
+
+    /// Closes cleanly and waits for the server's side of the close.
+    pub fn close(mut self) {
+        let _ = self.sock.close(None);
+        while self.sock.read().is_ok() {}
+    }
+}
