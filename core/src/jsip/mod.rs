@@ -15,4 +15,6 @@ pub use stack::{
 };
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod tests;

@@ -379,6 +379,18 @@ impl Stack {
             Err(refusal) => {
                 return self.answer_peer(&key.peer, &msg, refusal.code, Some(refusal.reason))
             }
+            Ok(Target::Join(id)) if self.by_instance.contains_key(&(id, key.id.clone())) => {
+                // The instance could not tell the two dialogs apart in what it sends.
+                return self.answer_peer(
+                    &key.peer,
+                    &msg,
+                    400,
+                    Some(format!(
+                        "the instance behind this relid already has a dialog {}; use another DialogueID",
+                        msg.dialogue_id
+                    )),
+                );
+            }
             Ok(Target::Join(id)) => match self.instances.get(&id) {
                 Some(info) => (info.slp.clone(), id),
                 None => {
@@ -764,12 +776,22 @@ impl Stack {
 
     fn send_in_dialog(&mut self, now: Instant, key: DialogKey, method: Method, msg: Message) {
         let dialog = self.dialogs.get_mut(&key).expect("indexed");
+        if method != Method::Ack && dialog.sent.contains_key(&msg.cseq) {
+            // Two pending requests cannot share a CSeq: the answer could not say which
+            // one it is for. Refuse the second, toward the SLP that sent it.
+            let instance = dialog.instance;
+            let mut r = msg.response(400);
+            r.reason = Some(format!(
+                "CSeq {} is already used by a pending request in this dialog",
+                msg.cseq
+            ));
+            return self.deliver_to(instance, Event::Message(r));
+        }
         dialog.local_cseq = dialog.local_cseq.max(msg.cseq);
         match method {
             Method::Ack => {
-                if let Some(t) = dialog.sent.remove(&msg.related_id.unwrap_or(0)) {
-                    self.timers.cancel(t.timer);
-                }
+                // The INVITE it acknowledges completed with its final answer: an ACK
+                // is a transaction of its own, without answer or timer.
                 self.out.push_back(Output::ToPeer {
                     name: key.peer.clone(),
                     msg,
@@ -991,7 +1013,15 @@ impl Stack {
                     r.reason = Some(format!("no answer from {} in time", key.peer));
                     self.deliver(&key, Event::Message(r));
                 }
-                if (first && method == Method::Invite) || !session || method == Method::Bye {
+                // An early dialog with nothing pending can never be confirmed.
+                let stalled = self.dialogs.get(&key).is_some_and(|d| {
+                    d.state == State::Early && d.sent.is_empty() && d.received.is_empty()
+                });
+                if (first && method == Method::Invite)
+                    || !session
+                    || method == Method::Bye
+                    || stalled
+                {
                     self.end_dialog(&key);
                 }
             }
@@ -1265,6 +1295,48 @@ impl Stack {
     }
 
     // ---------------------------------------------------------------- views
+
+    /// Cross-checks the indexes; for tests and the fuzzer.
+    #[cfg(test)]
+    pub fn check_invariants(&self) -> Result<(), String> {
+        for (key, d) in &self.dialogs {
+            let info = self.instances.get(&d.instance).ok_or_else(|| {
+                format!("dialog {key:?} belongs to ended instance {}", d.instance)
+            })?;
+            if !info.dialogs.contains(key) {
+                return Err(format!(
+                    "instance {} does not list its dialog {key:?}",
+                    d.instance
+                ));
+            }
+            if self.by_instance.get(&(d.instance, key.id.clone())) != Some(key) {
+                return Err(format!("dialog {key:?} is missing from by_instance"));
+            }
+            for t in d.received.values().chain(d.sent.values()) {
+                if t.final_code.is_none() && t.timer.is_none() {
+                    return Err(format!("pending transaction without a timer in {key:?}"));
+                }
+            }
+        }
+        for (id, info) in &self.instances {
+            for key in &info.dialogs {
+                if !self.dialogs.contains_key(key) {
+                    return Err(format!("instance {id} lists ended dialog {key:?}"));
+                }
+            }
+        }
+        for key in self.by_instance.values() {
+            if !self.dialogs.contains_key(key) {
+                return Err(format!("by_instance points to ended dialog {key:?}"));
+            }
+        }
+        for owner in self.relids.values() {
+            if !self.instances.contains_key(owner) {
+                return Err(format!("a relid belongs to ended instance {owner}"));
+            }
+        }
+        Ok(())
+    }
 
     pub fn dialog_count(&self) -> usize {
         self.dialogs.len()

@@ -1,0 +1,330 @@
+//! Property tests ("fuzzing") of the parser and the stack.
+//!
+//! The parser gets arbitrary text and arbitrary JSON objects built from JSIP's keys; it
+//! must never panic, and what it accepts must survive a serialize/parse round trip.
+//! The stack gets arbitrary interleavings of peer messages, SLP actions, failures and
+//! time; it must never panic, its indexes must stay consistent after every step, and
+//! once inputs stop it must wind down to no dialogs and no timers.
+//!
+//! `cargo test -p jsipd fuzz` runs a few hundred cases; `bench/fuzz.sh` runs them for
+//! as long as you like with fresh seeds.
+
+use std::time::{Duration, Instant};
+
+use jsipd_plugin_api::jsip::{Message, Method};
+use jsipd_plugin_api::slp::Event;
+use proptest::prelude::*;
+use serde_json::{json, Map, Value};
+
+use super::*;
+
+const KEYS: &[&str] = &[
+    "Type",
+    "Request-URI",
+    "Code",
+    "Desc",
+    "From",
+    "To",
+    "DialogueID",
+    "CSeq",
+    "Router",
+    "RelatedID",
+    "Expire",
+    "Body",
+    "Content-Type",
+    "Reason",
+    "X-Other",
+];
+
+fn json_value() -> impl Strategy<Value = Value> {
+    let leaf = prop_oneof![
+        Just(Value::Null),
+        any::<bool>().prop_map(Value::from),
+        any::<i64>().prop_map(Value::from),
+        any::<u64>().prop_map(Value::from),
+        (0u64..1000).prop_map(Value::from),
+        any::<f64>().prop_map(|f| json!(f)),
+        "[A-Z]{3,9}".prop_map(Value::from),
+        prop_oneof![
+            Just("INVITE"),
+            Just("RESPONSE"),
+            Just("ACK"),
+            Just("a@b;type=echo"),
+            Just("x;relid=1,y"),
+            Just("[::1]:80"),
+            Just("@;"),
+            Just("")
+        ]
+        .prop_map(Value::from),
+        ".{0,12}".prop_map(Value::from),
+    ];
+    leaf.prop_recursive(2, 8, 3, |inner| {
+        prop_oneof![
+            prop::collection::vec(inner.clone(), 0..3).prop_map(Value::from),
+            prop::collection::btree_map("[a-z]{1,3}", inner, 0..3)
+                .prop_map(|m| Value::Object(m.into_iter().collect())),
+        ]
+    })
+}
+
+fn jsip_object() -> impl Strategy<Value = String> {
+    prop::collection::vec((prop::sample::select(KEYS), json_value()), 0..14).prop_map(|kv| {
+        let m: Map<String, Value> = kv.into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        Value::Object(m).to_string()
+    })
+}
+
+proptest! {
+    #[test]
+    fn parser_never_panics_on_text(text in ".{0,200}") {
+        let _ = Message::parse(&text);
+    }
+
+    #[test]
+    fn parser_accepts_only_what_round_trips(frame in jsip_object()) {
+        match Message::parse(&frame) {
+            Ok(m) => {
+                let again = Message::parse(&m.to_json()).expect("serialized message parses");
+                prop_assert_eq!(again, m);
+            }
+            Err(e) => {
+                // Every refusal is a 400 with a reason, and is itself valid JSON.
+                let answer: Value = serde_json::from_str(&e.answer()).unwrap();
+                prop_assert_eq!(&answer["Code"], &json!(400));
+                prop_assert!(!e.reason().is_empty());
+            }
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// A request (or, with `code`, a response) from peer `peer`.
+    Peer {
+        peer: u8,
+        method: Method,
+        code: Option<u16>,
+        dialog: u8,
+        cseq: u8,
+        related: Option<u8>,
+        expire: Option<u8>,
+        router: Option<&'static str>,
+    },
+    /// The SLP answers the n-th request it was given.
+    Answer {
+        pick: usize,
+        code: u16,
+    },
+    /// An instance starts a new request.
+    Send {
+        pick: usize,
+        method: Method,
+        to: u8,
+        dialog: u8,
+        cseq: u8,
+        /// Through Router to a local SLP (loopback delivery) instead of a peer.
+        local: bool,
+    },
+    End {
+        pick: usize,
+    },
+    Fail {
+        pick: usize,
+    },
+    Relid {
+        pick: usize,
+    },
+    Advance(u16),
+}
+
+fn method() -> impl Strategy<Value = Method> {
+    prop::sample::select(Method::ALL.to_vec())
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let peer = (
+        0u8..3,
+        method(),
+        prop::option::weighted(
+            0.3,
+            prop::sample::select(vec![100u16, 180, 200, 302, 486, 500]),
+        ),
+        0u8..4,
+        1u8..6,
+        prop::option::of(1u8..6),
+        prop::option::of(0u8..4),
+        prop::option::of(prop::sample::select(vec![
+            "h;type=echo",
+            "h;type=other",
+            "h;type=nosuch",
+            "h;relid=r1",
+            ";;",
+            "echo.x, b",
+        ])),
+    )
+        .prop_map(
+            |(peer, method, code, dialog, cseq, related, expire, router)| Op::Peer {
+                peer,
+                method,
+                code,
+                dialog,
+                cseq,
+                related,
+                expire,
+                router,
+            },
+        );
+    prop_oneof![
+        4 => peer,
+        3 => (any::<usize>(), prop::sample::select(vec![100u16, 180, 200, 200, 404, 486, 500]))
+            .prop_map(|(pick, code)| Op::Answer { pick, code }),
+        1 => (any::<usize>(), method(), 0u8..3, 0u8..4, 1u8..6, prop::bool::weighted(0.3))
+            .prop_map(|(pick, method, to, dialog, cseq, local)| Op::Send { pick, method, to, dialog, cseq, local }),
+        1 => any::<usize>().prop_map(|pick| Op::End { pick }),
+        1 => any::<usize>().prop_map(|pick| Op::Fail { pick }),
+        1 => any::<usize>().prop_map(|pick| Op::Relid { pick }),
+        2 => (0u16..3000).prop_map(Op::Advance),
+    ]
+}
+
+fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
+    let mut stack = Stack::new(StackConfig {
+        transtimer: Duration::from_millis(200),
+        prtimer: Duration::from_millis(1000),
+        sessiontimer: Duration::from_millis(1500),
+        realm: "node".into(),
+    });
+    let mut now = Instant::now();
+    let mut instances: Vec<InstanceId> = vec![stack.add_slp("echo"), stack.add_slp("other")];
+    // Requests delivered to SLPs, for `Answer` to pick from.
+    let mut requests: Vec<(InstanceId, Message)> = Vec::new();
+    let drain = |stack: &mut Stack,
+                     instances: &mut Vec<InstanceId>,
+                     requests: &mut Vec<(InstanceId, Message)>| {
+        while let Some(out) = stack.poll_output() {
+            if let Output::ToSlp {
+                instance,
+                event: Event::Message(m),
+                ..
+            } = out
+            {
+                if !instances.contains(&instance) {
+                    instances.push(instance);
+                }
+                if m.is_request() {
+                    requests.push((instance, m));
+                }
+            }
+        }
+    };
+    drain(&mut stack, &mut instances, &mut requests);
+    for op in ops {
+        match op {
+            Op::Peer {
+                peer,
+                method,
+                code,
+                dialog,
+                cseq,
+                related,
+                expire,
+                router,
+            } => {
+                let mut m = Message::request(
+                    method,
+                    "u@echo.x",
+                    "a",
+                    "b",
+                    &format!("d{dialog}"),
+                    cseq.into(),
+                );
+                if let Some(c) = code {
+                    m = m.response(c);
+                }
+                m.related_id =
+                    related
+                        .map(u64::from)
+                        .or(matches!(method, Method::Ack | Method::Cancel).then_some(1));
+                m.expire = expire.map(u64::from);
+                m.router = router.map(String::from);
+                stack.handle_peer(now, format!("p{peer}").into(), m);
+            }
+            Op::Answer { pick, code } => {
+                if !requests.is_empty() {
+                    let (i, req) = requests[pick % requests.len()].clone();
+                    stack.handle_slp(now, i, vec![Action::Send(req.response(code))]);
+                }
+            }
+            Op::Send {
+                pick,
+                method,
+                to,
+                dialog,
+                cseq,
+                local,
+            } => {
+                let i = instances[pick % instances.len()];
+                let mut m = Message::request(
+                    method,
+                    &format!("p{to}"),
+                    "svc",
+                    "x",
+                    &format!("s{dialog}"),
+                    cseq.into(),
+                );
+                if local {
+                    m.router = Some("h;type=other".into());
+                }
+                m.related_id = matches!(method, Method::Ack | Method::Cancel).then_some(1);
+                stack.handle_slp(now, i, vec![Action::Send(m)]);
+            }
+            Op::End { pick } => {
+                let i = instances[pick % instances.len()];
+                stack.handle_slp(now, i, vec![Action::End]);
+            }
+            Op::Fail { pick } => {
+                let i = instances[pick % instances.len()];
+                stack.handle_slp_failure(now, i);
+            }
+            Op::Relid { pick } => {
+                let i = instances[pick % instances.len()];
+                stack.handle_slp(now, i, vec![Action::Relid("r1".into())]);
+            }
+            Op::Advance(ms) => {
+                now += Duration::from_millis(ms.into());
+                stack.handle_timeout(now);
+            }
+        }
+        drain(&mut stack, &mut instances, &mut requests);
+        if let Err(e) = stack.check_invariants() {
+            return Err(TestCaseError::fail(e));
+        }
+    }
+    // Left alone, every dialog ends: timers answer, keepalives fail, sessions expire.
+    for _ in 0..40 {
+        now += Duration::from_millis(500);
+        stack.handle_timeout(now);
+        drain(&mut stack, &mut instances, &mut requests);
+    }
+    prop_assert_eq!(
+        stack.dialog_count(),
+        0,
+        "dialogs left after all timers: {:?} {:?}",
+        stack.dialogs_view(now),
+        stack.transactions_view(now)
+    );
+    prop_assert_eq!(
+        stack.timer_count(),
+        0,
+        "timers left after all dialogs ended"
+    );
+    stack.check_invariants().map_err(TestCaseError::fail)?;
+    Ok(())
+}
+
+proptest! {
+    #[test]
+    fn stack_survives_any_interleaving(ops in prop::collection::vec(op(), 1..60)) {
+        run_ops(ops)?;
+    }
+}
