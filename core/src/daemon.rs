@@ -32,6 +32,7 @@ pub fn run(source: ConfigSource) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    raise_fd_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("jsipd-worker")
@@ -56,6 +57,22 @@ pub fn run(source: ConfigSource) -> ExitCode {
     // Tasks still running after a forced stop are abandoned, not awaited.
     runtime.shutdown_background();
     code
+}
+
+/// Every WebSocket is a file descriptor, and the usual soft limit (1024) would cap a
+/// node at about a thousand clients; take the hard limit the administrator allows.
+fn raise_fd_limit() {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write the struct we pass.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }
 
 /// How the control loop ended.

@@ -880,8 +880,23 @@ impl Stack {
         });
         match method {
             Method::Invite if code < 300 => {
-                // Kept until the ACK arrives, so a retransmitted INVITE is recognised.
+                // Kept until the ACK arrives (at most transtimer), so a retransmitted
+                // INVITE is recognised.
                 dialog.state = State::Confirmed;
+                let timer = self.timers.set(
+                    now + self.config.transtimer,
+                    Timer::AckWait {
+                        key: key.clone(),
+                        cseq: msg.cseq,
+                    },
+                );
+                if let Some(t) = self
+                    .dialogs
+                    .get_mut(&key)
+                    .and_then(|d| d.received.get_mut(&msg.cseq))
+                {
+                    t.timer = Some(timer);
+                }
                 self.arm_session_timer(now, &key);
             }
             Method::Invite => {
@@ -926,8 +941,13 @@ impl Stack {
                 let Some(d) = self.dialogs.get_mut(&key) else {
                     return;
                 };
-                d.received.remove(&cseq);
-                if cseq == d.first.cseq {
+                let Some(t) = d.received.remove(&cseq) else {
+                    return;
+                };
+                // A failed first INVITE ends the dialog; a 2xx's missing ACK only ends
+                // the wait (the session timer decides whether the peer is still there).
+                let failed = t.final_code.is_some_and(|c| c >= 300);
+                if cseq == d.first.cseq && failed {
                     self.end_dialog(&key);
                 }
             }

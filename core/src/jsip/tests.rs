@@ -585,3 +585,15 @@ fn a_router_with_a_port_goes_to_that_node_even_if_the_slp_is_loaded_here() {
         [("10.1.2.3:9000".into(), "MESSAGE".into(), 1)]
     );
 }
+
+#[test]
+fn a_2xx_waits_transtimer_for_its_ack_then_only_the_wait_ends() {
+    let mut h = Harness::new();
+    let invite = req("INVITE", "d", 1, r#","Expire":30"#);
+    let i = instance_of(&h.peer("p", invite.clone()));
+    h.slp(i, vec![answer(&invite, 200)]);
+    assert_eq!(h.stack.transactions_view(h.now).len(), 1);
+    h.advance(100 * MS);
+    assert!(h.stack.transactions_view(h.now).is_empty());
+    assert_eq!(h.stack.dialog_count(), 1, "the session goes on");
+}
