@@ -26,7 +26,7 @@ src=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 command -v cargo >/dev/null || { echo "install.sh: cargo not found; install Rust first (https://rustup.rs)" >&2; exit 1; }
 
 echo "building jsipd (release)..."
-cargo build --release --locked --manifest-path "$src/Cargo.toml" -p jsipd
+cargo build --release --locked --manifest-path "$src/Cargo.toml" -p jsipd -p jsip-bench
 target=${CARGO_TARGET_DIR:-$src/target}
 
 mkdir -p "$prefix"
@@ -41,6 +41,7 @@ install_bin() {
     mv -f "$to.new" "$to"
 }
 install_bin "$target/release/jsipd" "$prefix/bin/jsipd"
+install_bin "$target/release/jsip-bench" "$prefix/bin/jsip-bench"
 
 # Config: never overwrite what the operator has; always refresh the .default reference.
 for f in "$src"/conf/*; do

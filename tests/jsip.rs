@@ -325,6 +325,7 @@ fn bad_frames_get_400_and_the_socket_stays_usable() {
     assert!(a["Reason"].as_str().unwrap().contains("FROB"), "{a}");
     assert_eq!(code(&call(&mut ws, req("MESSAGE", "svc", "b3", 1))), 200);
     assert_eq!(stats(&d)["jsip"]["bad_frames"], 4);
+    assert_eq!(jstack(&d)["connections"][0]["bad_frames"], 4);
 }
 
 #[test]
@@ -546,4 +547,43 @@ fn close_frame_from_the_client_is_clean() {
     })));
     assert_eq!(ws.recv_close(), Some(1000));
     wait_until("the socket to close", || stats(&d)["jsip"]["sockets"] == 0);
+}
+
+#[test]
+fn sighup_applies_new_stack_timers_to_new_transactions() {
+    let prefix =
+        Prefix::with_config(&config("", "").replace("transtimer = 200ms", "transtimer = 30s"));
+    let d = Daemon::start(&prefix);
+    prefix.write_config(&config("", ""));
+    d.signal(libc::SIGHUP);
+    d.wait_log("changed: [JSIPStack] transtimer", WAIT);
+    let mut ws = Ws::connect(rtc(&d), "alice");
+    let t0 = Instant::now();
+    let a = call(&mut ws, req("MESSAGE", "silent", "h1", 1));
+    assert_eq!(code(&a), 408);
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "the new 200 ms transtimer applied"
+    );
+}
+
+#[test]
+fn a_plugin_request_to_a_local_slp_is_delivered_without_a_socket() {
+    let (_p, d) = start("", "");
+    let mut ws = Ws::connect(rtc(&d), "alice");
+    // relay forwards to Router[1], which names SLP echo on this node.
+    let m = with(
+        req("MESSAGE", "svc", "l1", 1),
+        "Router",
+        json!("n.test;type=relay, here.test;type=echo"),
+    );
+    let a = call(&mut ws, with(m, "Body", json!("local")));
+    assert_eq!((code(&a), a["Body"].clone()), (200, json!("local")));
+    let j = jstack(&d);
+    assert_eq!(
+        j["connections"].as_array().unwrap().len(),
+        1,
+        "no socket was dialed: {j}"
+    );
+    assert_eq!(stats(&d)["jsip"]["dials"], 0);
 }

@@ -9,6 +9,7 @@
 //! per-name bounded queue, a slow peer cannot hold it up.
 
 use std::collections::HashMap;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -41,6 +42,8 @@ pub enum Input {
         conn: ConnId,
         remote: String,
         replaced: CancellationToken,
+        /// Bad frames seen on this socket, shown by jstack.
+        bad_frames: Arc<AtomicU64>,
         reply: oneshot::Sender<Arc<tokio::sync::Mutex<Outbox>>>,
     },
     Disconnected {
@@ -76,6 +79,7 @@ impl NodeHandle {
         conn: ConnId,
         remote: String,
         replaced: CancellationToken,
+        bad_frames: Arc<AtomicU64>,
     ) -> Option<Arc<tokio::sync::Mutex<Outbox>>> {
         let (reply, rx) = oneshot::channel();
         let input = Input::Connected {
@@ -83,6 +87,7 @@ impl NodeHandle {
             conn,
             remote,
             replaced,
+            bad_frames,
             reply,
         };
         self.tx.send(input).await.ok()?;
@@ -234,9 +239,12 @@ impl Node {
                 conn,
                 remote,
                 replaced,
+                bad_frames,
                 reply,
             } => {
-                let outbox = self.registry.attach(&name, conn, remote, replaced);
+                let outbox = self
+                    .registry
+                    .attach(&name, conn, remote, replaced, bad_frames);
                 let _ = reply.send(outbox);
             }
             Input::Disconnected { name, conn } => {

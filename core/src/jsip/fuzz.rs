@@ -199,8 +199,8 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
     // Requests delivered to SLPs, for `Answer` to pick from.
     let mut requests: Vec<(InstanceId, Message)> = Vec::new();
     let drain = |stack: &mut Stack,
-                     instances: &mut Vec<InstanceId>,
-                     requests: &mut Vec<(InstanceId, Message)>| {
+                 instances: &mut Vec<InstanceId>,
+                 requests: &mut Vec<(InstanceId, Message)>| {
         while let Some(out) = stack.poll_output() {
             if let Output::ToSlp {
                 instance,
@@ -310,13 +310,18 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
     // by the other side, so it rightly lives on.
     let left = stack.dialogs_view(now);
     prop_assert!(
-        left.iter().all(|d| d.peer.starts_with("local:") && d.state == "confirmed"),
+        left.iter()
+            .all(|d| d.peer.starts_with("local:") && d.state == "confirmed"),
         "dialogs left after all timers: {:?} {:?}",
         left,
         stack.transactions_view(now)
     );
     if left.is_empty() {
-        prop_assert_eq!(stack.timer_count(), 0, "timers left after all dialogs ended");
+        prop_assert_eq!(
+            stack.timer_count(),
+            0,
+            "timers left after all dialogs ended"
+        );
     }
     stack.check_invariants().map_err(TestCaseError::fail)?;
     Ok(())

@@ -7,6 +7,7 @@
 //! a replacing socket waits for that lock, so two sockets never drain one queue.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -30,6 +31,7 @@ struct Socket {
     remote: String,
     replaced: CancellationToken,
     since: Instant,
+    bad_frames: Arc<AtomicU64>,
 }
 
 struct Entry {
@@ -92,6 +94,7 @@ impl Registry {
         conn: ConnId,
         remote: String,
         replaced: CancellationToken,
+        bad_frames: Arc<AtomicU64>,
     ) -> Arc<tokio::sync::Mutex<Outbox>> {
         let e = self.entry(name);
         if let Some(old) = e.socket.take() {
@@ -102,6 +105,7 @@ impl Registry {
             remote,
             replaced,
             since: Instant::now(),
+            bad_frames,
         });
         e.epoch += 1;
         e.dialing = false;
@@ -169,6 +173,10 @@ impl Registry {
         v.into_iter()
             .map(|(name, e)| {
                 let depth = e.tx.max_capacity() - e.tx.capacity();
+                let bad = e
+                    .socket
+                    .as_ref()
+                    .map_or(0, |s| s.bad_frames.load(Ordering::Relaxed));
                 let (state, remote, secs) = match (&e.socket, e.dialing) {
                     (Some(s), _) => ("connected", s.remote.clone(), now - s.since),
                     (None, true) => ("dialing", String::new(), Default::default()),
@@ -184,6 +192,7 @@ impl Registry {
                     "remote": remote,
                     "queue": depth,
                     "for_ms": secs.as_millis() as u64,
+                    "bad_frames": bad,
                 })
             })
             .collect()

@@ -70,8 +70,15 @@ pub async fn serve<S>(
     let _open = OpenSocket::new(stats.clone());
     let conn = next_conn_id();
     let replaced = CancellationToken::new();
+    let bad_frames = Arc::new(AtomicU64::new(0));
     let Some(outbox) = node
-        .connected(name.clone(), conn, remote.clone(), replaced.clone())
+        .connected(
+            name.clone(),
+            conn,
+            remote.clone(),
+            replaced.clone(),
+            bad_frames.clone(),
+        )
         .await
     else {
         return;
@@ -88,7 +95,6 @@ pub async fn serve<S>(
     );
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
-    let mut bad_frames = 0u64;
     let why: String = loop {
         if let Some(m) = outbox.unsent.take() {
             if let Err(m) = write(&mut ws, m, &stats).await {
@@ -114,7 +120,7 @@ pub async fn serve<S>(
                     match Message::parse(&text) {
                         Ok(msg) => node.frame(name.clone(), msg).await,
                         Err(e) => {
-                            bad_frames += 1;
+                            bad_frames.fetch_add(1, Ordering::Relaxed);
                             if reject(&mut ws, e, &stats).await.is_err() {
                                 break "write failed".into();
                             }
@@ -123,7 +129,7 @@ pub async fn serve<S>(
                 }
                 Some(Ok(Frame::Binary(_))) => {
                     last_heard = Instant::now();
-                    bad_frames += 1;
+                    bad_frames.fetch_add(1, Ordering::Relaxed);
                     let e = ParseError::Unaddressable {
                         reason: "JSIP travels in text frames; this was a binary frame".into(),
                     };
@@ -169,7 +175,8 @@ pub async fn serve<S>(
     };
     drop(outbox);
     node.disconnected(name.clone(), conn).await;
-    tracing::debug!("JSIP socket {name} from {remote} closed ({why}); {bad_frames} bad frames");
+    let bad = bad_frames.load(Ordering::Relaxed);
+    tracing::debug!("JSIP socket {name} from {remote} closed ({why}); {bad} bad frames");
 }
 
 /// Writes one queued message; gives it back if the socket failed, so it is not lost.

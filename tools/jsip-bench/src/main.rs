@@ -158,8 +158,7 @@ async fn message(a: &Args) -> i32 {
                 return 1;
             }
         };
-        let (tally, measuring, stop) =
-            (tally.clone(), measuring.clone(), stop.clone());
+        let (tally, measuring, stop) = (tally.clone(), measuring.clone(), stop.clone());
         let (uri, router, depth) = (a.uri.clone(), a.router.clone(), a.depth);
         tasks.push(tokio::spawn(async move {
             let mut local = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).unwrap();
@@ -235,7 +234,12 @@ async fn message(a: &Args) -> i32 {
         tokio::time::sleep(Duration::from_secs(1).min(end - Instant::now())).await;
         if !a.json {
             let d = tally.done.load(Ordering::Relaxed);
-            eprint!("\r{:>6.1}s  {:>9} done  {:>9}/s   ", t0.elapsed().as_secs_f64(), d, d - last);
+            eprint!(
+                "\r{:>6.1}s  {:>9} done  {:>9}/s   ",
+                t0.elapsed().as_secs_f64(),
+                d,
+                d - last
+            );
             last = d;
         }
     }
