@@ -587,3 +587,14 @@ fn a_plugin_request_to_a_local_slp_is_delivered_without_a_socket() {
     );
     assert_eq!(stats(&d)["jsip"]["dials"], 0);
 }
+
+#[test]
+fn graceful_stop_closes_websockets_with_1001_and_exits() {
+    let (_p, mut d) = start("", "");
+    let mut ws = Ws::connect(rtc(&d), "alice");
+    assert_eq!(code(&call(&mut ws, req("MESSAGE", "svc", "g1", 1))), 200);
+    d.signal(libc::SIGQUIT);
+    assert_eq!(ws.recv_close(), Some(1001));
+    let status = d.wait_exit(Duration::from_secs(5)).expect("exits after QUIT");
+    assert!(status.success(), "{status:?}");
+}
