@@ -73,15 +73,19 @@ idle_run() { # name pid url
 results+=("$(idle_run "raw echo idle" $echo_pid ws://127.0.0.1:28192/)")
 results+=("$(idle_run "jsipd idle" $jsipd ws://127.0.0.1:28191/rtc)")
 
-printf '%s\n' "${results[@]}" | python3 -c '
+printf '%s\n' "${results[@]}" > "$work/results.jsonl"
+python3 - "$work/results.jsonl" <<'PY'
 import json, sys
-r = [json.loads(l) for l in sys.stdin]
+r = [json.loads(l) for l in open(sys.argv[1])]
 by = {x["name"]: x for x in r}
 for x in r:
     print(json.dumps(x))
 for shape in ("16x1", "64x4"):
-    raw, j = by[f"raw echo {shape}"], by[f"jsipd echo SLP {shape}"]
-    print(f"MESSAGE {shape}: jsipd {j[\"throughput\"]:.0f}/s vs raw echo {raw[\"throughput\"]:.0f}/s = {j[\"throughput\"]/raw[\"throughput\"]:.2f}; server CPU {j[\"server_cpu_us\"]:.1f} us vs {raw[\"server_cpu_us\"]:.1f} us per round trip; p99 {j[\"p99_ms\"]:.2f} ms vs {raw[\"p99_ms\"]:.2f} ms")
+    raw, j = by["raw echo " + shape], by["jsipd echo SLP " + shape]
+    print("MESSAGE %s: jsipd %.0f/s vs raw echo %.0f/s = %.2f; server CPU %.1f us vs %.1f us per round trip; p99 %.2f ms vs %.2f ms"
+          % (shape, j["throughput"], raw["throughput"], j["throughput"] / raw["throughput"],
+             j["server_cpu_us"], raw["server_cpu_us"], j["p99_ms"], raw["p99_ms"]))
 a, b = by["jsipd idle"], by["raw echo idle"]
-print(f"idle {a[\"connections\"]}: jsipd {a[\"kib_per_connection\"]:.2f} KiB/connection vs raw echo {b[\"kib_per_connection\"]:.2f} KiB/connection")
-'
+print("idle %d: jsipd %.2f KiB/connection vs raw echo %.2f KiB/connection"
+      % (a["connections"], a["kib_per_connection"], b["kib_per_connection"]))
+PY

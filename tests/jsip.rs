@@ -595,6 +595,8 @@ fn graceful_stop_closes_websockets_with_1001_and_exits() {
     assert_eq!(code(&call(&mut ws, req("MESSAGE", "svc", "g1", 1))), 200);
     d.signal(libc::SIGQUIT);
     assert_eq!(ws.recv_close(), Some(1001));
-    let status = d.wait_exit(Duration::from_secs(5)).expect("exits after QUIT");
+    let status = d
+        .wait_exit(Duration::from_secs(5))
+        .expect("exits after QUIT");
     assert!(status.success(), "{status:?}");
 }

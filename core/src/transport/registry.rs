@@ -19,11 +19,15 @@ use tokio_util::sync::CancellationToken;
 use super::ws::ConnId;
 use crate::jsip::PeerName;
 
+/// A queued message. Boxed because tokio's channel allocates its slots in blocks of 32
+/// up front: unboxed (a few hundred bytes each) that was ~11 KiB per idle name.
+pub type Queued = Box<Message>;
+
 /// The receiving side of a name's queue.
 pub struct Outbox {
-    pub rx: mpsc::Receiver<Message>,
+    pub rx: mpsc::Receiver<Queued>,
     /// A message taken from the queue whose write failed: the next socket sends it first.
-    pub unsent: Option<Message>,
+    pub unsent: Option<Queued>,
 }
 
 struct Socket {
@@ -35,7 +39,7 @@ struct Socket {
 }
 
 struct Entry {
-    tx: mpsc::Sender<Message>,
+    tx: mpsc::Sender<Queued>,
     outbox: Arc<tokio::sync::Mutex<Outbox>>,
     socket: Option<Socket>,
     /// Changes whenever the socket goes, so a stale window timer is ignored.
@@ -143,9 +147,9 @@ impl Registry {
         // No socket holds the lock once the entry has no socket; if one still does
         // (it is closing), what it holds is lost with it.
         if let Ok(mut outbox) = e.outbox.try_lock() {
-            left.extend(outbox.unsent.take());
+            left.extend(outbox.unsent.take().map(|m| *m));
             while let Ok(m) = outbox.rx.try_recv() {
-                left.push(m);
+                left.push(*m);
             }
         }
         left
@@ -160,9 +164,9 @@ impl Registry {
         let Some(e) = self.entries.get(name) else {
             return Send::Unknown(msg);
         };
-        match e.tx.try_send(msg) {
+        match e.tx.try_send(Box::new(msg)) {
             Ok(()) => Send::Queued,
-            Err(TrySendError::Full(m)) | Err(TrySendError::Closed(m)) => Send::Full(m),
+            Err(TrySendError::Full(m)) | Err(TrySendError::Closed(m)) => Send::Full(*m),
         }
     }
 

@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::jsip::PeerName;
 use crate::node::NodeHandle;
 use crate::stats::{JsipStats, OpenSocket};
+use crate::transport::registry::Queued;
 
 /// Per-socket settings from `[RTCServer]`.
 #[derive(Debug, Clone, Copy)]
@@ -180,7 +181,7 @@ pub async fn serve<S>(
 }
 
 /// Writes one queued message; gives it back if the socket failed, so it is not lost.
-async fn write<S>(ws: &mut WebSocketStream<S>, m: Message, stats: &JsipStats) -> Result<(), Message>
+async fn write<S>(ws: &mut WebSocketStream<S>, m: Queued, stats: &JsipStats) -> Result<(), Queued>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
