@@ -412,32 +412,7 @@ impl Stack {
                 (slp, id)
             }
         };
-        let session = method == Method::Invite;
-        let expire = if session {
-            self.fill_expire(&mut msg)
-        } else {
-            Duration::ZERO
-        };
-        self.counters.dialogs_started += 1;
-        self.insert_dialog(
-            key.clone(),
-            Dialog {
-                slp,
-                instance,
-                session,
-                role: Role::Answering,
-                state: State::Early,
-                created: now,
-                first: msg.clone(),
-                expire,
-                session_timer: None,
-                missed_keepalives: 0,
-                received: BTreeMap::new(),
-                sent: BTreeMap::new(),
-                local_cseq: 0,
-                remote_cseq: msg.cseq,
-            },
-        );
+        self.start_dialog(now, key.clone(), slp, instance, Role::Answering, &mut msg);
         self.open_received(now, &key, method, msg);
     }
 
@@ -453,6 +428,49 @@ impl Stack {
                 t
             }
         }
+    }
+
+    /// Records a new dialog started by `first` (which gets its Expire filled in when it
+    /// is an INVITE without one).
+    fn start_dialog(
+        &mut self,
+        now: Instant,
+        key: DialogKey,
+        slp: Arc<str>,
+        instance: InstanceId,
+        role: Role,
+        first: &mut Message,
+    ) {
+        let session = first.method() == Some(Method::Invite);
+        let expire = if session {
+            self.fill_expire(first)
+        } else {
+            Duration::ZERO
+        };
+        let (local_cseq, remote_cseq) = match role {
+            Role::Answering => (0, first.cseq),
+            Role::Calling => (first.cseq, 0),
+        };
+        self.counters.dialogs_started += 1;
+        self.insert_dialog(
+            key,
+            Dialog {
+                slp,
+                instance,
+                session,
+                role,
+                state: State::Early,
+                created: now,
+                first: first.clone(),
+                expire,
+                session_timer: None,
+                missed_keepalives: 0,
+                received: BTreeMap::new(),
+                sent: BTreeMap::new(),
+                local_cseq,
+                remote_cseq,
+            },
+        );
     }
 
     fn insert_dialog(&mut self, key: DialogKey, dialog: Dialog) {
@@ -704,32 +722,7 @@ impl Stack {
                 let Some(slp) = self.instances.get(&instance).map(|i| i.slp.clone()) else {
                     return;
                 };
-                let session = method == Method::Invite;
-                let expire = if session {
-                    self.fill_expire(&mut msg)
-                } else {
-                    Duration::ZERO
-                };
-                self.counters.dialogs_started += 1;
-                self.insert_dialog(
-                    key.clone(),
-                    Dialog {
-                        slp,
-                        instance,
-                        session,
-                        role: Role::Calling,
-                        state: State::Early,
-                        created: now,
-                        first: msg.clone(),
-                        expire,
-                        session_timer: None,
-                        missed_keepalives: 0,
-                        received: BTreeMap::new(),
-                        sent: BTreeMap::new(),
-                        local_cseq: msg.cseq,
-                        remote_cseq: 0,
-                    },
-                );
+                self.start_dialog(now, key.clone(), slp, instance, Role::Calling, &mut msg);
                 self.open_sent(now, &key, method, msg, false);
             }
         }
