@@ -169,6 +169,29 @@ struct Dialog {
     remote_cseq: u64,
 }
 
+impl Dialog {
+    /// CSeqs of received requests not answered finally yet.
+    fn unanswered(&self) -> Vec<u64> {
+        self.received
+            .iter()
+            .filter(|(_, t)| t.final_code.is_none())
+            .map(|(c, _)| *c)
+            .collect()
+    }
+
+    /// (Request-URI, From, To) of a request the stack makes: in the direction of the
+    /// dialog's first request, or back toward its sender.
+    fn addressing(&self, as_first: bool) -> (String, String, String) {
+        let f = &self.first;
+        if as_first {
+            let uri = f.request_uri.clone().unwrap_or_default();
+            (uri, f.from.clone(), f.to.clone())
+        } else {
+            (f.from.clone(), f.to.clone(), f.from.clone())
+        }
+    }
+}
+
 struct InstanceInfo {
     slp: Arc<str>,
     dialogs: HashSet<DialogKey>,
@@ -261,10 +284,6 @@ impl Stack {
         id
     }
 
-    pub fn is_loaded(&self, name: &str) -> bool {
-        self.slps.contains(name)
-    }
-
     fn new_instance(&mut self, slp: Arc<str>, pinned: bool) -> InstanceId {
         self.next_instance += 1;
         let id = self.next_instance;
@@ -310,12 +329,7 @@ impl Stack {
         let keepalive =
             dialog.role == Role::Answering && dialog.state == State::Confirmed && dialog.session;
         let answering = dialog.role == Role::Answering;
-        let pending: Vec<u64> = dialog
-            .received
-            .iter()
-            .filter(|(_, t)| t.final_code.is_none())
-            .map(|(c, _)| *c)
-            .collect();
+        let pending = dialog.unanswered();
         if let (Method::Update, true, Some(e)) = (method, keepalive, msg.expire) {
             if e > 0 {
                 dialog.expire = Duration::from_secs(e);
@@ -577,14 +591,9 @@ impl Stack {
         let by_stack = txn.by_stack;
         if code < 200 {
             // A provisional answer re-arms the timer.
-            let wait = if method == Method::Invite {
-                self.config.prtimer * 2
-            } else {
-                self.config.prtimer
-            };
             self.timers.cancel(txn.timer);
             txn.timer = Some(self.timers.set(
-                now + wait,
+                now + provisional_wait(&self.config, method),
                 Timer::Transaction {
                     key: key.clone(),
                     dir: Dir::Sent,
@@ -618,10 +627,7 @@ impl Stack {
                 // 3xx–6xx: the stack ACKs for the SLP (JSIP.md §4).
                 let ack = self.make_request(&key, Method::Ack, Some(msg.cseq));
                 if let Some(ack) = ack {
-                    self.out.push_back(Output::ToPeer {
-                        name: key.peer.clone(),
-                        msg: ack,
-                    });
+                    self.send_to_peer(key.peer.clone(), ack);
                 }
                 self.deliver(&key, Event::Message(msg));
                 if first {
@@ -785,10 +791,7 @@ impl Stack {
             Method::Ack => {
                 // The INVITE it acknowledges completed with its final answer: an ACK
                 // is a transaction of its own, without answer or timer.
-                self.out.push_back(Output::ToPeer {
-                    name: key.peer.clone(),
-                    msg,
-                });
+                self.send_to_peer(key.peer.clone(), msg);
             }
             _ => self.open_sent(now, &key, method, msg, false),
         }
@@ -827,14 +830,12 @@ impl Stack {
                 },
             );
         }
-        self.out.push_back(Output::ToPeer {
-            name: key.peer.clone(),
-            msg,
-        });
+        self.send_to_peer(key.peer.clone(), msg);
     }
 
     fn response_from_slp(&mut self, now: Instant, key: DialogKey, code: u16, msg: Message) {
         let dialog = self.dialogs.get_mut(&key).expect("indexed");
+        let session = dialog.session;
         let Some(txn) = dialog.received.get_mut(&msg.cseq) else {
             self.counters.dropped += 1;
             return;
@@ -844,76 +845,53 @@ impl Stack {
             return;
         }
         let method = txn.request.method().expect("transactions hold requests");
-        self.timers.cancel(txn.timer.take());
         if code < 200 {
-            let wait = if method == Method::Invite {
-                self.config.prtimer * 2
-            } else {
-                self.config.prtimer
-            };
+            self.timers.cancel(txn.timer.take());
             txn.timer = Some(self.timers.set(
-                now + wait,
+                now + provisional_wait(&self.config, method),
                 Timer::Transaction {
                     key: key.clone(),
                     dir: Dir::Received,
                     cseq: msg.cseq,
                 },
             ));
-            self.out.push_back(Output::ToPeer {
-                name: key.peer.clone(),
-                msg,
-            });
-            return;
+            return self.send_to_peer(key.peer.clone(), msg);
         }
-        txn.final_code = Some(code);
-        let session = dialog.session;
-        self.out.push_back(Output::ToPeer {
-            name: key.peer.clone(),
-            msg: msg.clone(),
-        });
-        match method {
-            Method::Invite if code < 300 => {
-                // Kept until the ACK arrives (at most transtimer), so a retransmitted
-                // INVITE is recognised.
-                dialog.state = State::Confirmed;
-                let timer = self.timers.set(
-                    now + self.config.transtimer,
-                    Timer::AckWait {
-                        key: key.clone(),
-                        cseq: msg.cseq,
-                    },
-                );
-                if let Some(t) = self
-                    .dialogs
-                    .get_mut(&key)
-                    .and_then(|d| d.received.get_mut(&msg.cseq))
-                {
-                    t.timer = Some(timer);
-                }
-                self.arm_session_timer(now, &key);
+        let cseq = msg.cseq;
+        self.send_to_peer(key.peer.clone(), msg);
+        self.complete_received(now, &key, cseq, code);
+        if method == Method::Invite && code < 300 {
+            if let Some(d) = self.dialogs.get_mut(&key) {
+                d.state = State::Confirmed;
             }
-            Method::Invite => {
-                let timer = self.timers.set(
-                    now + self.config.transtimer,
-                    Timer::AckWait {
-                        key: key.clone(),
-                        cseq: msg.cseq,
-                    },
-                );
-                if let Some(t) = self
-                    .dialogs
-                    .get_mut(&key)
-                    .and_then(|d| d.received.get_mut(&msg.cseq))
-                {
-                    t.timer = Some(timer);
-                }
-            }
-            _ => {
-                dialog.received.remove(&msg.cseq);
-                if !session {
-                    self.end_dialog(&key);
-                }
-            }
+            self.arm_session_timer(now, &key);
+        } else if method != Method::Invite && !session {
+            self.end_dialog(&key);
+        }
+    }
+
+    /// Marks a received request answered finally. An INVITE's transaction stays for
+    /// `transtimer` to catch its ACK (and recognise a retransmitted INVITE); any other
+    /// is done.
+    fn complete_received(&mut self, now: Instant, key: &DialogKey, cseq: u64, code: u16) {
+        let Some(d) = self.dialogs.get_mut(key) else {
+            return;
+        };
+        let Some(t) = d.received.get_mut(&cseq) else {
+            return;
+        };
+        t.final_code = Some(code);
+        self.timers.cancel(t.timer.take());
+        if t.request.method() == Some(Method::Invite) {
+            t.timer = Some(self.timers.set(
+                now + self.config.transtimer,
+                Timer::AckWait {
+                    key: key.clone(),
+                    cseq,
+                },
+            ));
+        } else {
+            d.received.remove(&cseq);
         }
     }
 
@@ -995,10 +973,7 @@ impl Stack {
                 // the SLP gets a CANCEL so it stops working on it.
                 let mut r = txn.request.response(408);
                 r.reason = Some(format!("the service did not answer this {method} in time"));
-                self.out.push_back(Output::ToPeer {
-                    name: key.peer.clone(),
-                    msg: r,
-                });
+                self.send_to_peer(key.peer.clone(), r);
                 if method == Method::Invite {
                     let mut cancel = txn.request.clone();
                     cancel.kind = Kind::Request(Method::Cancel);
@@ -1080,21 +1055,13 @@ impl Stack {
         related: Option<u64>,
     ) -> Option<Message> {
         let d = self.dialogs.get_mut(key)?;
-        let first = &d.first;
-        let (uri, from, to) = match d.role {
-            Role::Calling => (
-                first.request_uri.clone().unwrap_or_default(),
-                first.from.clone(),
-                first.to.clone(),
-            ),
-            Role::Answering => (first.from.clone(), first.to.clone(), first.from.clone()),
-        };
+        let (uri, from, to) = d.addressing(d.role == Role::Calling);
         // Every request the stack makes, an ACK included, takes the next CSeq of our side.
         d.local_cseq += 1;
         let cseq = d.local_cseq;
         let mut m = Message::request(method, &uri, &from, &to, &key.id, cseq);
         m.related_id = related;
-        m.router = first.router.clone().filter(|_| d.role == Role::Calling);
+        m.router = d.first.router.clone().filter(|_| d.role == Role::Calling);
         Some(m)
     }
 
@@ -1103,21 +1070,10 @@ impl Stack {
     fn bye_both_ways(&mut self, key: &DialogKey, reason: &str) {
         if let Some(mut bye) = self.make_request(key, Method::Bye, None) {
             bye.reason = Some(reason.into());
-            self.out.push_back(Output::ToPeer {
-                name: key.peer.clone(),
-                msg: bye,
-            });
+            self.send_to_peer(key.peer.clone(), bye);
         }
         if let Some(d) = self.dialogs.get(key) {
-            let first = &d.first;
-            let (uri, from, to) = match d.role {
-                Role::Answering => (
-                    first.request_uri.clone().unwrap_or_default(),
-                    first.from.clone(),
-                    first.to.clone(),
-                ),
-                Role::Calling => (first.from.clone(), first.to.clone(), first.from.clone()),
-            };
+            let (uri, from, to) = d.addressing(d.role == Role::Answering);
             let mut bye =
                 Message::request(Method::Bye, &uri, &from, &to, &key.id, d.remote_cseq + 1);
             bye.reason = Some(reason.into());
@@ -1128,45 +1084,23 @@ impl Stack {
 
     /// Sends a final answer for a pending received request (the stack answering for the SLP).
     fn final_to_peer(&mut self, now: Instant, key: &DialogKey, cseq: u64, code: u16, reason: &str) {
-        let Some(d) = self.dialogs.get_mut(key) else {
-            return;
-        };
-        let Some(t) = d.received.get_mut(&cseq) else {
+        let Some(t) = self.dialogs.get(key).and_then(|d| d.received.get(&cseq)) else {
             return;
         };
         if t.final_code.is_some() {
             return;
         }
-        t.final_code = Some(code);
-        self.timers.cancel(t.timer.take());
         let mut r = t.request.response(code);
         r.reason = Some(reason.into());
-        let is_invite = t.request.method() == Some(Method::Invite);
-        if is_invite {
-            t.timer = Some(self.timers.set(
-                now + self.config.transtimer,
-                Timer::AckWait {
-                    key: key.clone(),
-                    cseq,
-                },
-            ));
-        } else {
-            d.received.remove(&cseq);
-        }
-        self.out.push_back(Output::ToPeer {
-            name: key.peer.clone(),
-            msg: r,
-        });
+        self.send_to_peer(key.peer.clone(), r);
+        self.complete_received(now, key, cseq, code);
     }
 
     /// An answer the stack gives on its own, outside any SLP transaction.
     fn answer_peer(&mut self, peer: &PeerName, req: &Message, code: u16, reason: Option<String>) {
         let mut r = req.response(code);
         r.reason = reason;
-        self.out.push_back(Output::ToPeer {
-            name: peer.clone(),
-            msg: r,
-        });
+        self.send_to_peer(peer.clone(), r);
     }
 
     fn deliver(&mut self, key: &DialogKey, event: Event) {
@@ -1237,12 +1171,7 @@ impl Stack {
             let Some(d) = self.dialogs.get(&key) else {
                 continue;
             };
-            let pending: Vec<u64> = d
-                .received
-                .iter()
-                .filter(|(_, t)| t.final_code.is_none())
-                .map(|(c, _)| *c)
-                .collect();
+            let pending = d.unanswered();
             let confirmed = d.session && d.state == State::Confirmed;
             for cseq in pending {
                 self.final_to_peer(now, &key, cseq, 500, reason);
@@ -1250,10 +1179,7 @@ impl Stack {
             if confirmed {
                 if let Some(mut bye) = self.make_request(&key, Method::Bye, None) {
                     bye.reason = Some(reason.into());
-                    self.out.push_back(Output::ToPeer {
-                        name: key.peer.clone(),
-                        msg: bye,
-                    });
+                    self.send_to_peer(key.peer.clone(), bye);
                 }
             }
             if let Some(d) = self.dialogs.remove(&key) {
@@ -1270,40 +1196,24 @@ impl Stack {
         });
     }
 
-    /// Moves messages between two local instances (see [`LOCAL`]).
-    fn run_loopback(&mut self, now: Instant) {
-        // Local messages are produced as ordinary `ToPeer` outputs; pull them back in.
-        let mut i = 0;
-        while i < self.out.len() {
-            let is_local =
-                matches!(&self.out[i], Output::ToPeer { name, .. } if name.starts_with(LOCAL));
-            if is_local {
-                if let Some(Output::ToPeer { name, msg }) = self.out.remove(i) {
-                    self.loopback.push_back((name, msg));
-                }
-            } else {
-                i += 1;
-            }
+    /// The one way out to a peer. Names of local instances (see [`LOCAL`]) never
+    /// leave the stack: their messages wait in `loopback` for [`Stack::run_loopback`].
+    fn send_to_peer(&mut self, name: PeerName, msg: Message) {
+        if name.starts_with(LOCAL) {
+            self.loopback.push_back((name, msg));
+        } else {
+            self.out.push_back(Output::ToPeer { name, msg });
         }
+    }
+
+    /// Delivers what local instances sent each other, as if it came from a peer.
+    fn run_loopback(&mut self, now: Instant) {
         while let Some((name, msg)) = self.loopback.pop_front() {
             let other: PeerName = match name.strip_suffix('>') {
                 Some(base) => format!("{base}<").into(),
                 None => format!("{}>", name.trim_end_matches('<')).into(),
             };
             self.on_peer_message(now, other, msg);
-            // Whatever that produced for local names goes round again.
-            let mut j = 0;
-            while j < self.out.len() {
-                let is_local =
-                    matches!(&self.out[j], Output::ToPeer { name, .. } if name.starts_with(LOCAL));
-                if is_local {
-                    if let Some(Output::ToPeer { name, msg }) = self.out.remove(j) {
-                        self.loopback.push_back((name, msg));
-                    }
-                } else {
-                    j += 1;
-                }
-            }
         }
     }
 
@@ -1370,9 +1280,9 @@ impl Stack {
             .map(|(k, d)| DialogView {
                 id: k.id.clone(),
                 peer: k.peer.to_string(),
-                state: match (d.state, d.session) {
-                    (State::Early, _) => "early",
-                    (State::Confirmed, _) => "confirmed",
+                state: match d.state {
+                    State::Early => "early",
+                    State::Confirmed => "confirmed",
                 },
                 slp: d.slp.to_string(),
                 instance: d.instance,
@@ -1401,6 +1311,15 @@ impl Stack {
         }
         v.sort_by_key(|t| std::cmp::Reverse(t.age_ms));
         v
+    }
+}
+
+/// How long a transaction may wait after a provisional answer (JSIP.md §3).
+fn provisional_wait(config: &StackConfig, method: Method) -> Duration {
+    if method == Method::Invite {
+        config.prtimer * 2
+    } else {
+        config.prtimer
     }
 }
 

@@ -41,11 +41,17 @@ fn user(msg: &Message) -> String {
         .unwrap_or_default()
 }
 
-fn answer(req: &Message, code: u16, host: &mut dyn Host) {
+/// The echo of `req`: its Body and Content-Type, and which instance answered.
+fn echo(req: &Message, code: u16, host: &dyn Host) -> Message {
     let mut r = req.response(code);
     r.body = req.body.clone();
     r.content_type = req.content_type.clone();
     r.extra.insert("Instance".into(), host.instance_id().into());
+    r
+}
+
+fn answer(req: &Message, code: u16, host: &mut dyn Host) {
+    let r = echo(req, code, host);
     host.send(r);
 }
 
@@ -89,9 +95,8 @@ impl EchoInstance {
             "silent" => {}
             "panic" => panic!("echo: asked to panic by {}", msg.from),
             "relid" if method == Method::Invite => {
-                let mut r = msg.response(200);
+                let mut r = echo(&msg, 200, host);
                 r.body = Some(serde_json::json!({ "relid": host.relid() }));
-                r.extra.insert("Instance".into(), host.instance_id().into());
                 host.send(r);
             }
             "callback" if method == Method::Message => {

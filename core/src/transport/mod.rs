@@ -53,14 +53,8 @@ fn handshake(app: &App, req: &Request) -> Result<(String, String), (StatusCode, 
         ));
     }
     let query = req.uri().query().unwrap_or("");
-    let userid = match query_param(query, "userid").map(percent_decode) {
-        Some(Some(u)) if !u.is_empty() => u,
-        Some(None) => {
-            return Err((
-                StatusCode::BAD_REQUEST,
-                "userid is not valid percent-encoded UTF-8".into(),
-            ))
-        }
+    let userid = match query_param(query, "userid") {
+        Some(u) if !u.is_empty() => u,
         _ => {
             return Err((
                 StatusCode::BAD_REQUEST,
@@ -89,7 +83,7 @@ fn handshake(app: &App, req: &Request) -> Result<(String, String), (StatusCode, 
         "Sec-WebSocket-Key is missing".to_string(),
     ))?;
     if config.rtc.auth == RtcAuth::Token {
-        let presented = query_param(query, "token").map(str::to_string).or_else(|| {
+        let presented = query_param(query, "token").or_else(|| {
             req.headers()
                 .get(header::AUTHORIZATION)
                 .and_then(|v| v.to_str().ok())
@@ -157,36 +151,11 @@ fn upgrade(app: Arc<App>, req: Request, peer: Peer, userid: String, accept: Stri
     resp
 }
 
-fn query_param<'a>(query: &'a str, name: &str) -> Option<&'a str> {
-    query.split('&').find_map(|kv| {
-        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
-        (k == name).then_some(v)
-    })
-}
-
-/// `%XX` and `+` decoding of a query value; `None` if the result is not UTF-8.
-fn percent_decode(v: &str) -> Option<String> {
-    let b = v.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let hex = v.get(i + 1..i + 3)?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 3;
-            }
-            b'+' => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).ok()
+/// A decoded query parameter (`%XX` and `+`), via warp's own `form_urlencoded`.
+fn query_param(query: &str, name: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
 }
 
 fn plain(status: StatusCode, reason: String) -> Response {
@@ -197,17 +166,4 @@ fn plain(status: StatusCode, reason: String) -> Response {
         HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     resp
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("a%40b+c").as_deref(), Some("a@b c"));
-        assert_eq!(percent_decode("%zz"), None);
-        assert_eq!(percent_decode("%ff"), None);
-        assert_eq!(percent_decode("%4"), None);
-    }
 }
