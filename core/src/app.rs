@@ -7,6 +7,7 @@ use std::time::Instant;
 use crate::config::{Config, ConfigErrors};
 use crate::log::Logs;
 use crate::node::NodeHandle;
+use crate::plugins::Plugins;
 use crate::serve::TlsSlot;
 use crate::stats::Stats;
 
@@ -44,6 +45,8 @@ pub struct App {
     rtc_secret: RwLock<Option<Arc<str>>>,
     /// The JSIP node (stack, registry, SLP runners).
     pub node: NodeHandle,
+    /// Loaded plugins: generations, listings, API mounts.
+    pub plugins: Arc<Plugins>,
     /// TLS acceptors of the listening ports, by section, for SIGHUP to refresh.
     pub tls: Vec<(&'static str, TlsSlot)>,
 }
@@ -55,12 +58,15 @@ pub struct Secrets {
 }
 
 impl App {
+    // Called once, from the daemon's start; each argument is a distinct part of the state.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         config: Config,
         source: ConfigSource,
         logs: Arc<Logs>,
         secrets: Secrets,
         node: NodeHandle,
+        plugins: Arc<Plugins>,
         tls: Vec<(&'static str, TlsSlot)>,
         stats: Stats,
     ) -> App {
@@ -73,6 +79,7 @@ impl App {
             api_key: RwLock::new(secrets.api_key),
             rtc_secret: RwLock::new(secrets.rtc_secret),
             node,
+            plugins,
             tls,
         }
     }

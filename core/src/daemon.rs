@@ -18,6 +18,7 @@ use crate::config::{Config, ListenConfig};
 use crate::log::Logs;
 use crate::node::Node;
 use crate::pidfile::PidFile;
+use crate::plugins::Plugins;
 use crate::serve::{self, Serving, TlsSlot};
 use crate::signals::{Signal, Signals};
 use crate::{api, tls, transport};
@@ -115,6 +116,12 @@ async fn start_and_run(
         .into_iter()
         .filter_map(|(s, slot)| Some((s, slot.clone()?)))
         .collect();
+    let plugins = Arc::new(Plugins::new(
+        &config,
+        node.handle(),
+        node.builtin_usage(),
+        shutdown.clone(),
+    ));
     let app = Arc::new(App::new(
         config.clone(),
         source.clone(),
@@ -124,10 +131,12 @@ async fn start_and_run(
             rtc_secret,
         },
         node.handle(),
+        plugins.clone(),
         tls_slots,
         stats,
     ));
     tasks.spawn(node.run(node_inputs));
+    plugins.restore().await;
     let api = Serving {
         handler: api::handler(app.clone()),
         stats: app.stats.api.clone(),
@@ -188,8 +197,15 @@ async fn start_and_run(
             info!("{name}: stopping gracefully: listeners closed, up to {timeout:?} for work in flight");
             shutdown.cancel();
             tasks.close();
+            let unload_apis = {
+                let (plugins, tasks) = (plugins.clone(), tasks.clone());
+                async move {
+                    tasks.wait().await;
+                    let _ = tokio::task::spawn_blocking(move || plugins.shutdown()).await;
+                }
+            };
             tokio::select! {
-                _ = tasks.wait() => info!("stopped: all work finished"),
+                _ = unload_apis => info!("stopped: all work finished, plugins unloaded"),
                 _ = tokio::time::sleep(timeout) => {
                     warn!("stop_timeout ({timeout:?}) reached with {} tasks still running: exiting anyway", tasks.len());
                 }
@@ -266,6 +282,7 @@ fn reload(app: &App) {
     app.set_api_key(key);
     app.set_rtc_secret(secret);
     app.node.reconfigure(Arc::new(new.clone()));
+    app.plugins.reconfigure(&new);
     let changed: Vec<String> = old
         .changed_keys(&new)
         .map(|k| crate::config::schema::display(k.section, k.name))

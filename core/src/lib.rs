@@ -20,6 +20,7 @@ pub mod jsip;
 pub mod log;
 pub mod node;
 pub mod pidfile;
+pub mod plugins;
 pub mod serve;
 pub mod signals;
 pub mod slps;

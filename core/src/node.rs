@@ -20,12 +20,15 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
-use crate::dispatch::runner::{Command, Report, Runner};
+use crate::dispatch::runner::{Command, Report, Runner, Usage};
 use crate::jsip::{Output, PeerName, Stack, StackConfig};
+use crate::plugins::image::Image;
+use crate::plugins::{refuse, GenState, Generation, Refusal};
 use crate::stats::JsipStats;
 use crate::transport::dial;
 use crate::transport::registry::{Outbox, Registry, Send as Queued};
 use crate::transport::ws::{ConnId, SocketParams};
+use jsipd_plugin_api::slp::Slp;
 
 /// Everything the node reacts to.
 // Most values carry a `Message` (a few hundred bytes); boxing it would cost an
@@ -63,6 +66,23 @@ pub enum Input {
     Slp(Report),
     Snapshot(oneshot::Sender<Value>),
     Reconfigure(Arc<Config>),
+    /// A new generation of SLP `name` (from `plugins`).
+    LoadSlp {
+        name: String,
+        generation: Arc<Generation>,
+        slp: Box<dyn Slp>,
+        image: Arc<Image>,
+        reply: oneshot::Sender<()>,
+    },
+    /// No new dialogs for SLP `name`; its generation drains.
+    UnloadSlp {
+        name: String,
+        reply: oneshot::Sender<Result<Arc<Generation>, Refusal>>,
+    },
+    /// The drain_timeout of the SLP generation `key` ran out.
+    DrainExpired {
+        key: Arc<str>,
+    },
 }
 
 /// How other tasks talk to the node.
@@ -116,6 +136,57 @@ impl NodeHandle {
     pub fn reconfigure(&self, config: Arc<Config>) {
         let _ = self.tx.try_send(Input::Reconfigure(config));
     }
+
+    /// Makes `generation` the one new dialogs for `name` go to; the previous one drains.
+    pub async fn load_slp(
+        &self,
+        name: &str,
+        generation: Arc<Generation>,
+        slp: Box<dyn Slp>,
+        image: Arc<Image>,
+    ) -> Result<(), Refusal> {
+        let (reply, rx) = oneshot::channel();
+        let input = Input::LoadSlp {
+            name: name.to_string(),
+            generation,
+            slp,
+            image,
+            reply,
+        };
+        if let Err(mpsc::error::SendError(Input::LoadSlp { slp, image, .. })) =
+            self.tx.send(input).await
+        {
+            // The node has stopped: unload off the async workers.
+            let _ = std::thread::spawn(move || {
+                drop(slp);
+                drop(image);
+            });
+            return Err(refuse(503, "the daemon is stopping"));
+        }
+        rx.await.map_err(|_| refuse(503, "the daemon is stopping"))
+    }
+
+    /// Stops new dialogs for `name`; its generation drains and retires.
+    pub async fn unload_slp(&self, name: &str) -> Result<Arc<Generation>, Refusal> {
+        let (reply, rx) = oneshot::channel();
+        let input = Input::UnloadSlp {
+            name: name.to_string(),
+            reply,
+        };
+        self.tx
+            .send(input)
+            .await
+            .map_err(|_| refuse(503, "the daemon is stopping"))?;
+        rx.await
+            .map_err(|_| refuse(503, "the daemon is stopping"))?
+    }
+}
+
+/// An SLP as the node runs it: its runner thread and, for a plugin, its generation and
+/// the image that must outlive the runner.
+struct SlpRun {
+    runner: Runner,
+    plugin: Option<(Arc<Generation>, Arc<Image>)>,
 }
 
 /// How many inputs may wait for the node before socket readers wait too.
@@ -124,7 +195,10 @@ const INPUT_QUEUE: usize = 4096;
 pub struct Node {
     stack: Stack,
     registry: Registry,
-    runners: HashMap<Arc<str>, Runner>,
+    /// By stack key: the SLP name for compiled-in ones, `NAME#GENERATION` for plugins.
+    runners: HashMap<Arc<str>, SlpRun>,
+    /// Usage of the compiled-in SLPs, for the listings.
+    builtin_usage: Vec<(String, Arc<Usage>)>,
     config: Arc<Config>,
     realm: String,
     handle: NodeHandle,
@@ -168,6 +242,7 @@ impl Node {
             stack: Stack::new(stack_config(&config, &realm)),
             registry: Registry::new(config.stack.qsize),
             runners: HashMap::new(),
+            builtin_usage: Vec::new(),
             config: config.clone(),
             realm,
             handle: NodeHandle { tx },
@@ -177,7 +252,18 @@ impl Node {
         };
         for name in &config.stack.builtin_slps {
             let slp = crate::slps::make(name).expect("config checked the name");
-            node.add_slp(name, slp)?;
+            let usage = Arc::new(Usage::default());
+            let runner = node.spawn_runner(name, slp, usage.clone())?;
+            node.runners.insert(
+                name.as_str().into(),
+                SlpRun {
+                    runner,
+                    plugin: None,
+                },
+            );
+            node.stack.add_slp(name, name);
+            node.builtin_usage.push((name.clone(), usage));
+            tracing::info!("SLP {name} loaded (compiled in)");
         }
         Ok((node, rx))
     }
@@ -186,24 +272,106 @@ impl Node {
         self.handle.clone()
     }
 
-    fn add_slp(
-        &mut self,
-        name: &str,
-        slp: Box<dyn jsipd_plugin_api::slp::Slp>,
-    ) -> anyhow::Result<()> {
+    /// The compiled-in SLPs and their usage, for `plugins`' listing.
+    pub fn builtin_usage(&self) -> Vec<(String, Arc<Usage>)> {
+        self.builtin_usage.clone()
+    }
+
+    fn spawn_runner(
+        &self,
+        key: &str,
+        slp: Box<dyn Slp>,
+        usage: Arc<Usage>,
+    ) -> std::io::Result<Runner> {
         let tx = self.handle.tx.clone();
-        let runner = Runner::spawn(
-            name,
+        Runner::spawn(
+            key,
             slp,
+            usage,
             Box::new(move |report| {
                 // Runner threads are not async; waiting here is backpressure on the SLP.
                 let _ = tx.blocking_send(Input::Slp(report));
             }),
-        )?;
-        self.runners.insert(name.into(), runner);
-        self.stack.add_slp(name);
-        tracing::info!("SLP {name} loaded (compiled in)");
+        )
+    }
+
+    fn load_slp(
+        &mut self,
+        name: String,
+        generation: Arc<Generation>,
+        slp: Box<dyn Slp>,
+        image: Arc<Image>,
+    ) -> Result<(), Refusal> {
+        let key = generation.key();
+        let runner = self
+            .spawn_runner(&key, slp, generation.usage.clone())
+            .map_err(|e| refuse(503, format!("cannot start the SLP's thread: {e}")))?;
+        self.runners.insert(
+            key.as_str().into(),
+            SlpRun {
+                runner,
+                plugin: Some((generation.clone(), image)),
+            },
+        );
+        let previous = self.stack.remove_slp(&name);
+        self.stack.add_slp(&name, &key);
+        tracing::info!("SLP {name} generation {} serves new dialogs", generation.id);
+        if let Some(old) = previous {
+            self.drain(old);
+        }
         Ok(())
+    }
+
+    /// Starts draining generation `key`: no new dialogs (already), the on-load and
+    /// relid instances unpinned, and a deadline.
+    fn drain(&mut self, key: Arc<str>) {
+        let Some(SlpRun {
+            plugin: Some((generation, _)),
+            ..
+        }) = self.runners.get(&key)
+        else {
+            return;
+        };
+        generation.set_state(GenState::Draining);
+        tracing::info!(
+            "SLP {} generation {} draining ({} instances)",
+            generation.name,
+            generation.id,
+            self.stack.instances_of(&key)
+        );
+        self.stack.drain(&key);
+        let tx = self.handle.tx.clone();
+        let timeout = self.config.plugins.drain_timeout;
+        let shutdown = self.shutdown.clone();
+        let expired = key.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(timeout) => {
+                    let _ = tx.send(Input::DrainExpired { key: expired }).await;
+                }
+                _ = shutdown.cancelled() => {}
+            }
+        });
+        self.retire_if_drained(&key);
+    }
+
+    fn retire_if_drained(&mut self, key: &Arc<str>) {
+        let draining = matches!(
+            self.runners.get(key),
+            Some(SlpRun { plugin: Some((g, _)), .. }) if g.state() == GenState::Draining
+        );
+        if !draining || self.stack.instances_of(key) > 0 {
+            return;
+        }
+        if let Some(SlpRun {
+            runner,
+            plugin: Some((generation, image)),
+        }) = self.runners.remove(key)
+        {
+            if generation.start_retiring() {
+                crate::plugins::retire_slp(generation, runner, image);
+            }
+        }
     }
 
     pub async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
@@ -225,9 +393,17 @@ impl Node {
             self.handle_input(input);
             self.flush();
         }
-        // Joining runner threads blocks; do it off the async workers.
+        // Joining runner threads blocks, and dropping the last reference to an image
+        // runs plugin code: both on a thread of their own, off the async workers.
         let runners = std::mem::take(&mut self.runners);
-        let _ = tokio::task::spawn_blocking(move || drop(runners)).await;
+        let (done, wait) = oneshot::channel::<()>();
+        let _ = std::thread::Builder::new()
+            .name("unload-slps".into())
+            .spawn(move || {
+                drop(runners);
+                let _ = done.send(());
+            });
+        let _ = wait.await;
     }
 
     fn handle_input(&mut self, input: Input) {
@@ -281,6 +457,51 @@ impl Node {
             Input::Snapshot(reply) => {
                 let _ = reply.send(self.snapshot(now));
             }
+            Input::LoadSlp {
+                name,
+                generation,
+                slp,
+                image,
+                reply,
+            } => match self.load_slp(name, generation, slp, image) {
+                Ok(()) => {
+                    let _ = reply.send(());
+                }
+                Err(e) => tracing::error!("{}", e.reason),
+            },
+            Input::UnloadSlp { name, reply } => {
+                let found =
+                    self.stack
+                        .remove_slp(&name)
+                        .and_then(|key| match self.runners.get(&key) {
+                            Some(SlpRun {
+                                plugin: Some((g, _)),
+                                ..
+                            }) => Some((key, g.clone())),
+                            _ => None,
+                        });
+                match found {
+                    Some((key, generation)) => {
+                        self.drain(key);
+                        let _ = reply.send(Ok(generation));
+                    }
+                    None => {
+                        let _ =
+                            reply.send(Err(refuse(404, format!("no SLP named {name} is loaded"))));
+                    }
+                }
+            }
+            Input::DrainExpired { key } => {
+                let n = self.stack.instances_of(&key);
+                if n > 0 {
+                    tracing::warn!(
+                        "SLP generation {key}: drain_timeout reached with {n} instances; ending them"
+                    );
+                    self.stack
+                        .end_all(now, &key, "the SLP was unloaded (drain_timeout)");
+                }
+                self.retire_if_drained(&key);
+            }
             Input::Reconfigure(config) => {
                 self.realm = realm(&config);
                 self.stack.set_config(stack_config(&config, &self.realm));
@@ -291,8 +512,8 @@ impl Node {
                     );
                 }
                 self.config = config;
-                for runner in self.runners.values() {
-                    runner.send(Command::Reload);
+                for run in self.runners.values() {
+                    run.runner.send(Command::Reload);
                 }
             }
         }
@@ -308,13 +529,14 @@ impl Node {
                     instance,
                     event,
                 } => match self.runners.get(&slp) {
-                    Some(r) => r.send(Command::Event { instance, event }),
+                    Some(r) => r.runner.send(Command::Event { instance, event }),
                     None => tracing::warn!("event for SLP {slp}, which is not loaded"),
                 },
                 Output::InstanceEnded { slp, instance } => {
                     if let Some(r) = self.runners.get(&slp) {
-                        r.send(Command::Ended { instance });
+                        r.runner.send(Command::Ended { instance });
                     }
+                    self.retire_if_drained(&slp);
                 }
             }
         }
@@ -390,7 +612,7 @@ impl Node {
             "connections": self.registry.view(),
             "dialogs": self.stack.dialogs_view(now),
             "transactions": self.stack.transactions_view(now),
-            "slps": self.runners.iter().map(|(n, r)| json!({"name": n.as_ref(), "instances": r.live_instances()})).collect::<Vec<_>>(),
+            "slps": self.runners.keys().map(|k| json!({"key": k.as_ref(), "instances": self.stack.instances_of(k)})).collect::<Vec<_>>(),
             "counters": {
                 "dialogs_started": c.dialogs_started,
                 "transactions_timed_out": c.transactions_timed_out,

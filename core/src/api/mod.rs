@@ -7,6 +7,7 @@
 
 mod answer;
 mod auth;
+mod manage;
 mod runtime;
 
 use std::sync::Arc;
@@ -30,6 +31,8 @@ const BUILT_INS: &[(&str, &[Method])] = &[
     ("/runtime/v1/stack", &[Method::GET]),
     ("/runtime/v1/jstack", &[Method::GET]),
     ("/runtime/v1/loglevel", &[Method::PUT]),
+    ("/apim/v1/apis", &[Method::GET]),
+    ("/slpm/v1/slps", &[Method::GET]),
 ];
 
 pub fn handler(app: Arc<App>) -> Handler {
@@ -61,6 +64,9 @@ pub fn handler(app: Arc<App>) -> Handler {
                 )
                 .header(header::WWW_AUTHENTICATE, "Bearer realm=\"jsipd\"")
                 .render(format)
+            } else if let Some((api, rest)) = app.plugins.route(req.uri().path()) {
+                // A plugin's API: everything below /NAME/vN/ is the plugin's.
+                app.plugins.serve(api, req, rest).await
             } else {
                 let Ok(resp) = routes.call(req).await;
                 resp
@@ -117,12 +123,53 @@ fn routes(
     let loglevel =
         warp::path!("runtime" / "v1" / "loglevel")
             .and(warp::put())
-            .and(with_app)
+            .and(with_app.clone())
             .and(format)
             .and(warp::body::stream())
             .then(|app: Arc<App>, f, body| async move {
                 runtime::set_loglevel(&app, body).await.render(f)
             });
+    let raw_query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    let slps = warp::path!("slpm" / "v1" / "slps")
+        .and(warp::get())
+        .and(with_app.clone())
+        .and(format)
+        .map(|app: Arc<App>, f| manage::slps(&app).render(f));
+    let apis = warp::path!("apim" / "v1" / "apis")
+        .and(warp::get())
+        .and(with_app.clone())
+        .and(format)
+        .map(|app: Arc<App>, f| manage::apis(&app).render(f));
+    let load_slp = warp::path!("slpm" / "v1" / String)
+        .and(warp::post())
+        .and(with_app.clone())
+        .and(raw_query)
+        .and(format)
+        .then(|name: String, app: Arc<App>, q: String, f| async move {
+            manage::load_slp(&app, &name, &q).await.render(f)
+        });
+    let unload_slp = warp::path!("slpm" / "v1" / String)
+        .and(warp::delete())
+        .and(with_app.clone())
+        .and(format)
+        .then(|name: String, app: Arc<App>, f| async move {
+            manage::unload_slp(&app, &name).await.render(f)
+        });
+    let load_api = warp::path!("apim" / "v1" / String)
+        .and(warp::post())
+        .and(with_app.clone())
+        .and(raw_query)
+        .and(format)
+        .then(|name: String, app: Arc<App>, q: String, f| async move {
+            manage::load_api(&app, &name, &q).await.render(f)
+        });
+    let unload_api = warp::path!("apim" / "v1" / String)
+        .and(warp::delete())
+        .and(with_app.clone())
+        .and(format)
+        .then(|name: String, app: Arc<App>, f| async move {
+            manage::unload_api(&app, &name).await.render(f)
+        });
     let fallback = warp::method()
         .and(warp::path::full())
         .and(format)
@@ -134,6 +181,18 @@ fn routes(
         .or(jstack)
         .unify()
         .or(loglevel)
+        .unify()
+        .or(slps)
+        .unify()
+        .or(apis)
+        .unify()
+        .or(load_slp)
+        .unify()
+        .or(unload_slp)
+        .unify()
+        .or(load_api)
+        .unify()
+        .or(unload_api)
         .unify()
         .or(fallback)
         .unify()

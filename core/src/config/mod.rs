@@ -124,6 +124,18 @@ pub struct JsipConfig {
     pub builtin_slps: Vec<String>,
 }
 
+/// `[Plugins]`: where plugins come from and how generations retire.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PluginsConfig {
+    /// The only folder `file=` may name files in.
+    pub dir: PathBuf,
+    /// How long an old generation may take to finish its dialogs and requests before
+    /// they are ended for it.
+    pub drain_timeout: Duration,
+    /// The loaded set, restored at start.
+    pub state_file: PathBuf,
+}
+
 /// The whole validated configuration. Relative paths are already resolved against the
 /// install prefix, so nothing downstream needs to know where the daemon was started.
 #[derive(Debug, Clone, PartialEq)]
@@ -143,6 +155,7 @@ pub struct Config {
     pub rtc_location: String,
     pub rtc: RtcConfig,
     pub stack: JsipConfig,
+    pub plugins: PluginsConfig,
     /// Every key's text as written (or its default), in [`schema::KEYS`] order; lets
     /// SIGHUP tell which keys changed without comparing each field by hand.
     raw: Vec<String>,
@@ -231,6 +244,11 @@ impl Config {
                 builtin_slps: p.get(Some("JSIPStack"), "builtin_slps", |v| {
                     value::names(v, crate::slps::NAMES)
                 }),
+            },
+            plugins: PluginsConfig {
+                dir: p.get(Some("Plugins"), "dir", |v| value::path(v, prefix)),
+                drain_timeout: p.get(Some("Plugins"), "drain_timeout", value::duration),
+                state_file: p.get(Some("Plugins"), "state_file", |v| value::path(v, prefix)),
             },
             raw: Vec::new(),
         };

@@ -34,6 +34,7 @@ const MAIN: Option<&str> = Some("Main");
 const API: Option<&str> = Some("APIServer");
 const RTC: Option<&str> = Some("RTCServer");
 const STACK: Option<&str> = Some("JSIPStack");
+const PLUGINS: Option<&str> = Some("Plugins");
 
 /// Every key, in the order `conf/jsipd.ini` documents them.
 pub const KEYS: &[Key] = &[
@@ -64,6 +65,9 @@ pub const KEYS: &[Key] = &[
     key(STACK, "conntimeout", "5s", true),
     key(STACK, "retry", "2", true),
     key(STACK, "builtin_slps", "", false),
+    key(PLUGINS, "dir", "plugins", false),
+    key(PLUGINS, "drain_timeout", "60s", true),
+    key(PLUGINS, "state_file", "conf/.plugins", false),
 ];
 
 /// Position of a key in [`KEYS`], if it exists.

@@ -11,7 +11,7 @@ use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -50,28 +50,40 @@ pub enum Report {
 /// Where reports go; the node passes a closure that feeds its input channel.
 pub type ReportSink = Box<dyn Fn(Report) + Send>;
 
+/// How much an SLP (generation) is used, for the listings: kept by its runner.
+#[derive(Debug, Default)]
+pub struct Usage {
+    /// Instances alive now.
+    pub using: AtomicU64,
+    /// Instances that have ended.
+    pub used: AtomicU64,
+    /// Calls into the SLP that panicked.
+    pub panics: AtomicU64,
+}
+
 pub struct Runner {
     tx: mpsc::Sender<Command>,
     thread: Option<JoinHandle<()>>,
-    /// Instances alive on the runner (for listings).
-    live: std::sync::Arc<AtomicU64>,
 }
 
 impl Runner {
-    pub fn spawn(name: &str, slp: Box<dyn Slp>, report: ReportSink) -> std::io::Result<Runner> {
+    /// Starts the thread `slp-NAME` that owns `slp`.
+    pub fn spawn(
+        name: &str,
+        slp: Box<dyn Slp>,
+        usage: Arc<Usage>,
+        report: ReportSink,
+    ) -> std::io::Result<Runner> {
         let (tx, rx) = mpsc::channel();
-        let live = std::sync::Arc::new(AtomicU64::new(0));
         let thread = std::thread::Builder::new()
             .name(format!("slp-{name}"))
             .spawn({
-                let live = live.clone();
                 let name = name.to_string();
-                move || run(name, slp, rx, report, live)
+                move || run(name, slp, rx, report, usage)
             })?;
         Ok(Runner {
             tx,
             thread: Some(thread),
-            live,
         })
     }
 
@@ -79,10 +91,6 @@ impl Runner {
         // A runner only stops when this handle is dropped, so sending cannot fail
         // while we hold it; ignore the impossible error rather than panic.
         let _ = self.tx.send(cmd);
-    }
-
-    pub fn live_instances(&self) -> u64 {
-        self.live.load(Ordering::Relaxed)
     }
 }
 
@@ -103,7 +111,7 @@ fn run(
     mut slp: Box<dyn Slp>,
     rx: mpsc::Receiver<Command>,
     report: ReportSink,
-    live: std::sync::Arc<AtomicU64>,
+    usage: Arc<Usage>,
 ) {
     let mut instances: HashMap<InstanceId, Box<dyn Instance>> = HashMap::new();
     let mut timers: BinaryHeap<Reverse<(Instant, u64, InstanceId, u64)>> = BinaryHeap::new();
@@ -127,18 +135,21 @@ fn run(
             Some(Command::Event { instance, event }) => (instance, event),
             Some(Command::Ended { instance }) => {
                 if let Some(i) = instances.remove(&instance) {
+                    usage.used.fetch_add(1, Ordering::Relaxed);
                     if catch_unwind(AssertUnwindSafe(|| drop(i))).is_err() {
+                        usage.panics.fetch_add(1, Ordering::Relaxed);
                         tracing::error!(
                             "SLP {name}: instance {instance} panicked while being dropped"
                         );
                     }
                 }
                 timers.retain(|Reverse((_, _, i, _))| *i != instance);
-                live.store(instances.len() as u64, Ordering::Relaxed);
+                usage.using.store(instances.len() as u64, Ordering::Relaxed);
                 continue;
             }
             Some(Command::Reload) => {
                 if catch_unwind(AssertUnwindSafe(|| slp.on_reload())).is_err() {
+                    usage.panics.fetch_add(1, Ordering::Relaxed);
                     tracing::error!("SLP {name}: on_reload panicked");
                 }
                 continue;
@@ -164,7 +175,7 @@ fn run(
                 .or_insert_with(|| slp.new_instance());
             inst.on_event(event, &mut host);
         }));
-        live.store(instances.len() as u64, Ordering::Relaxed);
+        usage.using.store(instances.len() as u64, Ordering::Relaxed);
         match outcome {
             Ok(()) => {
                 for (after, token) in host.timers {
@@ -181,21 +192,29 @@ fn run(
             Err(panic) => {
                 let what = panic_message(&panic);
                 tracing::error!("SLP {name}: instance {instance} panicked: {what}");
+                usage.panics.fetch_add(1, Ordering::Relaxed);
                 if let Some(i) = instances.remove(&instance) {
+                    usage.used.fetch_add(1, Ordering::Relaxed);
                     let _ = catch_unwind(AssertUnwindSafe(|| drop(i)));
                 }
                 timers.retain(|Reverse((_, _, i, _))| *i != instance);
-                live.store(instances.len() as u64, Ordering::Relaxed);
+                usage.using.store(instances.len() as u64, Ordering::Relaxed);
                 report(Report::Failed { instance });
             }
         }
     }
     for (_, i) in instances.drain() {
+        usage.used.fetch_add(1, Ordering::Relaxed);
         let _ = catch_unwind(AssertUnwindSafe(|| drop(i)));
     }
-    live.store(0, Ordering::Relaxed);
+    usage.using.store(0, Ordering::Relaxed);
     if catch_unwind(AssertUnwindSafe(|| slp.on_unload())).is_err() {
+        usage.panics.fetch_add(1, Ordering::Relaxed);
         tracing::error!("SLP {name}: on_unload panicked");
+    }
+    // The SLP is dropped here, on its own thread, before the thread ends.
+    if catch_unwind(AssertUnwindSafe(|| drop(slp))).is_err() {
+        tracing::error!("SLP {name}: panicked while being dropped");
     }
 }
 

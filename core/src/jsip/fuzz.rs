@@ -195,7 +195,10 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
         realm: "node".into(),
     });
     let mut now = Instant::now();
-    let mut instances: Vec<InstanceId> = vec![stack.add_slp("echo"), stack.add_slp("other")];
+    let mut instances: Vec<InstanceId> = vec![
+        stack.add_slp("echo", "echo"),
+        stack.add_slp("other", "other"),
+    ];
     // Requests delivered to SLPs, for `Answer` to pick from.
     let mut requests: Vec<(InstanceId, Message)> = Vec::new();
     let drain = |stack: &mut Stack,

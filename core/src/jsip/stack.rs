@@ -88,6 +88,15 @@ pub struct Counters {
     pub instances_failed: u64,
 }
 
+/// Why an instance is ended by force, which decides how its open requests are answered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// The SLP failed or ended itself: `500`.
+    Failed,
+    /// Its generation's drain_timeout ran out: `487` for an INVITE, else `408`.
+    Drained,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct DialogKey {
     peer: PeerName,
@@ -227,7 +236,8 @@ pub struct Stack {
     by_instance: HashMap<(InstanceId, String), DialogKey>,
     instances: HashMap<InstanceId, InstanceInfo>,
     relids: HashMap<String, InstanceId>,
-    slps: HashSet<Arc<str>>,
+    /// SLP name → the key (generation) that new dialogs for that name go to.
+    slps: HashMap<Arc<str>, Arc<str>>,
     next_instance: InstanceId,
     timers: Timers<Timer>,
     out: VecDeque<Output>,
@@ -247,7 +257,7 @@ impl Stack {
             by_instance: HashMap::new(),
             instances: HashMap::new(),
             relids: HashMap::new(),
-            slps: HashSet::new(),
+            slps: HashMap::new(),
             next_instance: 0,
             timers: Timers::default(),
             out: VecDeque::new(),
@@ -270,18 +280,63 @@ impl Stack {
         self.timers.next_deadline()
     }
 
-    /// An SLP became available for dispatch; returns its on-load instance, which is
-    /// pinned (lives until it ends itself) and gets [`Event::Loaded`].
-    pub fn add_slp(&mut self, name: &str) -> InstanceId {
-        let slp: Arc<str> = name.into();
-        self.slps.insert(slp.clone());
-        let id = self.new_instance(slp.clone(), true);
+    /// SLP `name` is now served by `key` (a generation; compiled-in SLPs use their name):
+    /// new dialogs for `name` get instances of `key`, existing ones stay where they are.
+    /// Returns the on-load instance of `key`, which is pinned (lives until it ends itself,
+    /// or its generation drains) and gets [`Event::Loaded`].
+    pub fn add_slp(&mut self, name: &str, key: &str) -> InstanceId {
+        let key: Arc<str> = key.into();
+        self.slps.insert(name.into(), key.clone());
+        let id = self.new_instance(key.clone(), true);
         self.out.push_back(Output::ToSlp {
-            slp,
+            slp: key,
             instance: id,
             event: Event::Loaded,
         });
         id
+    }
+
+    /// No new dialogs for `name`; returns the key that served it.
+    pub fn remove_slp(&mut self, name: &str) -> Option<Arc<str>> {
+        self.slps.remove(name)
+    }
+
+    /// Lets generation `key` run out: its instances are unpinned and lose their relids,
+    /// so each ends with its last dialog; idle ones end now.
+    pub fn drain(&mut self, key: &str) {
+        let ids: Vec<InstanceId> = self
+            .instances
+            .iter()
+            .filter(|(_, i)| &*i.slp == key)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            if let Some(info) = self.instances.get_mut(&id) {
+                info.pinned = false;
+            }
+            self.relids.retain(|_, owner| *owner != id);
+            self.end_instance_if_idle(id);
+        }
+    }
+
+    /// Ends every instance of generation `key` at once (its drain took too long):
+    /// confirmed sessions get a BYE, unanswered INVITEs 487, other requests 408.
+    pub fn end_all(&mut self, now: Instant, key: &str, reason: &str) {
+        let ids: Vec<InstanceId> = self
+            .instances
+            .iter()
+            .filter(|(_, i)| &*i.slp == key)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ids {
+            self.end_instance_as(now, id, reason, Ending::Drained);
+        }
+        self.run_loopback(now);
+    }
+
+    /// Live instances of generation `key`.
+    pub fn instances_of(&self, key: &str) -> usize {
+        self.instances.values().filter(|i| &*i.slp == key).count()
     }
 
     fn new_instance(&mut self, slp: Arc<str>, pinned: bool) -> InstanceId {
@@ -386,7 +441,7 @@ impl Stack {
         }
         let target = select(
             &msg,
-            |n| self.slps.contains(n),
+            |n| self.slps.contains_key(n),
             |r| self.relids.get(r).copied(),
         );
         let (slp, instance) = match target {
@@ -752,7 +807,7 @@ impl Stack {
                     && first
                         .type_param()
                         .or(first.host_label())
-                        .is_some_and(|n| self.slps.contains(n))
+                        .is_some_and(|n| self.slps.contains_key(n))
                     || first.relid().is_some_and(|r| self.relids.contains_key(r));
                 if local {
                     return Ok(format!("{LOCAL}{instance}>").into());
@@ -1163,6 +1218,10 @@ impl Stack {
     /// Ends an instance and everything it owns: unanswered requests get 500, confirmed
     /// sessions a BYE, pending sent requests are forgotten.
     fn end_instance(&mut self, now: Instant, instance: InstanceId, reason: &str) {
+        self.end_instance_as(now, instance, reason, Ending::Failed)
+    }
+
+    fn end_instance_as(&mut self, now: Instant, instance: InstanceId, reason: &str, how: Ending) {
         let Some(mut info) = self.instances.remove(&instance) else {
             return;
         };
@@ -1171,10 +1230,22 @@ impl Stack {
             let Some(d) = self.dialogs.get(&key) else {
                 continue;
             };
-            let pending = d.unanswered();
+            let pending: Vec<(u64, u16)> = d
+                .unanswered()
+                .into_iter()
+                .map(|cseq| {
+                    let invite = d.received[&cseq].request.method() == Some(Method::Invite);
+                    let code = match how {
+                        Ending::Failed => 500,
+                        Ending::Drained if invite => 487,
+                        Ending::Drained => 408,
+                    };
+                    (cseq, code)
+                })
+                .collect();
             let confirmed = d.session && d.state == State::Confirmed;
-            for cseq in pending {
-                self.final_to_peer(now, &key, cseq, 500, reason);
+            for (cseq, code) in pending {
+                self.final_to_peer(now, &key, cseq, code, reason);
             }
             if confirmed {
                 if let Some(mut bye) = self.make_request(&key, Method::Bye, None) {

@@ -36,8 +36,8 @@ impl Harness {
 
     fn with(config: StackConfig) -> Harness {
         let mut stack = Stack::new(config);
-        stack.add_slp("echo");
-        stack.add_slp("other");
+        stack.add_slp("echo", "echo");
+        stack.add_slp("other", "other");
         let mut h = Harness {
             stack,
             now: Instant::now(),

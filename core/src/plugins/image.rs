@@ -1,0 +1,288 @@
+//! One `dlopen`ed copy of a plugin file and the plugin object made from it.
+//!
+//! Lifecycle: [`Image::load`] (on a short-lived thread of its own) copies the file to a
+//! private path, opens it, checks the ABI record before calling anything, and calls the
+//! entry point. The image lives as long as an `Arc<Image>` does: every SLP, instance and
+//! API made from it holds one. The last one is always dropped on a host thread after
+//! every thread that ran plugin code was joined (see `plugins::retire`), so `Drop` can
+//! drop the plugin object, `dlclose`, and tell from `/proc/self/maps` whether the code
+//! really left memory.
+
+use std::ffi::c_void;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use jsipd_plugin_api::ffi::{self, AbiRecord, EntryFn, FfiStr, LoadArgs, PluginVTable};
+
+use super::file::{refuse, Refusal};
+
+/// What the listings show about an image; outlives the image itself.
+#[derive(Debug)]
+pub struct ImageStatus {
+    /// The generation that loaded it (log lines are tagged `[file#id]`).
+    pub id: u64,
+    pub file: String,
+    pub sha256: String,
+    /// `name version` of the plugin crate, from its ABI record.
+    pub built_from: String,
+    pub loaded_at: SystemTime,
+    /// Set when the image was closed: whether its mapping left the process.
+    pub unmapped: Mutex<Option<bool>>,
+}
+
+/// What the host's log callback needs; lives in a `Box` so its address is stable.
+struct HostContext {
+    tag: String,
+    error: Mutex<Option<String>>,
+}
+
+pub struct Image {
+    pub status: Arc<ImageStatus>,
+    vtable: PluginVTable,
+    /// `None` once closed (in `Drop`).
+    library: Option<libloading::os::unix::Library>,
+    /// Pointed to by `args.ctx`; valid until the plugin object is dropped.
+    _host: Box<HostContext>,
+    /// What the entry point got; its strings must outlive the plugin object.
+    _args: Box<LoadArgs>,
+    _strings: (String, String),
+    staging: PathBuf,
+}
+
+// SAFETY: the plugin object is `Send + Sync` (the `Plugin` trait requires it); the
+// vtable holds plain function pointers; the library handle is thread-safe (dlopen).
+unsafe impl Send for Image {}
+// SAFETY: as above.
+unsafe impl Sync for Image {}
+
+impl Image {
+    /// Loads the private copy `staging` of `plugins/<file>` (whose content hashes to
+    /// `sha256`), and removes the copy. `name` is the plugin's file stem, `config_dir`
+    /// its `conf/<name>/`, `id` the generation number.
+    ///
+    /// Runs the plugin's initialisers and `Plugin::load`: call it on a thread that is
+    /// joined right after, never on an async worker.
+    pub fn load(
+        staging: &Path,
+        file: &str,
+        sha256: String,
+        config_dir: &Path,
+        id: u64,
+    ) -> Result<Arc<Image>, Refusal> {
+        let file = file.to_string();
+        let name = file.trim_end_matches(".so").to_string();
+        let opened = open_checked(staging, &file);
+        // The mapping keeps the code; the name is not needed any more, and no copy is
+        // left behind even if the daemon is killed.
+        let _ = std::fs::remove_file(staging);
+        let (library, record) = opened?;
+
+        // SAFETY: the ABI record matched, so the symbol has the signature of this major.
+        let entry: EntryFn = match unsafe { library.get::<EntryFn>(ffi::ENTRY_SYMBOL) } {
+            Ok(sym) => *sym,
+            Err(_) => {
+                return Err(refuse(
+                    400,
+                    format!(
+                        "plugins/{file} has an ABI record but no entry point jsipd_plugin_entry_v1; was it built with export_plugin!?"
+                    ),
+                ))
+            }
+        };
+        let host = Box::new(HostContext {
+            tag: format!("{name}#{id}"),
+            error: Mutex::new(None),
+        });
+        let strings = (name.clone(), config_dir.to_string_lossy().into_owned());
+        let args = Box::new(LoadArgs {
+            ctx: (&*host as *const HostContext).cast(),
+            name: FfiStr::new(&strings.0),
+            config_dir: FfiStr::new(&strings.1),
+            max_level: host_max_level(),
+            log: host_log,
+            error: host_error,
+        });
+        // SAFETY: `args` and everything it points to live in the image until `Drop`.
+        let vtable = unsafe { entry(&*args) };
+        let image = Image {
+            status: Arc::new(ImageStatus {
+                id,
+                file,
+                sha256,
+                built_from: ffi::unpadded(&record.plugin),
+                loaded_at: SystemTime::now(),
+                unmapped: Mutex::new(None),
+            }),
+            vtable,
+            library: Some(library),
+            _host: host,
+            _args: args,
+            _strings: strings,
+            staging: staging.to_owned(),
+        };
+        if image.vtable.plugin.is_null() {
+            let why = image
+                ._host
+                .error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .take()
+                .unwrap_or_else(|| "no reason given".into());
+            let file = image.status.file.clone();
+            drop(image); // closes the library
+            return Err(refuse(
+                400,
+                format!("plugins/{file} refused to load: {why}"),
+            ));
+        }
+        Ok(Arc::new(image))
+    }
+
+    pub fn vtable(&self) -> &PluginVTable {
+        &self.vtable
+    }
+
+    /// The `[file#id]` tag of this image's log lines.
+    pub fn tag(&self) -> &str {
+        &self._host.tag
+    }
+
+    /// Drops the plugin object and closes the library; idempotent.
+    fn close(&mut self) {
+        let Some(library) = self.library.take() else {
+            return;
+        };
+        if !self.vtable.plugin.is_null() {
+            // SAFETY: the plugin object is dropped once, after everything made from it
+            // (every holder of an `Arc<Image>` is gone).
+            if !unsafe { (self.vtable.plugin_drop)(self.vtable.plugin) } {
+                tracing::error!("plugin [{}] panicked while being dropped", self.tag());
+            }
+        }
+        if let Err(e) = library.close() {
+            tracing::warn!("plugin [{}]: dlclose: {e}", self.tag());
+        }
+        let unmapped = !is_mapped(&self.staging);
+        *self
+            .status
+            .unmapped
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(unmapped);
+        if unmapped {
+            tracing::info!("plugin [{}] unloaded; its image left memory", self.tag());
+        } else {
+            tracing::warn!(
+                "plugin [{}] unloaded, but its image is still mapped (it left a thread-local destructor or a thread running, or is marked nodelete)",
+                self.tag()
+            );
+        }
+    }
+}
+
+impl Drop for Image {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// Opens `staging` and checks its ABI record, calling no plugin code besides the
+/// library's initialisers (which `dlopen` always runs).
+fn open_checked(
+    staging: &Path,
+    file: &str,
+) -> Result<(libloading::os::unix::Library, AbiRecord), Refusal> {
+    use libloading::os::unix::{Library, RTLD_LOCAL, RTLD_NOW};
+    // SAFETY: the operator put this file into plugins/ to be loaded; RTLD_LOCAL keeps
+    // its symbols out of every other library's way.
+    let library = unsafe { Library::open(Some(staging), RTLD_NOW | RTLD_LOCAL) }
+        .map_err(|e| refuse(400, format!("plugins/{file} cannot be loaded: {e}")))?;
+    // SAFETY: a symbol of this name is a static `AbiRecord`; the magic is checked before
+    // anything else in it is trusted.
+    let record = match unsafe { library.get::<*const AbiRecord>(ffi::ABI_SYMBOL) } {
+        Ok(sym) => unsafe { std::ptr::read(*sym) },
+        Err(_) => {
+            let _ = library.close();
+            return Err(refuse(
+                400,
+                format!("plugins/{file} is not a jsipd plugin (it has no JSIPD_PLUGIN_ABI record; plugins export one with export_plugin!)"),
+            ));
+        }
+    };
+    if record.magic != ffi::ABI_MAGIC {
+        let _ = library.close();
+        return Err(refuse(
+            400,
+            format!("plugins/{file} is not a jsipd plugin (its JSIPD_PLUGIN_ABI record has the wrong magic)"),
+        ));
+    }
+    if record.major != ffi::ABI_MAJOR {
+        let _ = library.close();
+        return Err(refuse(
+            400,
+            format!(
+                "plugins/{file} was built against plugin-api {} (ABI {}.{}), but this jsipd speaks ABI {}.{} (plugin-api {}); rebuild it with this jsipd's pcompile",
+                ffi::unpadded(&record.api_version),
+                record.major,
+                record.minor,
+                ffi::ABI_MAJOR,
+                ffi::ABI_MINOR,
+                env!("CARGO_PKG_VERSION"),
+            ),
+        ));
+    }
+    Ok((library, record))
+}
+
+/// Whether a mapping of `path` is still in `/proc/self/maps` (a deleted file shows up
+/// with a ` (deleted)` suffix).
+pub fn is_mapped(path: &Path) -> bool {
+    let needle = path.to_string_lossy();
+    std::fs::read_to_string("/proc/self/maps")
+        .map(|maps| {
+            maps.lines().any(|l| {
+                l.split_once('/')
+                    .map(|(_, p)| format!("/{p}"))
+                    .is_some_and(|p| p.trim_end_matches(" (deleted)") == needle)
+            })
+        })
+        .unwrap_or(false)
+}
+
+fn host_max_level() -> u8 {
+    use tracing::level_filters::LevelFilter;
+    match LevelFilter::current() {
+        LevelFilter::OFF => 0,
+        LevelFilter::ERROR => ffi::level::ERROR,
+        LevelFilter::WARN => ffi::level::WARN,
+        LevelFilter::INFO => ffi::level::INFO,
+        LevelFilter::DEBUG => ffi::level::DEBUG,
+        _ => ffi::level::TRACE,
+    }
+}
+
+unsafe extern "C" fn host_log(ctx: *const c_void, level: u8, target: FfiStr, text: FfiStr) {
+    // SAFETY: `ctx` is the image's `HostContext`, alive while the plugin is; the strings
+    // are valid for this call.
+    let (host, target, text) = unsafe {
+        (
+            &*ctx.cast::<HostContext>(),
+            target.to_text(),
+            text.to_text(),
+        )
+    };
+    let tag = &host.tag;
+    match level {
+        ffi::level::ERROR => tracing::error!(target: "plugin", "[{tag}] {target}: {text}"),
+        ffi::level::WARN => tracing::warn!(target: "plugin", "[{tag}] {target}: {text}"),
+        ffi::level::INFO => tracing::info!(target: "plugin", "[{tag}] {target}: {text}"),
+        ffi::level::DEBUG => tracing::debug!(target: "plugin", "[{tag}] {target}: {text}"),
+        _ => tracing::trace!(target: "plugin", "[{tag}] {target}: {text}"),
+    }
+}
+
+unsafe extern "C" fn host_error(ctx: *const c_void, text: FfiStr) {
+    // SAFETY: as in `host_log`.
+    let (host, text) = unsafe { (&*ctx.cast::<HostContext>(), text.to_text()) };
+    *host.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(text.into_owned());
+}

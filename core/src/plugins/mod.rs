@@ -1,0 +1,672 @@
+//! Plugins: loading `.so` files, their generations, and the loaded set.
+//!
+//! - [`file`]: which `file=` may be loaded, and the private copy each load runs from.
+//! - [`image`]: one `dlopen`ed copy: the ABI check, the entry point, `dlclose` and the
+//!   `/proc/self/maps` check.
+//! - [`slp`] and [`api`]: a plugin's SLP and API behind the host's own traits.
+//! - this module: the registry behind `/slpm/v1` and `/apim/v1`.
+//!
+//! A *generation* is one load of a name. Loading a name that is loaded starts a new
+//! generation; the old one *drains*: it gets no new dialogs (SLP) or requests (API),
+//! finishes what it has, and is *retired* (unloaded) when nothing is left or when
+//! `drain_timeout` runs out. SLP generations live in the node (which owns the stack and
+//! the runners); API generations live here. Both are listed from here.
+//!
+//! Plugin code runs only on threads that are joined before its image is closed: load
+//! and unload on short-lived threads of their own, SLPs on their runner, API requests
+//! each on a thread. Never on the async workers, and never after its unload hook.
+
+pub mod api;
+pub mod file;
+pub mod image;
+pub mod slp;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::sync::{oneshot, watch};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::dispatch::runner::Usage;
+use crate::node::NodeHandle;
+use api::ForeignApi;
+pub use file::{refuse, Refusal};
+use image::{Image, ImageStatus};
+use slp::ForeignSlp;
+
+/// The management APIs that are part of the daemon and cannot be replaced or deleted.
+pub const BUILT_IN_APIS: &[&str] = &["runtime.v1", "apim.v1", "slpm.v1"];
+
+/// Retired generations kept per name for the listings (the newest ones).
+const HISTORY: usize = 8;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Slp,
+    Api,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GenState {
+    Active,
+    Draining,
+    Retired,
+}
+
+impl GenState {
+    fn as_str(self) -> &'static str {
+        match self {
+            GenState::Active => "active",
+            GenState::Draining => "draining",
+            GenState::Retired => "retired",
+        }
+    }
+}
+
+/// One load of a name.
+pub struct Generation {
+    pub id: u64,
+    pub kind: Kind,
+    /// `echo` (SLP) or `echo.v1` (API).
+    pub name: String,
+    pub image: Arc<ImageStatus>,
+    pub usage: Arc<Usage>,
+    state: watch::Sender<GenState>,
+    /// Set once when retiring starts, so two paths cannot retire it twice.
+    retiring: AtomicBool,
+}
+
+impl Generation {
+    fn new(id: u64, kind: Kind, name: &str, image: Arc<ImageStatus>) -> Arc<Generation> {
+        Arc::new(Generation {
+            id,
+            kind,
+            name: name.to_string(),
+            image,
+            usage: Arc::new(Usage::default()),
+            state: watch::Sender::new(GenState::Active),
+            retiring: AtomicBool::new(false),
+        })
+    }
+
+    /// The key the stack and node know an SLP generation by.
+    pub fn key(&self) -> String {
+        format!("{}#{}", self.name, self.id)
+    }
+
+    pub fn state(&self) -> GenState {
+        *self.state.borrow()
+    }
+
+    pub fn set_state(&self, s: GenState) {
+        self.state.send_replace(s);
+    }
+
+    /// True for the one caller that gets to retire this generation.
+    pub fn start_retiring(&self) -> bool {
+        !self.retiring.swap(true, Ordering::AcqRel)
+    }
+
+    /// Waits until retired, up to `limit`; true when it is.
+    async fn retired_within(&self, limit: Duration) -> bool {
+        let mut rx = self.state.subscribe();
+        tokio::time::timeout(limit, rx.wait_for(|s| *s == GenState::Retired))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    fn view(&self) -> Value {
+        let u = &self.usage;
+        json!({
+            "generation": self.id,
+            "file": self.image.file,
+            "sha256": self.image.sha256,
+            "built_from": self.image.built_from,
+            "loaded": humantime::format_rfc3339_seconds(self.image.loaded_at).to_string(),
+            "state": self.state().as_str(),
+            "using": u.using.load(Ordering::Relaxed),
+            "used": u.used.load(Ordering::Relaxed),
+            "panics": u.panics.load(Ordering::Relaxed),
+            "unmapped": *self.image.unmapped.lock().unwrap_or_else(|p| p.into_inner()),
+        })
+    }
+}
+
+#[derive(Default)]
+struct ApiEntry {
+    current: Option<Arc<ForeignApi>>,
+    draining: Vec<Arc<ForeignApi>>,
+    generations: Vec<Arc<Generation>>,
+}
+
+#[derive(Default)]
+struct State {
+    slps: BTreeMap<String, Vec<Arc<Generation>>>,
+    apis: BTreeMap<String, ApiEntry>,
+}
+
+pub struct Plugins {
+    dir: PathBuf,
+    staging: PathBuf,
+    conf_dir: PathBuf,
+    state_file: PathBuf,
+    drain_timeout: RwLock<Duration>,
+    next_id: AtomicU64,
+    /// Open images, to share one between the SLP and API of the same unchanged file.
+    images: Mutex<Vec<Weak<Image>>>,
+    state: Mutex<State>,
+    /// Compiled-in SLPs (`[JSIPStack] builtin_slps`) and their usage, for the listing.
+    builtin_slps: Vec<(String, Arc<Usage>)>,
+    node: NodeHandle,
+    shutdown: CancellationToken,
+}
+
+impl Plugins {
+    pub fn new(
+        config: &Config,
+        node: NodeHandle,
+        builtin_slps: Vec<(String, Arc<Usage>)>,
+        shutdown: CancellationToken,
+    ) -> Plugins {
+        let dir = config.plugins.dir.clone();
+        let staging = dir.join(".staging");
+        Plugins {
+            staging,
+            dir,
+            conf_dir: config.prefix.join("conf"),
+            state_file: config.plugins.state_file.clone(),
+            drain_timeout: RwLock::new(config.plugins.drain_timeout),
+            next_id: AtomicU64::new(1),
+            images: Mutex::new(Vec::new()),
+            state: Mutex::new(State::default()),
+            builtin_slps,
+            node,
+            shutdown,
+        }
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn drain_timeout(&self) -> Duration {
+        *self.drain_timeout.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// SIGHUP: new drain_timeout, and every plugin's reload hook (SLPs through the node).
+    pub fn reconfigure(&self, config: &Config) {
+        *self
+            .drain_timeout
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = config.plugins.drain_timeout;
+        let apis: Vec<_> = self
+            .state()
+            .apis
+            .values()
+            .filter_map(|e| e.current.clone())
+            .collect();
+        if !apis.is_empty() {
+            let _ = std::thread::Builder::new()
+                .name("api-reload".into())
+                .spawn(move || apis.iter().for_each(|a| a.reload()));
+        }
+    }
+
+    // ------------------------------------------------------------------ loading
+
+    /// Opens `file` (or shares a live image of identical bytes) on a thread of its own.
+    async fn open(&self, file: &str, id: u64) -> Result<Arc<Image>, Refusal> {
+        let path = file::resolve(&self.dir, file)?;
+        std::fs::create_dir_all(&self.staging)
+            .and_then(|()| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(&self.staging, std::fs::Permissions::from_mode(0o700))
+            })
+            .map_err(|e| refuse(500, format!("{}: {e}", self.staging.display())))?;
+        let staging = self
+            .staging
+            .join(format!("{}.{id}.so", file.trim_end_matches(".so")));
+        let sha256 = file::stage(&path, &staging)
+            .map_err(|e| refuse(500, format!("copying plugins/{file} for loading: {e}")))?;
+        {
+            let mut images = self.images.lock().unwrap_or_else(|p| p.into_inner());
+            images.retain(|w| w.strong_count() > 0);
+            let same = images
+                .iter()
+                .filter_map(Weak::upgrade)
+                .find(|i| i.status.file == file && i.status.sha256 == sha256);
+            if let Some(image) = same {
+                let _ = std::fs::remove_file(&staging);
+                return Ok(image);
+            }
+        }
+        let name = file.trim_end_matches(".so").to_string();
+        let config_dir = self.conf_dir.join(&name);
+        let file_owned = file.to_string();
+        let image = on_thread(format!("load-{name}"), move || {
+            Image::load(&staging, &file_owned, sha256, &config_dir, id)
+        })
+        .await??;
+        tracing::info!(
+            "plugin [{}] loaded from plugins/{file} ({})",
+            image.tag(),
+            image.status.built_from
+        );
+        self.images
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::downgrade(&image));
+        Ok(image)
+    }
+
+    /// `POST /slpm/v1/NAME?file=F.so`
+    pub async fn load_slp(&self, name: &str, file: &str) -> Result<Value, Refusal> {
+        file::check_slp_name(name)?;
+        if self.builtin_slps.iter().any(|(n, _)| n == name) {
+            return Err(refuse(
+                409,
+                format!(
+                    "{name} is a compiled-in SLP ([JSIPStack] builtin_slps); it cannot be replaced"
+                ),
+            ));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let image = self.open(file, id).await?;
+        let generation = Generation::new(id, Kind::Slp, name, image.status.clone());
+        let made = {
+            let image = image.clone();
+            on_thread(format!("load-{name}"), move || ForeignSlp::new(image)).await?
+        };
+        let Some(slp) = made else {
+            release(image);
+            return Err(refuse(
+                400,
+                format!("plugins/{file} offers no SLP (its Plugin::slp returned None or panicked)"),
+            ));
+        };
+        self.node
+            .load_slp(name, generation.clone(), Box::new(slp), image)
+            .await?;
+        self.remember(Kind::Slp, name, generation.clone());
+        self.persist();
+        Ok(json!({"name": name, "generation": generation.view()}))
+    }
+
+    /// `DELETE /slpm/v1/NAME`
+    pub async fn unload_slp(&self, name: &str) -> Result<Value, Refusal> {
+        if self.builtin_slps.iter().any(|(n, _)| n == name) {
+            return Err(refuse(
+                409,
+                format!(
+                    "{name} is compiled in ([JSIPStack] builtin_slps); remove it there and restart"
+                ),
+            ));
+        }
+        let generation = self.node.unload_slp(name).await?;
+        self.persist();
+        generation.retired_within(Duration::from_secs(2)).await;
+        Ok(json!({"name": name, "generation": generation.view()}))
+    }
+
+    /// `POST /apim/v1/NAME.vN?file=F.so`
+    pub async fn load_api(&self, full: &str, file: &str) -> Result<Value, Refusal> {
+        file::split_api_name(full)?;
+        if BUILT_IN_APIS.contains(&full) {
+            return Err(refuse(
+                409,
+                format!("{full} is built in and cannot be replaced"),
+            ));
+        }
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let image = self.open(file, id).await?;
+        let generation = Generation::new(id, Kind::Api, full, image.status.clone());
+        let made = {
+            let (image, generation) = (image.clone(), generation.clone());
+            on_thread(format!("load-{full}"), move || {
+                ForeignApi::new(image, generation)
+            })
+            .await?
+        };
+        release(image);
+        let Some(api) = made else {
+            return Err(refuse(
+                400,
+                format!("plugins/{file} offers no API (its Plugin::api returned None or panicked)"),
+            ));
+        };
+        let old = {
+            let mut state = self.state();
+            let entry = state.apis.entry(full.to_string()).or_default();
+            entry.generations.push(generation.clone());
+            trim(&mut entry.generations);
+            entry.current.replace(Arc::new(api))
+        };
+        if let Some(old) = old {
+            self.drain_api(old);
+        }
+        self.persist();
+        tracing::info!(
+            "API {full} generation {id} mounted at /{}/",
+            full.replace('.', "/")
+        );
+        Ok(json!({"name": full, "generation": generation.view()}))
+    }
+
+    /// `DELETE /apim/v1/NAME.vN`
+    pub async fn unload_api(&self, full: &str) -> Result<Value, Refusal> {
+        if BUILT_IN_APIS.contains(&full) {
+            return Err(refuse(
+                409,
+                format!("{full} is built in and cannot be deleted"),
+            ));
+        }
+        let old = self
+            .state()
+            .apis
+            .get_mut(full)
+            .and_then(|e| e.current.take())
+            .ok_or_else(|| refuse(404, format!("no API named {full} is loaded")))?;
+        let generation = old.generation.clone();
+        self.drain_api(old);
+        self.persist();
+        generation.retired_within(Duration::from_secs(2)).await;
+        Ok(json!({"name": full, "generation": generation.view()}))
+    }
+
+    /// The API mounted at the start of `path` (`/NAME/vN/...`), and the rest of the path.
+    pub fn route(&self, path: &str) -> Option<(Arc<ForeignApi>, String)> {
+        let mut parts = path.trim_start_matches('/').splitn(3, '/');
+        let (name, version) = (parts.next()?, parts.next()?);
+        let rest = format!("/{}", parts.next().unwrap_or(""));
+        let api = self
+            .state()
+            .apis
+            .get(&format!("{name}.{version}"))?
+            .current
+            .clone()?;
+        Some((api, rest))
+    }
+
+    /// Serves a request for a mounted API (see [`Plugins::route`]).
+    pub async fn serve(
+        self: &Arc<Self>,
+        api: Arc<ForeignApi>,
+        req: crate::serve::Request,
+        path: String,
+    ) -> crate::serve::Response {
+        let me = Arc::downgrade(self);
+        api.serve(req, path, move |api| {
+            let draining = api.generation.state() == GenState::Draining;
+            if draining && api.generation.usage.using.load(Ordering::Acquire) == 0 {
+                if let Some(me) = me.upgrade() {
+                    me.retire_api(&api.generation);
+                }
+            }
+        })
+        .await
+    }
+
+    fn drain_api(&self, api: Arc<ForeignApi>) {
+        let generation = api.generation.clone();
+        generation.set_state(GenState::Draining);
+        {
+            let mut state = self.state();
+            if let Some(e) = state.apis.get_mut(&generation.name) {
+                e.draining.push(api.clone());
+            }
+        }
+        if generation.usage.using.load(Ordering::Acquire) == 0 {
+            return self.retire_api(&generation);
+        }
+        let timeout = self.drain_timeout();
+        let shutdown = self.shutdown.clone();
+        let cancel = api.cancel.clone();
+        drop(api);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = tokio::time::sleep(timeout) => {
+                    tracing::warn!("API {} generation {}: drain_timeout ({timeout:?}) reached; cutting its requests", generation.name, generation.id);
+                    cancel.cancel();
+                }
+                _ = shutdown.cancelled() => {}
+            }
+        });
+    }
+
+    /// Unloads a drained API generation on a thread of its own: joins its request
+    /// threads, drops the API (its unload hook) and, if nothing else uses the image,
+    /// closes it.
+    fn retire_api(&self, generation: &Arc<Generation>) {
+        if !generation.start_retiring() {
+            return;
+        }
+        let api = {
+            let mut state = self.state();
+            let Some(e) = state.apis.get_mut(&generation.name) else {
+                return;
+            };
+            let at = e
+                .draining
+                .iter()
+                .position(|a| a.generation.id == generation.id);
+            at.map(|i| e.draining.swap_remove(i))
+        };
+        let Some(api) = api else { return };
+        let generation = generation.clone();
+        let _ = std::thread::Builder::new()
+            .name(format!("retire-{}", generation.name))
+            .spawn(move || {
+                api.join_requests();
+                drop(api);
+                generation.set_state(GenState::Retired);
+                tracing::info!(
+                    "API {} generation {} retired",
+                    generation.name,
+                    generation.id
+                );
+            });
+    }
+
+    fn remember(&self, kind: Kind, name: &str, generation: Arc<Generation>) {
+        let mut state = self.state();
+        if kind == Kind::Slp {
+            let list = state.slps.entry(name.to_string()).or_default();
+            list.push(generation);
+            trim(list);
+        }
+    }
+
+    // ------------------------------------------------------------------ listings
+
+    pub fn slps_view(&self) -> Value {
+        let state = self.state();
+        let mut out: Vec<Value> = self
+            .builtin_slps
+            .iter()
+            .map(|(name, usage)| {
+                json!({"name": name, "builtin": true, "generations": [{
+                    "generation": 0, "file": "(compiled in)", "state": "active",
+                    "using": usage.using.load(Ordering::Relaxed),
+                    "used": usage.used.load(Ordering::Relaxed),
+                    "panics": usage.panics.load(Ordering::Relaxed),
+                }]})
+            })
+            .collect();
+        for (name, gens) in &state.slps {
+            out.push(json!({"name": name, "builtin": false,
+                "generations": gens.iter().map(|g| g.view()).collect::<Vec<_>>()}));
+        }
+        Value::Array(out)
+    }
+
+    pub fn apis_view(&self) -> Value {
+        let state = self.state();
+        let mut out: Vec<Value> = BUILT_IN_APIS
+            .iter()
+            .map(|name| {
+                json!({"name": name, "builtin": true, "mount": format!("/{}/", name.replace('.', "/")),
+                    "generations": [{"generation": 0, "file": "(built in)", "state": "active"}]})
+            })
+            .collect();
+        for (name, e) in &state.apis {
+            out.push(json!({"name": name, "builtin": false,
+                "mount": format!("/{}/", name.replace('.', "/")),
+                "generations": e.generations.iter().map(|g| g.view()).collect::<Vec<_>>()}));
+        }
+        Value::Array(out)
+    }
+
+    // ------------------------------------------------------------------ loaded set
+
+    /// Writes the loaded set (the newest active generation of each name), atomically.
+    fn persist(&self) {
+        let mut lines = String::from(
+            "# Written by jsipd on every plugin load and delete; restored at start.\n",
+        );
+        {
+            let state = self.state();
+            for (name, gens) in &state.slps {
+                if let Some(g) = gens.iter().rev().find(|g| g.state() == GenState::Active) {
+                    lines.push_str(&format!("slp {name} {}\n", g.image.file));
+                }
+            }
+            for (name, e) in &state.apis {
+                if let Some(api) = &e.current {
+                    lines.push_str(&format!("api {name} {}\n", api.generation.image.file));
+                }
+            }
+        }
+        let tmp = self.state_file.with_extension("tmp");
+        let written =
+            std::fs::write(&tmp, lines).and_then(|()| std::fs::rename(&tmp, &self.state_file));
+        if let Err(e) = written {
+            tracing::error!(
+                "cannot save the loaded plugin set to {}: {e}",
+                self.state_file.display()
+            );
+        }
+    }
+
+    /// Loads what [`Plugins::persist`] saved; a plugin that fails is logged and skipped.
+    pub async fn restore(&self) {
+        // Copies left by a killed daemon.
+        if let Ok(entries) = std::fs::read_dir(&self.staging) {
+            for e in entries.flatten() {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        let Ok(text) = std::fs::read_to_string(&self.state_file) else {
+            return;
+        };
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let result = match words.as_slice() {
+                ["slp", name, file] => self.load_slp(name, file).await.map(|_| ()),
+                ["api", name, file] => self.load_api(name, file).await.map(|_| ()),
+                _ => Err(refuse(
+                    400,
+                    "expected 'slp NAME FILE' or 'api NAME.vN FILE'",
+                )),
+            };
+            match result {
+                Ok(()) => tracing::info!("restored {line}"),
+                Err(e) => tracing::error!(
+                    "{}:{}: not restored ({line}): {}",
+                    self.state_file.display(),
+                    n + 1,
+                    e.reason
+                ),
+            }
+        }
+        self.persist();
+    }
+
+    /// Graceful stop: unloads every API (SLPs go with the node).
+    pub fn shutdown(&self) {
+        let apis: Vec<Arc<ForeignApi>> = {
+            let mut state = self.state();
+            state
+                .apis
+                .values_mut()
+                .flat_map(|e| e.current.take().into_iter().chain(e.draining.drain(..)))
+                .collect()
+        };
+        let _ = std::thread::Builder::new()
+            .name("unload-apis".into())
+            .spawn(move || {
+                for api in apis {
+                    api.cancel.cancel();
+                    api.join_requests();
+                }
+            })
+            .map(|t| t.join());
+    }
+}
+
+/// Keeps the newest retired generations only.
+fn trim(list: &mut Vec<Arc<Generation>>) {
+    while list
+        .iter()
+        .filter(|g| g.state() == GenState::Retired)
+        .count()
+        > HISTORY
+    {
+        if let Some(i) = list.iter().position(|g| g.state() == GenState::Retired) {
+            list.remove(i);
+        }
+    }
+}
+
+/// Drops an image reference on a thread of its own (it may be the last one, which runs
+/// the plugin's drop and `dlclose`).
+pub fn release(image: Arc<Image>) {
+    let _ = std::thread::Builder::new()
+        .name("unload".into())
+        .spawn(move || drop(image));
+}
+
+/// Runs `f` on a new thread and waits for it without blocking an async worker.
+async fn on_thread<T: Send + 'static>(
+    name: String,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Refusal> {
+    let (tx, rx) = oneshot::channel();
+    std::thread::Builder::new()
+        .name(name)
+        .spawn(move || {
+            let _ = tx.send(f());
+        })
+        .map_err(|e| refuse(503, format!("cannot start a thread: {e}")))?;
+    rx.await
+        .map_err(|_| refuse(500, "the plugin loader thread died"))
+}
+
+/// When the stack has no dialogs left for a draining SLP generation, the node retires it
+/// with this: joins the runner (which dropped the SLP), then drops the image.
+pub fn retire_slp(
+    generation: Arc<Generation>,
+    runner: crate::dispatch::runner::Runner,
+    image: Arc<Image>,
+) {
+    let _ = std::thread::Builder::new()
+        .name(format!("retire-{}", generation.name))
+        .spawn(move || {
+            drop(runner);
+            drop(image);
+            generation.set_state(GenState::Retired);
+            tracing::info!(
+                "SLP {} generation {} retired",
+                generation.name,
+                generation.id
+            );
+        });
+}

@@ -1,0 +1,198 @@
+//! A `.so` plugin's SLP behind the same [`Slp`]/[`Instance`] traits as a compiled-in
+//! one, so the runner (`dispatch::runner`) drives both alike.
+//!
+//! A failed call (the plugin caught a panic and returned `false`) is re-raised here as a
+//! panic with `resume_unwind`, which skips the panic hook: the runner's `catch_unwind`
+//! then does what it does for any panicking SLP (the instance ends, its requests get
+//! 500, the panic is counted). One failure path, whatever side of the boundary.
+
+use std::ffi::c_void;
+use std::sync::Arc;
+use std::time::Duration;
+
+use jsipd_plugin_api::ffi::{self, FfiEvent, FfiHost, FfiStr};
+use jsipd_plugin_api::jsip::Message;
+use jsipd_plugin_api::slp::{Event, Host, Instance, Slp};
+
+use super::image::Image;
+
+pub struct ForeignSlp {
+    image: Arc<Image>,
+    slp: *mut c_void,
+}
+
+// SAFETY: the plugin's SLP is `Send` (the trait requires it); the host calls it from
+// one thread at a time (its runner).
+unsafe impl Send for ForeignSlp {}
+
+impl ForeignSlp {
+    /// The image's SLP, or `None` when the plugin offers none (or `slp()` panicked,
+    /// which its log line says).
+    pub fn new(image: Arc<Image>) -> Option<ForeignSlp> {
+        // SAFETY: a live plugin object, called on a host thread.
+        let slp = unsafe { (image.vtable().slp_new)(image.vtable().plugin) };
+        (!slp.is_null()).then_some(ForeignSlp { image, slp })
+    }
+}
+
+fn failed(image: &Image, what: &str) -> ! {
+    std::panic::resume_unwind(Box::new(format!(
+        "plugin [{}] panicked in {what} (its log line has the details)",
+        image.tag()
+    )))
+}
+
+impl Slp for ForeignSlp {
+    fn new_instance(&mut self) -> Box<dyn Instance> {
+        // SAFETY: our live SLP, on its runner thread.
+        let instance = unsafe { (self.image.vtable().instance_new)(self.slp) };
+        if instance.is_null() {
+            failed(&self.image, "Slp::new_instance");
+        }
+        Box::new(ForeignInstance {
+            image: self.image.clone(),
+            instance,
+        })
+    }
+
+    fn on_reload(&mut self) {
+        // SAFETY: as above.
+        if !unsafe { (self.image.vtable().slp_reload)(self.slp) } {
+            failed(&self.image, "Slp::on_reload");
+        }
+    }
+
+    fn on_unload(&mut self) {
+        // SAFETY: as above.
+        if !unsafe { (self.image.vtable().slp_unload)(self.slp) } {
+            failed(&self.image, "Slp::on_unload");
+        }
+    }
+}
+
+impl Drop for ForeignSlp {
+    fn drop(&mut self) {
+        // SAFETY: dropped once; every instance (each holding the image) is separate.
+        if !unsafe { (self.image.vtable().slp_drop)(self.slp) } {
+            tracing::error!("plugin [{}] panicked dropping its SLP", self.image.tag());
+        }
+    }
+}
+
+struct ForeignInstance {
+    image: Arc<Image>,
+    instance: *mut c_void,
+}
+
+// SAFETY: plugin instances are `Send`; one thread at a time calls them.
+unsafe impl Send for ForeignInstance {}
+
+impl Instance for ForeignInstance {
+    fn on_event(&mut self, event: Event, host: &mut dyn Host) {
+        let json;
+        let (kind, text, token) = match &event {
+            Event::Loaded => (ffi::event::LOADED, "", 0),
+            Event::Message(m) => {
+                json = m.to_json();
+                (ffi::event::MESSAGE, json.as_str(), 0)
+            }
+            Event::DialogEnded { dialogue_id } => {
+                (ffi::event::DIALOG_ENDED, dialogue_id.as_str(), 0)
+            }
+            Event::Timer(t) => (ffi::event::TIMER, "", *t),
+        };
+        let event = FfiEvent {
+            kind,
+            text: FfiStr::new(text),
+            token,
+        };
+        let mut bridge = Bridge {
+            host,
+            tag: self.image.tag(),
+        };
+        let ffi_host = FfiHost {
+            ctx: (&mut bridge as *mut Bridge).cast(),
+            instance_id: bridge.host.instance_id(),
+            send: bridge_send,
+            new_id: bridge_new_id,
+            end: bridge_end,
+            set_timer: bridge_set_timer,
+        };
+        // SAFETY: our live instance; `event` and `ffi_host` outlive the call.
+        let ok = unsafe { (self.image.vtable().instance_event)(self.instance, &event, &ffi_host) };
+        if !ok {
+            failed(&self.image, "Instance::on_event");
+        }
+    }
+}
+
+impl Drop for ForeignInstance {
+    fn drop(&mut self) {
+        // SAFETY: dropped once.
+        if !unsafe { (self.image.vtable().instance_drop)(self.instance) } {
+            tracing::error!(
+                "plugin [{}] panicked dropping an instance",
+                self.image.tag()
+            );
+        }
+    }
+}
+
+/// The runner's [`Host`] for one event, seen from C.
+struct Bridge<'a> {
+    host: &'a mut dyn Host,
+    tag: &'a str,
+}
+
+/// # Safety
+/// `ctx` is the `Bridge` of the event being handled.
+unsafe fn bridge<'a>(ctx: *mut c_void) -> &'a mut Bridge<'a> {
+    // SAFETY: the caller's contract.
+    unsafe { &mut *ctx.cast::<Bridge>() }
+}
+
+unsafe extern "C" fn bridge_send(ctx: *mut c_void, json: FfiStr) {
+    // SAFETY: called by the plugin during the event, with valid text.
+    let (b, json) = unsafe { (bridge(ctx), json.to_text()) };
+    match Message::parse(&json) {
+        Ok(m) => b.host.send(m),
+        // What a plugin sends is checked like what a peer sends: it never reaches the
+        // stack malformed.
+        Err(e) => tracing::warn!(
+            "plugin [{}] sent an invalid JSIP message, dropped: {}",
+            b.tag,
+            e.reason()
+        ),
+    }
+}
+
+unsafe extern "C" fn bridge_new_id(
+    ctx: *mut c_void,
+    relid: bool,
+    buf: *mut u8,
+    cap: usize,
+) -> usize {
+    // SAFETY: as in `bridge_send`; `buf` has room for `cap` bytes.
+    let b = unsafe { bridge(ctx) };
+    let id = if relid {
+        b.host.relid()
+    } else {
+        b.host.new_dialogue_id()
+    };
+    let n = id.len().min(cap);
+    // SAFETY: `n <= cap`.
+    unsafe { std::ptr::copy_nonoverlapping(id.as_ptr(), buf, n) };
+    n
+}
+
+unsafe extern "C" fn bridge_end(ctx: *mut c_void) {
+    // SAFETY: as in `bridge_send`.
+    unsafe { bridge(ctx) }.host.end();
+}
+
+unsafe extern "C" fn bridge_set_timer(ctx: *mut c_void, after_ms: u64, token: u64) {
+    // SAFETY: as in `bridge_send`.
+    unsafe { bridge(ctx) }
+        .host
+        .set_timer(Duration::from_millis(after_ms), token);
+}

@@ -1,0 +1,206 @@
+//! The HTTP contract: a plugin's API, mounted by the daemon at `/<name>/<vN>/…`.
+//!
+//! Handlers are plain blocking code: each request runs on its own host-owned thread,
+//! the body is pulled with [`std::io::Read`] and the answer is pushed with
+//! [`std::io::Write`], both with backpressure. So a multi-GiB upload or an endless MJPEG
+//! stream needs no more memory than one chunk, and no async runtime is forced on
+//! plugin authors.
+
+use std::io::{self, Read, Write};
+
+use serde_json::Value;
+
+/// A plugin's HTTP API.
+pub trait Api: Send + Sync {
+    /// Answers one request. Several requests may run at once, each on its own thread.
+    ///
+    /// A panic answers `500` if nothing was sent yet (else the connection is cut), and is
+    /// counted against the plugin.
+    fn handle(&self, request: &mut Request<'_>, response: &mut Response<'_>);
+
+    /// The daemon re-read its configuration (SIGHUP); re-read your own files.
+    fn on_reload(&self) {}
+
+    /// Called once, after the last request finished and before the API is dropped.
+    fn on_unload(&self) {}
+}
+
+/// One HTTP request.
+pub struct Request<'a> {
+    method: &'a str,
+    path: &'a str,
+    query: &'a str,
+    headers: Vec<(&'a str, &'a str)>,
+    body: &'a mut dyn Read,
+}
+
+impl<'a> Request<'a> {
+    /// A request from parts; the daemon builds these, and so can a plugin's unit tests.
+    pub fn new(
+        method: &'a str,
+        path: &'a str,
+        query: &'a str,
+        headers: Vec<(&'a str, &'a str)>,
+        body: &'a mut dyn Read,
+    ) -> Request<'a> {
+        Request {
+            method,
+            path,
+            query,
+            headers,
+            body,
+        }
+    }
+
+    /// `GET`, `POST`, …
+    pub fn method(&self) -> &str {
+        self.method
+    }
+
+    /// The path below the mount point: `/rooms` for `GET /chatroom/v1/rooms`, `/` for the
+    /// mount point itself. Still percent-encoded.
+    pub fn path(&self) -> &str {
+        self.path
+    }
+
+    /// The raw query string, without `?` (empty when there is none).
+    pub fn query(&self) -> &str {
+        self.query
+    }
+
+    /// The value of a query parameter, undecoded (`None` when absent).
+    pub fn query_param(&self, name: &str) -> Option<&str> {
+        self.query.split('&').find_map(|pair| {
+            let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+            (k == name).then_some(v)
+        })
+    }
+
+    pub fn headers(&self) -> &[(&'a str, &'a str)] {
+        &self.headers
+    }
+
+    /// The first header of that name (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+    }
+
+    /// The body, to read as it arrives.
+    pub fn body(&mut self) -> &mut dyn Read {
+        self.body
+    }
+
+    /// The whole body, refused with `InvalidData` when it is longer than `limit` bytes.
+    pub fn read_body(&mut self, limit: usize) -> io::Result<Vec<u8>> {
+        let mut buf = Vec::new();
+        let n = (&mut self.body)
+            .take(limit as u64 + 1)
+            .read_to_end(&mut buf)?;
+        if n > limit {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the body is longer than {limit} bytes"),
+            ));
+        }
+        Ok(buf)
+    }
+}
+
+/// Where the answer goes; implemented by the daemon (and by tests).
+pub trait ResponseSink {
+    fn set_status(&mut self, status: u16);
+    fn add_header(&mut self, name: &str, value: &str);
+    /// `false` once the client went away.
+    fn write(&mut self, data: &[u8]) -> bool;
+}
+
+/// The answer to one request: status and headers first, then the body, written as it
+/// is produced. Without a status the answer is `200`.
+pub struct Response<'a> {
+    sink: &'a mut dyn ResponseSink,
+}
+
+impl<'a> Response<'a> {
+    pub fn new(sink: &'a mut dyn ResponseSink) -> Response<'a> {
+        Response { sink }
+    }
+
+    /// Sets the status; only before the first body write.
+    pub fn status(&mut self, status: u16) -> &mut Self {
+        self.sink.set_status(status);
+        self
+    }
+
+    /// Adds a header; only before the first body write.
+    pub fn header(&mut self, name: &str, value: &str) -> &mut Self {
+        self.sink.add_header(name, value);
+        self
+    }
+
+    /// A complete JSON answer.
+    pub fn json(&mut self, status: u16, value: &Value) {
+        let mut text = value.to_string();
+        text.push('\n');
+        self.status(status)
+            .header("content-type", "application/json");
+        let _ = self.write_all(text.as_bytes());
+    }
+
+    /// A JSON error in the daemon's own shape, `{"code":STATUS,"msg":REASON,"data":null}`.
+    pub fn error(&mut self, status: u16, reason: &str) {
+        self.json(
+            status,
+            &serde_json::json!({"code": status, "msg": reason, "data": null}),
+        );
+    }
+}
+
+impl Write for Response<'_> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if self.sink.write(buf) {
+            Ok(buf.len())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the client went away",
+            ))
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A [`ResponseSink`] that keeps everything, for unit tests of API handlers.
+#[derive(Debug, Default)]
+pub struct RecordedResponse {
+    pub status: Option<u16>,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl RecordedResponse {
+    /// The body as JSON (`Value::Null` when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
+    }
+}
+
+impl ResponseSink for RecordedResponse {
+    fn set_status(&mut self, status: u16) {
+        self.status = Some(status);
+    }
+
+    fn add_header(&mut self, name: &str, value: &str) {
+        self.headers.push((name.into(), value.into()));
+    }
+
+    fn write(&mut self, data: &[u8]) -> bool {
+        self.body.extend_from_slice(data);
+        true
+    }
+}

@@ -1,0 +1,329 @@
+//! The plugin's side of the boundary: the functions [`export_plugin!`] puts behind
+//! [`ffi::PluginVTable`]. Each one turns FFI values into the crate's types, calls the
+//! plugin inside `catch_unwind`, and reports a panic as `false`/null.
+//!
+//! [`export_plugin!`]: crate::export_plugin
+
+use std::ffi::c_void;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::ptr;
+use std::time::Duration;
+
+use crate::api::{Api, Request, Response, ResponseSink};
+use crate::ffi::{
+    self, FfiEvent, FfiHost, FfiRequest, FfiResponse, FfiStr, LoadArgs, PluginVTable,
+};
+use crate::jsip::Message;
+use crate::plugin::{Context, Plugin};
+use crate::slp::{Event, Host, Instance, Slp};
+
+/// Exports a [`Plugin`](crate::plugin::Plugin) type from a `cdylib`: the ABI record the
+/// loader checks first, and the entry point it calls next. Use it once per crate.
+///
+/// ```ignore
+/// jsipd_plugin_api::export_plugin!(MyPlugin);
+/// ```
+#[macro_export]
+macro_rules! export_plugin {
+    ($plugin:ty) => {
+        /// Read by jsipd's loader before anything else.
+        #[no_mangle]
+        pub static JSIPD_PLUGIN_ABI: $crate::ffi::AbiRecord = $crate::ffi::AbiRecord::current(
+            concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION")),
+        );
+
+        /// jsipd's entry point into this plugin.
+        ///
+        /// # Safety
+        /// Called by jsipd's loader only, with valid [`LoadArgs`].
+        #[no_mangle]
+        pub unsafe extern "C" fn jsipd_plugin_entry_v1(
+            args: *const $crate::ffi::LoadArgs,
+        ) -> $crate::ffi::PluginVTable {
+            // SAFETY: forwarded; the loader passes valid arguments.
+            unsafe { $crate::export::entry::<$plugin>(args) }
+        }
+    };
+}
+
+/// What the entry point does.
+///
+/// # Safety
+/// `args` must be valid, and stay valid until `plugin_drop` returns.
+pub unsafe fn entry<P: Plugin>(args: *const LoadArgs) -> PluginVTable {
+    // SAFETY: the caller's contract.
+    let args = unsafe { &*args };
+    crate::log::install(args);
+    // SAFETY: valid for this call.
+    let (name, dir) = unsafe { (args.name.to_text(), args.config_dir.to_text()) };
+    let context = Context::new(name.into_owned(), dir.into_owned());
+    let plugin = match catch_unwind(|| P::load(&context)) {
+        Ok(Ok(p)) => Box::into_raw(Box::new(p)).cast::<c_void>(),
+        Ok(Err(reason)) => {
+            // SAFETY: the host's function, with its own context.
+            unsafe { (args.error)(args.ctx, FfiStr::new(&reason)) };
+            ptr::null_mut()
+        }
+        Err(_) => {
+            // SAFETY: as above.
+            unsafe { (args.error)(args.ctx, FfiStr::new("Plugin::load panicked")) };
+            ptr::null_mut()
+        }
+    };
+    PluginVTable {
+        plugin,
+        plugin_drop: plugin_drop::<P>,
+        slp_new: slp_new::<P>,
+        slp_reload,
+        slp_unload,
+        slp_drop,
+        instance_new,
+        instance_event,
+        instance_drop,
+        api_new: api_new::<P>,
+        api_handle,
+        api_reload,
+        api_unload,
+        api_drop,
+    }
+}
+
+/// Runs `f`, turning a panic into `false` (the panic hook already logged it).
+fn guarded(f: impl FnOnce()) -> bool {
+    catch_unwind(AssertUnwindSafe(f)).is_ok()
+}
+
+fn guarded_ptr(f: impl FnOnce() -> *mut c_void) -> *mut c_void {
+    catch_unwind(AssertUnwindSafe(f)).unwrap_or(ptr::null_mut())
+}
+
+unsafe extern "C" fn plugin_drop<P: Plugin>(plugin: *mut c_void) -> bool {
+    // SAFETY: `plugin` came from `entry::<P>` and is dropped once.
+    guarded(|| drop(unsafe { Box::from_raw(plugin.cast::<P>()) }))
+}
+
+unsafe extern "C" fn slp_new<P: Plugin>(plugin: *mut c_void) -> *mut c_void {
+    guarded_ptr(|| {
+        // SAFETY: `plugin` is a live `P` from `entry::<P>`.
+        let plugin = unsafe { &*plugin.cast::<P>() };
+        match plugin.slp() {
+            Some(slp) => Box::into_raw(Box::new(slp)).cast(),
+            None => ptr::null_mut(),
+        }
+    })
+}
+
+/// # Safety
+/// `slp` came from `slp_new` and was not dropped.
+unsafe fn slp_ref<'a>(slp: *mut c_void) -> &'a mut Box<dyn Slp> {
+    // SAFETY: the caller's contract; the host calls one SLP from one thread.
+    unsafe { &mut *slp.cast::<Box<dyn Slp>>() }
+}
+
+unsafe extern "C" fn slp_reload(slp: *mut c_void) -> bool {
+    // SAFETY: the vtable's contract.
+    guarded(|| unsafe { slp_ref(slp) }.on_reload())
+}
+
+unsafe extern "C" fn slp_unload(slp: *mut c_void) -> bool {
+    // SAFETY: the vtable's contract.
+    guarded(|| unsafe { slp_ref(slp) }.on_unload())
+}
+
+unsafe extern "C" fn slp_drop(slp: *mut c_void) -> bool {
+    // SAFETY: the vtable's contract: dropped once.
+    guarded(|| drop(unsafe { Box::from_raw(slp.cast::<Box<dyn Slp>>()) }))
+}
+
+unsafe extern "C" fn instance_new(slp: *mut c_void) -> *mut c_void {
+    guarded_ptr(|| {
+        // SAFETY: the vtable's contract.
+        let instance = unsafe { slp_ref(slp) }.new_instance();
+        Box::into_raw(Box::new(instance)).cast()
+    })
+}
+
+unsafe extern "C" fn instance_event(
+    instance: *mut c_void,
+    event: *const FfiEvent,
+    host: *const FfiHost,
+) -> bool {
+    guarded(|| {
+        // SAFETY: the vtable's contract: valid for this call.
+        let (instance, event, host) =
+            unsafe { (&mut *instance.cast::<Box<dyn Instance>>(), &*event, &*host) };
+        // SAFETY: valid for this call.
+        let text = unsafe { event.text.to_text() };
+        let event = match event.kind {
+            ffi::event::LOADED => Event::Loaded,
+            ffi::event::MESSAGE => match Message::parse(&text) {
+                Ok(m) => Event::Message(m),
+                // The host only sends what its own parser accepted: a mismatch means the
+                // host and plugin disagree on JSIP, which must not pass silently.
+                Err(e) => panic!(
+                    "the host passed a message this plugin-api rejects: {}",
+                    e.reason()
+                ),
+            },
+            ffi::event::DIALOG_ENDED => Event::DialogEnded {
+                dialogue_id: text.into_owned(),
+            },
+            ffi::event::TIMER => Event::Timer(event.token),
+            other => panic!("unknown event kind {other} (plugin-api is older than the host)"),
+        };
+        instance.on_event(event, &mut ForeignHost(host));
+    })
+}
+
+unsafe extern "C" fn instance_drop(instance: *mut c_void) -> bool {
+    // SAFETY: the vtable's contract: dropped once.
+    guarded(|| drop(unsafe { Box::from_raw(instance.cast::<Box<dyn Instance>>()) }))
+}
+
+/// [`Host`] over the host's function table.
+struct ForeignHost<'a>(&'a FfiHost);
+
+impl ForeignHost<'_> {
+    fn new_id(&mut self, relid: bool) -> String {
+        let mut buf = [0u8; 64];
+        // SAFETY: the host writes at most `cap` bytes into our buffer.
+        let n = unsafe { (self.0.new_id)(self.0.ctx, relid, buf.as_mut_ptr(), buf.len()) };
+        String::from_utf8_lossy(&buf[..n.min(buf.len())]).into_owned()
+    }
+}
+
+impl Host for ForeignHost<'_> {
+    fn instance_id(&self) -> u64 {
+        self.0.instance_id
+    }
+
+    fn send(&mut self, message: Message) {
+        let json = message.to_json();
+        // SAFETY: the host's function with its context, valid during the event.
+        unsafe { (self.0.send)(self.0.ctx, FfiStr::new(&json)) }
+    }
+
+    fn new_dialogue_id(&mut self) -> String {
+        self.new_id(false)
+    }
+
+    fn relid(&mut self) -> String {
+        self.new_id(true)
+    }
+
+    fn end(&mut self) {
+        // SAFETY: as in `send`.
+        unsafe { (self.0.end)(self.0.ctx) }
+    }
+
+    fn set_timer(&mut self, after: Duration, token: u64) {
+        let ms = u64::try_from(after.as_millis()).unwrap_or(u64::MAX);
+        // SAFETY: as in `send`.
+        unsafe { (self.0.set_timer)(self.0.ctx, ms, token) }
+    }
+}
+
+unsafe extern "C" fn api_new<P: Plugin>(plugin: *mut c_void) -> *mut c_void {
+    guarded_ptr(|| {
+        // SAFETY: `plugin` is a live `P` from `entry::<P>`.
+        let plugin = unsafe { &*plugin.cast::<P>() };
+        match plugin.api() {
+            Some(api) => Box::into_raw(Box::new(api)).cast(),
+            None => ptr::null_mut(),
+        }
+    })
+}
+
+/// # Safety
+/// `api` came from `api_new` and was not dropped.
+unsafe fn api_ref<'a>(api: *const c_void) -> &'a dyn Api {
+    // SAFETY: the caller's contract; `Api` is `Sync`.
+    unsafe { &**api.cast::<Box<dyn Api>>() }
+}
+
+unsafe extern "C" fn api_handle(
+    api: *const c_void,
+    request: *const FfiRequest,
+    response: *const FfiResponse,
+) -> bool {
+    guarded(|| {
+        // SAFETY: the vtable's contract: valid for this call.
+        let (api, req, res) = unsafe { (api_ref(api), &*request, &*response) };
+        // SAFETY: valid for this call.
+        let (method, path, query) = unsafe {
+            (
+                req.method.to_text(),
+                req.path.to_text(),
+                req.query.to_text(),
+            )
+        };
+        let raw_headers: &[ffi::FfiHeader] = if req.header_count == 0 {
+            &[]
+        } else {
+            // SAFETY: the host passes `header_count` headers, valid for this call.
+            unsafe { std::slice::from_raw_parts(req.headers, req.header_count) }
+        };
+        let header_texts: Vec<_> = raw_headers
+            .iter()
+            // SAFETY: valid for this call.
+            .map(|h| unsafe { (h.name.to_text(), h.value.to_text()) })
+            .collect();
+        let headers = header_texts
+            .iter()
+            .map(|(k, v)| (k.as_ref(), v.as_ref()))
+            .collect();
+        let mut body = ForeignBody(req);
+        let mut request = Request::new(&method, &path, &query, headers, &mut body);
+        let mut sink = ForeignSink(res);
+        api.handle(&mut request, &mut Response::new(&mut sink));
+    })
+}
+
+struct ForeignBody<'a>(&'a FfiRequest);
+
+impl std::io::Read for ForeignBody<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // SAFETY: the host writes at most `buf.len()` bytes into `buf`.
+        let n = unsafe { (self.0.read_body)(self.0.body_ctx, buf.as_mut_ptr(), buf.len()) };
+        usize::try_from(n).map_err(|_| {
+            std::io::Error::new(
+                std::io::ErrorKind::ConnectionAborted,
+                "the request body was cut off (client gone, or over the host's limit)",
+            )
+        })
+    }
+}
+
+struct ForeignSink<'a>(&'a FfiResponse);
+
+impl ResponseSink for ForeignSink<'_> {
+    fn set_status(&mut self, status: u16) {
+        // SAFETY: the host's function with its context, valid for the request.
+        unsafe { (self.0.set_status)(self.0.ctx, status) }
+    }
+
+    fn add_header(&mut self, name: &str, value: &str) {
+        // SAFETY: as above.
+        unsafe { (self.0.add_header)(self.0.ctx, FfiStr::new(name), FfiStr::new(value)) }
+    }
+
+    fn write(&mut self, data: &[u8]) -> bool {
+        // SAFETY: as above.
+        unsafe { (self.0.write)(self.0.ctx, FfiStr::bytes(data)) }
+    }
+}
+
+unsafe extern "C" fn api_reload(api: *const c_void) -> bool {
+    // SAFETY: the vtable's contract.
+    guarded(|| unsafe { api_ref(api) }.on_reload())
+}
+
+unsafe extern "C" fn api_unload(api: *const c_void) -> bool {
+    // SAFETY: the vtable's contract.
+    guarded(|| unsafe { api_ref(api) }.on_unload())
+}
+
+unsafe extern "C" fn api_drop(api: *mut c_void) -> bool {
+    // SAFETY: the vtable's contract: dropped once.
+    guarded(|| drop(unsafe { Box::from_raw(api.cast::<Box<dyn Api>>()) }))
+}

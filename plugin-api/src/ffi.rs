@@ -1,0 +1,251 @@
+//! The `.so` boundary: `#[repr(C)]` types only. Plugin authors never touch this module;
+//! [`export_plugin!`](crate::export_plugin) generates the plugin's side and the daemon's
+//! loader implements the host's side.
+//!
+//! Why this shape:
+//! - Rust has no stable ABI, and a plugin may be built with another compiler or other
+//!   versions of `serde_json` and `tracing` than the daemon. So nothing Rust-shaped crosses:
+//!   only integers, `bool`, function pointers, opaque pointers and borrowed byte slices.
+//! - A JSIP message crosses as its JSON text, the same text that is on the wire, so the
+//!   contract is JSIP.md itself and not the layout of [`Message`](crate::jsip::Message).
+//! - Every borrowed pointer is valid only during the call it is passed to. Nothing is
+//!   freed on the other side of the boundary: strings the host hands back (new
+//!   DialogueIDs) are written into a buffer the plugin owns.
+//! - The loader reads [`AbiRecord`] (data, no code) before it calls anything, so a plugin
+//!   built against another major version is refused before any of its code runs.
+//! - Every plugin entry point catches panics and returns `false` (or null) instead of
+//!   unwinding into the host, which would abort the daemon.
+
+use std::ffi::c_void;
+
+/// The symbol name of the [`AbiRecord`] static.
+pub const ABI_SYMBOL: &[u8] = b"JSIPD_PLUGIN_ABI\0";
+/// The symbol name of the [`EntryFn`] of ABI major 1.
+pub const ENTRY_SYMBOL: &[u8] = b"jsipd_plugin_entry_v1\0";
+/// Identifies a jsipd plugin's ABI record.
+pub const ABI_MAGIC: [u8; 16] = *b"jsipd-plugin-abi";
+/// Changes when the boundary changes incompatibly; the loader refuses another major.
+pub const ABI_MAJOR: u32 = 1;
+/// Grows when something is added compatibly.
+pub const ABI_MINOR: u32 = 0;
+
+/// Read by the loader before anything else (a `#[no_mangle] static`).
+#[repr(C)]
+pub struct AbiRecord {
+    pub magic: [u8; 16],
+    pub major: u32,
+    pub minor: u32,
+    /// The `jsipd-plugin-api` crate version the plugin was built with, NUL padded; only
+    /// for messages.
+    pub api_version: [u8; 32],
+    /// The plugin crate's own name and version, NUL padded; only for listings.
+    pub plugin: [u8; 64],
+}
+
+impl AbiRecord {
+    /// The record for this build of the crate, naming the plugin `plugin`.
+    pub const fn current(plugin: &str) -> AbiRecord {
+        AbiRecord {
+            magic: ABI_MAGIC,
+            major: ABI_MAJOR,
+            minor: ABI_MINOR,
+            api_version: padded(env!("CARGO_PKG_VERSION")),
+            plugin: padded(plugin),
+        }
+    }
+}
+
+/// `s` as a NUL-padded array, cut to fit.
+pub const fn padded<const N: usize>(s: &str) -> [u8; N] {
+    let b = s.as_bytes();
+    let mut out = [0u8; N];
+    let mut i = 0;
+    while i < b.len() && i < N - 1 {
+        out[i] = b[i];
+        i += 1;
+    }
+    out
+}
+
+/// The text of a NUL-padded array (up to the first NUL), lossily.
+pub fn unpadded(b: &[u8]) -> String {
+    let end = b.iter().position(|&c| c == 0).unwrap_or(b.len());
+    String::from_utf8_lossy(&b[..end]).into_owned()
+}
+
+/// A borrowed byte string (UTF-8 where the field says text).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FfiStr {
+    pub ptr: *const u8,
+    pub len: usize,
+}
+
+impl FfiStr {
+    pub fn new(s: &str) -> FfiStr {
+        FfiStr::bytes(s.as_bytes())
+    }
+
+    pub fn bytes(b: &[u8]) -> FfiStr {
+        FfiStr {
+            ptr: b.as_ptr(),
+            len: b.len(),
+        }
+    }
+
+    /// # Safety
+    /// `ptr..ptr+len` must be valid for `'a` (the boundary's rule: for the call).
+    pub unsafe fn as_bytes<'a>(self) -> &'a [u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: the caller guarantees the slice is valid.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    /// The text, with invalid UTF-8 replaced (the other side may be buggy; this side
+    /// must not become unsound because of it).
+    ///
+    /// # Safety
+    /// As [`FfiStr::as_bytes`].
+    pub unsafe fn to_text<'a>(self) -> std::borrow::Cow<'a, str> {
+        // SAFETY: forwarded to the caller.
+        String::from_utf8_lossy(unsafe { self.as_bytes() })
+    }
+}
+
+/// Log levels, as numbers (`tracing::Level` is not FFI-safe).
+pub mod level {
+    pub const ERROR: u8 = 1;
+    pub const WARN: u8 = 2;
+    pub const INFO: u8 = 3;
+    pub const DEBUG: u8 = 4;
+    pub const TRACE: u8 = 5;
+}
+
+/// What the host gives the plugin's entry point. Valid until the plugin's
+/// [`PluginVTable::plugin_drop`] returns.
+#[repr(C)]
+pub struct LoadArgs {
+    /// Passed back to every host function.
+    pub ctx: *const c_void,
+    /// The plugin's file stem (`echo` for `echo.so`).
+    pub name: FfiStr,
+    /// The plugin's config folder, `conf/<name>/` (it may not exist).
+    pub config_dir: FfiStr,
+    /// The most verbose [`level`] the host logs; more verbose events are not forwarded.
+    pub max_level: u8,
+    /// Writes a log line into the host's log, tagged with the plugin and generation.
+    pub log: unsafe extern "C" fn(ctx: *const c_void, level: u8, target: FfiStr, text: FfiStr),
+    /// Reports why loading failed, when the entry point returns a null plugin.
+    pub error: unsafe extern "C" fn(ctx: *const c_void, text: FfiStr),
+}
+
+/// The plugin's entry point ([`ENTRY_SYMBOL`]).
+pub type EntryFn = unsafe extern "C" fn(args: *const LoadArgs) -> PluginVTable;
+
+/// What a loaded plugin offers. `plugin` is null when loading failed. Every function
+/// returns `false` or null when the plugin panicked (the panic is already logged).
+///
+/// Pointers named `plugin`, `slp`, `instance` and `api` are the plugin's own boxes; the
+/// host only passes them back, each to the functions of its kind, and drops each exactly
+/// once, never using it afterwards.
+#[repr(C)]
+pub struct PluginVTable {
+    pub plugin: *mut c_void,
+    /// Drops the plugin object (its `Drop` is the plugin's last hook).
+    pub plugin_drop: unsafe extern "C" fn(plugin: *mut c_void) -> bool,
+
+    /// A new SLP (null when the plugin offers none, or panicked).
+    pub slp_new: unsafe extern "C" fn(plugin: *mut c_void) -> *mut c_void,
+    pub slp_reload: unsafe extern "C" fn(slp: *mut c_void) -> bool,
+    pub slp_unload: unsafe extern "C" fn(slp: *mut c_void) -> bool,
+    pub slp_drop: unsafe extern "C" fn(slp: *mut c_void) -> bool,
+    pub instance_new: unsafe extern "C" fn(slp: *mut c_void) -> *mut c_void,
+    pub instance_event: unsafe extern "C" fn(
+        instance: *mut c_void,
+        event: *const FfiEvent,
+        host: *const FfiHost,
+    ) -> bool,
+    pub instance_drop: unsafe extern "C" fn(instance: *mut c_void) -> bool,
+
+    /// A new API handler (null when the plugin offers none, or panicked).
+    pub api_new: unsafe extern "C" fn(plugin: *mut c_void) -> *mut c_void,
+    /// Handles one HTTP request; may be called from several threads at once.
+    pub api_handle: unsafe extern "C" fn(
+        api: *const c_void,
+        request: *const FfiRequest,
+        response: *const FfiResponse,
+    ) -> bool,
+    pub api_reload: unsafe extern "C" fn(api: *const c_void) -> bool,
+    pub api_unload: unsafe extern "C" fn(api: *const c_void) -> bool,
+    pub api_drop: unsafe extern "C" fn(api: *mut c_void) -> bool,
+}
+
+/// [`Event`](crate::slp::Event) as numbers and text.
+pub mod event {
+    pub const LOADED: u8 = 0;
+    /// `text` is the message's JSON.
+    pub const MESSAGE: u8 = 1;
+    /// `text` is the DialogueID.
+    pub const DIALOG_ENDED: u8 = 2;
+    /// `token` is the timer's token.
+    pub const TIMER: u8 = 3;
+}
+
+#[repr(C)]
+pub struct FfiEvent {
+    pub kind: u8,
+    pub text: FfiStr,
+    pub token: u64,
+}
+
+/// [`Host`](crate::slp::Host) for one event.
+#[repr(C)]
+pub struct FfiHost {
+    pub ctx: *mut c_void,
+    pub instance_id: u64,
+    /// `json` is one JSIP message.
+    pub send: unsafe extern "C" fn(ctx: *mut c_void, json: FfiStr),
+    /// Writes a new DialogueID (`relid: false`) or relid into `buf`; returns its length
+    /// (IDs are ASCII and shorter than 64 bytes).
+    pub new_id:
+        unsafe extern "C" fn(ctx: *mut c_void, relid: bool, buf: *mut u8, cap: usize) -> usize,
+    pub end: unsafe extern "C" fn(ctx: *mut c_void),
+    pub set_timer: unsafe extern "C" fn(ctx: *mut c_void, after_ms: u64, token: u64),
+}
+
+#[repr(C)]
+pub struct FfiHeader {
+    pub name: FfiStr,
+    pub value: FfiStr,
+}
+
+/// One HTTP request to a plugin's API.
+#[repr(C)]
+pub struct FfiRequest {
+    pub method: FfiStr,
+    /// The path below the mount point, starting with `/` (`/rooms` for
+    /// `/chatroom/v1/rooms`), percent-encoded as received.
+    pub path: FfiStr,
+    /// The raw query string, without `?`.
+    pub query: FfiStr,
+    pub headers: *const FfiHeader,
+    pub header_count: usize,
+    pub body_ctx: *mut c_void,
+    /// Reads up to `cap` bytes of the body into `buf`: the count, 0 at the end, or -1
+    /// when the client went away or sent more than the host allows.
+    pub read_body: unsafe extern "C" fn(ctx: *mut c_void, buf: *mut u8, cap: usize) -> isize,
+}
+
+/// Where a plugin's HTTP answer goes. The status and headers are sent with the first
+/// body write (or when the handler returns); later changes to them are ignored.
+#[repr(C)]
+pub struct FfiResponse {
+    pub ctx: *mut c_void,
+    pub set_status: unsafe extern "C" fn(ctx: *mut c_void, status: u16),
+    pub add_header: unsafe extern "C" fn(ctx: *mut c_void, name: FfiStr, value: FfiStr),
+    /// Sends a piece of the body, waiting while the client is slow; `false` once the
+    /// client went away (the handler should return).
+    pub write: unsafe extern "C" fn(ctx: *mut c_void, data: FfiStr) -> bool,
+}

@@ -1,0 +1,58 @@
+//! The plugin object: what [`export_plugin!`](crate::export_plugin) exports.
+
+use std::path::{Path, PathBuf};
+
+use crate::api::Api;
+use crate::slp::Slp;
+
+/// One loaded image of a plugin.
+///
+/// The daemon creates it once per loaded `.so` image with [`Plugin::load`] and asks it for
+/// an SLP and/or an API. When the operator loads the same unchanged file both as an SLP
+/// (`/slpm/v1/NAME`) and as an API (`/apim/v1/NAME.vN`), both come from the same image
+/// and the same `Plugin` value, so state shared between them (a chat room's members,
+/// listed by its API) is simply a field here, typically an `Arc`.
+///
+/// Dropping the value is the plugin's last hook: stop and join any thread or runtime you
+/// started in `load`; the image is unmapped right after.
+pub trait Plugin: Send + Sync + Sized + 'static {
+    /// Called once, when the image is loaded. An `Err` refuses the load with that reason.
+    fn load(context: &Context) -> Result<Self, String>;
+
+    /// The SLP this plugin offers, if any; called once per SLP generation.
+    fn slp(&self) -> Option<Box<dyn Slp>> {
+        None
+    }
+
+    /// The API this plugin offers, if any; called once per API generation.
+    fn api(&self) -> Option<Box<dyn Api>> {
+        None
+    }
+}
+
+/// What a plugin learns at load.
+#[derive(Debug, Clone)]
+pub struct Context {
+    name: String,
+    config_dir: PathBuf,
+}
+
+impl Context {
+    pub fn new(name: impl Into<String>, config_dir: impl Into<PathBuf>) -> Context {
+        Context {
+            name: name.into(),
+            config_dir: config_dir.into(),
+        }
+    }
+
+    /// The plugin's file stem: `chatroom` for `plugins/chatroom.so`.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `conf/<name>/`, where `pcompile` put the plugin's own config files. It may not
+    /// exist; a plugin with no config then uses its defaults.
+    pub fn config_dir(&self) -> &Path {
+        &self.config_dir
+    }
+}

@@ -1,0 +1,158 @@
+//! `echo`: the smallest useful plugin, and the fixture of the plugin system's tests.
+//!
+//! - SLP: INVITE, MESSAGE, OPTIONS and INFO are answered `200` with the request's Body.
+//!   The Request-URI user picks a behaviour: `delay-N` answers after N ms (from a timer,
+//!   so the instance keeps serving), `panic` panics (the host answers 500 and counts it).
+//!   Every answer carries `Echo-Marker`, set at build time from `JSIPD_ECHO_MARKER`, so a
+//!   test can tell two builds of the same file apart.
+//! - API: any method on `/echo/v1/...` answers the method, path, query and body as JSON.
+
+use std::collections::HashMap;
+
+use jsipd_plugin_api::api::{Api, Request, Response};
+use jsipd_plugin_api::jsip::{Message, Method, Uri};
+use jsipd_plugin_api::serde_json::{json, Value};
+use jsipd_plugin_api::slp::{Event, Host, Instance, Slp};
+use jsipd_plugin_api::{export_plugin, tracing, Context, Plugin};
+
+/// Which build this is.
+pub const MARKER: &str = match option_env!("JSIPD_ECHO_MARKER") {
+    Some(m) => m,
+    None => "default",
+};
+
+/// Largest body the API echoes.
+const MAX_BODY: usize = 1 << 20;
+
+pub struct Echo;
+
+impl Plugin for Echo {
+    fn load(context: &Context) -> Result<Self, String> {
+        tracing::info!("echo plugin loaded (marker {MARKER}) as {}", context.name());
+        Ok(Echo)
+    }
+
+    fn slp(&self) -> Option<Box<dyn Slp>> {
+        Some(Box::new(EchoSlp))
+    }
+
+    fn api(&self) -> Option<Box<dyn Api>> {
+        Some(Box::new(EchoApi))
+    }
+}
+
+struct EchoSlp;
+
+impl Slp for EchoSlp {
+    fn new_instance(&mut self) -> Box<dyn Instance> {
+        Box::new(EchoInstance::default())
+    }
+}
+
+#[derive(Default)]
+struct EchoInstance {
+    /// Answers waiting for their `delay-N` timer, by token.
+    delayed: HashMap<u64, Message>,
+    next_token: u64,
+}
+
+impl EchoInstance {
+    fn answer(request: &Message) -> Message {
+        let mut answer = request.response(200);
+        answer.body = request.body.clone();
+        answer
+            .extra
+            .insert("Echo-Marker".into(), Value::from(MARKER));
+        answer
+    }
+}
+
+impl Instance for EchoInstance {
+    fn on_event(&mut self, event: Event, host: &mut dyn Host) {
+        match event {
+            Event::Message(m) => {
+                let echoed = matches!(
+                    m.method(),
+                    Some(Method::Invite | Method::Message | Method::Options | Method::Info)
+                );
+                if !echoed {
+                    return;
+                }
+                let user = m
+                    .request_uri
+                    .as_deref()
+                    .and_then(|u| Uri::parse(u).ok())
+                    .and_then(|u| u.user);
+                match user.as_deref() {
+                    Some("panic") => panic!("asked to panic by {}", m.from),
+                    Some(u) if u.starts_with("delay-") => {
+                        let ms = u["delay-".len()..].parse().unwrap_or(0);
+                        self.next_token += 1;
+                        self.delayed.insert(self.next_token, Self::answer(&m));
+                        host.set_timer(std::time::Duration::from_millis(ms), self.next_token);
+                    }
+                    _ => host.send(Self::answer(&m)),
+                }
+            }
+            Event::Timer(token) => {
+                if let Some(answer) = self.delayed.remove(&token) {
+                    host.send(answer);
+                }
+            }
+            Event::Loaded | Event::DialogEnded { .. } => {}
+        }
+    }
+}
+
+struct EchoApi;
+
+impl Api for EchoApi {
+    fn handle(&self, request: &mut Request<'_>, response: &mut Response<'_>) {
+        let body = match request.read_body(MAX_BODY) {
+            Ok(b) => b,
+            Err(e) => return response.error(413, &e.to_string()),
+        };
+        response.json(
+            200,
+            &json!({
+                "method": request.method(),
+                "path": request.path(),
+                "query": request.query(),
+                "body": String::from_utf8_lossy(&body),
+                "marker": MARKER,
+            }),
+        );
+    }
+}
+
+export_plugin!(Echo);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsipd_plugin_api::api::RecordedResponse;
+
+    #[test]
+    fn api_echoes_the_request() {
+        let mut body: &[u8] = b"hello";
+        let mut req = Request::new("POST", "/a/b", "x=1", vec![], &mut body);
+        let mut rec = RecordedResponse::default();
+        EchoApi.handle(&mut req, &mut Response::new(&mut rec));
+        assert_eq!(rec.status, Some(200));
+        let v = rec.json();
+        assert_eq!(v["method"], "POST");
+        assert_eq!(v["path"], "/a/b");
+        assert_eq!(v["query"], "x=1");
+        assert_eq!(v["body"], "hello");
+    }
+
+    #[test]
+    fn api_refuses_an_oversized_body() {
+        let big = vec![b'x'; MAX_BODY + 1];
+        let mut body: &[u8] = &big;
+        let mut req = Request::new("POST", "/", "", vec![], &mut body);
+        let mut rec = RecordedResponse::default();
+        EchoApi.handle(&mut req, &mut Response::new(&mut rec));
+        assert_eq!(rec.status, Some(413));
+    }
+}
