@@ -26,7 +26,7 @@ src=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 command -v cargo >/dev/null || { echo "install.sh: cargo not found; install Rust first (https://rustup.rs)" >&2; exit 1; }
 
 echo "building jsipd (release)..."
-cargo build --release --locked --manifest-path "$src/Cargo.toml" -p jsipd -p jsip-bench
+cargo build --release --locked --manifest-path "$src/Cargo.toml" -p jsipd -p jsip-bench -p jsipd-echo -p jsipd-chatroom
 target=${CARGO_TARGET_DIR:-$src/target}
 
 mkdir -p "$prefix"
@@ -42,9 +42,37 @@ install_bin() {
 }
 install_bin "$target/release/jsipd" "$prefix/bin/jsipd"
 install_bin "$target/release/jsip-bench" "$prefix/bin/jsip-bench"
+install_bin "$src/pcompile" "$prefix/bin/pcompile"
+
+# The SDK: what pcompile builds plugins against, offline: plugin-api's source and the
+# crates it depends on, vendored at the versions of our Cargo.lock.
+rm -rf "$prefix/sdk/plugin-api.new" "$prefix/sdk/vendor.new"
+mkdir -p "$prefix/sdk/plugin-api.new"
+cp -r "$src/plugin-api/Cargo.toml" "$src/plugin-api/src" "$prefix/sdk/plugin-api.new/"
+vendoring=$(mktemp -d)
+trap 'rm -rf "$vendoring"' EXIT
+cp -r "$prefix/sdk/plugin-api.new" "$vendoring/plugin-api"
+cp "$src/Cargo.lock" "$vendoring/plugin-api/Cargo.lock"
+cargo vendor --quiet --manifest-path "$vendoring/plugin-api/Cargo.toml" "$prefix/sdk/vendor.new" >/dev/null
+rm -rf "$prefix/sdk/plugin-api" "$prefix/sdk/vendor"
+mv "$prefix/sdk/plugin-api.new" "$prefix/sdk/plugin-api"
+mv "$prefix/sdk/vendor.new" "$prefix/sdk/vendor"
+
+# The example plugins (loaded with curl; see README), and their config, never overwritten.
+for p in echo chatroom; do
+    cp "$target/release/lib$p.so" "$prefix/plugins/.$p.so.new"
+    chmod 0644 "$prefix/plugins/.$p.so.new"
+    mv -f "$prefix/plugins/.$p.so.new" "$prefix/plugins/$p.so"
+    if [[ -d $src/plugins/$p/conf ]]; then
+        mkdir -p "$prefix/conf/$p"
+        for f in "$src/plugins/$p"/conf/*; do
+            [[ -e $prefix/conf/$p/$(basename "$f") ]] || cp "$f" "$prefix/conf/$p/"
+        done
+    fi
+done
 
 # Config: never overwrite what the operator has; always refresh the .default reference.
-for f in "$src"/conf/*; do
+for f in "$src"/conf/*.ini; do
     name=$(basename "$f")
     cp "$f" "$prefix/conf/$name.default"
     if [[ ! -e $prefix/conf/$name ]]; then
@@ -72,6 +100,8 @@ jsipd installed in $prefix
   start:     $prefix/bin/jsipd
   check:     $prefix/bin/jsipd -t
   signals:   $prefix/bin/jsipd -s reload|reopen|quit|stop
+  plugins:   curl -X POST 'http://127.0.0.1:2539/slpm/v1/echo?file=echo.so'
+             $prefix/bin/pcompile --new demo && $prefix/bin/pcompile demo
   systemd:   cp $prefix/share/jsipd.service /etc/systemd/system/
   logrotate: cp $prefix/share/logrotate /etc/logrotate.d/jsipd
 DONE

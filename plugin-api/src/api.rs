@@ -113,7 +113,7 @@ impl<'a> Request<'a> {
 pub trait ResponseSink {
     fn set_status(&mut self, status: u16);
     fn add_header(&mut self, name: &str, value: &str);
-    /// `false` once the client went away.
+    /// `false` once the client went away. Empty `data` is a flush.
     fn write(&mut self, data: &[u8]) -> bool;
 }
 
@@ -170,8 +170,17 @@ impl Write for Response<'_> {
         }
     }
 
+    /// Sends what was written so far now. Answers are otherwise collected up to 64 KiB
+    /// and sent whole; a stream (MJPEG, server-sent events) flushes after each part.
     fn flush(&mut self) -> io::Result<()> {
-        Ok(())
+        if self.sink.write(&[]) {
+            Ok(())
+        } else {
+            Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "the client went away",
+            ))
+        }
     }
 }
 

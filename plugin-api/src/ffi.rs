@@ -246,6 +246,7 @@ pub struct FfiResponse {
     pub set_status: unsafe extern "C" fn(ctx: *mut c_void, status: u16),
     pub add_header: unsafe extern "C" fn(ctx: *mut c_void, name: FfiStr, value: FfiStr),
     /// Sends a piece of the body, waiting while the client is slow; `false` once the
-    /// client went away (the handler should return).
+    /// client went away (the handler should return). Small answers are collected and
+    /// sent whole when the handler returns; empty `data` flushes (starts streaming).
     pub write: unsafe extern "C" fn(ctx: *mut c_void, data: FfiStr) -> bool,
 }

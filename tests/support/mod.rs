@@ -43,6 +43,34 @@ pub fn jsipd_bin() -> PathBuf {
     .clone()
 }
 
+/// The target folder cargo builds into.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| repo_root().join("target"), PathBuf::from)
+}
+
+/// Path of a freshly built plugin or fixture library, by its lib name (`echo`,
+/// `chatroom`, `abi_next`, `not_a_plugin`). Builds them all once per test process.
+pub fn plugin_lib(lib: &str) -> PathBuf {
+    static BUILT: OnceLock<()> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "--quiet", "--lib"])
+            .args(["-p", "jsipd-echo", "-p", "jsipd-chatroom"])
+            .args([
+                "-p",
+                "jsipd-fixture-abi-next",
+                "-p",
+                "jsipd-fixture-not-a-plugin",
+            ])
+            .current_dir(repo_root())
+            .status()
+            .expect("run cargo build");
+        assert!(status.success(), "building the plugins failed");
+    });
+    target_dir().join(format!("debug/lib{lib}.so"))
+}
+
 /// A temporary install prefix: `conf/`, `logs/`, removed when dropped.
 pub struct Prefix {
     dir: tempfile::TempDir,
@@ -59,6 +87,7 @@ impl Prefix {
         };
         std::fs::create_dir_all(p.path().join("conf")).unwrap();
         std::fs::create_dir_all(p.path().join("logs")).unwrap();
+        std::fs::create_dir_all(p.path().join("plugins")).unwrap();
         p.write_config(ini);
         p
     }
@@ -75,6 +104,12 @@ impl Prefix {
         std::fs::write(self.config_path(), ini).unwrap();
     }
 
+    /// Copies the plugin library `lib` (see [`plugin_lib`]) to `plugins/FILE`, mode 0644,
+    /// by rename (as pcompile does), so a loaded copy is never written over.
+    pub fn add_plugin(&self, lib: &str, file: &str) {
+        copy_plugin(&plugin_lib(lib), &self.path().join("plugins").join(file));
+    }
+
     /// Runs `jsipd -p PREFIX ARGS…` to completion (`-t`, `-s`, `gencert`, or a start
     /// that is expected to fail).
     pub fn run(&self, args: &[&str]) -> std::process::Output {
@@ -85,6 +120,15 @@ impl Prefix {
             .output()
             .unwrap()
     }
+}
+
+/// Copies a library to `to` with mode 0644, through a temporary name and a rename.
+pub fn copy_plugin(from: &Path, to: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = to.with_extension("tmp");
+    std::fs::copy(from, &tmp).unwrap_or_else(|e| panic!("copy {}: {e}", from.display()));
+    std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
+    std::fs::rename(&tmp, to).unwrap();
 }
 
 /// A config that logs to stdout and listens on loopback ports chosen by the kernel.
@@ -120,9 +164,14 @@ impl Daemon {
 
     /// Like [`Daemon::start`], for a config whose `logfile` is `log_file`.
     pub fn start_with_log(prefix: &Prefix, log_file: Option<PathBuf>) -> Daemon {
+        Daemon::start_in(prefix.path(), log_file)
+    }
+
+    /// Starts jsipd with `-p DIR` (any install tree).
+    pub fn start_in(dir: &Path, log_file: Option<PathBuf>) -> Daemon {
         let mut child = Command::new(jsipd_bin())
             .arg("-p")
-            .arg(prefix.path())
+            .arg(dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())

@@ -100,6 +100,7 @@ impl ForeignApi {
             cancel: self.cancel.clone(),
             head: Head::default(),
             head_tx: Some(head_tx),
+            buffer: Vec::new(),
             body_tx,
         };
         let tag = self.image.tag().to_string();
@@ -172,8 +173,7 @@ impl ForeignApi {
         // SAFETY: our live API; `request` and `response` outlive the call.
         let ok = unsafe { (self.image.vtable().api_handle)(self.api, &request, &response) };
         if ok {
-            // The handler returned without writing: send the head now (empty body).
-            call.send_head();
+            call.finish();
         } else if call.head_tx.is_none() {
             // The head is out: cut the body so the client sees the failure.
             let _ = call
@@ -202,7 +202,14 @@ impl Drop for ForeignApi {
 struct Head {
     status: Option<u16>,
     headers: Vec<(String, String)>,
+    /// The whole body, when the handler returned before it outgrew [`BUFFERED`]: sent
+    /// with a Content-Length instead of chunked.
+    complete: Option<Bytes>,
 }
+
+/// Answers up to this size are sent whole (with a Content-Length); beyond it, or on an
+/// explicit flush, the body streams.
+const BUFFERED: usize = 64 * 1024;
 
 /// One request, as the request thread sees it.
 struct Call {
@@ -217,14 +224,43 @@ struct Call {
     cancel: CancellationToken,
     head: Head,
     head_tx: Option<oneshot::Sender<Head>>,
+    /// Body written before the head was sent.
+    buffer: Vec<u8>,
     body_tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
 }
 
 impl Call {
-    fn send_head(&mut self) {
+    /// The handler returned: a body that was never streamed goes out whole.
+    fn finish(&mut self) {
+        if let Some(tx) = self.head_tx.take() {
+            let mut head = std::mem::take(&mut self.head);
+            head.complete = Some(Bytes::from(std::mem::take(&mut self.buffer)));
+            let _ = tx.send(head);
+        }
+    }
+
+    /// Starts streaming: the head, then what was buffered. `false` once the client is gone.
+    fn start_stream(&mut self) -> bool {
         if let Some(tx) = self.head_tx.take() {
             let _ = tx.send(std::mem::take(&mut self.head));
+            if !self.buffer.is_empty() {
+                let first = Bytes::from(std::mem::take(&mut self.buffer));
+                return self.send_chunk(first);
+            }
         }
+        !self.body_tx.is_closed()
+    }
+
+    /// Sends one chunk, waiting while the client is slow.
+    fn send_chunk(&self, chunk: Bytes) -> bool {
+        let tx = self.body_tx.clone();
+        let cancel = self.cancel.clone();
+        self.runtime.block_on(async move {
+            tokio::select! {
+                r = tx.send(Ok(chunk)) => r.is_ok(),
+                _ = cancel.cancelled() => false,
+            }
+        })
     }
 
     /// The next body bytes: `Some(empty)` at the end, `None` when the body failed.
@@ -290,28 +326,32 @@ unsafe extern "C" fn add_header(ctx: *mut c_void, name: FfiStr, value: FfiStr) {
     c.head.headers.push((name.into_owned(), value.into_owned()));
 }
 
+/// Body bytes; empty `data` is a flush (start streaming now).
 unsafe extern "C" fn write(ctx: *mut c_void, data: FfiStr) -> bool {
     // SAFETY: as in `read_body`.
     let (c, data) = unsafe { (call(ctx), data.as_bytes()) };
-    c.send_head();
+    if c.head_tx.is_some() {
+        if !data.is_empty() && c.buffer.len() + data.len() <= BUFFERED {
+            c.buffer.extend_from_slice(data);
+            return true;
+        }
+        if !c.start_stream() {
+            return false;
+        }
+    }
     if data.is_empty() {
         return !c.body_tx.is_closed();
     }
-    let chunk = Bytes::copy_from_slice(data);
-    let tx = c.body_tx.clone();
-    let cancel = c.cancel.clone();
-    c.runtime.block_on(async move {
-        tokio::select! {
-            r = tx.send(Ok(chunk)) => r.is_ok(),
-            _ = cancel.cancelled() => false,
-        }
-    })
+    c.send_chunk(Bytes::copy_from_slice(data))
 }
 
 /// The HTTP answer from the plugin's head and its body stream.
 fn response(head: Head, body: mpsc::Receiver<Result<Bytes, std::io::Error>>) -> Response {
     use warp::Reply;
-    let mut resp = warp::reply::stream(Chunks(body)).into_response();
+    let mut resp = match head.complete {
+        Some(whole) => warp::reply::Response::new(whole.into()),
+        None => warp::reply::stream(Chunks(body)).into_response(),
+    };
     let status = head
         .status
         .and_then(|s| StatusCode::from_u16(s).ok())

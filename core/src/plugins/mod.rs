@@ -107,6 +107,11 @@ impl Generation {
         self.state.send_replace(s);
     }
 
+    /// Whether retiring has started (nothing was left to drain).
+    pub fn is_retiring(&self) -> bool {
+        self.retiring.load(Ordering::Acquire)
+    }
+
     /// True for the one caller that gets to retire this generation.
     pub fn start_retiring(&self) -> bool {
         !self.retiring.swap(true, Ordering::AcqRel)
@@ -309,7 +314,11 @@ impl Plugins {
         }
         let generation = self.node.unload_slp(name).await?;
         self.persist();
-        generation.retired_within(Duration::from_secs(2)).await;
+        // With nothing to drain, the answer can say how the unload went; with live
+        // dialogs it says "draining" at once.
+        if generation.is_retiring() {
+            generation.retired_within(Duration::from_secs(5)).await;
+        }
         Ok(json!({"name": name, "generation": generation.view()}))
     }
 
@@ -374,7 +383,9 @@ impl Plugins {
         let generation = old.generation.clone();
         self.drain_api(old);
         self.persist();
-        generation.retired_within(Duration::from_secs(2)).await;
+        if generation.is_retiring() {
+            generation.retired_within(Duration::from_secs(5)).await;
+        }
         Ok(json!({"name": full, "generation": generation.view()}))
     }
 

@@ -1,0 +1,557 @@
+//! The plugin system end to end: the real binary loading real `.so` files (the `echo`
+//! and `chatroom` plugins and two broken fixtures) over its management API, and clients
+//! talking to them over real WebSockets and HTTP.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use jsipd_e2e::http::{get, request};
+use jsipd_e2e::ws::{Ws, WAIT};
+use jsipd_e2e::{loopback_config, repo_root, target_dir, Daemon, Prefix};
+
+fn config(extra: &str) -> String {
+    format!(
+        "{}\n[JSIPStack]\nrealm = node.test\ntranstimer = 500ms\n[Plugins]\n{extra}\n",
+        loopback_config("")
+    )
+}
+
+fn start(extra: &str) -> (Prefix, Daemon) {
+    let prefix = Prefix::with_config(&config(extra));
+    prefix.add_plugin("echo", "echo.so");
+    let d = Daemon::start(&prefix);
+    (prefix, d)
+}
+
+fn post(d: &Daemon, path: &str) -> (u16, Value) {
+    let r = request(d.api, "POST", path, &[], "");
+    (r.status, r.json())
+}
+
+fn delete(d: &Daemon, path: &str) -> (u16, Value) {
+    let r = request(d.api, "DELETE", path, &[], "");
+    (r.status, r.json())
+}
+
+/// Loads `name` from `file` as an SLP; returns the new generation's number.
+fn load_slp(d: &Daemon, name: &str, file: &str) -> u64 {
+    let (status, v) = post(d, &format!("/slpm/v1/{name}?file={file}"));
+    assert_eq!(status, 200, "{v}");
+    v["data"]["generation"]["generation"].as_u64().unwrap()
+}
+
+/// The listing entry of SLP `name`.
+fn slp_entry(d: &Daemon, name: &str) -> Value {
+    let v = get(d.api, "/slpm/v1/slps").json();
+    v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == name)
+        .cloned()
+        .unwrap_or(Value::Null)
+}
+
+fn generation(d: &Daemon, name: &str, id: u64) -> Value {
+    slp_entry(d, name)["generations"]
+        .as_array()
+        .and_then(|g| g.iter().find(|g| g["generation"] == id).cloned())
+        .unwrap_or(Value::Null)
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::yield_now();
+    }
+}
+
+fn rtc(d: &Daemon) -> SocketAddr {
+    d.rtc.unwrap()
+}
+
+/// A request to `user@echo.test`: the host label routes it to the SLP named `echo`.
+fn req(method: &str, user: &str, dialog: &str, cseq: u64) -> Value {
+    json!({
+        "Type": method, "Request-URI": format!("{user}@echo.test"), "From": "alice",
+        "To": format!("{user}@echo.test"), "DialogueID": dialog, "CSeq": cseq,
+        "Body": {"n": cseq},
+    })
+}
+
+fn call(ws: &mut Ws, m: Value) -> Value {
+    ws.send(&m);
+    let r = ws.recv();
+    assert_eq!(r["DialogueID"], m["DialogueID"], "{r}");
+    assert_eq!(r["CSeq"], m["CSeq"], "{r}");
+    r
+}
+
+/// INVITE answered 200, then ACK: a confirmed session.
+fn open_session(ws: &mut Ws, dialog: &str) -> Value {
+    let ok = call(ws, req("INVITE", "svc", dialog, 1));
+    assert_eq!(ok["Code"], 200, "{ok}");
+    ws.send(
+        &json!({"Type": "ACK", "Request-URI": "svc@echo.test", "From": "alice",
+        "To": "svc@echo.test", "DialogueID": dialog, "CSeq": 2, "RelatedID": 1}),
+    );
+    ok
+}
+
+#[test]
+fn load_list_call_and_delete_an_slp_and_an_api() {
+    let (_p, d) = start("");
+    let g = load_slp(&d, "echo", "echo.so");
+    let (status, v) = post(&d, "/apim/v1/echo.v1?file=echo.so");
+    assert_eq!(status, 200, "{v}");
+
+    // Listings, JSON and text.
+    let e = slp_entry(&d, "echo");
+    assert_eq!(e["generations"][0]["state"], "active", "{e}");
+    assert_eq!(e["generations"][0]["file"], "echo.so");
+    let apis = get(d.api, "/apim/v1/apis").json();
+    let names: Vec<&str> = apis["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["runtime.v1", "apim.v1", "slpm.v1", "echo.v1"]);
+    let text = request(
+        d.api,
+        "GET",
+        "/slpm/v1/slps",
+        &[("Accept", "text/plain")],
+        "",
+    );
+    assert!(text.body.starts_with("NAME"), "{}", text.body);
+    assert!(
+        text.body
+            .lines()
+            .any(|l| l.starts_with("echo ") && l.contains("echo.so") && l.contains("active")),
+        "{}",
+        text.body
+    );
+
+    // The SLP answers over a WebSocket; the API over HTTP.
+    let mut ws = Ws::connect(rtc(&d), "alice");
+    let a = call(&mut ws, req("MESSAGE", "svc", "m1", 1));
+    assert_eq!(a["Code"], 200, "{a}");
+    assert_eq!(a["Body"], json!({"n": 1}));
+    assert_eq!(a["Echo-Marker"], "default");
+    let r = request(d.api, "POST", "/echo/v1/some/path?x=1", &[], "hello");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let v = r.json();
+    assert_eq!(
+        (
+            v["method"].as_str(),
+            v["path"].as_str(),
+            v["query"].as_str(),
+            v["body"].as_str()
+        ),
+        (Some("POST"), Some("/some/path"), Some("x=1"), Some("hello"))
+    );
+    assert_eq!(get(d.api, "/echo/v1").json()["path"], "/");
+
+    // The plugin's own tracing reached the host log, tagged with name and generation.
+    d.wait_log(&format!("[echo#{g}] echo: echo plugin loaded"), WAIT);
+
+    // Delete both: they retire, the image leaves memory, and the names are gone.
+    let (status, v) = delete(&d, "/apim/v1/echo.v1");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"]["generation"]["state"], "retired", "{v}");
+    let (status, v) = delete(&d, "/slpm/v1/echo");
+    assert_eq!(status, 200, "{v}");
+    wait_until("echo retired and unmapped", || {
+        let g = generation(&d, "echo", g);
+        g["state"] == "retired" && g["unmapped"] == true
+    });
+    let a = call(&mut ws, req("MESSAGE", "svc", "m2", 1));
+    assert_eq!(a["Code"], 404, "{a}");
+    assert_eq!(get(d.api, "/echo/v1/x").status, 404);
+    assert_eq!(delete(&d, "/slpm/v1/echo").0, 404);
+    assert_eq!(delete(&d, "/apim/v1/echo.v1").0, 404);
+}
+
+#[test]
+fn refusals_name_the_problem_and_the_daemon_keeps_serving() {
+    let (p, d) = start("");
+    p.add_plugin("not_a_plugin", "plain.so");
+    p.add_plugin("abi_next", "next.so");
+    std::fs::write(p.path().join("outside.so"), b"x").unwrap();
+    let refused = |path: &str, status: u16, needle: &str| {
+        let r = request(d.api, "POST", path, &[], "");
+        assert_eq!(r.status, status, "{path}: {}", r.body);
+        let msg = r.json()["msg"].as_str().unwrap().to_string();
+        assert!(msg.contains(needle), "{path}: {msg}");
+    };
+    refused(
+        "/slpm/v1/echo?file=../outside.so",
+        400,
+        "not a bare file name",
+    );
+    refused("/slpm/v1/echo?file=%2Fetc%2Fpasswd", 400, "absolute path");
+    refused("/slpm/v1/echo?file=missing.so", 404, "does not exist");
+    refused("/slpm/v1/echo?file=plain.so", 400, "not a jsipd plugin");
+    refused(
+        "/slpm/v1/echo?file=next.so",
+        400,
+        "(ABI 2.0), but this jsipd speaks ABI 1.0",
+    );
+    refused("/apim/v1/echo.v1?file=next.so", 400, "rebuild it");
+    refused("/slpm/v1/echo", 400, "file= is missing");
+    refused(
+        "/slpm/v1/bad.name?file=echo.so",
+        400,
+        "not a valid SLP name",
+    );
+    refused("/apim/v1/echo?file=echo.so", 400, "NAME.vN");
+    for b in ["runtime.v1", "apim.v1", "slpm.v1"] {
+        let r = request(d.api, "DELETE", &format!("/apim/v1/{b}"), &[], "");
+        assert_eq!(r.status, 409, "{}", r.body);
+        assert!(r.body.contains("built in"), "{}", r.body);
+        assert_eq!(post(&d, &format!("/apim/v1/{b}?file=echo.so")).0, 409);
+    }
+    // Still serving: the same daemon loads a good plugin and answers with it.
+    load_slp(&d, "echo", "echo.so");
+    let mut ws = Ws::connect(rtc(&d), "alice");
+    assert_eq!(call(&mut ws, req("MESSAGE", "svc", "m", 1))["Code"], 200);
+    // A refused load leaves no trace in the listing or the loaded set.
+    assert_eq!(
+        slp_entry(&d, "echo")["generations"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let saved = std::fs::read_to_string(p.path().join("conf/.plugins")).unwrap();
+    assert_eq!(
+        saved
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .collect::<Vec<_>>(),
+        ["slp echo echo.so"]
+    );
+}
+
+/// Rebuilds the echo plugin with `marker` through the repo's pcompile into `prefix`.
+fn pcompile_echo(prefix: &Prefix, marker: &str) {
+    let out = Command::new(repo_root().join("pcompile"))
+        .args(["--debug", "--prefix"])
+        .arg(prefix.path())
+        .arg(repo_root().join("plugins/echo"))
+        .env("JSIPD_ECHO_MARKER", marker)
+        .env("CARGO_TARGET_DIR", target_dir().join("e2e-echo-marker"))
+        .output()
+        .expect("run pcompile");
+    assert!(
+        out.status.success(),
+        "pcompile failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_new_build_under_the_same_file_name_takes_new_dialogs_while_old_ones_finish() {
+    let (p, d) = start("");
+    let first = load_slp(&d, "echo", "echo.so");
+    let mut ws = Ws::connect(rtc(&d), "alice");
+    assert_eq!(open_session(&mut ws, "old")["Echo-Marker"], "default");
+
+    pcompile_echo(&p, "second-build");
+    let second = load_slp(&d, "echo", "echo.so");
+    assert!(second > first);
+    assert_eq!(generation(&d, "echo", first)["state"], "draining");
+
+    // New dialogs get the new code; the old dialog stays on the old code.
+    let a = call(&mut ws, req("MESSAGE", "svc", "new", 1));
+    assert_eq!(a["Echo-Marker"], "second-build", "{a}");
+    let a = call(&mut ws, req("INFO", "svc", "old", 3));
+    assert_eq!(a["Echo-Marker"], "default", "{a}");
+
+    // The old dialog ends: its generation retires and its image leaves memory.
+    let bye = call(&mut ws, req("BYE", "svc", "old", 4));
+    assert_eq!(bye["Code"], 200, "{bye}");
+    wait_until("the first generation retired", || {
+        let g = generation(&d, "echo", first);
+        g["state"] == "retired" && g["unmapped"] == true
+    });
+    assert_eq!(generation(&d, "echo", second)["state"], "active");
+}
+
+#[test]
+fn delete_drains_live_dialogs_and_drain_timeout_ends_them() {
+    let (_p, d) = start("drain_timeout = 1500ms");
+    let g = load_slp(&d, "echo", "echo.so");
+    let mut ws = Ws::connect(rtc(&d), "alice");
+    open_session(&mut ws, "kept");
+    open_session(&mut ws, "abandoned");
+
+    let (status, v) = delete(&d, "/slpm/v1/echo");
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"]["generation"]["state"], "draining", "{v}");
+    // No new dialogs, but the live ones are still served.
+    assert_eq!(call(&mut ws, req("MESSAGE", "svc", "new", 1))["Code"], 404);
+    assert_eq!(call(&mut ws, req("INFO", "svc", "kept", 3))["Code"], 200);
+    assert_eq!(call(&mut ws, req("BYE", "svc", "kept", 4))["Code"], 200);
+    assert_eq!(generation(&d, "echo", g)["state"], "draining");
+
+    // The other session outlives drain_timeout: the server ends it with a BYE.
+    let bye = ws
+        .recv_within(Duration::from_secs(10))
+        .expect("a BYE at drain_timeout");
+    assert_eq!(
+        (bye["Type"].as_str(), bye["DialogueID"].as_str()),
+        (Some("BYE"), Some("abandoned")),
+        "{bye}"
+    );
+    assert!(
+        bye["Reason"].as_str().unwrap().contains("drain_timeout"),
+        "{bye}"
+    );
+    wait_until("the generation retired", || {
+        generation(&d, "echo", g)["state"] == "retired"
+    });
+}
+
+#[test]
+fn a_panicking_plugin_fails_only_its_dialog() {
+    let (p, d) = start("");
+    p.add_plugin("chatroom", "chatroom.so");
+    let g = load_slp(&d, "echo", "echo.so");
+    let mut ws = Ws::connect(rtc(&d), "alice");
+    open_session(&mut ws, "bystander");
+
+    let a = call(&mut ws, req("INVITE", "panic", "boom", 1));
+    assert_eq!(a["Code"], 500, "{a}");
+    d.wait_log(&format!("[echo#{g}] panic"), WAIT);
+    wait_until("the panic counted", || {
+        generation(&d, "echo", g)["panics"] == 1
+    });
+
+    // The other dialog of the same plugin, new dialogs, and other plugins carry on.
+    assert_eq!(
+        call(&mut ws, req("INFO", "svc", "bystander", 3))["Code"],
+        200
+    );
+    assert_eq!(
+        call(&mut ws, req("MESSAGE", "svc", "after", 1))["Code"],
+        200
+    );
+    assert_eq!(post(&d, "/apim/v1/chatroom.v1?file=chatroom.so").0, 200);
+    assert_eq!(get(d.api, "/chatroom/v1/rooms").status, 200);
+}
+
+#[test]
+fn plugins_survive_a_restart() {
+    let (p, mut d) = start("");
+    p.add_plugin("chatroom", "chatroom.so");
+    load_slp(&d, "echo", "echo.so");
+    assert_eq!(post(&d, "/apim/v1/chatroom.v1?file=chatroom.so").0, 200);
+    // A plugin whose file disappears is skipped at start, not fatal.
+    p.add_plugin("echo", "gone.so");
+    load_slp(&d, "gone", "gone.so");
+    std::fs::remove_file(p.path().join("plugins/gone.so")).unwrap();
+
+    d.signal(libc::SIGINT);
+    assert!(d
+        .wait_exit(Duration::from_secs(10))
+        .is_some_and(|s| s.success()));
+    let d = Daemon::start(&p);
+    d.wait_log(
+        "not restored (slp gone gone.so): plugins/gone.so does not exist",
+        WAIT,
+    );
+    assert_eq!(slp_entry(&d, "echo")["generations"][0]["state"], "active");
+    let mut ws = Ws::connect(rtc(&d), "alice");
+    assert_eq!(call(&mut ws, req("MESSAGE", "svc", "m", 1))["Code"], 200);
+    assert_eq!(get(d.api, "/chatroom/v1/rooms").status, 200);
+    assert_eq!(slp_entry(&d, "gone"), Value::Null);
+}
+
+fn rss_kib(d: &Daemon) -> u64 {
+    get(d.api, "/runtime/v1/stats").json()["data"]["rss_kib"]
+        .as_u64()
+        .unwrap()
+}
+
+/// 200 generations of `echo`, alternating between two files so that each load is a new
+/// image and each replaced generation is really unloaded, while a client keeps
+/// MESSAGE round trips going through `echo`.
+#[test]
+fn two_hundred_load_unload_cycles_under_traffic() {
+    let (p, d) = start("");
+    p.add_plugin("echo", "echo-b.so");
+    load_slp(&d, "echo", "echo.so");
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let traffic = {
+        let (stop, done, addr) = (stop.clone(), done.clone(), rtc(&d));
+        std::thread::spawn(move || {
+            let mut ws = Ws::connect(addr, "loader");
+            let mut failures = Vec::new();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                n += 1;
+                let a = call(&mut ws, req("MESSAGE", "svc", &format!("t{n}"), 1));
+                if a["Code"] != 200 {
+                    failures.push(a);
+                }
+                done.fetch_add(1, Ordering::Relaxed);
+            }
+            failures
+        })
+    };
+    wait_until("traffic flowing", || done.load(Ordering::Relaxed) > 100);
+    let rss_before = rss_kib(&d);
+    let started = Instant::now();
+    let cycles = 200;
+    for i in 0..cycles {
+        let file = if i % 2 == 0 { "echo-b.so" } else { "echo.so" };
+        load_slp(&d, "echo", file);
+    }
+    let load_time = started.elapsed() / cycles;
+    stop.store(true, Ordering::Relaxed);
+    let failures = traffic.join().unwrap();
+    let (status, _) = delete(&d, "/slpm/v1/echo");
+    assert_eq!(status, 200);
+    wait_until("every generation unloaded", || {
+        d.log()
+            .iter()
+            .filter(|l| l.contains("SLP echo generation") && l.contains("retired"))
+            .count()
+            == cycles as usize + 1
+    });
+    let round_trips = done.load(Ordering::Relaxed);
+    let rss_after = rss_kib(&d);
+    let unmapped = d
+        .log()
+        .iter()
+        .filter(|l| l.contains("its image left memory"))
+        .count();
+    let still_mapped = d
+        .log()
+        .iter()
+        .filter(|l| l.contains("is still mapped"))
+        .count();
+    eprintln!(
+        "FIGURES 200 cycles: {round_trips} round trips, {} failed; load+replace {load_time:?} per cycle; RSS {rss_before} KiB -> {rss_after} KiB; {unmapped} images left memory, {still_mapped} stayed mapped",
+        failures.len()
+    );
+    // Traffic kept flowing the whole time (the daemon shut none of it out).
+    assert!(
+        failures.is_empty(),
+        "{} failed transactions, the first: {}",
+        failures.len(),
+        failures[0]
+    );
+    assert!(round_trips > 200, "only {round_trips} round trips");
+    assert_eq!(unmapped + still_mapped, cycles as usize + 1);
+    // Memory stays bounded: 200 images of ~6 MB each came and went.
+    assert!(
+        rss_after < rss_before + 64 * 1024,
+        "RSS grew from {rss_before} to {rss_after} KiB"
+    );
+}
+
+#[test]
+fn chatroom_joins_relays_lists_and_expires() {
+    let (p, d) = start("");
+    p.add_plugin("chatroom", "chatroom.so");
+    std::fs::create_dir_all(p.path().join("conf/chatroom")).unwrap();
+    std::fs::write(p.path().join("conf/chatroom/chatroom.ini"), "rooms = 888\n").unwrap();
+    load_slp(&d, "chatroom", "chatroom.so");
+    assert_eq!(post(&d, "/apim/v1/chatroom.v1?file=chatroom.so").0, 200);
+
+    let sub = |who: &str, expire: Option<u64>, room: &str, cseq: u64| {
+        let mut m = json!({"Type": "SUBSCRIBE", "Request-URI": format!("room:{room}@node.test"),
+            "From": format!("{who}@node.test"), "To": format!("room:{room}@node.test"),
+            "DialogueID": format!("sub-{who}-{cseq}"), "CSeq": cseq, "Event": "message-push",
+            "P-Asserted-Identity": format!("{who}@node.test"), "Router": "node.test;type=chatroom"});
+        if let Some(e) = expire {
+            m["Expire"] = json!(e);
+        }
+        m
+    };
+    let mut alice = Ws::connect(rtc(&d), "alice");
+    let mut bob = Ws::connect(rtc(&d), "bob");
+    let a = call(&mut alice, sub("alice", None, "888", 1));
+    assert_eq!(a["Code"], 400, "{a}");
+    assert!(a["Reason"].as_str().unwrap().contains("Expire"), "{a}");
+    let mut no_pai = sub("alice", Some(60), "888", 2);
+    no_pai
+        .as_object_mut()
+        .unwrap()
+        .remove("P-Asserted-Identity");
+    let a = call(&mut alice, no_pai);
+    assert_eq!(a["Code"], 400, "{a}");
+    assert!(
+        a["Reason"]
+            .as_str()
+            .unwrap()
+            .contains("P-Asserted-Identity"),
+        "{a}"
+    );
+    let a = call(&mut alice, sub("alice", Some(60), "999", 3));
+    assert_eq!(a["Code"], 404, "{a}");
+    assert!(a["Reason"].as_str().unwrap().contains("no room 999"), "{a}");
+
+    assert_eq!(
+        call(&mut alice, sub("alice", Some(60), "888", 4))["Code"],
+        200
+    );
+    assert_eq!(call(&mut bob, sub("bob", Some(1), "888", 1))["Code"], 200);
+    let rooms = get(d.api, "/chatroom/v1/rooms").json();
+    let members = &rooms["data"]["rooms"][0]["members"];
+    assert_eq!(members.as_array().unwrap().len(), 2, "{rooms}");
+
+    // A MESSAGE from alice is answered and relayed to bob, keeping From and Body.
+    let msg = json!({"Type": "MESSAGE", "Request-URI": "room:888@node.test", "From": "alice@node.test",
+        "To": "room:888@node.test", "DialogueID": "chat-1", "CSeq": 1, "Body": {"text": "hi"},
+        "P-Asserted-Identity": "alice@node.test", "Router": "node.test;type=chatroom"});
+    assert_eq!(call(&mut alice, msg.clone())["Code"], 200);
+    let relayed = bob.recv();
+    assert_eq!(relayed["Type"], "MESSAGE", "{relayed}");
+    assert_eq!(relayed["Request-URI"], "bob@node.test");
+    assert_eq!(
+        (relayed["From"].clone(), relayed["Body"].clone()),
+        (json!("alice@node.test"), json!({"text": "hi"}))
+    );
+    bob.send(
+        &json!({"Type": "RESPONSE", "Code": 200, "From": relayed["From"], "To": relayed["To"],
+        "DialogueID": relayed["DialogueID"], "CSeq": relayed["CSeq"]}),
+    );
+    assert!(
+        alice.recv_within(Duration::from_millis(200)).is_none(),
+        "alice must not get her own message"
+    );
+
+    // Bob did not refresh his 1 s subscription: he is dropped. Alice leaves with Expire 0.
+    wait_until("bob's subscription expired", || {
+        get(d.api, "/chatroom/v1/rooms").json()["data"]["rooms"][0]["members"]
+            .as_array()
+            .unwrap()
+            .len()
+            == 1
+    });
+    assert_eq!(
+        call(&mut alice, sub("alice", Some(0), "888", 5))["Code"],
+        200
+    );
+    let members = get(d.api, "/chatroom/v1/rooms").json()["data"]["rooms"][0]["members"].clone();
+    assert_eq!(members, json!([]));
+    // Not a member any more: her MESSAGE is refused.
+    let a = call(
+        &mut alice,
+        json!({"Type": "MESSAGE", "Request-URI": "room:888@node.test", "From": "alice@node.test",
+        "To": "room:888@node.test", "DialogueID": "chat-2", "CSeq": 1, "P-Asserted-Identity": "alice@node.test",
+        "Router": "node.test;type=chatroom"}),
+    );
+    assert_eq!(a["Code"], 404, "{a}");
+}
