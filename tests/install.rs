@@ -96,3 +96,66 @@ fn install_twice_gives_a_complete_tree_and_keeps_edited_config() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `pcompile --new demo && pcompile demo` in an installed tree builds offline against its
+/// `sdk/`, and the installed jsipd loads the result (and the shipped example plugins).
+#[test]
+fn pcompile_builds_a_new_plugin_offline_from_an_installed_tree() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = dir.path().join("jsipd");
+    install(&prefix);
+    assert!(prefix.join("plugins/echo.so").is_file());
+    assert!(prefix.join("plugins/chatroom.so").is_file());
+    assert!(prefix.join("conf/chatroom/chatroom.ini").is_file());
+    assert!(prefix.join("sdk/plugin-api/src/lib.rs").is_file());
+
+    let pcompile = prefix.join("bin/pcompile");
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(&pcompile)
+            .args(args)
+            .current_dir(&work)
+            // Offline for real: no registry, only the vendored sdk.
+            .env("CARGO_NET_OFFLINE", "true")
+            .env("CARGO_TARGET_DIR", work.join("target"))
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "pcompile {args:?} failed:\n{text}");
+        text
+    };
+    run(&["--new", "demo"]);
+    let built = run(&["--debug", "demo"]);
+    assert!(built.contains("wrote"), "{built}");
+    assert!(prefix.join("plugins/demo.so").is_file());
+    assert_eq!(
+        std::fs::read_to_string(prefix.join("conf/demo/greeting.txt")).unwrap(),
+        "hello from demo\n"
+    );
+
+    std::fs::write(
+        prefix.join("conf/jsipd.ini"),
+        jsipd_e2e::loopback_config(""),
+    )
+    .unwrap();
+    let d = jsipd_e2e::Daemon::start_in(&prefix, None);
+    for (path, name) in [
+        ("/slpm/v1/demo?file=demo.so", "demo"),
+        ("/apim/v1/demo.v1?file=demo.so", "demo.v1"),
+        ("/apim/v1/chatroom.v1?file=chatroom.so", "chatroom.v1"),
+    ] {
+        let r = jsipd_e2e::http::request(d.api, "POST", path, &[], "");
+        assert_eq!(r.status, 200, "{path}: {}", r.body);
+        assert_eq!(r.json()["data"]["name"], name);
+    }
+    let v = jsipd_e2e::http::get(d.api, "/demo/v1/hello").json();
+    assert_eq!(v["greeting"], "hello from demo", "{v}");
+    assert_eq!(v["path"], "/hello");
+    let rooms = jsipd_e2e::http::get(d.api, "/chatroom/v1/rooms").json();
+    assert_eq!(rooms["data"]["rooms"][0]["name"], "888", "{rooms}");
+}

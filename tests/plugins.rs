@@ -346,6 +346,34 @@ fn a_panicking_plugin_fails_only_its_dialog() {
     );
     assert_eq!(post(&d, "/apim/v1/chatroom.v1?file=chatroom.so").0, 200);
     assert_eq!(get(d.api, "/chatroom/v1/rooms").status, 200);
+
+    // An API request that panics gets 500; the API keeps answering and counts it.
+    assert_eq!(post(&d, "/apim/v1/echo.v1?file=echo.so").0, 200);
+    let r = get(d.api, "/echo/v1/panic");
+    assert_eq!(r.status, 500, "{}", r.body);
+    assert!(
+        r.body.contains("failed while handling this request"),
+        "{}",
+        r.body
+    );
+    assert_eq!(get(d.api, "/echo/v1/fine").json()["path"], "/fine");
+    let apis = get(d.api, "/apim/v1/apis").json();
+    let echo = apis["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["name"] == "echo.v1")
+        .unwrap()
+        .clone();
+    wait_until("the API panic counted", || {
+        let apis = get(d.api, "/apim/v1/apis").json();
+        apis["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["name"] == "echo.v1" && a["generations"][0]["panics"] == 1)
+    });
+    assert_eq!(echo["generations"][0]["state"], "active");
 }
 
 #[test]

@@ -5,7 +5,8 @@
 //!   so the instance keeps serving), `panic` panics (the host answers 500 and counts it).
 //!   Every answer carries `Echo-Marker`, set at build time from `JSIPD_ECHO_MARKER`, so a
 //!   test can tell two builds of the same file apart.
-//! - API: any method on `/echo/v1/...` answers the method, path, query and body as JSON.
+//! - API: any method on `/echo/v1/...` answers the method, path, query and body as JSON;
+//!   `/echo/v1/panic` panics.
 
 use std::collections::HashMap;
 
@@ -108,6 +109,9 @@ struct EchoApi;
 
 impl Api for EchoApi {
     fn handle(&self, request: &mut Request<'_>, response: &mut Response<'_>) {
+        if request.path() == "/panic" {
+            panic!("asked to panic by the API request");
+        }
         let body = match request.read_body(MAX_BODY) {
             Ok(b) => b,
             Err(e) => return response.error(413, &e.to_string()),
