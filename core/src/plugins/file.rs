@@ -141,7 +141,8 @@ pub fn stage(source: &Path, dest: &Path) -> std::io::Result<String> {
         digest.update(&buf[..n]);
         to.write_all(&buf[..n])?;
     }
-    to.sync_all()?;
+    // No fsync: the copy is opened and unlinked right away, and never outlives a crash
+    // in any useful way (restore() clears leftovers).
     Ok(digest
         .finish()
         .as_ref()
