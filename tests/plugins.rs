@@ -158,6 +158,22 @@ fn load_list_call_and_delete_an_slp_and_an_api() {
         (Some("POST"), Some("/some/path"), Some("x=1"), Some("hello"))
     );
     assert_eq!(get(d.api, "/echo/v1").json()["path"], "/");
+    // A body larger than one read, and an answer larger than the 64 KiB the host
+    // collects, stream both ways (the answer arrives chunked).
+    let big = "x".repeat(300 * 1024);
+    let r = request(d.api, "PUT", "/echo/v1/big", &[], &big);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("transfer-encoding"), Some("chunked"));
+    assert_eq!(r.json()["body"].as_str().map(str::len), Some(big.len()));
+    // Past the plugin's own limit, the plugin answers 413; the daemon is unharmed.
+    let r = request(
+        d.api,
+        "POST",
+        "/echo/v1/big",
+        &[],
+        &"y".repeat(1024 * 1024 + 1),
+    );
+    assert_eq!(r.status, 413, "{}", r.body);
 
     // The plugin's own tracing reached the host log, tagged with name and generation.
     d.wait_log(&format!("[echo#{g}] echo: echo plugin loaded"), WAIT);

@@ -70,13 +70,40 @@ pub fn read_response(s: &mut TcpStream) -> Response {
         .and_then(|l| l.split(' ').nth(1))
         .and_then(|c| c.parse().ok())
         .expect("status line");
-    let headers = lines
+    let headers: Vec<(String, String)> = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
         .collect();
+    let chunked = headers.iter().any(|(k, v)| {
+        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
+    });
+    let body = if chunked {
+        dechunk(body)
+    } else {
+        body.to_string()
+    };
     Response {
         status,
         headers,
-        body: body.to_string(),
+        body,
+    }
+}
+
+/// Decodes a `Transfer-Encoding: chunked` body; panics on a malformed or cut one.
+fn dechunk(mut rest: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, after) = rest
+            .split_once("\r\n")
+            .unwrap_or_else(|| panic!("cut chunked body at {rest:?}"));
+        let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16)
+            .unwrap_or_else(|e| panic!("bad chunk size {size:?}: {e}"));
+        if size == 0 {
+            return out;
+        }
+        out.push_str(&after[..size]);
+        rest = after[size..]
+            .strip_prefix("\r\n")
+            .expect("CRLF after a chunk");
     }
 }
