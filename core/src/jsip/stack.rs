@@ -304,13 +304,7 @@ impl Stack {
     /// Lets generation `key` run out: its instances are unpinned and lose their relids,
     /// so each ends with its last dialog; idle ones end now.
     pub fn drain(&mut self, key: &str) {
-        let ids: Vec<InstanceId> = self
-            .instances
-            .iter()
-            .filter(|(_, i)| &*i.slp == key)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
+        for id in self.instances_of_key(key) {
             if let Some(info) = self.instances.get_mut(&id) {
                 info.pinned = false;
             }
@@ -322,16 +316,18 @@ impl Stack {
     /// Ends every instance of generation `key` at once (its drain took too long):
     /// confirmed sessions get a BYE, unanswered INVITEs 487, other requests 408.
     pub fn end_all(&mut self, now: Instant, key: &str, reason: &str) {
-        let ids: Vec<InstanceId> = self
-            .instances
-            .iter()
-            .filter(|(_, i)| &*i.slp == key)
-            .map(|(id, _)| *id)
-            .collect();
-        for id in ids {
+        for id in self.instances_of_key(key) {
             self.end_instance_as(now, id, reason, Ending::Drained);
         }
         self.run_loopback(now);
+    }
+
+    fn instances_of_key(&self, key: &str) -> Vec<InstanceId> {
+        self.instances
+            .iter()
+            .filter(|(_, i)| &*i.slp == key)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
     /// Live instances of generation `key`.
