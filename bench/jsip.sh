@@ -9,6 +9,7 @@
 # Usage: bench/jsip.sh [SECONDS_PER_RUN] [IDLE_CONNECTIONS]
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+. "$here/bench/lib.sh"
 secs=${1:-10}
 idle=${2:-10000}
 ulimit -n "$(ulimit -Hn)"
@@ -32,23 +33,13 @@ INI
 "$bin/jsip-bench" echo-server --listen 127.0.0.1:28192 > "$work/echo.out" & echo_pid=$!
 until (exec 3<>/dev/tcp/127.0.0.1/28191) 2>/dev/null && (exec 3<>/dev/tcp/127.0.0.1/28192) 2>/dev/null; do :; done
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
 run() { # name pid url conns depth
     local t0 t1 out
     t0=$(cpu_ticks "$2")
     out=$("$bin/jsip-bench" message --url "$3" --connections "$4" --depth "$5" --duration "$secs" --warmup 2 --json)
     t1=$(cpu_ticks "$2")
-    python3 - "$1" "$out" "$t0" "$t1" "$secs" <<'PY'
-import json, sys
-name, out, t0, t1, secs = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
-# Server CPU over warm-up + run, per completed round trip (warm-up trips are uncounted,
-# so this slightly overstates the cost).
-cpu_us = (t1 - t0) / 100 * 1e6 / max(out["completed"], 1) * secs / (secs + 2)
-print(json.dumps({"name": name, "throughput": out["throughput"], "p50_ms": out["latency_ms"]["p50"],
-                  "p99_ms": out["latency_ms"]["p99"], "errors": out["errors"], "server_cpu_us": cpu_us}))
-PY
+    summarize "$1" "$out" "$t0" "$t1" "$secs"
 }
 
 results=()

@@ -11,6 +11,7 @@
 # Usage: bench/plugins.sh [SECONDS_PER_RUN] [LOADS]
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+. "$here/bench/lib.sh"
 secs=${1:-10}
 loads=${2:-100}
 cargo build --release --locked -p jsipd -p jsip-bench -p jsipd-echo --manifest-path "$here/Cargo.toml" >&2
@@ -37,19 +38,12 @@ until (exec 3<>/dev/tcp/127.0.0.1/28291) 2>/dev/null; do :; done
 api=http://127.0.0.1:28290
 curl -sf -XPOST "$api/slpm/v1/pecho?file=echo.so" >/dev/null
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 run() { # name uri conns
     local t0 t1 out
     t0=$(cpu_ticks $jsipd)
     out=$("$bin/jsip-bench" message --url ws://127.0.0.1:28291/rtc --uri "$2" --connections "$3" --depth 1 --duration "$secs" --warmup 2 --json)
     t1=$(cpu_ticks $jsipd)
-    python3 - "$1" "$out" "$t0" "$t1" "$secs" <<'PY'
-import json, sys
-name, out, t0, t1, secs = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
-cpu_us = (t1 - t0) / 100 * 1e6 / max(out["completed"], 1) * secs / (secs + 2)
-print(json.dumps({"name": name, "throughput": out["throughput"], "p50_ms": out["latency_ms"]["p50"],
-                  "p99_ms": out["latency_ms"]["p99"], "errors": out["errors"], "server_cpu_us": cpu_us}))
-PY
+    summarize "$1" "$out" "$t0" "$t1" "$secs"
 }
 results=()
 for conns in 1 16; do

@@ -72,7 +72,7 @@ pub enum Input {
         generation: Arc<Generation>,
         slp: Box<dyn Slp>,
         image: Arc<Image>,
-        reply: oneshot::Sender<()>,
+        reply: oneshot::Sender<Result<(), Refusal>>,
     },
     /// No new dialogs for SLP `name`; its generation drains.
     UnloadSlp {
@@ -163,7 +163,8 @@ impl NodeHandle {
             });
             return Err(refuse(503, "the daemon is stopping"));
         }
-        rx.await.map_err(|_| refuse(503, "the daemon is stopping"))
+        rx.await
+            .map_err(|_| refuse(503, "the daemon is stopping"))?
     }
 
     /// Stops new dialogs for `name`; its generation drains and retires.
@@ -463,12 +464,9 @@ impl Node {
                 slp,
                 image,
                 reply,
-            } => match self.load_slp(name, generation, slp, image) {
-                Ok(()) => {
-                    let _ = reply.send(());
-                }
-                Err(e) => tracing::error!("{}", e.reason),
-            },
+            } => {
+                let _ = reply.send(self.load_slp(name, generation, slp, image));
+            }
             Input::UnloadSlp { name, reply } => {
                 let found =
                     self.stack

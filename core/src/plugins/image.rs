@@ -11,7 +11,6 @@
 use std::ffi::c_void;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
 
 use jsipd_plugin_api::ffi::{self, AbiRecord, EntryFn, FfiStr, LoadArgs, PluginVTable};
 
@@ -26,7 +25,6 @@ pub struct ImageStatus {
     pub sha256: String,
     /// `name version` of the plugin crate, from its ABI record.
     pub built_from: String,
-    pub loaded_at: SystemTime,
     /// Set when the image was closed: whether its mapping left the process.
     pub unmapped: Mutex<Option<bool>>,
 }
@@ -43,7 +41,7 @@ pub struct Image {
     /// `None` once closed (in `Drop`).
     library: Option<libloading::os::unix::Library>,
     /// Pointed to by `args.ctx`; valid until the plugin object is dropped.
-    _host: Box<HostContext>,
+    host: Box<HostContext>,
     /// What the entry point got; its strings must outlive the plugin object.
     _args: Box<LoadArgs>,
     _strings: (String, String),
@@ -111,19 +109,18 @@ impl Image {
                 file,
                 sha256,
                 built_from: ffi::unpadded(&record.plugin),
-                loaded_at: SystemTime::now(),
                 unmapped: Mutex::new(None),
             }),
             vtable,
             library: Some(library),
-            _host: host,
+            host,
             _args: args,
             _strings: strings,
             staging: staging.to_owned(),
         };
         if image.vtable.plugin.is_null() {
             let why = image
-                ._host
+                .host
                 .error
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -145,7 +142,7 @@ impl Image {
 
     /// The `[file#id]` tag of this image's log lines.
     pub fn tag(&self) -> &str {
-        &self._host.tag
+        &self.host.tag
     }
 
     /// Drops the plugin object and closes the library; idempotent.

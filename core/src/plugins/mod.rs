@@ -25,7 +25,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use serde_json::{json, Value};
 use tokio::sync::{oneshot, watch};
@@ -44,12 +44,6 @@ pub const BUILT_IN_APIS: &[&str] = &["runtime.v1", "apim.v1", "slpm.v1"];
 
 /// Retired generations kept per name for the listings (the newest ones).
 const HISTORY: usize = 8;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Slp,
-    Api,
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GenState {
@@ -71,10 +65,11 @@ impl GenState {
 /// One load of a name.
 pub struct Generation {
     pub id: u64,
-    pub kind: Kind,
     /// `echo` (SLP) or `echo.v1` (API).
     pub name: String,
     pub image: Arc<ImageStatus>,
+    /// When this generation was loaded (its image may be older: it can be shared).
+    pub loaded_at: SystemTime,
     pub usage: Arc<Usage>,
     state: watch::Sender<GenState>,
     /// Set once when retiring starts, so two paths cannot retire it twice.
@@ -82,12 +77,12 @@ pub struct Generation {
 }
 
 impl Generation {
-    fn new(id: u64, kind: Kind, name: &str, image: Arc<ImageStatus>) -> Arc<Generation> {
+    fn new(id: u64, name: &str, image: Arc<ImageStatus>) -> Arc<Generation> {
         Arc::new(Generation {
             id,
-            kind,
             name: name.to_string(),
             image,
+            loaded_at: SystemTime::now(),
             usage: Arc::new(Usage::default()),
             state: watch::Sender::new(GenState::Active),
             retiring: AtomicBool::new(false),
@@ -132,7 +127,7 @@ impl Generation {
             "file": self.image.file,
             "sha256": self.image.sha256,
             "built_from": self.image.built_from,
-            "loaded": humantime::format_rfc3339_seconds(self.image.loaded_at).to_string(),
+            "loaded": humantime::format_rfc3339_seconds(self.loaded_at).to_string(),
             "state": self.state().as_str(),
             "using": u.using.load(Ordering::Relaxed),
             "used": u.used.load(Ordering::Relaxed),
@@ -163,7 +158,7 @@ pub struct Plugins {
     drain_timeout: RwLock<Duration>,
     next_id: AtomicU64,
     /// Open images, to share one between the SLP and API of the same unchanged file.
-    images: Mutex<Vec<Weak<Image>>>,
+    images: Arc<Mutex<Vec<Weak<Image>>>>,
     state: Mutex<State>,
     /// Compiled-in SLPs (`[JSIPStack] builtin_slps`) and their usage, for the listing.
     builtin_slps: Vec<(String, Arc<Usage>)>,
@@ -187,7 +182,7 @@ impl Plugins {
             state_file: config.plugins.state_file.clone(),
             drain_timeout: RwLock::new(config.plugins.drain_timeout),
             next_id: AtomicU64::new(1),
-            images: Mutex::new(Vec::new()),
+            images: Arc::default(),
             state: Mutex::new(State::default()),
             builtin_slps,
             node,
@@ -224,49 +219,36 @@ impl Plugins {
 
     // ------------------------------------------------------------------ loading
 
-    /// Opens `file` (or shares a live image of identical bytes) on a thread of its own.
-    async fn open(&self, file: &str, id: u64) -> Result<Arc<Image>, Refusal> {
+    /// Opens `file`, or shares a live image of identical bytes, and asks the plugin for
+    /// its `what` with `make`; all on one thread of its own, so neither the copy of the
+    /// file nor any plugin code runs on an async worker. An image that offers no `what`
+    /// is dropped (and closed) on that thread too.
+    async fn open<T: Send + 'static>(
+        &self,
+        file: &str,
+        id: u64,
+        what: &'static str,
+        make: impl FnOnce(&Arc<Image>) -> Option<T> + Send + 'static,
+    ) -> Result<(Arc<Image>, T), Refusal> {
         let path = file::resolve(&self.dir, file)?;
-        std::fs::create_dir_all(&self.staging)
-            .and_then(|()| {
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&self.staging, std::fs::Permissions::from_mode(0o700))
-            })
-            .map_err(|e| refuse(500, format!("{}: {e}", self.staging.display())))?;
-        let staging = self
-            .staging
-            .join(format!("{}.{id}.so", file.trim_end_matches(".so")));
-        let sha256 = file::stage(&path, &staging)
-            .map_err(|e| refuse(500, format!("copying plugins/{file} for loading: {e}")))?;
-        {
-            let mut images = self.images.lock().unwrap_or_else(|p| p.into_inner());
-            images.retain(|w| w.strong_count() > 0);
-            let same = images
-                .iter()
-                .filter_map(Weak::upgrade)
-                .find(|i| i.status.file == file && i.status.sha256 == sha256);
-            if let Some(image) = same {
-                let _ = std::fs::remove_file(&staging);
-                return Ok(image);
-            }
-        }
-        let name = file.trim_end_matches(".so").to_string();
-        let config_dir = self.conf_dir.join(&name);
-        let file_owned = file.to_string();
-        let image = on_thread(format!("load-{name}"), move || {
-            Image::load(&staging, &file_owned, sha256, &config_dir, id)
-        })
-        .await??;
-        tracing::info!(
-            "plugin [{}] loaded from plugins/{file} ({})",
-            image.tag(),
-            image.status.built_from
+        let (staging_dir, conf_dir, images) = (
+            self.staging.clone(),
+            self.conf_dir.clone(),
+            self.images.clone(),
         );
-        self.images
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(Arc::downgrade(&image));
-        Ok(image)
+        let file = file.to_string();
+        let stem = file.trim_end_matches(".so").to_string();
+        on_thread(format!("load-{stem}"), move || {
+            let image = open_image(&path, &file, &stem, id, &staging_dir, &conf_dir, &images)?;
+            match make(&image) {
+                Some(made) => Ok((image, made)),
+                None => Err(refuse(
+                    400,
+                    format!("plugins/{file} offers no {what} (its Plugin::{} returned None or panicked)", what.to_lowercase()),
+                )),
+            }
+        })
+        .await?
     }
 
     /// `POST /slpm/v1/NAME?file=F.so`
@@ -281,23 +263,19 @@ impl Plugins {
             ));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let image = self.open(file, id).await?;
-        let generation = Generation::new(id, Kind::Slp, name, image.status.clone());
-        let made = {
-            let image = image.clone();
-            on_thread(format!("load-{name}"), move || ForeignSlp::new(image)).await?
-        };
-        let Some(slp) = made else {
-            release(image);
-            return Err(refuse(
-                400,
-                format!("plugins/{file} offers no SLP (its Plugin::slp returned None or panicked)"),
-            ));
-        };
+        let (image, slp) = self
+            .open(file, id, "SLP", |image| ForeignSlp::new(image.clone()))
+            .await?;
+        let generation = Generation::new(id, name, image.status.clone());
         self.node
             .load_slp(name, generation.clone(), Box::new(slp), image)
             .await?;
-        self.remember(Kind::Slp, name, generation.clone());
+        {
+            let mut state = self.state();
+            let list = state.slps.entry(name.to_string()).or_default();
+            list.push(generation.clone());
+            trim(list);
+        }
         self.persist();
         Ok(json!({"name": name, "generation": generation.view()}))
     }
@@ -332,22 +310,15 @@ impl Plugins {
             ));
         }
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let image = self.open(file, id).await?;
-        let generation = Generation::new(id, Kind::Api, full, image.status.clone());
-        let made = {
-            let (image, generation) = (image.clone(), generation.clone());
-            on_thread(format!("load-{full}"), move || {
-                ForeignApi::new(image, generation)
+        let name = full.to_string();
+        // Not the last reference (the API holds one): dropping it here runs no plugin code.
+        let (_image, api) = self
+            .open(file, id, "API", move |image| {
+                let generation = Generation::new(id, &name, image.status.clone());
+                ForeignApi::new(image.clone(), generation)
             })
-            .await?
-        };
-        release(image);
-        let Some(api) = made else {
-            return Err(refuse(
-                400,
-                format!("plugins/{file} offers no API (its Plugin::api returned None or panicked)"),
-            ));
-        };
+            .await?;
+        let generation = api.generation.clone();
         let old = {
             let mut state = self.state();
             let entry = state.apis.entry(full.to_string()).or_default();
@@ -481,15 +452,6 @@ impl Plugins {
                     generation.id
                 );
             });
-    }
-
-    fn remember(&self, kind: Kind, name: &str, generation: Arc<Generation>) {
-        let mut state = self.state();
-        if kind == Kind::Slp {
-            let list = state.slps.entry(name.to_string()).or_default();
-            list.push(generation);
-            trim(list);
-        }
     }
 
     // ------------------------------------------------------------------ listings
@@ -637,12 +599,45 @@ fn trim(list: &mut Vec<Arc<Generation>>) {
     }
 }
 
-/// Drops an image reference on a thread of its own (it may be the last one, which runs
-/// the plugin's drop and `dlclose`).
-pub fn release(image: Arc<Image>) {
-    let _ = std::thread::Builder::new()
-        .name("unload".into())
-        .spawn(move || drop(image));
+/// Copies `plugins/FILE` to a private path and opens it, unless a live image of the same
+/// file has the same bytes: then that one is shared. On a load thread.
+fn open_image(
+    path: &std::path::Path,
+    file: &str,
+    stem: &str,
+    id: u64,
+    staging_dir: &std::path::Path,
+    conf_dir: &std::path::Path,
+    images: &Mutex<Vec<Weak<Image>>>,
+) -> Result<Arc<Image>, Refusal> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(staging_dir)
+        .and_then(|()| {
+            std::fs::set_permissions(staging_dir, std::fs::Permissions::from_mode(0o700))
+        })
+        .map_err(|e| refuse(500, format!("{}: {e}", staging_dir.display())))?;
+    let staging = staging_dir.join(format!("{stem}.{id}.so"));
+    let sha256 = file::stage(path, &staging)
+        .map_err(|e| refuse(500, format!("copying plugins/{file} for loading: {e}")))?;
+    let mut images = images.lock().unwrap_or_else(|p| p.into_inner());
+    images.retain(|w| w.strong_count() > 0);
+    let same = images
+        .iter()
+        .filter_map(Weak::upgrade)
+        .find(|i| i.status.file == file && i.status.sha256 == sha256);
+    if let Some(image) = same {
+        let _ = std::fs::remove_file(&staging);
+        return Ok(image);
+    }
+    // Loading under the lock: two loads of the same new bytes then share one image.
+    let image = Image::load(&staging, file, sha256, &conf_dir.join(stem), id)?;
+    tracing::info!(
+        "plugin [{}] loaded from plugins/{file} ({})",
+        image.tag(),
+        image.status.built_from
+    );
+    images.push(Arc::downgrade(&image));
+    Ok(image)
 }
 
 /// Runs `f` on a new thread and waits for it without blocking an async worker.
