@@ -193,36 +193,46 @@ impl fmt::Display for ParseError {
 
 impl std::error::Error for ParseError {}
 
-/// Pulls typed fields out of the frame's object; what is left becomes `extra`.
+/// Pulls typed fields out of the frame's slots; the rest is `extra`.
 struct Fields {
-    map: Map<String, Value>,
+    slots: Slots,
 }
 
 impl Fields {
-    fn string(&mut self, key: &str) -> Result<Option<String>, String> {
-        match self.map.remove(key) {
+    fn string(&mut self, key: Key) -> Result<Option<String>, String> {
+        match self.slots.take(key) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
-            Some(other) => Err(format!("{key} must be a string, not {}", kind_of(&other))),
+            Some(other) => Err(format!(
+                "{} must be a string, not {}",
+                key.name(),
+                kind_of(&other)
+            )),
         }
     }
 
-    fn required_string(&mut self, key: &str) -> Result<String, String> {
+    fn required_string(&mut self, key: Key) -> Result<String, String> {
         match self.string(key)? {
             Some(s) if !s.is_empty() => Ok(s),
-            Some(_) => Err(format!("{key} is empty")),
-            None => Err(format!("{key} is missing")),
+            Some(_) => Err(format!("{} is empty", key.name())),
+            None => Err(format!("{} is missing", key.name())),
         }
     }
 
-    fn number(&mut self, key: &str) -> Result<Option<u64>, String> {
-        match self.map.remove(key) {
+    fn number(&mut self, key: Key) -> Result<Option<u64>, String> {
+        match self.slots.take(key) {
             None => Ok(None),
-            Some(Value::Number(n)) => n
-                .as_u64()
-                .map(Some)
-                .ok_or_else(|| format!("{key} must be a whole number from 0 to 2^64-1, not {n}")),
-            Some(other) => Err(format!("{key} must be a number, not {}", kind_of(&other))),
+            Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
+                format!(
+                    "{} must be a whole number from 0 to 2^64-1, not {n}",
+                    key.name()
+                )
+            }),
+            Some(other) => Err(format!(
+                "{} must be a number, not {}",
+                key.name(),
+                kind_of(&other)
+            )),
         }
     }
 }
@@ -241,33 +251,48 @@ fn kind_of(v: &Value) -> &'static str {
 impl Message {
     /// Parses and validates one frame.
     pub fn parse(frame: &str) -> Result<Message, ParseError> {
-        let value: Value = serde_json::from_str(frame).map_err(|e| ParseError::Unaddressable {
-            reason: format!("not JSON: {e}"),
-        })?;
-        let Value::Object(map) = value else {
-            return Err(ParseError::Unaddressable {
-                reason: format!("a JSIP message is a JSON object, not {}", kind_of(&value)),
-            });
-        };
-        Message::from_object(map)
+        match wire::read(frame) {
+            Ok(slots) => Message::from_slots(slots),
+            // Rare: parse again as any JSON to say what the frame was.
+            Err(_) => Err(ParseError::Unaddressable {
+                reason: match serde_json::from_str::<Value>(frame) {
+                    Err(e) => format!("not JSON: {e}"),
+                    Ok(other) => {
+                        format!("a JSIP message is a JSON object, not {}", kind_of(&other))
+                    }
+                },
+            }),
+        }
     }
 
     /// Validates an already-decoded JSON object.
     pub fn from_object(map: Map<String, Value>) -> Result<Message, ParseError> {
-        let mut f = Fields { map };
+        Message::from_slots(Slots::from_map(map))
+    }
+
+    fn from_slots(slots: Slots) -> Result<Message, ParseError> {
+        let mut f = Fields { slots };
         let unaddressable = |reason: String| ParseError::Unaddressable { reason };
-        let dialogue_id = match f.required_string("DialogueID") {
+        let dialogue_id = match f.required_string(Key::DialogueId) {
             Ok(d) => d,
             Err(e) => return Err(unaddressable(e)),
         };
-        let cseq = match f.number("CSeq") {
+        let cseq = match f.number(Key::CSeq) {
             Ok(Some(c)) => c,
             Ok(None) => return Err(unaddressable("CSeq is missing".into())),
             Err(e) => return Err(unaddressable(e)),
         };
         // From here on the frame names its transaction: errors answer on it.
-        let from = f.map.get("From").and_then(Value::as_str).map(String::from);
-        let to = f.map.get("To").and_then(Value::as_str).map(String::from);
+        let from = f
+            .slots
+            .peek(Key::From)
+            .and_then(Value::as_str)
+            .map(String::from);
+        let to = f
+            .slots
+            .peek(Key::To)
+            .and_then(Value::as_str)
+            .map(String::from);
         let invalid = |reason: String| ParseError::Invalid {
             dialogue_id: dialogue_id.clone(),
             cseq,
@@ -279,10 +304,10 @@ impl Message {
     }
 
     fn fields(f: &mut Fields, dialogue_id: String, cseq: u64) -> Result<Message, String> {
-        let ty = f.required_string("Type")?;
+        let ty = f.required_string(Key::Type)?;
         let kind = if ty == "RESPONSE" {
             let code = f
-                .number("Code")?
+                .number(Key::Code)?
                 .ok_or("Code is missing (a response needs a status code)")?;
             if !(100..=699).contains(&code) {
                 return Err(format!("Code {code} is outside 100-699"));
@@ -296,10 +321,10 @@ impl Message {
             Kind::Request(m)
         };
         let (request_uri, desc) = match kind {
-            Kind::Request(_) => (Some(f.required_string("Request-URI")?), None),
-            Kind::Response(_) => (None, f.string("Desc")?),
+            Kind::Request(_) => (Some(f.required_string(Key::RequestUri)?), None),
+            Kind::Response(_) => (None, f.string(Key::Desc)?),
         };
-        let related_id = f.number("RelatedID")?;
+        let related_id = f.number(Key::RelatedId)?;
         if matches!(kind, Kind::Request(Method::Ack | Method::Cancel)) && related_id.is_none() {
             return Err(format!(
                 "RelatedID is missing (an {ty} names the INVITE's CSeq)"
@@ -309,19 +334,19 @@ impl Message {
             kind,
             request_uri,
             desc,
-            from: f.required_string("From")?,
-            to: f.required_string("To")?,
+            from: f.required_string(Key::From)?,
+            to: f.required_string(Key::To)?,
             dialogue_id,
             cseq,
-            router: f.string("Router")?,
+            router: f.string(Key::Router)?,
             related_id,
-            expire: f.number("Expire")?,
-            body: f.map.remove("Body"),
-            content_type: f.string("Content-Type")?,
-            p_asserted_identity: f.string("P-Asserted-Identity")?,
-            event: f.string("Event")?,
-            reason: f.string("Reason")?,
-            extra: std::mem::take(&mut f.map),
+            expire: f.number(Key::Expire)?,
+            body: f.slots.take(Key::Body),
+            content_type: f.string(Key::ContentType)?,
+            p_asserted_identity: f.string(Key::PAssertedIdentity)?,
+            event: f.string(Key::Event)?,
+            reason: f.string(Key::Reason)?,
+            extra: std::mem::take(&mut f.slots.extra),
         })
     }
 
@@ -430,16 +455,21 @@ impl Message {
             put("Body", b.clone());
         }
         for (k, v) in &self.extra {
-            m.insert(k.clone(), v.clone());
+            if Key::of(k).is_none() {
+                m.insert(k.clone(), v.clone());
+            }
         }
         m
     }
 
-    /// The frame text.
+    /// The frame text (see the `Serialize` impl for the key order).
     pub fn to_json(&self) -> String {
-        Value::Object(self.to_object()).to_string()
+        serde_json::to_string(self).expect("a Message is always valid JSON")
     }
 }
+
+mod wire;
+use wire::{Key, Slots};
 
 #[cfg(test)]
 mod tests;

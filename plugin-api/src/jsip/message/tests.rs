@@ -208,3 +208,36 @@ fn method_classes_follow_the_spec() {
     }
     assert_eq!(Method::parse("invite"), None, "methods are case-sensitive");
 }
+
+#[test]
+fn a_repeated_key_keeps_its_last_value_and_extra_never_shadows_a_field() {
+    let m = Message::parse(
+        r#"{"Type":"MESSAGE","Request-URI":"a@b","From":"x","To":"y","DialogueID":"d",
+            "CSeq":1,"From":"z","X-Tag":1,"X-Tag":2}"#,
+    )
+    .unwrap();
+    assert_eq!(m.from, "z");
+    assert_eq!(m.extra["X-Tag"], 2);
+
+    let mut m = m;
+    m.extra.insert("Type".into(), "BYE".into());
+    let text = m.to_json();
+    assert_eq!(text.matches("\"Type\"").count(), 1, "{text}");
+    assert_eq!(
+        Message::parse(&text).unwrap().method(),
+        Some(Method::Message)
+    );
+    assert_eq!(m.to_object()["Type"], "MESSAGE");
+}
+
+#[test]
+fn the_frame_text_starts_with_type_and_escapes_strings() {
+    let mut m = Message::request(Method::Info, "u@h", "a\"b", "c\\d", "d\n1", 7);
+    m.body = Some(json!({"k": [1, "two"]}));
+    let text = m.to_json();
+    assert!(text.starts_with(r#"{"Type":"INFO","#), "{text}");
+    let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(back["From"], "a\"b");
+    assert_eq!(back["DialogueID"], "d\n1");
+    assert_eq!(Message::parse(&text).unwrap(), m);
+}
