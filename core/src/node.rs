@@ -63,7 +63,8 @@ pub enum Input {
         name: PeerName,
         error: String,
     },
-    Slp(Report),
+    /// What one SLP runner did since it last reported, in order.
+    Slp(Vec<Report>),
     Snapshot(oneshot::Sender<Value>),
     Reconfigure(Arc<Config>),
     /// A new generation of SLP `name` (from `plugins`).
@@ -114,6 +115,23 @@ impl NodeHandle {
         rx.await.ok()
     }
 
+    /// Hands a socket's message to the node if its queue has room, else gives it back
+    /// (see [`NodeHandle::frame`]). A socket task tries this first: it does not wait, so
+    /// the task keeps no message in its state, which keeps every connection small.
+    pub fn try_frame(&self, name: &PeerName, msg: Message) -> Result<(), Box<Message>> {
+        match self.tx.try_reserve() {
+            Ok(permit) => {
+                permit.send(Input::Frame {
+                    name: name.clone(),
+                    msg,
+                });
+                Ok(())
+            }
+            Err(_) => Err(Box::new(msg)),
+        }
+    }
+
+    /// Hands a socket's message to the node, waiting while the node's queue is full.
     pub async fn frame(&self, name: PeerName, msg: Message) {
         let _ = self.tx.send(Input::Frame { name, msg }).await;
     }
@@ -188,6 +206,24 @@ impl NodeHandle {
 struct SlpRun {
     runner: Runner,
     plugin: Option<(Arc<Generation>, Arc<Image>)>,
+    /// Commands of this turn, sent as one batch when the turn ends ([`Node::flush`]).
+    pending: Vec<Command>,
+}
+
+impl SlpRun {
+    fn new(runner: Runner, plugin: Option<(Arc<Generation>, Arc<Image>)>) -> SlpRun {
+        SlpRun {
+            runner,
+            plugin,
+            pending: Vec::new(),
+        }
+    }
+
+    fn send_pending(&mut self) {
+        if !self.pending.is_empty() {
+            self.runner.send(std::mem::take(&mut self.pending));
+        }
+    }
 }
 
 /// How many inputs may wait for the node before socket readers wait too.
@@ -255,13 +291,8 @@ impl Node {
             let slp = crate::slps::make(name).expect("config checked the name");
             let usage = Arc::new(Usage::default());
             let runner = node.spawn_runner(name, slp, usage.clone())?;
-            node.runners.insert(
-                name.as_str().into(),
-                SlpRun {
-                    runner,
-                    plugin: None,
-                },
-            );
+            node.runners
+                .insert(name.as_str().into(), SlpRun::new(runner, None));
             node.stack.add_slp(name, name);
             node.builtin_usage.push((name.clone(), usage));
             tracing::info!("SLP {name} loaded (compiled in)");
@@ -289,9 +320,9 @@ impl Node {
             key,
             slp,
             usage,
-            Box::new(move |report| {
+            Box::new(move |reports| {
                 // Runner threads are not async; waiting here is backpressure on the SLP.
-                let _ = tx.blocking_send(Input::Slp(report));
+                let _ = tx.blocking_send(Input::Slp(reports));
             }),
         )
     }
@@ -309,10 +340,7 @@ impl Node {
             .map_err(|e| refuse(503, format!("cannot start the SLP's thread: {e}")))?;
         self.runners.insert(
             key.as_str().into(),
-            SlpRun {
-                runner,
-                plugin: Some((generation.clone(), image)),
-            },
+            SlpRun::new(runner, Some((generation.clone(), image))),
         );
         let previous = self.stack.remove_slp(&name);
         self.stack.add_slp(&name, &key);
@@ -364,34 +392,61 @@ impl Node {
         if !draining || self.stack.instances_of(key) > 0 {
             return;
         }
-        if let Some(SlpRun {
-            runner,
-            plugin: Some((generation, image)),
-        }) = self.runners.remove(key)
-        {
+        if let Some(mut run) = self.runners.remove(key) {
+            // Its last `Ended` commands go before the runner is retired.
+            run.send_pending();
+            let SlpRun {
+                runner,
+                plugin: Some((generation, image)),
+                ..
+            } = run
+            else {
+                return;
+            };
             if generation.start_retiring() {
                 crate::plugins::retire_slp(generation, runner, image);
             }
         }
     }
 
+    /// Inputs taken per turn: the node handles what is queued (up to this many) and then
+    /// flushes once, so one wake-up of a runner or a socket carries many messages.
+    const TURN: usize = 256;
+
     pub async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
         self.flush();
+        // One timer and one cancellation future for the node's whole life: making them
+        // anew each turn would register and cancel a timer per message.
+        let shutdown = self.shutdown.clone();
+        let stopping = shutdown.cancelled();
+        tokio::pin!(stopping);
+        let timer = tokio::time::sleep(std::time::Duration::ZERO);
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
+        let mut inputs = Vec::with_capacity(Self::TURN);
         loop {
             let deadline = self.stack.next_deadline();
-            let input = tokio::select! {
-                i = rx.recv() => match i {
-                    Some(i) => i,
-                    None => break,
-                },
-                _ = sleep_until(deadline) => {
-                    self.stack.handle_timeout(Instant::now());
-                    self.flush();
-                    continue;
+            if deadline != armed {
+                if let Some(d) = deadline {
+                    timer.as_mut().reset(tokio::time::Instant::from_std(d));
                 }
-                _ = self.shutdown.cancelled() => break,
-            };
-            self.handle_input(input);
+                armed = deadline;
+            }
+            tokio::select! {
+                n = rx.recv_many(&mut inputs, Self::TURN) => {
+                    if n == 0 {
+                        break;
+                    }
+                    for input in inputs.drain(..) {
+                        self.handle_input(input);
+                    }
+                }
+                _ = &mut timer, if armed.is_some() => {
+                    armed = None;
+                    self.stack.handle_timeout(Instant::now());
+                }
+                _ = &mut stopping => break,
+            }
             self.flush();
         }
         // Joining runner threads blocks, and dropping the last reference to an image
@@ -451,10 +506,16 @@ impl Node {
                 let left = self.registry.remove(&name);
                 self.unavailable(&name, left, 503, &error);
             }
-            Input::Slp(Report::Actions { instance, actions }) => {
-                self.stack.handle_slp(now, instance, actions)
+            Input::Slp(reports) => {
+                for report in reports {
+                    match report {
+                        Report::Actions { instance, actions } => {
+                            self.stack.handle_slp(now, instance, actions)
+                        }
+                        Report::Failed { instance } => self.stack.handle_slp_failure(now, instance),
+                    }
+                }
             }
-            Input::Slp(Report::Failed { instance }) => self.stack.handle_slp_failure(now, instance),
             Input::Snapshot(reply) => {
                 let _ = reply.send(self.snapshot(now));
             }
@@ -510,14 +571,15 @@ impl Node {
                     );
                 }
                 self.config = config;
-                for run in self.runners.values() {
-                    run.runner.send(Command::Reload);
+                for run in self.runners.values_mut() {
+                    run.pending.push(Command::Reload);
                 }
             }
         }
     }
 
-    /// Carries out everything the stack asked for.
+    /// Carries out everything the stack asked for, ending the turn: each runner with
+    /// work gets it as one batch.
     fn flush(&mut self) {
         while let Some(out) = self.stack.poll_output() {
             match out {
@@ -526,17 +588,20 @@ impl Node {
                     slp,
                     instance,
                     event,
-                } => match self.runners.get(&slp) {
-                    Some(r) => r.runner.send(Command::Event { instance, event }),
+                } => match self.runners.get_mut(&slp) {
+                    Some(r) => r.pending.push(Command::Event { instance, event }),
                     None => tracing::warn!("event for SLP {slp}, which is not loaded"),
                 },
                 Output::InstanceEnded { slp, instance } => {
-                    if let Some(r) = self.runners.get(&slp) {
-                        r.runner.send(Command::Ended { instance });
+                    if let Some(r) = self.runners.get_mut(&slp) {
+                        r.pending.push(Command::Ended { instance });
                     }
                     self.retire_if_drained(&slp);
                 }
             }
+        }
+        for run in self.runners.values_mut() {
+            run.send_pending();
         }
     }
 
@@ -619,13 +684,6 @@ impl Node {
                 "timers": self.stack.timer_count(),
             },
         })
-    }
-}
-
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(d) => tokio::time::sleep_until(tokio::time::Instant::from_std(d)).await,
-        None => std::future::pending().await,
     }
 }
 

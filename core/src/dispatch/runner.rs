@@ -47,8 +47,10 @@ pub enum Report {
     Failed { instance: InstanceId },
 }
 
-/// Where reports go; the node passes a closure that feeds its input channel.
-pub type ReportSink = Box<dyn Fn(Report) + Send>;
+/// Where reports go; the node passes a closure that feeds its input channel. Reports
+/// come in batches: everything the runner did since it last woke up, so a busy runner
+/// wakes the node once per batch rather than once per event.
+pub type ReportSink = Box<dyn Fn(Vec<Report>) + Send>;
 
 /// How much an SLP (generation) is used, for the listings: kept by its runner.
 #[derive(Debug, Default)]
@@ -62,7 +64,7 @@ pub struct Usage {
 }
 
 pub struct Runner {
-    tx: mpsc::Sender<Command>,
+    tx: mpsc::Sender<Vec<Command>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -87,10 +89,12 @@ impl Runner {
         })
     }
 
-    pub fn send(&self, cmd: Command) {
+    /// Hands the runner a batch of commands, run in order. The node sends one batch
+    /// per turn, so the runner thread is woken once however many events it got.
+    pub fn send(&self, batch: Vec<Command>) {
         // A runner only stops when this handle is dropped, so sending cannot fail
         // while we hold it; ignore the impossible error rather than panic.
-        let _ = self.tx.send(cmd);
+        let _ = self.tx.send(batch);
     }
 }
 
@@ -108,82 +112,157 @@ impl Drop for Runner {
 
 fn run(
     name: String,
-    mut slp: Box<dyn Slp>,
-    rx: mpsc::Receiver<Command>,
+    slp: Box<dyn Slp>,
+    rx: mpsc::Receiver<Vec<Command>>,
     report: ReportSink,
     usage: Arc<Usage>,
 ) {
-    let mut instances: HashMap<InstanceId, Box<dyn Instance>> = HashMap::new();
-    let mut timers: BinaryHeap<Reverse<(Instant, u64, InstanceId, u64)>> = BinaryHeap::new();
-    let mut seq = 0u64;
+    let mut state = RunnerState {
+        name,
+        slp,
+        usage,
+        instances: HashMap::new(),
+        timers: BinaryHeap::new(),
+        seq: 0,
+        reports: Vec::new(),
+    };
     loop {
-        let cmd = match timers.peek() {
+        // Block for the first batch (or the next timer), then take whatever else is
+        // already queued without blocking: under load the node sends batch after batch,
+        // and one report batch answers all of them.
+        let first = match state.timers.peek() {
             Some(Reverse((at, ..))) => {
                 let wait = at.saturating_duration_since(Instant::now());
                 match rx.recv_timeout(wait) {
-                    Ok(c) => Some(c),
+                    Ok(b) => Some(b),
                     Err(mpsc::RecvTimeoutError::Timeout) => None,
                     Err(mpsc::RecvTimeoutError::Disconnected) => break,
                 }
             }
             None => match rx.recv() {
-                Ok(c) => Some(c),
+                Ok(b) => Some(b),
                 Err(_) => break,
             },
         };
-        let (instance, event) = match cmd {
-            Some(Command::Event { instance, event }) => (instance, event),
-            Some(Command::Ended { instance }) => {
-                if let Some(i) = instances.remove(&instance) {
-                    usage.used.fetch_add(1, Ordering::Relaxed);
-                    if catch_unwind(AssertUnwindSafe(|| drop(i))).is_err() {
-                        usage.panics.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!(
-                            "SLP {name}: instance {instance} panicked while being dropped"
-                        );
+        let mut closed = false;
+        if let Some(batch) = first {
+            state.run_batch(batch);
+            loop {
+                match rx.try_recv() {
+                    Ok(batch) => state.run_batch(batch),
+                    Err(mpsc::TryRecvError::Empty) => break,
+                    Err(mpsc::TryRecvError::Disconnected) => {
+                        closed = true;
+                        break;
                     }
                 }
-                timers.retain(|Reverse((_, _, i, _))| *i != instance);
-                usage.using.store(instances.len() as u64, Ordering::Relaxed);
-                continue;
             }
-            Some(Command::Reload) => {
-                if catch_unwind(AssertUnwindSafe(|| slp.on_reload())).is_err() {
-                    usage.panics.fetch_add(1, Ordering::Relaxed);
-                    tracing::error!("SLP {name}: on_reload panicked");
+        }
+        state.fire_due_timers(Instant::now());
+        if !state.reports.is_empty() {
+            report(std::mem::take(&mut state.reports));
+        }
+        if closed {
+            break;
+        }
+    }
+    state.unload();
+}
+
+/// What a runner thread owns: the SLP, its instances and their timers.
+struct RunnerState {
+    name: String,
+    slp: Box<dyn Slp>,
+    usage: Arc<Usage>,
+    instances: HashMap<InstanceId, Box<dyn Instance>>,
+    /// (due, tie-breaking sequence, instance, token), earliest first.
+    timers: BinaryHeap<Reverse<(Instant, u64, InstanceId, u64)>>,
+    seq: u64,
+    /// Reports not yet sent to the node.
+    reports: Vec<Report>,
+}
+
+impl RunnerState {
+    fn run_batch(&mut self, batch: Vec<Command>) {
+        for cmd in batch {
+            match cmd {
+                Command::Event { instance, event } => self.deliver(instance, event),
+                Command::Ended { instance } => self.drop_instance(instance),
+                Command::Reload => {
+                    if catch_unwind(AssertUnwindSafe(|| self.slp.on_reload())).is_err() {
+                        self.usage.panics.fetch_add(1, Ordering::Relaxed);
+                        tracing::error!("SLP {}: on_reload panicked", self.name);
+                    }
                 }
-                continue;
             }
-            None => {
-                let Some(Reverse((_, _, instance, token))) = timers.pop() else {
-                    continue;
-                };
-                if !instances.contains_key(&instance) {
-                    continue;
-                }
-                (instance, Event::Timer(token))
+        }
+    }
+
+    fn fire_due_timers(&mut self, now: Instant) {
+        while let Some(Reverse((at, ..))) = self.timers.peek() {
+            if *at > now {
+                break;
             }
-        };
+            let Some(Reverse((_, _, instance, token))) = self.timers.pop() else {
+                break;
+            };
+            if self.instances.contains_key(&instance) {
+                self.deliver(instance, Event::Timer(token));
+            }
+        }
+    }
+
+    fn forget(&mut self, instance: InstanceId) -> Option<Box<dyn Instance>> {
+        let gone = self.instances.remove(&instance);
+        self.timers.retain(|Reverse((_, _, i, _))| *i != instance);
+        self.usage
+            .using
+            .store(self.instances.len() as u64, Ordering::Relaxed);
+        if gone.is_some() {
+            self.usage.used.fetch_add(1, Ordering::Relaxed);
+        }
+        gone
+    }
+
+    /// The stack is done with `instance`: drop it (its `Drop` is SLP code too).
+    fn drop_instance(&mut self, instance: InstanceId) {
+        if let Some(i) = self.forget(instance) {
+            if catch_unwind(AssertUnwindSafe(|| drop(i))).is_err() {
+                self.usage.panics.fetch_add(1, Ordering::Relaxed);
+                tracing::error!(
+                    "SLP {}: instance {instance} panicked while being dropped",
+                    self.name
+                );
+            }
+        }
+    }
+
+    /// Calls the instance (made on its first event) and queues what it did.
+    fn deliver(&mut self, instance: InstanceId, event: Event) {
         let mut host = RunnerHost {
             instance,
             actions: Vec::new(),
             timers: Vec::new(),
         };
+        let (slp, instances) = (&mut self.slp, &mut self.instances);
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             let inst = instances
                 .entry(instance)
                 .or_insert_with(|| slp.new_instance());
             inst.on_event(event, &mut host);
         }));
-        usage.using.store(instances.len() as u64, Ordering::Relaxed);
+        self.usage
+            .using
+            .store(self.instances.len() as u64, Ordering::Relaxed);
         match outcome {
             Ok(()) => {
                 for (after, token) in host.timers {
-                    seq += 1;
-                    timers.push(Reverse((Instant::now() + after, seq, instance, token)));
+                    self.seq += 1;
+                    let due = Instant::now() + after;
+                    self.timers.push(Reverse((due, self.seq, instance, token)));
                 }
                 if !host.actions.is_empty() {
-                    report(Report::Actions {
+                    self.reports.push(Report::Actions {
                         instance,
                         actions: host.actions,
                     });
@@ -191,30 +270,39 @@ fn run(
             }
             Err(panic) => {
                 let what = panic_message(&panic);
-                tracing::error!("SLP {name}: instance {instance} panicked: {what}");
-                usage.panics.fetch_add(1, Ordering::Relaxed);
-                if let Some(i) = instances.remove(&instance) {
-                    usage.used.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("SLP {}: instance {instance} panicked: {what}", self.name);
+                self.usage.panics.fetch_add(1, Ordering::Relaxed);
+                if let Some(i) = self.forget(instance) {
                     let _ = catch_unwind(AssertUnwindSafe(|| drop(i)));
                 }
-                timers.retain(|Reverse((_, _, i, _))| *i != instance);
-                usage.using.store(instances.len() as u64, Ordering::Relaxed);
-                report(Report::Failed { instance });
+                self.reports.push(Report::Failed { instance });
             }
         }
     }
-    for (_, i) in instances.drain() {
-        usage.used.fetch_add(1, Ordering::Relaxed);
-        let _ = catch_unwind(AssertUnwindSafe(|| drop(i)));
-    }
-    usage.using.store(0, Ordering::Relaxed);
-    if catch_unwind(AssertUnwindSafe(|| slp.on_unload())).is_err() {
-        usage.panics.fetch_add(1, Ordering::Relaxed);
-        tracing::error!("SLP {name}: on_unload panicked");
-    }
-    // The SLP is dropped here, on its own thread, before the thread ends.
-    if catch_unwind(AssertUnwindSafe(|| drop(slp))).is_err() {
-        tracing::error!("SLP {name}: panicked while being dropped");
+
+    /// The channel closed: drop every instance, call `on_unload`, drop the SLP, all on
+    /// this thread, before it ends.
+    fn unload(self) {
+        let RunnerState {
+            name,
+            mut slp,
+            usage,
+            mut instances,
+            ..
+        } = self;
+        for (_, i) in instances.drain() {
+            usage.used.fetch_add(1, Ordering::Relaxed);
+            let _ = catch_unwind(AssertUnwindSafe(|| drop(i)));
+        }
+        usage.using.store(0, Ordering::Relaxed);
+        if catch_unwind(AssertUnwindSafe(|| slp.on_unload())).is_err() {
+            usage.panics.fetch_add(1, Ordering::Relaxed);
+            tracing::error!("SLP {name}: on_unload panicked");
+        }
+        // The SLP is dropped here, on its own thread, before the thread ends.
+        if catch_unwind(AssertUnwindSafe(|| drop(slp))).is_err() {
+            tracing::error!("SLP {name}: panicked while being dropped");
+        }
     }
 }
 
