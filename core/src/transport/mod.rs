@@ -115,11 +115,15 @@ fn upgrade(app: Arc<App>, req: Request, peer: Peer, userid: String, accept: Stri
     let node = app.node.clone();
     let stats = app.stats.jsip.clone();
     let shutdown = peer.shutdown.clone();
-    peer.tasks.spawn(async move {
-        let upgraded = match hyper::upgrade::on(req).await {
+    let remote = peer.remote.to_string();
+    // Only what the socket needs is moved into its task (not the request): the task's
+    // state is part of what every idle connection costs.
+    let on_upgrade = hyper::upgrade::on(req);
+    let task = async move {
+        let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => {
-                tracing::debug!("WebSocket upgrade from {} failed: {e}", peer.remote);
+                tracing::debug!("WebSocket upgrade from {remote} failed: {e}");
                 return;
             }
         };
@@ -129,17 +133,9 @@ fn upgrade(app: Arc<App>, req: Request, peer: Peer, userid: String, accept: Stri
             Some(ws::ws_config(params.max_frame)),
         )
         .await;
-        ws::serve(
-            socket,
-            userid.into(),
-            peer.remote.to_string(),
-            node,
-            params,
-            shutdown,
-            stats,
-        )
-        .await;
-    });
+        ws::serve(socket, userid.into(), remote, node, params, shutdown, stats).await;
+    };
+    peer.tasks.spawn(task);
     let mut resp = Response::new(Default::default());
     *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = resp.headers_mut();

@@ -34,7 +34,7 @@ pub struct SocketParams {
 /// Read buffer size. tokio-tungstenite's default is 128 KiB, zero-filled before every
 /// read: about 135 KiB of RSS per idle connection on our machines, and slower than 4 KiB
 /// for JSIP's small frames. Frames larger than the buffer are still read whole.
-const READ_BUFFER: usize = 4096;
+const READ_BUFFER: usize = 1024;
 
 pub fn ws_config(max_frame: usize) -> WebSocketConfig {
     WebSocketConfig::default()
@@ -72,22 +72,23 @@ pub async fn serve<S>(
     let conn = next_conn_id();
     let replaced = CancellationToken::new();
     let bad_frames = Arc::new(AtomicU64::new(0));
-    let Some(outbox) = node
-        .connected(
-            name.clone(),
-            conn,
-            remote.clone(),
-            replaced.clone(),
-            bad_frames.clone(),
-        )
-        .await
+    // Rare or one-time waits are boxed, so that the state an idle socket keeps while it
+    // waits (the task's size) does not include theirs.
+    let Some(outbox) = Box::pin(node.connected(
+        name.clone(),
+        conn,
+        remote.clone(),
+        replaced.clone(),
+        bad_frames.clone(),
+    ))
+    .await
     else {
         return;
     };
     // The socket this one replaces lets go of the queue when it has closed; anything it
     // could not write stays in `unsent` and goes first here.
     let mut outbox = tokio::select! {
-        g = outbox.lock_owned() => g,
+        g = Box::pin(outbox.lock_owned()) => g,
         _ = shutdown.cancelled() => return,
     };
     let mut ping = tokio::time::interval_at(
@@ -104,69 +105,85 @@ pub async fn serve<S>(
             }
             continue;
         }
-        tokio::select! {
-            _ = replaced.cancelled() => {
+        // The select only says what happened; acting on it comes after, so the state
+        // kept while an idle socket waits is just the branch futures.
+        let event = tokio::select! {
+            _ = replaced.cancelled() => Event::Replaced,
+            _ = shutdown.cancelled() => Event::Shutdown,
+            frame = ws.next() => Event::Frame(frame),
+            queued = outbox.rx.recv() => Event::Queued(queued),
+            _ = ping.tick() => Event::Ping,
+        };
+        match event {
+            Event::Replaced => {
                 JsipStats::count(&stats.replaced);
                 close(&mut ws, CLOSE_REPLACED, "replaced").await;
                 break "replaced by a newer connection with the same userid".into();
             }
-            _ = shutdown.cancelled() => {
+            Event::Shutdown => {
                 close(&mut ws, 1001, "server stopping").await;
                 break "server stopping".into();
             }
-            frame = ws.next() => match frame {
-                Some(Ok(Frame::Text(text))) => {
+            Event::Frame(frame) => {
+                if !matches!(frame, Some(Err(_)) | None) {
                     last_heard = Instant::now();
-                    JsipStats::count(&stats.frames_in);
-                    match Message::parse(&text) {
-                        Ok(msg) => node.frame(name.clone(), msg).await,
-                        Err(e) => {
-                            bad_frames.fetch_add(1, Ordering::Relaxed);
-                            if reject(&mut ws, e, &stats).await.is_err() {
-                                break "write failed".into();
+                }
+                let bad = match frame {
+                    Some(Ok(Frame::Text(text))) => {
+                        JsipStats::count(&stats.frames_in);
+                        match inbound(&node, &name, &text) {
+                            Inbound::Taken => None,
+                            Inbound::Backlog(msg) => {
+                                // The node is behind: wait (backpressure on this peer).
+                                Box::pin(node.frame(name.clone(), *msg)).await;
+                                None
                             }
+                            Inbound::Bad(e) => Some(e),
                         }
                     }
-                }
-                Some(Ok(Frame::Binary(_))) => {
-                    last_heard = Instant::now();
-                    bad_frames.fetch_add(1, Ordering::Relaxed);
-                    let e = ParseError::Unaddressable {
+                    Some(Ok(Frame::Binary(_))) => Some(Box::new(ParseError::Unaddressable {
                         reason: "JSIP travels in text frames; this was a binary frame".into(),
-                    };
-                    if reject(&mut ws, e, &stats).await.is_err() {
+                    })),
+                    Some(Ok(Frame::Close(_))) => {
+                        // tungstenite queued the answering Close frame; send it before
+                        // leaving.
+                        let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), ws.flush()))
+                            .await;
+                        break "closed by the peer".into();
+                    }
+                    None => break "closed by the peer".into(),
+                    // Pings are answered by tungstenite itself.
+                    Some(Ok(_)) => None,
+                    Some(Err(WsError::Capacity(e))) => {
+                        JsipStats::count(&stats.oversized);
+                        let reason =
+                            format!("frame larger than max_frame ({} bytes)", params.max_frame);
+                        close(&mut ws, 1009, &reason).await;
+                        break format!("{reason}: {e}");
+                    }
+                    Some(Err(e)) => break format!("read error: {e}"),
+                };
+                if let Some(e) = bad {
+                    bad_frames.fetch_add(1, Ordering::Relaxed);
+                    if reject(&mut ws, *e, &stats).await.is_err() {
                         break "write failed".into();
                     }
                 }
-                Some(Ok(Frame::Close(_))) => {
-                    // tungstenite queued the answering Close frame; send it before leaving.
-                    let _ = tokio::time::timeout(Duration::from_secs(1), ws.flush()).await;
-                    break "closed by the peer".into();
+            }
+            Event::Queued(Some(m)) => {
+                if let Err(m) = write(&mut ws, m, &stats).await {
+                    outbox.unsent = Some(m);
+                    break "write failed".into();
                 }
-                None => break "closed by the peer".into(),
-                // Pings are answered by tungstenite itself; any frame proves the peer lives.
-                Some(Ok(_)) => last_heard = Instant::now(),
-                Some(Err(WsError::Capacity(e))) => {
-                    JsipStats::count(&stats.oversized);
-                    let reason = format!("frame larger than max_frame ({} bytes)", params.max_frame);
-                    close(&mut ws, 1009, &reason).await;
-                    break format!("{reason}: {e}");
-                }
-                Some(Err(e)) => break format!("read error: {e}"),
-            },
-            queued = outbox.rx.recv() => match queued {
-                Some(m) => {
-                    if let Err(m) = write(&mut ws, m, &stats).await {
-                        outbox.unsent = Some(m);
-                        break "write failed".into();
-                    }
-                }
-                None => break "queue closed".into(),
-            },
-            _ = ping.tick() => {
+            }
+            Event::Queued(None) => break "queue closed".into(),
+            Event::Ping => {
                 if last_heard.elapsed() > params.ping_interval * 3 {
                     JsipStats::count(&stats.dead_peers);
-                    break format!("silent for 3 ping intervals ({:?})", params.ping_interval * 3);
+                    break format!(
+                        "silent for 3 ping intervals ({:?})",
+                        params.ping_interval * 3
+                    );
                 }
                 if ws.send(Frame::Ping(Default::default())).await.is_err() {
                     break "write failed".into();
@@ -175,9 +192,39 @@ pub async fn serve<S>(
         }
     };
     drop(outbox);
-    node.disconnected(name.clone(), conn).await;
+    Box::pin(node.disconnected(name.clone(), conn)).await;
     let bad = bad_frames.load(Ordering::Relaxed);
     tracing::debug!("JSIP socket {name} from {remote} closed ({why}); {bad} bad frames");
+}
+
+/// What woke a socket task.
+enum Event {
+    Replaced,
+    Shutdown,
+    Frame(Option<Result<Frame, WsError>>),
+    Queued(Option<Queued>),
+    Ping,
+}
+
+/// What became of a text frame. Large values are boxed: this is held across awaits.
+enum Inbound {
+    /// Parsed and in the node's queue.
+    Taken,
+    /// Parsed, but the node's queue is full.
+    Backlog(Box<Message>),
+    /// Not a valid message: answer 400.
+    Bad(Box<ParseError>),
+}
+
+/// Parses a text frame and hands it to the node without waiting.
+fn inbound(node: &NodeHandle, name: &PeerName, text: &str) -> Inbound {
+    match Message::parse(text) {
+        Ok(msg) => match node.try_frame(name, msg) {
+            Ok(()) => Inbound::Taken,
+            Err(msg) => Inbound::Backlog(msg),
+        },
+        Err(e) => Inbound::Bad(Box::new(e)),
+    }
 }
 
 /// Writes one queued message; gives it back if the socket failed, so it is not lost.
@@ -205,7 +252,9 @@ where
 {
     JsipStats::count(&stats.bad_frames);
     tracing::debug!("bad JSIP frame: {e}");
-    ws.send(Frame::text(e.answer())).await
+    let answer = e.answer();
+    drop(e);
+    ws.send(Frame::text(answer)).await
 }
 
 async fn close<S>(ws: &mut WebSocketStream<S>, code: u16, reason: &str)
@@ -217,5 +266,9 @@ where
         reason: reason.into(),
     };
     // Bounded: a peer that does not read must not hold the task.
-    let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(Some(frame))).await;
+    let _ = Box::pin(tokio::time::timeout(
+        Duration::from_secs(1),
+        ws.close(Some(frame)),
+    ))
+    .await;
 }
