@@ -1,0 +1,202 @@
+//! `message`: MESSAGE → 200 round trips, closed loop (`--depth` in flight per socket)
+//! or open loop (`--rate`, requests per second over all sockets, sent on schedule
+//! whatever the answers do, so a slow server does not slow the offered load down).
+//! Latency counts from the send: the schedule only ever waits on the clock (tokio's
+//! timer has 1 ms granularity, so counting from the scheduled instant would add up to a
+//! millisecond of the client's own timer lag).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::{SinkExt, StreamExt};
+use tokio_tungstenite::tungstenite::Message as Frame;
+
+use crate::conn::{Socket, Target};
+use crate::jsip::{self, Received};
+use crate::report::{self, Tally};
+use crate::Args;
+
+pub async fn run(a: &Args, target: &Target) -> i32 {
+    let tally = Tally::new();
+    let mut tasks = Vec::new();
+    for c in 0..a.connections {
+        let ws = match target.connect(&format!("{}{c}", a.userid)).await {
+            Ok(ws) => ws,
+            Err(e) => {
+                eprintln!("jsip-bench: {e}");
+                return 1;
+            }
+        };
+        let plan = Plan {
+            c,
+            kind: "m",
+            pai: None,
+            from: format!("{}{c}", a.userid),
+            uri: a.uri.clone(),
+            router: a.router.clone(),
+            depth: a.depth,
+            every: a
+                .rate
+                .map(|r| Duration::from_secs_f64(a.connections as f64 / r)),
+            timeout: Duration::from_secs_f64(a.timeout),
+        };
+        tasks.push(tokio::spawn(connection(ws, plan, tally.clone())));
+    }
+    report::measure("message", a, &tally, tasks, |_| Default::default()).await
+}
+
+/// What one socket sends. Shared with `chat`, whose members send MESSAGEs to the room
+/// the same way.
+pub struct Plan {
+    pub c: usize,
+    /// Prefix of DialogueIDs.
+    pub kind: &'static str,
+    /// P-Asserted-Identity of each MESSAGE (chat: the member).
+    pub pai: Option<String>,
+    pub from: String,
+    pub uri: String,
+    pub router: Option<String>,
+    pub depth: usize,
+    /// Open loop: one request per this interval on this socket.
+    pub every: Option<Duration>,
+    pub timeout: Duration,
+}
+
+/// Runs one socket until the tally says stop; returns its latency histogram.
+pub async fn connection(
+    mut ws: Socket,
+    plan: Plan,
+    tally: Arc<Tally>,
+) -> hdrhistogram::Histogram<u64> {
+    let mut local = report::histogram();
+    let mut in_flight: HashMap<String, Instant> = HashMap::new();
+    let mut n = 0u64;
+    let next = |n: &mut u64| {
+        *n += 1;
+        let id = format!("{}{}-{n}", plan.kind, plan.c);
+        let text = jsip::request(
+            "MESSAGE",
+            &plan.uri,
+            &plan.from,
+            &id,
+            1,
+            plan.router.as_deref(),
+        );
+        let mut text = text;
+        text["Body"] = "ping".into();
+        if let Some(pai) = &plan.pai {
+            text["P-Asserted-Identity"] = pai.as_str().into();
+        }
+        (id, text.to_string())
+    };
+    // Open loop: a schedule; closed loop: `depth` requests to start with.
+    let mut schedule = plan.every.map(|every| {
+        let mut i = tokio::time::interval(every);
+        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        i
+    });
+    if schedule.is_none() {
+        for _ in 0..plan.depth {
+            let (id, text) = next(&mut n);
+            in_flight.insert(id, Instant::now());
+            if ws.send(Frame::text(text)).await.is_err() {
+                tally.transport("closed");
+                return local;
+            }
+        }
+    }
+    let mut sweep = tokio::time::interval(Duration::from_millis(250));
+    while !tally.stopped() {
+        let frame = tokio::select! {
+            f = ws.next() => f,
+            _ = async { schedule.as_mut().expect("open loop").tick().await }, if schedule.is_some() => {
+                let (id, text) = next(&mut n);
+                in_flight.insert(id, Instant::now());
+                if ws.send(Frame::text(text)).await.is_err() {
+                    tally.transport("closed");
+                    break;
+                }
+                continue;
+            }
+            _ = sweep.tick() => {
+                let before = in_flight.len();
+                in_flight.retain(|_, t0| t0.elapsed() < plan.timeout);
+                for _ in in_flight.len()..before {
+                    if tally.measuring() {
+                        tally.transport("timeout");
+                    }
+                    if schedule.is_none() {
+                        let (id, text) = next(&mut n);
+                        in_flight.insert(id, Instant::now());
+                        if ws.send(Frame::text(text)).await.is_err() {
+                            tally.transport("closed");
+                            return local;
+                        }
+                    }
+                }
+                continue;
+            }
+        };
+        let text = match frame {
+            Some(Ok(Frame::Text(t))) => t,
+            Some(Ok(_)) => continue,
+            Some(Err(_)) | None => {
+                tally.transport("closed");
+                break;
+            }
+        };
+        let answer = match Received::read(&text) {
+            Received::Response { dialog, code, .. } => Some((dialog, code)),
+            // Our own request coming back: the raw echo baseline. Counting it as the
+            // answer lets the baseline run this exact client code.
+            Received::Request(r)
+                if r["DialogueID"]
+                    .as_str()
+                    .is_some_and(|d| in_flight.contains_key(d)) =>
+            {
+                r["DialogueID"].as_str().map(|d| (d.to_string(), 200))
+            }
+            Received::Request(r) => {
+                // A relayed chat MESSAGE, or any request the server starts: answered.
+                if r["Type"] == "MESSAGE" {
+                    tally.relay();
+                }
+                if ws.send(Frame::text(jsip::ok(&r))).await.is_err() {
+                    tally.transport("closed");
+                    break;
+                }
+                None
+            }
+            Received::Garbled => {
+                tally.transport("garbled frame");
+                None
+            }
+        };
+        let Some((dialog, code)) = answer else {
+            continue;
+        };
+        let Some(t0) = in_flight.remove(&dialog) else {
+            continue;
+        };
+        if (200..300).contains(&code) {
+            tally.done(&mut local, t0);
+        } else if code >= 300 {
+            tally.code(code);
+        } else {
+            // Provisional: still waiting.
+            in_flight.insert(dialog, t0);
+            continue;
+        }
+        if schedule.is_none() {
+            let (id, text) = next(&mut n);
+            in_flight.insert(id, Instant::now());
+            if ws.send(Frame::text(text)).await.is_err() {
+                tally.transport("closed");
+                break;
+            }
+        }
+    }
+    let _ = ws.close(None).await;
+    local
+}
