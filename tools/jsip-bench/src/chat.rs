@@ -48,6 +48,7 @@ pub async fn run(a: &Args, target: &Target) -> i32 {
         }
     }
     let n = members.len();
+    let mut permits = message::pacer(a.rate, n, &tally).into_iter();
     let mut tasks = Vec::new();
     for (c, from, identity, ws) in members {
         let plan = Plan {
@@ -58,7 +59,7 @@ pub async fn run(a: &Args, target: &Target) -> i32 {
             uri: a.uri.clone(),
             router: a.router.clone(),
             depth: a.depth,
-            every: a.rate.map(|r| Duration::from_secs_f64(n as f64 / r)),
+            permits: permits.next().flatten(),
             timeout: Duration::from_secs_f64(a.timeout),
         };
         tasks.push(tokio::spawn(message::connection(ws, plan, tally.clone())));

@@ -1,9 +1,12 @@
 //! `message`: MESSAGE → 200 round trips, closed loop (`--depth` in flight per socket)
 //! or open loop (`--rate`, requests per second over all sockets, sent on schedule
 //! whatever the answers do, so a slow server does not slow the offered load down).
-//! Latency counts from the send: the schedule only ever waits on the clock (tokio's
-//! timer has 1 ms granularity, so counting from the scheduled instant would add up to a
-//! millisecond of the client's own timer lag).
+//!
+//! The schedule is kept by one pacer thread that hands out send permits round-robin
+//! every 100 µs. tokio's timers tick in whole milliseconds: per-socket intervals would
+//! fire together at each millisecond, sending the whole millisecond's requests as one
+//! burst (30 at once at 30,000/s), and measure the client's bursts rather than the
+//! server. Latency counts from the send.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +15,8 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message as Frame;
 
+use tokio::sync::mpsc;
+
 use crate::conn::{Socket, Target};
 use crate::jsip::{self, Received};
 use crate::report::{self, Tally};
@@ -19,6 +24,7 @@ use crate::Args;
 
 pub async fn run(a: &Args, target: &Target) -> i32 {
     let tally = Tally::new();
+    let mut permits = pacer(a.rate, a.connections, &tally).into_iter();
     let mut tasks = Vec::new();
     for c in 0..a.connections {
         let ws = match target.connect(&format!("{}{c}", a.userid)).await {
@@ -36,9 +42,7 @@ pub async fn run(a: &Args, target: &Target) -> i32 {
             uri: a.uri.clone(),
             router: a.router.clone(),
             depth: a.depth,
-            every: a
-                .rate
-                .map(|r| Duration::from_secs_f64(a.connections as f64 / r)),
+            permits: permits.next().flatten(),
             timeout: Duration::from_secs_f64(a.timeout),
         };
         tasks.push(tokio::spawn(connection(ws, plan, tally.clone())));
@@ -58,8 +62,8 @@ pub struct Plan {
     pub uri: String,
     pub router: Option<String>,
     pub depth: usize,
-    /// Open loop: one request per this interval on this socket.
-    pub every: Option<Duration>,
+    /// Open loop: send one request per permit (see [`pacer`]).
+    pub permits: Option<mpsc::UnboundedReceiver<()>>,
     pub timeout: Duration,
 }
 
@@ -90,12 +94,8 @@ pub async fn connection(
         }
         (id, text.to_string())
     };
-    // Open loop: a schedule; closed loop: `depth` requests to start with.
-    let mut schedule = plan.every.map(|every| {
-        let mut i = tokio::time::interval(every);
-        i.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-        i
-    });
+    // Open loop: permits; closed loop: `depth` requests to start with.
+    let mut schedule = plan.permits;
     if schedule.is_none() {
         for _ in 0..plan.depth {
             let (id, text) = next(&mut n);
@@ -110,7 +110,7 @@ pub async fn connection(
     while !tally.stopped() {
         let frame = tokio::select! {
             f = ws.next() => f,
-            _ = async { schedule.as_mut().expect("open loop").tick().await }, if schedule.is_some() => {
+            Some(()) = async { schedule.as_mut().expect("open loop").recv().await }, if schedule.is_some() => {
                 let (id, text) = next(&mut n);
                 in_flight.insert(id, Instant::now());
                 if ws.send(Frame::text(text)).await.is_err() {
@@ -199,4 +199,35 @@ pub async fn connection(
     }
     let _ = ws.close(None).await;
     local
+}
+
+/// Open loop: one permit channel per socket, fed by a thread that keeps `rate` per
+/// second over all of them, round-robin. A socket that falls behind gets its permits
+/// later, all at once: the offered load never drops. Closed loop: no channels.
+pub fn pacer(
+    rate: Option<f64>,
+    sockets: usize,
+    tally: &Arc<Tally>,
+) -> Vec<Option<mpsc::UnboundedReceiver<()>>> {
+    let Some(rate) = rate else {
+        return (0..sockets).map(|_| None).collect();
+    };
+    let (txs, rxs): (Vec<_>, Vec<_>) = (0..sockets).map(|_| mpsc::unbounded_channel()).unzip();
+    let tally = tally.clone();
+    std::thread::Builder::new()
+        .name("pacer".into())
+        .spawn(move || {
+            let start = Instant::now();
+            let mut sent = 0u64;
+            while !tally.stopped() {
+                let due = (start.elapsed().as_secs_f64() * rate) as u64;
+                while sent < due {
+                    let _ = txs[(sent % txs.len() as u64) as usize].send(());
+                    sent += 1;
+                }
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        })
+        .expect("start the pacer thread");
+    rxs.into_iter().map(Some).collect()
 }
