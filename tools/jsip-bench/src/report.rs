@@ -69,8 +69,9 @@ impl Tally {
         }
     }
 
-    /// A failure below JSIP. Counted even outside the measured window when `always`
-    /// (a dropped connection matters whenever it happens).
+    /// A failure below JSIP. Counted whenever it happens, warm-up included: a dropped
+    /// connection matters whenever it happens (callers skip what only matters while
+    /// measuring, such as timeouts).
     pub fn transport(&self, kind: &'static str) {
         *self.transport.lock().unwrap().entry(kind).or_default() += 1;
     }
