@@ -69,7 +69,8 @@ async fn connection(mut ws: Socket, plan: Plan, tally: Arc<Tally>) -> hdrhistogr
     let mut calls: HashMap<String, Call> = HashMap::new();
     let mut byes: BinaryHeap<Reverse<(Instant, String)>> = BinaryHeap::new();
     let mut n = 0u64;
-    let invite = |n: &mut u64| {
+    // Starts a call: the INVITE's text, with the call recorded as inviting.
+    let invite = |n: &mut u64, calls: &mut HashMap<String, Call>| {
         *n += 1;
         let id = format!("call{}-{n}", plan.c);
         let mut m = jsip::request(
@@ -82,10 +83,6 @@ async fn connection(mut ws: Socket, plan: Plan, tally: Arc<Tally>) -> hdrhistogr
         );
         m["Content-Type"] = json!("sdp");
         m["Body"] = json!("v=0");
-        (id, m.to_string())
-    };
-    for _ in 0..plan.depth {
-        let (id, text) = invite(&mut n);
         calls.insert(
             id,
             Call {
@@ -93,6 +90,10 @@ async fn connection(mut ws: Socket, plan: Plan, tally: Arc<Tally>) -> hdrhistogr
                 since: Instant::now(),
             },
         );
+        m.to_string()
+    };
+    for _ in 0..plan.depth {
+        let text = invite(&mut n, &mut calls);
         if ws.send(Frame::text(text)).await.is_err() {
             tally.transport("closed");
             return local;
@@ -130,8 +131,7 @@ async fn connection(mut ws: Socket, plan: Plan, tally: Arc<Tally>) -> hdrhistogr
                     if tally.measuring() {
                         tally.transport("timeout");
                     }
-                    let (id, text) = invite(&mut n);
-                    calls.insert(id, Call { phase: Phase::Inviting, since: Instant::now() });
+                    let text = invite(&mut n, &mut calls);
                     if ws.send(Frame::text(text)).await.is_err() {
                         tally.transport("closed");
                         return local;
@@ -212,14 +212,7 @@ async fn connection(mut ws: Socket, plan: Plan, tally: Arc<Tally>) -> hdrhistogr
         }
         if finished {
             calls.remove(&dialog);
-            let (id, text) = invite(&mut n);
-            calls.insert(
-                id,
-                Call {
-                    phase: Phase::Inviting,
-                    since: Instant::now(),
-                },
-            );
+            let text = invite(&mut n, &mut calls);
             if ws.send(Frame::text(text)).await.is_err() {
                 tally.transport("closed");
                 break;
