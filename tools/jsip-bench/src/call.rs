@@ -11,7 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::Message as Frame;
 
-use crate::conn::{Socket, Target};
+use crate::conn::{self, Socket, Target};
 use crate::jsip::{self, Received};
 use crate::report::{self, Tally};
 use crate::Args;
@@ -140,10 +140,10 @@ async fn connection(mut ws: Socket, plan: Plan, tally: Arc<Tally>) -> hdrhistogr
                 continue;
             }
         };
-        let text = match frame {
-            Some(Ok(Frame::Text(t))) => t,
-            Some(Ok(_)) => continue,
-            Some(Err(_)) | None => {
+        let text = match conn::text(frame) {
+            Ok(Some(t)) => t,
+            Ok(None) => continue,
+            Err(()) => {
                 tally.transport("closed");
                 break;
             }

@@ -10,6 +10,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::rustls::{ClientConfig, RootCertStore};
 use tokio_rustls::TlsConnector;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::{Error as WsError, Message as Frame, Utf8Bytes};
 use tokio_tungstenite::WebSocketStream;
 
 /// Either transport, so scenarios are written once.
@@ -104,5 +105,15 @@ impl Target {
             .await
             .map(|(s, _)| s)
             .map_err(|e| format!("WebSocket handshake {full}: {e}"))
+    }
+}
+
+/// What a scenario makes of a read: the text of a text frame, `Ok(None)` for a frame to
+/// skip (ping, pong, binary), `Err` when the socket closed or failed.
+pub fn text(frame: Option<Result<Frame, WsError>>) -> Result<Option<Utf8Bytes>, ()> {
+    match frame {
+        Some(Ok(Frame::Text(t))) => Ok(Some(t)),
+        Some(Ok(_)) => Ok(None),
+        Some(Err(_)) | None => Err(()),
     }
 }

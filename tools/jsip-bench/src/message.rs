@@ -17,7 +17,7 @@ use tokio_tungstenite::tungstenite::Message as Frame;
 
 use tokio::sync::mpsc;
 
-use crate::conn::{Socket, Target};
+use crate::conn::{self, Socket, Target};
 use crate::jsip::{self, Received};
 use crate::report::{self, Tally};
 use crate::Args;
@@ -138,10 +138,10 @@ pub async fn connection(
                 continue;
             }
         };
-        let text = match frame {
-            Some(Ok(Frame::Text(t))) => t,
-            Some(Ok(_)) => continue,
-            Some(Err(_)) | None => {
+        let text = match conn::text(frame) {
+            Ok(Some(t)) => t,
+            Ok(None) => continue,
+            Err(()) => {
                 tally.transport("closed");
                 break;
             }
