@@ -4,9 +4,10 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")"
 
-# Debian packages the end-to-end tests call: logrotate (log rotation test) and curl
-# (TLS test).
-packages=(logrotate curl)
+# Debian packages the end-to-end tests call: logrotate (log rotation test), curl (TLS
+# test), and the QEMU test guest of the KVM plugins: qemu-system-x86, a kernel
+# (linux-image-amd64), busybox-static for its initramfs, xorriso for the ISO images.
+packages=(logrotate curl qemu-system-x86 linux-image-amd64 busybox-static xorriso)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -16,7 +17,7 @@ if ((${#missing[@]})); then
     sudo=""
     [[ $(id -u) -eq 0 ]] || sudo=sudo
     $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}"
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 
 cargo fmt --all -- --check

@@ -6,6 +6,7 @@
 //! real condition (a log line, a process exit, a socket state) with a deadline, never a
 //! bare sleep.
 
+pub mod guest;
 pub mod http;
 pub mod ws;
 

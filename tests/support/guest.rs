@@ -1,0 +1,541 @@
+//! The test guest: a real QEMU machine for the KVM plugins' end-to-end tests.
+//!
+//! `qemu-system-x86_64` (TCG) boots Debian's
+//! `linux-image-amd64` kernel with an initramfs built here from Debian's static busybox.
+//! The machine starts powered off (`-S`) and stays put after a guest power-off
+//! (`-no-shutdown`), as a physical PC does, so a `gpio` power press is what boots it.
+//!
+//! What a test gets:
+//! - QMP for the harness itself ([`Guest::qmp`]) and one more QMP socket per plugin
+//!   ([`Guest::plugin_qmp`]): QEMU serves one client per monitor, and each plugin keeps
+//!   its own connection;
+//! - the serial port ([`Guest::serial`]): everything the guest prints, and a shell that
+//!   reads commands from it;
+//! - VNC on loopback, a 64 MiB IDE disk (`/dev/sda`), an empty IDE CD-ROM (qdev id `cd0`)
+//!   and a USB controller.
+//!
+//! Guest init (see [`INIT`]) loads the modules it needs, runs busybox `acpid` so the ACPI
+//! power button powers off, a shell on tty1 (typed text can be made visible with
+//! `cat > /dev/ttyS0`), a shell on the serial port, and a watcher that mounts a CD-ROM
+//! when one is inserted and prints its `marker.txt` to serial.
+//!
+//! The initramfs is cached under `target/test-guest/`, keyed by the kernel, busybox and
+//! init script, so later runs only start QEMU.
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// Kernel modules the guest needs (Debian builds them as modules), dependencies resolved
+/// from `modules.dep`.
+const MODULES: &[&str] = &["ata_piix", "sd_mod", "sr_mod", "isofs", "evdev", "button"];
+
+/// Guest init: PID 1, a busybox shell script.
+pub const INIT: &str = r#"#!/bin/busybox sh
+/bin/busybox mkdir -p /proc /sys /dev /mnt /tmp /bin /sbin /usr/bin /usr/sbin /etc/acpi /var/log /var/run
+/bin/busybox --install -s
+mount -t proc proc /proc
+mount -t sysfs sys /sys
+mount -t devtmpfs dev /dev
+for m in $(cat /lib/modules/order); do insmod /lib/modules/$m.ko; done
+echo 1 > /proc/sys/kernel/printk
+n=0
+while ! grep -q 'Power Button' /proc/bus/input/devices && [ $n -lt 50 ]; do usleep 100000; n=$((n+1)); done
+# ACPI power button -> power off (busybox acpid maps KEY_POWER to PWRF).
+printf '#!/bin/sh\necho "jsipd-guest: acpi power button" > /dev/ttyS0\npoweroff -f\n' > /etc/acpi/power
+chmod +x /etc/acpi/power
+echo "PWRF power" > /etc/acpid.conf
+acpid -f -c /etc/acpi -a /etc/acpid.conf > /dev/ttyS0 2>&1 &
+# CD-ROM watcher: mount on insert, print the marker; notice an eject.
+(
+    mounted=
+    while true; do
+        if [ -z "$mounted" ]; then
+            if mount -t iso9660 -o ro /dev/sr0 /mnt 2>/dev/null; then
+                mounted=1
+                echo "jsipd-guest: cdrom mounted: $(cat /mnt/marker.txt 2>/dev/null)"
+            fi
+        elif ! dd if=/dev/sr0 of=/dev/null bs=2048 count=1 2>/dev/null; then
+            umount -l /mnt; mounted=
+            echo "jsipd-guest: cdrom gone"
+        fi
+        sleep 1
+    done
+) > /dev/ttyS0 2>&1 &
+# A shell on tty1 (the console keyboard), and one on the serial port for the tests.
+# setsid, then the first open of the tty makes it the shell's controlling terminal, so
+# Ctrl+C typed there interrupts the command running in it.
+(while true; do setsid sh -c 'exec sh -i < /dev/tty1 > /dev/tty1 2>&1'; done) &
+(while true; do setsid sh -c 'exec sh -i < /dev/ttyS0 > /dev/ttyS0 2>&1'; done) &
+echo "jsipd-guest: ready, boot $(cat /proc/sys/kernel/random/boot_id)" > /dev/ttyS0
+while true; do sleep 3600; done
+"#;
+
+/// How long a boot may take under TCG on a loaded 2-core machine.
+pub const BOOT_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Is this machine able to run the guest? `Err` says what is missing.
+pub fn available() -> Result<(), String> {
+    for tool in ["qemu-system-x86_64", "busybox"] {
+        if which(tool).is_none() {
+            return Err(format!(
+                "{tool} not found (Debian qemu-system-x86, busybox-static)"
+            ));
+        }
+    }
+    kernel().map(|_| ())
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|p| p.join(tool))
+            .find(|p| p.is_file())
+    })
+}
+
+/// The newest Debian kernel in /boot: (vmlinuz, modules dir).
+fn kernel() -> Result<(PathBuf, PathBuf), String> {
+    let mut found: Vec<String> = std::fs::read_dir("/boot")
+        .map_err(|e| format!("/boot: {e}"))?
+        .filter_map(|e| e.ok()?.file_name().into_string().ok())
+        .filter_map(|n| n.strip_prefix("vmlinuz-").map(String::from))
+        .filter(|v| {
+            Path::new("/lib/modules")
+                .join(v)
+                .join("modules.dep")
+                .exists()
+        })
+        .collect();
+    found.sort();
+    let version = found
+        .pop()
+        .ok_or("no /boot/vmlinuz-* with /lib/modules/*/modules.dep (Debian linux-image-amd64)")?;
+    Ok((
+        PathBuf::from(format!("/boot/vmlinuz-{version}")),
+        Path::new("/lib/modules").join(version),
+    ))
+}
+
+/// Builds (or finds cached) the initramfs; returns (kernel, initramfs).
+fn image() -> (PathBuf, PathBuf) {
+    let (vmlinuz, modules) = kernel().unwrap_or_else(|e| panic!("test guest: {e}"));
+    let busybox = which("busybox").expect("busybox");
+    let dep = std::fs::read_to_string(modules.join("modules.dep")).unwrap();
+    let order = module_order(&dep, MODULES);
+
+    let mut key = std::collections::hash_map::DefaultHasher::new();
+    use std::hash::{Hash, Hasher};
+    (INIT, &order, vmlinuz.to_str(), modules.to_str()).hash(&mut key);
+    std::fs::metadata(&busybox).unwrap().len().hash(&mut key);
+    let dir = super::target_dir().join("test-guest");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(format!("initramfs-{:016x}.cpio", key.finish()));
+    if path.exists() {
+        return (vmlinuz, path);
+    }
+
+    let mut cpio = Cpio::default();
+    for d in ["bin", "lib", "lib/modules", "dev", "etc"] {
+        cpio.dir(d);
+    }
+    cpio.file("init", 0o755, INIT.as_bytes());
+    cpio.file("bin/busybox", 0o755, &std::fs::read(&busybox).unwrap());
+    let mut names = Vec::new();
+    for rel in &order {
+        let name = Path::new(rel)
+            .file_stem()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string();
+        let data = std::fs::read(modules.join(rel)).unwrap();
+        assert!(
+            rel.ends_with(".ko"),
+            "{rel}: compressed modules are not handled; the guest's busybox insmod wants plain .ko"
+        );
+        cpio.file(&format!("lib/modules/{name}.ko"), 0o644, &data);
+        names.push(name);
+    }
+    cpio.file(
+        "lib/modules/order",
+        0o644,
+        (names.join("\n") + "\n").as_bytes(),
+    );
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, cpio.finish()).unwrap();
+    std::fs::rename(&tmp, &path).unwrap();
+    (vmlinuz, path)
+}
+
+/// `wanted` and their dependencies, each after everything it needs.
+fn module_order(modules_dep: &str, wanted: &[&str]) -> Vec<String> {
+    let deps: std::collections::HashMap<&str, Vec<&str>> = modules_dep
+        .lines()
+        .filter_map(|l| {
+            let (m, d) = l.split_once(':')?;
+            Some((m, d.split_whitespace().collect()))
+        })
+        .collect();
+    let by_name = |name: &str| {
+        deps.keys()
+            .find(|k| {
+                Path::new(k).file_stem().and_then(|s| s.to_str()) == Some(name)
+                    || Path::new(k).file_stem().and_then(|s| s.to_str())
+                        == Some(&format!("{name}.ko"))
+            })
+            .unwrap_or_else(|| panic!("module {name} is not in modules.dep"))
+            .to_string()
+    };
+    fn visit(
+        m: &str,
+        deps: &std::collections::HashMap<&str, Vec<&str>>,
+        seen: &mut BTreeSet<String>,
+        out: &mut Vec<String>,
+    ) {
+        if !seen.insert(m.to_string()) {
+            return;
+        }
+        for d in deps.get(m).into_iter().flatten() {
+            visit(d, deps, seen, out);
+        }
+        out.push(m.to_string());
+    }
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for w in wanted {
+        visit(&by_name(w), &deps, &mut seen, &mut out);
+    }
+    out
+}
+
+/// A `newc` cpio archive, which the kernel unpacks as the initramfs.
+#[derive(Default)]
+struct Cpio {
+    out: Vec<u8>,
+    ino: u32,
+}
+
+impl Cpio {
+    fn entry(&mut self, name: &str, mode: u32, data: &[u8]) {
+        self.ino += 1;
+        let header = format!(
+            "070701{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}{:08x}",
+            self.ino,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            data.len(),
+            0,
+            0,
+            0,
+            0,
+            name.len() + 1,
+            0
+        );
+        self.out.extend_from_slice(header.as_bytes());
+        self.out.extend_from_slice(name.as_bytes());
+        self.out.push(0);
+        self.pad();
+        self.out.extend_from_slice(data);
+        self.pad();
+    }
+
+    fn pad(&mut self) {
+        while self.out.len() % 4 != 0 {
+            self.out.push(0);
+        }
+    }
+
+    fn dir(&mut self, name: &str) {
+        self.entry(name, 0o040755, &[]);
+    }
+
+    fn file(&mut self, name: &str, perm: u32, data: &[u8]) {
+        self.entry(name, 0o100000 | perm, data);
+    }
+
+    fn finish(mut self) -> Vec<u8> {
+        self.entry("TRAILER!!!", 0, &[]);
+        self.out
+    }
+}
+
+/// A running QEMU machine; killed when dropped.
+pub struct Guest {
+    child: Child,
+    dir: tempfile::TempDir,
+    serial: Serial,
+    qmp: Qmp,
+}
+
+impl Guest {
+    /// Starts QEMU, powered off, with one QMP socket for each name in `plugin_monitors`.
+    pub fn start(plugin_monitors: &[&str]) -> Guest {
+        let (kernel, initramfs) = image();
+        let dir = tempfile::Builder::new()
+            .prefix("jsipd-guest-")
+            .tempdir()
+            .unwrap();
+        let disk = dir.path().join("disk.img");
+        std::fs::File::create(&disk)
+            .unwrap()
+            .set_len(64 << 20)
+            .unwrap();
+        let sock = |n: &str| dir.path().join(n).to_str().unwrap().to_string();
+        let mut cmd = Command::new("qemu-system-x86_64");
+        // TCG, not KVM: a host may offer /dev/kvm that cannot run a guest (nested, no
+        // VMX), and QEMU does not fall back once KVM opened. JSIPD_GUEST_ACCEL=kvm to try.
+        let accel = std::env::var("JSIPD_GUEST_ACCEL").unwrap_or_else(|_| "tcg".into());
+        cmd.args(["-machine", "pc", "-accel", &accel, "-m", "256"])
+            .args(["-nodefaults", "-no-user-config", "-no-shutdown", "-S"])
+            .args(["-vga", "std", "-display", "none"])
+            .args(["-vnc", "127.0.0.1:0,to=99"])
+            .arg("-kernel")
+            .arg(&kernel)
+            .arg("-initrd")
+            .arg(&initramfs)
+            .args(["-append", "console=ttyS0 quiet panic=-1"])
+            .arg("-chardev")
+            .arg(format!(
+                "socket,id=serial0,path={},server=on,wait=off",
+                sock("serial.sock")
+            ))
+            .args(["-serial", "chardev:serial0"])
+            .arg("-chardev")
+            .arg(format!(
+                "socket,id=qmp0,path={},server=on,wait=off",
+                sock("qmp.sock")
+            ))
+            .args(["-mon", "chardev=qmp0,mode=control"]);
+        for name in plugin_monitors {
+            cmd.arg("-chardev")
+                .arg(format!(
+                    "socket,id=qmp-{name},path={},server=on,wait=off",
+                    sock(&format!("qmp-{name}.sock"))
+                ))
+                .args(["-mon", &format!("chardev=qmp-{name},mode=control")]);
+        }
+        cmd.arg("-drive")
+            .arg(format!("if=none,id=hd0,file={},format=raw", disk.display()))
+            .args(["-device", "ide-hd,drive=hd0,bus=ide.0,id=disk0"])
+            .args(["-drive", "if=none,id=cd0drive,media=cdrom"])
+            .args(["-device", "ide-cd,drive=cd0drive,bus=ide.1,id=cd0"])
+            .args(["-device", "qemu-xhci,id=usb"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("qemu.log")).unwrap(),
+            ));
+        let child = cmd.spawn().expect("spawn qemu-system-x86_64");
+        let mut child = child;
+        let qmp = Qmp::connect(&dir.path().join("qmp.sock"), &mut child, dir.path());
+        let serial = Serial::connect(&dir.path().join("serial.sock"));
+        Guest {
+            child,
+            dir,
+            serial,
+            qmp,
+        }
+    }
+
+    /// The QMP socket made for a plugin (see [`Guest::start`]).
+    pub fn plugin_qmp(&self, name: &str) -> PathBuf {
+        self.dir.path().join(format!("qmp-{name}.sock"))
+    }
+
+    pub fn qmp(&mut self) -> &mut Qmp {
+        &mut self.qmp
+    }
+
+    pub fn serial(&self) -> &Serial {
+        &self.serial
+    }
+
+    /// QEMU's run state: `prelaunch`, `running`, `shutdown`, `paused`, …
+    pub fn status(&mut self) -> String {
+        self.qmp.execute("query-status", json!({}))["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Waits until QEMU's run state is `want`.
+    pub fn wait_status(&mut self, want: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let now = self.status();
+            if now == want {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "QEMU status stayed {now}, not {want}, for {timeout:?}; serial:\n{}",
+                self.serial.text()
+            );
+            // QMP has events, but a run state can change between connect and subscribe;
+            // polling the state itself is the condition.
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// A folder that lives as long as the guest (for images and files the test makes).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Guest {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- guest serial ---\n{}", self.serial.text());
+            if let Ok(log) = std::fs::read_to_string(self.dir.path().join("qemu.log")) {
+                eprintln!("--- qemu stderr ---\n{log}");
+            }
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking QMP client for the harness.
+pub struct Qmp {
+    stream: std::io::BufReader<UnixStream>,
+}
+
+impl Qmp {
+    fn connect(path: &Path, child: &mut Child, dir: &Path) -> Qmp {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let stream = loop {
+            match UnixStream::connect(path) {
+                Ok(s) => break s,
+                Err(e) => {
+                    if let Some(status) = child.try_wait().unwrap() {
+                        panic!(
+                            "qemu exited ({status}): {}",
+                            std::fs::read_to_string(dir.join("qemu.log")).unwrap_or_default()
+                        );
+                    }
+                    assert!(Instant::now() < deadline, "QMP {}: {e}", path.display());
+                    // The socket appears once QEMU has parsed its options.
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        };
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let mut q = Qmp {
+            stream: std::io::BufReader::new(stream),
+        };
+        let greeting = q.read();
+        assert!(greeting.get("QMP").is_some(), "QMP greeting: {greeting}");
+        q.execute("qmp_capabilities", json!({}));
+        q
+    }
+
+    fn read(&mut self) -> Value {
+        use std::io::BufRead;
+        let mut line = String::new();
+        let n = self.stream.read_line(&mut line).expect("read QMP");
+        assert!(n > 0, "QMP closed");
+        serde_json::from_str(&line).unwrap_or_else(|e| panic!("QMP sent {line:?}: {e}"))
+    }
+
+    /// Runs a command; panics on a QMP error.
+    pub fn execute(&mut self, command: &str, arguments: Value) -> Value {
+        let line = json!({"execute": command, "arguments": arguments}).to_string() + "\n";
+        self.stream.get_mut().write_all(line.as_bytes()).unwrap();
+        loop {
+            let v = self.read();
+            if let Some(r) = v.get("return") {
+                return r.clone();
+            }
+            if let Some(e) = v.get("error") {
+                panic!("QMP {command}: {e}");
+            }
+        }
+    }
+}
+
+/// The guest's serial port: all output, kept, and a way to type into the serial shell.
+pub struct Serial {
+    writer: UnixStream,
+    text: Arc<(Mutex<String>, Condvar)>,
+}
+
+impl Serial {
+    fn connect(path: &Path) -> Serial {
+        let stream = UnixStream::connect(path).expect("serial socket");
+        let mut reader = stream.try_clone().unwrap();
+        let text = Arc::new((Mutex::new(String::new()), Condvar::new()));
+        let shared = text.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                let (text, grew) = &*shared;
+                lock(text).push_str(&String::from_utf8_lossy(&buf[..n]));
+                grew.notify_all();
+            }
+        });
+        Serial {
+            writer: stream,
+            text,
+        }
+    }
+
+    /// Everything the guest printed so far.
+    pub fn text(&self) -> String {
+        lock(&self.text.0).clone()
+    }
+
+    /// How often `needle` appears in the output so far.
+    pub fn count(&self, needle: &str) -> usize {
+        lock(&self.text.0).matches(needle).count()
+    }
+
+    /// Waits until `needle` appears `count` times in all output; returns the output.
+    pub fn wait_for_count(&self, needle: &str, count: usize, timeout: Duration) -> String {
+        let deadline = Instant::now() + timeout;
+        let (lock, grew) = &*self.text;
+        let mut text = lock.lock().unwrap();
+        loop {
+            if text.matches(needle).count() >= count {
+                return text.clone();
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                let seen = text.clone();
+                drop(text);
+                panic!("serial: {needle:?} ×{count} not seen within {timeout:?}; serial:\n{seen}");
+            }
+            text = grew.wait_timeout(text, deadline - now).unwrap().0;
+        }
+    }
+
+    pub fn wait_for(&self, needle: &str, timeout: Duration) -> String {
+        self.wait_for_count(needle, 1, timeout)
+    }
+
+    /// Types a line into the serial shell.
+    pub fn run(&self, command: &str) {
+        (&self.writer)
+            .write_all(format!("{command}\n").as_bytes())
+            .unwrap();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
