@@ -52,6 +52,10 @@ printf '#!/bin/sh\necho "jsipd-guest: acpi power button" > /dev/ttyS0\npoweroff 
 chmod +x /etc/acpi/power
 echo "PWRF power" > /etc/acpid.conf
 acpid -f -c /etc/acpi -a /etc/acpid.conf > /dev/ttyS0 2>&1 &
+acpid=$!
+# "ready" must mean a power button press is heard: wait until acpid has its devices open.
+n=0
+while ! ls -l /proc/$acpid/fd 2>/dev/null | grep -q /dev/input/event && [ $n -lt 50 ]; do usleep 100000; n=$((n+1)); done
 # CD-ROM watcher: mount on insert, print the marker; notice an eject.
 (
     mounted=
@@ -356,8 +360,16 @@ impl Guest {
         &mut self.qmp
     }
 
-    pub fn serial(&self) -> &Serial {
-        &self.serial
+    /// The serial port; a handle that can be kept while the guest is used otherwise.
+    pub fn serial(&self) -> Serial {
+        Serial {
+            writer: self
+                .serial
+                .writer
+                .try_clone()
+                .expect("clone the serial socket"),
+            text: self.serial.text.clone(),
+        }
     }
 
     /// QEMU's run state: `prelaunch`, `running`, `shutdown`, `paused`, …

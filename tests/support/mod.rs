@@ -50,7 +50,7 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// Path of a freshly built plugin or fixture library, by its lib name (`echo`,
-/// `chatroom`, `abi_next`, `not_a_plugin`). Builds them all once per test process.
+/// `chatroom`, `gpio`, `storage`, `abi_next`, `not_a_plugin`). Builds them all once per test process.
 pub fn plugin_lib(lib: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
@@ -58,6 +58,7 @@ pub fn plugin_lib(lib: &str) -> PathBuf {
         let status = Command::new(cargo)
             .args(["build", "--quiet", "--lib"])
             .args(["-p", "jsipd-echo", "-p", "jsipd-chatroom"])
+            .args(["-p", "jsipd-gpio", "-p", "jsipd-storage"])
             .args([
                 "-p",
                 "jsipd-fixture-abi-next",
