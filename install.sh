@@ -26,7 +26,7 @@ src=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 command -v cargo >/dev/null || { echo "install.sh: cargo not found; install Rust first (https://rustup.rs)" >&2; exit 1; }
 
 echo "building jsipd (release)..."
-cargo build --release --locked --manifest-path "$src/Cargo.toml" -p jsipd -p jsip-bench -p jsipd-echo -p jsipd-chatroom
+cargo build --release --locked --manifest-path "$src/Cargo.toml" -p jsipd -p jsip-bench -p jsipd-echo -p jsipd-chatroom -p jsipd-gpio -p jsipd-storage
 target=${CARGO_TARGET_DIR:-$src/target}
 
 mkdir -p "$prefix"
@@ -58,8 +58,9 @@ rm -rf "$prefix/sdk/plugin-api" "$prefix/sdk/vendor"
 mv "$prefix/sdk/plugin-api.new" "$prefix/sdk/plugin-api"
 mv "$prefix/sdk/vendor.new" "$prefix/sdk/vendor"
 
-# The example plugins (loaded with curl; see README), and their config, never overwritten.
-for p in echo chatroom; do
+# The plugins (loaded with curl; see README): the examples and the KVM suite, and their
+# config, never overwritten.
+for p in echo chatroom gpio storage; do
     cp "$target/release/lib$p.so" "$prefix/plugins/.$p.so.new"
     chmod 0644 "$prefix/plugins/.$p.so.new"
     mv -f "$prefix/plugins/.$p.so.new" "$prefix/plugins/$p.so"

@@ -107,6 +107,10 @@ fn pcompile_builds_a_new_plugin_offline_from_an_installed_tree() {
     assert!(prefix.join("plugins/echo.so").is_file());
     assert!(prefix.join("plugins/chatroom.so").is_file());
     assert!(prefix.join("conf/chatroom/chatroom.ini").is_file());
+    for kvm in ["gpio", "storage"] {
+        assert!(prefix.join(format!("plugins/{kvm}.so")).is_file());
+        assert!(prefix.join(format!("conf/{kvm}/{kvm}.ini")).is_file());
+    }
     assert!(prefix.join("sdk/plugin-api/src/lib.rs").is_file());
 
     let pcompile = prefix.join("bin/pcompile");
@@ -148,6 +152,8 @@ fn pcompile_builds_a_new_plugin_offline_from_an_installed_tree() {
         ("/slpm/v1/demo?file=demo.so", "demo"),
         ("/apim/v1/demo.v1?file=demo.so", "demo.v1"),
         ("/apim/v1/chatroom.v1?file=chatroom.so", "chatroom.v1"),
+        ("/apim/v1/gpio.v1?file=gpio.so", "gpio.v1"),
+        ("/apim/v1/storage.v1?file=storage.so", "storage.v1"),
     ] {
         let r = jsipd_e2e::http::request(d.api, "POST", path, &[], "");
         assert_eq!(r.status, 200, "{path}: {}", r.body);
@@ -158,4 +164,24 @@ fn pcompile_builds_a_new_plugin_offline_from_an_installed_tree() {
     assert_eq!(v["path"], "/hello");
     let rooms = jsipd_e2e::http::get(d.api, "/chatroom/v1/rooms").json();
     assert_eq!(rooms["data"]["rooms"][0]["name"], "888", "{rooms}");
+    // The shipped KVM config works without the hardware: gpio simulates a target, and
+    // storage lists images but says why it cannot mount.
+    let led = jsipd_e2e::http::get(d.api, "/gpio/v1/led").json();
+    assert_eq!(led["data"]["pwr"], false, "{led}");
+    assert_eq!(
+        jsipd_e2e::http::get(d.api, "/storage/v1/images").json()["data"]["images"],
+        serde_json::json!([])
+    );
+    assert!(
+        prefix.join("images").is_dir(),
+        "the images folder is in the tree"
+    );
+    let r = jsipd_e2e::http::request(
+        d.api,
+        "POST",
+        "/storage/v1/mount",
+        &[],
+        r#"{"file":"none.iso"}"#,
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
 }

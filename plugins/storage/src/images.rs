@@ -195,9 +195,7 @@ impl Images {
             )));
         }
         let n = self.uploads.fetch_add(1, Ordering::Relaxed);
-        let tmp = self
-            .dir
-            .join(format!(".upload-{}-{n}", std::process::id()));
+        let tmp = self.dir.join(format!(".upload-{}-{n}", std::process::id()));
         let result = copy_into(&tmp, body, expected).and_then(|size| {
             // Linking refuses an existing name: a concurrent upload that finished
             // first keeps its image.
