@@ -408,6 +408,24 @@ fn qemu_guest_power_reset_leds_and_virtual_media() {
         .cloned()
         .unwrap();
     assert!(cd.get("inserted").is_none(), "the drive is empty: {cd}");
+
+    // The same image as a USB stick: a usb-storage device is plugged into the VM's xHCI
+    // controller, and unplugged again.
+    let (status, v) = call(
+        &d,
+        "POST",
+        "/storage/v1/mount",
+        r#"{"file":"marker.iso","cdrom":false,"readonly":true}"#,
+    );
+    assert_eq!(status, 200, "{v}");
+    let usb = g.qmp().execute("query-block", json!({}));
+    assert!(
+        usb.to_string().contains("jsipd-stick"),
+        "the stick's drive: {usb}"
+    );
+    assert_eq!(call(&d, "POST", "/storage/v1/unmount", "").0, 200);
+    let usb = g.qmp().execute("query-block", json!({}));
+    assert!(!usb.to_string().contains("jsipd-stick"), "and gone: {usb}");
     assert_eq!(
         call(&d, "DELETE", "/storage/v1/images/marker.iso", "").0,
         200
