@@ -418,63 +418,33 @@ impl Drop for Guest {
     }
 }
 
-/// A blocking QMP client for the harness.
-pub struct Qmp {
-    stream: std::io::BufReader<UnixStream>,
-}
+/// The harness's QMP connection: the plugins' own client (`jsipd-kvm-support`), with
+/// failures turned into test panics.
+pub struct Qmp(jsipd_kvm_support::qmp::Qmp);
 
 impl Qmp {
     fn connect(path: &Path, child: &mut Child, dir: &Path) -> Qmp {
+        let qmp = jsipd_kvm_support::qmp::Qmp::new(path);
         let deadline = Instant::now() + Duration::from_secs(20);
-        let stream = loop {
-            match UnixStream::connect(path) {
-                Ok(s) => break s,
-                Err(e) => {
-                    if let Some(status) = child.try_wait().unwrap() {
-                        panic!(
-                            "qemu exited ({status}): {}",
-                            std::fs::read_to_string(dir.join("qemu.log")).unwrap_or_default()
-                        );
-                    }
-                    assert!(Instant::now() < deadline, "QMP {}: {e}", path.display());
-                    // The socket appears once QEMU has parsed its options.
-                    std::thread::sleep(Duration::from_millis(20));
-                }
+        while let Err(e) = qmp.execute("query-status", json!({})) {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!(
+                    "qemu exited ({status}): {}",
+                    std::fs::read_to_string(dir.join("qemu.log")).unwrap_or_default()
+                );
             }
-        };
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .unwrap();
-        let mut q = Qmp {
-            stream: std::io::BufReader::new(stream),
-        };
-        let greeting = q.read();
-        assert!(greeting.get("QMP").is_some(), "QMP greeting: {greeting}");
-        q.execute("qmp_capabilities", json!({}));
-        q
-    }
-
-    fn read(&mut self) -> Value {
-        use std::io::BufRead;
-        let mut line = String::new();
-        let n = self.stream.read_line(&mut line).expect("read QMP");
-        assert!(n > 0, "QMP closed");
-        serde_json::from_str(&line).unwrap_or_else(|e| panic!("QMP sent {line:?}: {e}"))
+            assert!(Instant::now() < deadline, "{e}");
+            // The socket appears once QEMU has parsed its options.
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Qmp(qmp)
     }
 
     /// Runs a command; panics on a QMP error.
     pub fn execute(&mut self, command: &str, arguments: Value) -> Value {
-        let line = json!({"execute": command, "arguments": arguments}).to_string() + "\n";
-        self.stream.get_mut().write_all(line.as_bytes()).unwrap();
-        loop {
-            let v = self.read();
-            if let Some(r) = v.get("return") {
-                return r.clone();
-            }
-            if let Some(e) = v.get("error") {
-                panic!("QMP {command}: {e}");
-            }
-        }
+        self.0
+            .execute(command, arguments)
+            .unwrap_or_else(|e| panic!("QMP {command}: {e}"))
     }
 }
 

@@ -159,25 +159,30 @@ impl Images {
             let Ok(name) = entry.file_name().into_string() else {
                 continue;
             };
-            let Ok(path) = self.existing(&name) else {
-                continue; // hidden uploads, folders, links that leave
-            };
-            let Ok(meta) = std::fs::metadata(&path) else {
-                continue;
-            };
-            let mtime = meta
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_secs());
-            out.push(Listed {
-                name,
-                size: meta.len(),
-                mtime,
-            });
+            // Hidden uploads, folders and links that leave are not images.
+            if let Ok(listed) = self.describe(&name) {
+                out.push(listed);
+            }
         }
         out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
+    }
+
+    /// One image's name, size and modification time.
+    pub fn describe(&self, name: &str) -> Result<Listed, ImageError> {
+        let path = self.existing(name)?;
+        let meta = std::fs::metadata(&path)
+            .map_err(|e| ImageError::Io(format!("{}: {e}", path.display())))?;
+        let mtime = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_secs());
+        Ok(Listed {
+            name: name.to_string(),
+            size: meta.len(),
+            mtime,
+        })
     }
 
     /// Streams `body` into a new image `name`; `expected` is the Content-Length, if any.

@@ -129,6 +129,10 @@ fn ok(response: &mut Response<'_>, status: u16, data: Value) {
     response.json(status, &json!({"code": 0, "msg": "OK", "data": data}));
 }
 
+fn listed_json(i: &images::Listed) -> Value {
+    json!({"name": i.name, "size": i.size, "mtime": i.mtime})
+}
+
 fn mounted_json(m: &Option<Mounted>) -> Value {
     match m {
         None => Value::Null,
@@ -258,18 +262,8 @@ impl Api for StorageApi {
             return match method.as_str() {
                 "POST" | "PUT" => self.upload(&name, request, response),
                 "DELETE" => self.delete(&name, response),
-                "GET" => match self.0.images.existing(&name).and_then(|_| {
-                    self.0
-                        .images
-                        .list()
-                        .map(|l| l.into_iter().find(|i| i.name == name))
-                }) {
-                    Ok(Some(i)) => ok(
-                        response,
-                        200,
-                        json!({"name": i.name, "size": i.size, "mtime": i.mtime}),
-                    ),
-                    Ok(None) => response.error(404, &format!("there is no image {name:?}")),
+                "GET" => match self.0.images.describe(&name) {
+                    Ok(i) => ok(response, 200, listed_json(&i)),
                     Err(e) => response.error(e.status(), e.reason()),
                 },
                 _ => response.error(405, "an image takes GET, POST (upload) or DELETE"),
@@ -280,7 +274,7 @@ impl Api for StorageApi {
                 Ok(list) => ok(
                     response,
                     200,
-                    json!({"images": list.iter().map(|i| json!({"name": i.name, "size": i.size, "mtime": i.mtime})).collect::<Vec<_>>()}),
+                    json!({"images": list.iter().map(listed_json).collect::<Vec<_>>()}),
                 ),
                 Err(e) => response.error(e.status(), e.reason()),
             },
