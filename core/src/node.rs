@@ -481,6 +481,7 @@ impl Node {
             }
             Input::Disconnected { name, conn } => {
                 if let Some(epoch) = self.registry.detach(&name, conn) {
+                    self.stack.peer_disconnected(&name);
                     let tx = self.handle.tx.clone();
                     let window = self.config.rtc.reconnect_window;
                     let shutdown = self.shutdown.clone();

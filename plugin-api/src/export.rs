@@ -169,6 +169,9 @@ unsafe extern "C" fn instance_event(
                 dialogue_id: text.into_owned(),
             },
             ffi::event::TIMER => Event::Timer(event.token),
+            ffi::event::PEER_DISCONNECTED => Event::PeerDisconnected {
+                dialogue_id: text.into_owned(),
+            },
             other => panic!("unknown event kind {other} (plugin-api is older than the host)"),
         };
         instance.on_event(event, &mut ForeignHost(host));

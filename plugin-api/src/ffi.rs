@@ -27,7 +27,7 @@ pub const ABI_MAGIC: [u8; 16] = *b"jsipd-plugin-abi";
 /// Changes when the boundary changes incompatibly; the loader refuses another major.
 pub const ABI_MAJOR: u32 = 1;
 /// Grows when something is added compatibly.
-pub const ABI_MINOR: u32 = 0;
+pub const ABI_MINOR: u32 = 1;
 
 /// Read by the loader before anything else (a `#[no_mangle] static`).
 #[repr(C)]
@@ -191,6 +191,17 @@ pub mod event {
     pub const DIALOG_ENDED: u8 = 2;
     /// `token` is the timer's token.
     pub const TIMER: u8 = 3;
+    /// `text` is the DialogueID. Since ABI minor 1.
+    pub const PEER_DISCONNECTED: u8 = 4;
+
+    /// The ABI minor that introduced event `kind`: the host does not send a plugin an event
+    /// kind newer than the plugin's own ABI, so an old plugin never sees one it cannot read.
+    pub const fn since_minor(kind: u8) -> u32 {
+        match kind {
+            PEER_DISCONNECTED => 1,
+            _ => 0,
+        }
+    }
 }
 
 #[repr(C)]

@@ -60,6 +60,12 @@ pub enum Event {
     DialogEnded { dialogue_id: String },
     /// A timer set with [`Host::set_timer`] fired.
     Timer(u64),
+    /// The socket of this dialog's peer closed. The dialog itself lives on: the peer may
+    /// reconnect with the same userid within `reconnect_window` (JSIP.md §1), and its
+    /// dialogs carry on then. This is for what must not outlive the peer's presence, such
+    /// as keys it holds down on a remote keyboard. A replaced socket (a reconnect) is not
+    /// a disconnect.
+    PeerDisconnected { dialogue_id: String },
 }
 
 /// Services the host offers an instance while it handles an event.

@@ -1194,6 +1194,21 @@ impl Stack {
         self.end_instance_if_idle(d.instance);
     }
 
+    /// The socket of `peer` closed (not replaced): each of its dialogs' instances hears
+    /// [`Event::PeerDisconnected`]. The dialogs stay; the peer may come back.
+    pub fn peer_disconnected(&mut self, peer: &str) {
+        let mut keys: Vec<&DialogKey> = self.dialogs.keys().filter(|k| &*k.peer == peer).collect();
+        // Dialog order is the map's; make the events' order not depend on hashing.
+        keys.sort_by(|a, b| a.id.cmp(&b.id));
+        let events: Vec<(InstanceId, String)> = keys
+            .into_iter()
+            .map(|k| (self.dialogs[k].instance, k.id.clone()))
+            .collect();
+        for (instance, dialogue_id) in events {
+            self.deliver_to(instance, Event::PeerDisconnected { dialogue_id });
+        }
+    }
+
     fn end_instance_if_idle(&mut self, instance: InstanceId) {
         if self.in_batch == Some(instance) {
             return;

@@ -597,3 +597,30 @@ fn a_2xx_waits_transtimer_for_its_ack_then_only_the_wait_ends() {
     assert!(h.stack.transactions_view(h.now).is_empty());
     assert_eq!(h.stack.dialog_count(), 1, "the session goes on");
 }
+
+#[test]
+fn a_peer_disconnect_is_told_to_its_dialogs_which_live_on() {
+    let mut h = Harness::new();
+    let (i, _) = confirmed_invite(&mut h, "");
+    // Another peer's dialog hears nothing.
+    let other = h.peer("q", req("INVITE", "e", 1, ""));
+    let j = instance_of(&other);
+    h.stack.peer_disconnected("p");
+    let out = h.drain();
+    let told: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::ToSlp {
+                instance,
+                event: Event::PeerDisconnected { dialogue_id },
+                ..
+            } => Some((*instance, dialogue_id.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(told, [(i, "d".to_string())]);
+    assert!(told.iter().all(|(inst, _)| *inst != j));
+    // The dialog is still there: the peer may come back and carry on.
+    let out = h.peer("p", req("INFO", "d", 3, ""));
+    assert_eq!(to_slps(&out), [(i, "INFO".into())]);
+}

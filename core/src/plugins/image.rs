@@ -46,6 +46,8 @@ pub struct Image {
     _args: Box<LoadArgs>,
     _strings: (String, String),
     staging: PathBuf,
+    /// The ABI minor the plugin was built with: events added later are not sent to it.
+    abi_minor: u32,
 }
 
 // SAFETY: the plugin object is `Send + Sync` (the `Plugin` trait requires it); the
@@ -117,6 +119,7 @@ impl Image {
             _args: args,
             _strings: strings,
             staging: staging.to_owned(),
+            abi_minor: record.minor,
         };
         if image.vtable.plugin.is_null() {
             let why = image
@@ -138,6 +141,11 @@ impl Image {
 
     pub fn vtable(&self) -> &PluginVTable {
         &self.vtable
+    }
+
+    /// Whether the plugin was built with an ABI that has `event` (see `ffi::event`).
+    pub fn knows_event(&self, event: u8) -> bool {
+        ffi::event::since_minor(event) <= self.abi_minor
     }
 
     /// The `[file#id]` tag of this image's log lines.

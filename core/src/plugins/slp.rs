@@ -100,7 +100,13 @@ impl Instance for ForeignInstance {
                 (ffi::event::DIALOG_ENDED, dialogue_id.as_str(), 0)
             }
             Event::Timer(t) => (ffi::event::TIMER, "", *t),
+            Event::PeerDisconnected { dialogue_id } => {
+                (ffi::event::PEER_DISCONNECTED, dialogue_id.as_str(), 0)
+            }
         };
+        if !self.image.knows_event(kind) {
+            return;
+        }
         let event = FfiEvent {
             kind,
             text: FfiStr::new(text),

@@ -83,7 +83,7 @@ impl Instance for EchoInstance {
                     answer(&req, 200, host);
                 }
             }
-            Event::Loaded | Event::DialogEnded { .. } => {}
+            Event::Loaded | Event::DialogEnded { .. } | Event::PeerDisconnected { .. } => {}
         }
     }
 }

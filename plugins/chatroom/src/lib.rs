@@ -308,7 +308,7 @@ impl Instance for ChatInstance {
                     format!("a chat room takes SUBSCRIBE and MESSAGE, not {other}"),
                 ),
             },
-            Event::DialogEnded { .. } => {}
+            Event::DialogEnded { .. } | Event::PeerDisconnected { .. } => {}
         }
     }
 }

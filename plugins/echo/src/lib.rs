@@ -100,7 +100,7 @@ impl Instance for EchoInstance {
                     host.send(answer);
                 }
             }
-            Event::Loaded | Event::DialogEnded { .. } => {}
+            Event::Loaded | Event::DialogEnded { .. } | Event::PeerDisconnected { .. } => {}
         }
     }
 }

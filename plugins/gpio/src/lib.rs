@@ -360,6 +360,8 @@ impl Instance for GpioInstance {
                 // A NOTIFY that timed out ends its dialog without an answer we could see.
                 self.notifying.remove(&dialogue_id);
             }
+            // A subscriber that went away ends with its NOTIFY's 480 (or a reconnect).
+            Event::PeerDisconnected { .. } => {}
         }
     }
 }
