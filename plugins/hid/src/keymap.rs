@@ -117,9 +117,11 @@ impl Keymap {
 
         let shift = keys::by_code("ShiftLeft").expect("ShiftLeft is in KEYS");
         // AltGr is whichever key the layout makes ISO_Level3_Shift; `us` has none.
-        let level3 = keys_with_syms(&keymap, &[]).into_iter().find_map(|(key, sym)| {
-            (sym.raw() == 0xfe03 /* ISO_Level3_Shift */).then_some(key)
-        });
+        let level3 = keys_with_syms(&keymap, &[])
+            .into_iter()
+            .find_map(|(key, sym)| {
+                (sym.raw() == 0xfe03/* ISO_Level3_Shift */).then_some(key)
+            });
         let mut combos: Vec<(u8, Vec<&Key>)> = vec![(0, vec![]), (SHIFT, vec![shift])];
         if let Some(altgr) = level3 {
             if keys::modifier_bit(altgr.usage) == Some(ALTGR) {
@@ -140,8 +142,8 @@ impl Keymap {
                 if is_dead(sym) {
                     dead.push((stroke, sym));
                 } else if let Some(c) = typed_char(sym) {
-                    if !strokes.contains_key(&c) {
-                        strokes.insert(c, vec![stroke]);
+                    if let std::collections::hash_map::Entry::Vacant(e) = strokes.entry(c) {
+                        e.insert(vec![stroke]);
                         direct.push((stroke, sym));
                     }
                 }
@@ -161,7 +163,9 @@ impl Keymap {
                     let mut chars = text.chars();
                     if let (Some(c), None) = (chars.next(), chars.next()) {
                         if !c.is_control() {
-                            strokes.entry(c).or_insert_with(|| vec![*dead_stroke, *base]);
+                            strokes
+                                .entry(c)
+                                .or_insert_with(|| vec![*dead_stroke, *base]);
                         }
                     }
                 }
@@ -239,7 +243,9 @@ mod tests {
     }
 
     fn one(map: &Keymap, c: char) -> (&'static str, u8) {
-        let s = map.strokes(c).unwrap_or_else(|| panic!("{} cannot type {c:?}", map.name));
+        let s = map
+            .strokes(c)
+            .unwrap_or_else(|| panic!("{} cannot type {c:?}", map.name));
         assert_eq!(s.len(), 1, "{c:?} on {} is {s:?}", map.name);
         (s[0].key.code, s[0].mods)
     }
@@ -256,7 +262,11 @@ mod tests {
         assert_eq!(one(&us, '@'), ("Digit2", SHIFT));
         assert_eq!(one(&us, '|'), ("Backslash", SHIFT));
         assert_eq!(one(&us, '\n'), ("Enter", 0));
-        assert_eq!(one(&us, '1'), ("Digit1", 0), "the main block beats the keypad");
+        assert_eq!(
+            one(&us, '1'),
+            ("Digit1", 0),
+            "the main block beats the keypad"
+        );
         assert!(us.strokes('€').is_none());
     }
 

@@ -1,0 +1,155 @@
+//! The QEMU backend: QMP `input-send-event`.
+//!
+//! QEMU takes key and button *events*, so this backend remembers what it pressed and sends
+//! the difference to each new state: releases first (keys, then modifiers), then presses
+//! (modifiers, then keys), all in one command so QEMU queues them in that order. Key
+//! events reach the guest's PS/2 keyboard (or whichever keyboard is active); absolute
+//! motion needs an absolute pointer in the guest (`-device usb-tablet`), relative motion
+//! goes to the PS/2 or USB mouse.
+//!
+//! When a command fails, QEMU may or may not have done it, so the keys of both states are
+//! taken as possibly down: the release that follows a failure covers all of them.
+
+use jsipd_kvm_support::qmp::Qmp;
+use jsipd_plugin_api::serde_json::{json, Value};
+
+use crate::device::{button, Device, KeyboardState, Motion, MouseReport};
+use crate::keys::{self, Key};
+
+pub struct QemuHid {
+    qmp: Qmp,
+    /// Usages QEMU was told are down (modifiers as 0xe0..=0xe7).
+    down: Vec<u8>,
+    buttons: u8,
+}
+
+impl QemuHid {
+    pub fn new(qmp: Qmp) -> QemuHid {
+        QemuHid {
+            qmp,
+            down: Vec::new(),
+            buttons: 0,
+        }
+    }
+
+    fn send(&self, events: Vec<Value>) -> Result<(), String> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.qmp
+            .execute("input-send-event", json!({ "events": events }))
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+fn usages(state: &KeyboardState) -> Vec<u8> {
+    let mut all: Vec<u8> = (0..8)
+        .filter(|bit| state.mods & (1 << bit) != 0)
+        .map(|bit| 0xe0 + bit)
+        .collect();
+    all.extend_from_slice(&state.keys);
+    all
+}
+
+fn key_event(key: &Key, down: bool) -> Value {
+    json!({"type": "key", "data": {"down": down, "key": {"type": "qcode", "data": key.qcode}}})
+}
+
+fn button_event(name: &str, down: bool) -> Value {
+    json!({"type": "btn", "data": {"down": down, "button": name}})
+}
+
+/// QEMU's names for the button bits.
+const BUTTONS: [(u8, &str); 5] = [
+    (button::LEFT, "left"),
+    (button::RIGHT, "right"),
+    (button::MIDDLE, "middle"),
+    (button::BACK, "side"),
+    (button::FORWARD, "extra"),
+];
+
+impl Device for QemuHid {
+    fn keyboard(&mut self, state: &KeyboardState) -> Result<(), String> {
+        let want = usages(state);
+        let is_mod = |u: &u8| keys::modifier_bit(*u).is_some();
+        let mut events = Vec::new();
+        let ups: Vec<u8> = self
+            .down
+            .iter()
+            .copied()
+            .filter(|u| !want.contains(u))
+            .collect();
+        let downs: Vec<u8> = want
+            .iter()
+            .copied()
+            .filter(|u| !self.down.contains(u))
+            .collect();
+        for (list, down) in [(&ups, false), (&downs, true)] {
+            // Releases: keys before modifiers; presses: modifiers before keys.
+            let (first, then): (Vec<u8>, Vec<u8>) = list.iter().partition(|u| is_mod(u) == down);
+            for u in first.into_iter().chain(then) {
+                let key = keys::by_usage(u).ok_or_else(|| format!("no key has usage {u:#04x}"))?;
+                events.push(key_event(key, down));
+            }
+        }
+        match self.send(events) {
+            Ok(()) => {
+                self.down = want;
+                Ok(())
+            }
+            Err(e) => {
+                for u in want {
+                    if !self.down.contains(&u) {
+                        self.down.push(u);
+                    }
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn mouse(&mut self, r: &MouseReport) -> Result<(), String> {
+        let mut events = Vec::new();
+        match r.motion {
+            Motion::Absolute { x, y } => {
+                events.push(json!({"type": "abs", "data": {"axis": "x", "value": x}}));
+                events.push(json!({"type": "abs", "data": {"axis": "y", "value": y}}));
+            }
+            Motion::Relative { dx, dy } => {
+                events.push(json!({"type": "rel", "data": {"axis": "x", "value": dx}}));
+                events.push(json!({"type": "rel", "data": {"axis": "y", "value": dy}}));
+            }
+            Motion::None => {}
+        }
+        for (bit, name) in BUTTONS {
+            if (self.buttons ^ r.buttons) & bit != 0 {
+                events.push(button_event(name, r.buttons & bit != 0));
+            }
+        }
+        // A wheel notch is a press and release of QEMU's wheel "button".
+        let notch = if r.wheel > 0 {
+            "wheel-up"
+        } else {
+            "wheel-down"
+        };
+        for _ in 0..r.wheel.unsigned_abs() {
+            events.push(button_event(notch, true));
+            events.push(button_event(notch, false));
+        }
+        match self.send(events) {
+            Ok(()) => {
+                self.buttons = r.buttons;
+                Ok(())
+            }
+            Err(e) => {
+                self.buttons |= r.buttons;
+                Err(e)
+            }
+        }
+    }
+
+    fn describe(&self) -> String {
+        format!("QEMU input events over QMP {}", self.qmp.path().display())
+    }
+}
