@@ -34,7 +34,51 @@ use serde_json::{json, Value};
 
 /// Kernel modules the guest needs (Debian builds them as modules), dependencies resolved
 /// from `modules.dep`.
-const MODULES: &[&str] = &["ata_piix", "sd_mod", "sr_mod", "isofs", "evdev", "button"];
+/// `xhci_pci`, `usbhid` and `hid_generic` are for the USB tablet (absolute pointer).
+const MODULES: &[&str] = &[
+    "ata_piix",
+    "sd_mod",
+    "sr_mod",
+    "isofs",
+    "evdev",
+    "button",
+    "xhci_pci",
+    "usbhid",
+    "hid_generic",
+];
+
+/// Console keymaps put in the guest as `/etc/NAME.bmap` (busybox `loadkmap` format),
+/// made from the same XKB data the hid plugin reads: `ckbcomp NAME | loadkeys -u -b`.
+const CONSOLE_KEYMAPS: &[&str] = &["de"];
+
+/// A binary console keymap for XKB layout `layout`.
+fn console_keymap(layout: &str) -> Vec<u8> {
+    let source = Command::new("ckbcomp")
+        .arg(layout)
+        .stderr(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("ckbcomp (Debian console-setup): {e}"));
+    assert!(source.status.success(), "ckbcomp {layout} failed");
+    let mut loadkeys = Command::new("loadkeys")
+        .args(["-u", "-b", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("loadkeys (Debian kbd): {e}"));
+    loadkeys
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&source.stdout)
+        .unwrap();
+    let out = loadkeys.wait_with_output().unwrap();
+    assert!(
+        out.status.success() && out.stdout.starts_with(b"bkeymap"),
+        "loadkeys -b for {layout} failed"
+    );
+    out.stdout
+}
 
 /// Guest init: PID 1, a busybox shell script.
 pub const INIT: &str = r#"#!/bin/busybox sh
@@ -133,10 +177,14 @@ fn image() -> (PathBuf, PathBuf) {
     let busybox = which("busybox").expect("busybox");
     let dep = std::fs::read_to_string(modules.join("modules.dep")).unwrap();
     let order = module_order(&dep, MODULES);
+    let keymaps: Vec<(&str, Vec<u8>)> = CONSOLE_KEYMAPS
+        .iter()
+        .map(|name| (*name, console_keymap(name)))
+        .collect();
 
     let mut key = std::collections::hash_map::DefaultHasher::new();
     use std::hash::{Hash, Hasher};
-    (INIT, &order, vmlinuz.to_str(), modules.to_str()).hash(&mut key);
+    (INIT, &order, vmlinuz.to_str(), modules.to_str(), &keymaps).hash(&mut key);
     std::fs::metadata(&busybox).unwrap().len().hash(&mut key);
     let dir = super::target_dir().join("test-guest");
     std::fs::create_dir_all(&dir).unwrap();
@@ -150,6 +198,9 @@ fn image() -> (PathBuf, PathBuf) {
         cpio.dir(d);
     }
     cpio.file("init", 0o755, INIT.as_bytes());
+    for (name, bmap) in &keymaps {
+        cpio.file(&format!("etc/{name}.bmap"), 0o644, bmap);
+    }
     cpio.file("bin/busybox", 0o755, &std::fs::read(&busybox).unwrap());
     let mut names = Vec::new();
     for rel in &order {
@@ -334,6 +385,8 @@ impl Guest {
             .args(["-drive", "if=none,id=cd0drive,media=cdrom"])
             .args(["-device", "ide-cd,drive=cd0drive,bus=ide.1,id=cd0"])
             .args(["-device", "qemu-xhci,id=usb"])
+            // An absolute pointer, as a KVM's USB gadget tablet is.
+            .args(["-device", "usb-tablet,bus=usb.0,id=tablet"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(
@@ -368,7 +421,7 @@ impl Guest {
                 .writer
                 .try_clone()
                 .expect("clone the serial socket"),
-            text: self.serial.text.clone(),
+            bytes: self.serial.bytes.clone(),
         }
     }
 
@@ -451,58 +504,84 @@ impl Qmp {
 /// The guest's serial port: all output, kept, and a way to type into the serial shell.
 pub struct Serial {
     writer: UnixStream,
-    text: Arc<(Mutex<String>, Condvar)>,
+    bytes: Arc<(Mutex<Vec<u8>>, Condvar)>,
 }
 
 impl Serial {
     fn connect(path: &Path) -> Serial {
         let stream = UnixStream::connect(path).expect("serial socket");
         let mut reader = stream.try_clone().unwrap();
-        let text = Arc::new((Mutex::new(String::new()), Condvar::new()));
-        let shared = text.clone();
+        let bytes = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let shared = bytes.clone();
         std::thread::spawn(move || {
             let mut buf = [0u8; 4096];
             while let Ok(n) = reader.read(&mut buf) {
                 if n == 0 {
                     break;
                 }
-                let (text, grew) = &*shared;
-                lock(text).push_str(&String::from_utf8_lossy(&buf[..n]));
+                let (bytes, grew) = &*shared;
+                // Bytes, not text: a UTF-8 character may be split across two reads.
+                lock(bytes).extend_from_slice(&buf[..n]);
                 grew.notify_all();
             }
         });
         Serial {
             writer: stream,
-            text,
+            bytes,
         }
     }
 
     /// Everything the guest printed so far.
     pub fn text(&self) -> String {
-        lock(&self.text.0).clone()
+        String::from_utf8_lossy(&lock(&self.bytes.0)).into_owned()
+    }
+
+    /// How many bytes the guest printed so far.
+    pub fn len(&self) -> usize {
+        lock(&self.bytes.0).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 
     /// How often `needle` appears in the output so far.
     pub fn count(&self, needle: &str) -> usize {
-        lock(&self.text.0).matches(needle).count()
+        self.text().matches(needle).count()
+    }
+
+    /// Waits until at least `n` bytes came after offset `from`, or `timeout`; returns the
+    /// bytes after `from` (fewer than `n` on timeout, for the caller to show).
+    pub fn bytes_after(&self, from: usize, n: usize, timeout: Duration) -> Vec<u8> {
+        let deadline = Instant::now() + timeout;
+        let (lock, grew) = &*self.bytes;
+        let mut bytes = lock.lock().unwrap();
+        loop {
+            let now = Instant::now();
+            if bytes.len() >= from + n || now >= deadline {
+                return bytes[from.min(bytes.len())..].to_vec();
+            }
+            bytes = grew.wait_timeout(bytes, deadline - now).unwrap().0;
+        }
     }
 
     /// Waits until `needle` appears `count` times in all output; returns the output.
     pub fn wait_for_count(&self, needle: &str, count: usize, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
-        let (lock, grew) = &*self.text;
-        let mut text = lock.lock().unwrap();
+        let (lock, grew) = &*self.bytes;
+        let mut bytes = lock.lock().unwrap();
         loop {
+            let text = String::from_utf8_lossy(&bytes);
             if text.matches(needle).count() >= count {
-                return text.clone();
+                return text.into_owned();
             }
             let now = Instant::now();
             if now >= deadline {
-                let seen = text.clone();
-                drop(text);
+                let seen = text.into_owned();
+                drop(bytes);
                 panic!("serial: {needle:?} ×{count} not seen within {timeout:?}; serial:\n{seen}");
             }
-            text = grew.wait_timeout(text, deadline - now).unwrap().0;
+            bytes = grew.wait_timeout(bytes, deadline - now).unwrap().0;
         }
     }
 

@@ -58,7 +58,7 @@ pub fn plugin_lib(lib: &str) -> PathBuf {
         let status = Command::new(cargo)
             .args(["build", "--quiet", "--lib"])
             .args(["-p", "jsipd-echo", "-p", "jsipd-chatroom"])
-            .args(["-p", "jsipd-gpio", "-p", "jsipd-storage"])
+            .args(["-p", "jsipd-gpio", "-p", "jsipd-storage", "-p", "jsipd-hid"])
             .args([
                 "-p",
                 "jsipd-fixture-abi-next",

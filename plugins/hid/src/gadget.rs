@@ -279,15 +279,16 @@ impl Device for Gadget {
                 Pointer::Relative if self.mouse_buttons != 0 => self.mouse_report(0, 0, 0, 0)?,
                 _ => {}
             }
-            self.pointer = pointer;
         }
         match r.motion {
             Motion::Absolute { x, y } => {
                 self.at = (x, y);
-                self.tablet_report(r.buttons, r.wheel)
+                self.tablet_report(r.buttons, r.wheel)?;
             }
-            Motion::None if pointer == Pointer::Absolute => self.tablet_report(r.buttons, r.wheel),
-            Motion::None => self.mouse_report(r.buttons, 0, 0, r.wheel),
+            Motion::None if pointer == Pointer::Absolute => {
+                self.tablet_report(r.buttons, r.wheel)?
+            }
+            Motion::None => self.mouse_report(r.buttons, 0, 0, r.wheel)?,
             Motion::Relative { mut dx, mut dy } => {
                 // A report moves at most 127 each way: larger moves take several.
                 let mut wheel = r.wheel;
@@ -299,11 +300,14 @@ impl Device for Gadget {
                     dx -= sx;
                     dy -= sy;
                     if dx == 0 && dy == 0 {
-                        return Ok(());
+                        break;
                     }
                 }
             }
         }
+        // Only a function that took a report takes the next button change.
+        self.pointer = pointer;
+        Ok(())
     }
 
     fn describe(&self) -> String {

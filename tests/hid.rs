@@ -1,0 +1,306 @@
+//! The `hid` plugin end to end: the real daemon and `hid.so`, a browser-like WebSocket
+//! client speaking JSIP, and as the target either FIFOs standing in for `/dev/hidg0..2`
+//! (every report decoded and compared) or the QEMU test guest (the text it receives
+//! compared byte for byte on its serial port).
+
+use std::fs::{File, OpenOptions};
+use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use jsipd_e2e::guest::{self, Guest, BOOT_TIMEOUT};
+use jsipd_e2e::http::request;
+use jsipd_e2e::ws::Ws;
+use jsipd_e2e::{loopback_config, Daemon, Prefix};
+use serde_json::{json, Value};
+
+fn start(hid_ini: &str) -> (Prefix, Daemon) {
+    let p = Prefix::with_config(&(loopback_config("") + "[JSIPStack]\nrealm = kvm.test\n"));
+    p.add_plugin("hid", "hid.so");
+    let dir = p.path().join("conf/hid");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("hid.ini"), hid_ini).unwrap();
+    let d = Daemon::start(&p);
+    for what in ["/apim/v1/hid.v1?file=hid.so", "/slpm/v1/hid?file=hid.so"] {
+        let (status, v) = call(&d, "POST", what, "");
+        assert_eq!(status, 200, "{what}: {v}");
+    }
+    (p, d)
+}
+
+fn call(d: &Daemon, method: &str, path: &str, body: &str) -> (u16, Value) {
+    let r = request(d.api, method, path, &[], body);
+    let v = serde_json::from_str(&r.body).unwrap_or(Value::Null);
+    (r.status, v)
+}
+
+/// A FIFO standing in for a `/dev/hidgN`: a thread keeps every byte written to it.
+struct Fifo {
+    name: &'static str,
+    size: usize,
+    bytes: Arc<(Mutex<Vec<u8>>, Condvar)>,
+    taken: usize,
+}
+
+impl Fifo {
+    fn new(dir: &Path, name: &'static str, size: usize) -> Fifo {
+        let path = dir.join(name);
+        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+        // SAFETY: a valid C string.
+        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+        // Read and write: the open does not wait for a writer, and reads block rather
+        // than see end-of-file between the plugin's opens.
+        let mut file: File = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(0)
+            .open(&path)
+            .unwrap();
+        let bytes = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let shared = bytes.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            while let Ok(n) = file.read(&mut buf) {
+                let (b, grew) = &*shared;
+                b.lock().unwrap().extend_from_slice(&buf[..n]);
+                grew.notify_all();
+            }
+        });
+        Fifo {
+            name,
+            size,
+            bytes,
+            taken: 0,
+        }
+    }
+
+    /// The next `n` reports, waiting up to 10 s for them.
+    fn next(&mut self, n: usize) -> Vec<Vec<u8>> {
+        let want = self.taken + n * self.size;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let (lock, grew) = &*self.bytes;
+        let mut b = lock.lock().unwrap();
+        while b.len() < want {
+            let now = Instant::now();
+            assert!(
+                now < deadline,
+                "{}: wanted {n} more reports, got {:02x?}",
+                self.name,
+                b[self.taken..].chunks(self.size).collect::<Vec<_>>()
+            );
+            b = grew.wait_timeout(b, deadline - now).unwrap().0;
+        }
+        let out = b[self.taken..want]
+            .chunks(self.size)
+            .map(<[u8]>::to_vec)
+            .collect();
+        self.taken = want;
+        out
+    }
+
+    /// Reports written and not taken yet.
+    fn pending(&self) -> usize {
+        (self.bytes.0.lock().unwrap().len() - self.taken) / self.size
+    }
+}
+
+/// A boot keyboard report: modifiers and keys.
+fn kbd(mods: u8, keys: &[u8]) -> Vec<u8> {
+    let mut r = vec![mods, 0, 0, 0, 0, 0, 0, 0];
+    r[2..2 + keys.len()].copy_from_slice(keys);
+    r
+}
+
+fn tablet(buttons: u8, x: u16, y: u16) -> Vec<u8> {
+    let [xl, xh] = x.to_le_bytes();
+    let [yl, yh] = y.to_le_bytes();
+    vec![buttons, xl, xh, yl, yh, 0]
+}
+
+fn jsip(method: &str, who: &str, dialog: &str, cseq: u64) -> Value {
+    json!({"Type": method, "Request-URI": "keyboard@hid.kvm.test", "From": format!("{who}@kvm.test"),
+        "To": "keyboard@hid.kvm.test", "DialogueID": dialog, "CSeq": cseq})
+}
+
+/// Sends `m` and returns the answer to it (skipping anything else).
+fn transact(ws: &mut Ws, m: &Value) -> Value {
+    ws.send(m);
+    loop {
+        let r = ws.recv();
+        if r["Type"] == "RESPONSE" && r["DialogueID"] == m["DialogueID"] && r["CSeq"] == m["CSeq"]
+        {
+            return r;
+        }
+    }
+}
+
+/// Opens a session with the hid SLP: INVITE, 200, ACK.
+fn session(ws: &mut Ws, who: &str, dialog: &str) {
+    let ok = transact(ws, &jsip("INVITE", who, dialog, 1));
+    assert_eq!(ok["Code"], 200, "{ok}");
+    let mut ack = jsip("ACK", who, dialog, 2);
+    ack["RelatedID"] = json!(1);
+    ws.send(&ack);
+}
+
+/// Sends HID events as an INFO (or MESSAGE) and returns the answer.
+fn hid(ws: &mut Ws, method: &str, who: &str, dialog: &str, cseq: u64, body: Value) -> Value {
+    let mut m = jsip(method, who, dialog, cseq);
+    m["Content-Type"] = json!("hid");
+    m["Body"] = body;
+    transact(ws, &m)
+}
+
+#[test]
+fn gadget_reports_are_exact_and_every_key_is_released_on_disconnect_bye_and_failure() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut keyboard = Fifo::new(dir.path(), "hidg0", 8);
+    let mut tab = Fifo::new(dir.path(), "hidg2", 6);
+    // No hidg1: relative motion fails, as it does when the gadget is gone.
+    let (_p, d) = start(&format!(
+        "backend = gadget\npaste_max = 100\npaste_interval_ms = 2\n[gadget]\nkeyboard = {}\nmouse = {}\ntablet = {}\n",
+        dir.path().join("hidg0").display(),
+        dir.path().join("missing-hidg1").display(),
+        dir.path().join("hidg2").display(),
+    ));
+
+    // A browser session: Shift+A typed, then Ctrl and C held, the pointer moved and the
+    // left button held.
+    let mut alice = Ws::connect(d.rtc.unwrap(), "alice");
+    session(&mut alice, "alice", "d1");
+    let r = hid(&mut alice, "INFO", "alice", "d1", 3, json!([
+        {"key": "ShiftLeft", "down": true}, {"key": "KeyA", "down": true},
+        {"key": "KeyA", "down": true}, // the browser's auto-repeat: nothing new
+        {"key": "KeyA", "down": false}, {"key": "ShiftLeft", "down": false}]));
+    assert_eq!(r["Code"], 200, "{r}");
+    assert_eq!(
+        keyboard.next(4),
+        [kbd(2, &[]), kbd(2, &[4]), kbd(2, &[]), kbd(0, &[])]
+    );
+    let r = hid(&mut alice, "INFO", "alice", "d1", 4, json!([
+        {"key": "ControlLeft", "down": true}, {"key": "KeyC", "down": true}]));
+    assert_eq!(r["Code"], 200, "{r}");
+    assert_eq!(keyboard.next(2), [kbd(1, &[]), kbd(1, &[6])]);
+    let r = hid(&mut alice, "INFO", "alice", "d1", 5, json!({"x": 16384, "y": 8192}));
+    assert_eq!(r["Code"], 200, "{r}");
+    let r = hid(&mut alice, "INFO", "alice", "d1", 6, json!({"button": "left", "down": true}));
+    assert_eq!(r["Code"], 200, "{r}");
+    assert_eq!(tab.next(2), [tablet(0, 16384, 8192), tablet(1, 16384, 8192)]);
+
+    // Bad input is refused with a reason, and changes nothing.
+    let mut m = jsip("INFO", "alice", "d1", 7);
+    m["Content-Type"] = json!("text/plain");
+    m["Body"] = json!("hello");
+    let r = transact(&mut alice, &m);
+    assert_eq!(r["Code"], 415, "{r}");
+    let r = hid(&mut alice, "INFO", "alice", "d1", 8, json!([{"key": "KeyB", "down": true}, {"key": "NoSuchKey", "down": true}]));
+    assert_eq!(r["Code"], 400, "{r}");
+    assert!(r["Reason"].as_str().unwrap().contains("event 1"), "{r}");
+    assert_eq!(keyboard.pending(), 0, "a refused batch writes nothing");
+
+    // The socket drops: Ctrl, C and the left button come up at once.
+    drop(alice);
+    assert_eq!(keyboard.next(1), [kbd(0, &[])]);
+    assert_eq!(tab.next(1), [tablet(0, 16384, 8192)]);
+    d.wait_log(
+        "released 3 keys and buttons of dialog d1: its peer's socket closed",
+        Duration::from_secs(10),
+    );
+
+    // A session that ends with BYE lets go of its keys; another session's stay down.
+    let mut bob = Ws::connect(d.rtc.unwrap(), "bob");
+    let mut carol = Ws::connect(d.rtc.unwrap(), "carol");
+    session(&mut bob, "bob", "d2");
+    session(&mut carol, "carol", "d3");
+    let r = hid(&mut bob, "INFO", "bob", "d2", 3, json!({"key": "KeyZ", "down": true}));
+    assert_eq!(r["Code"], 200, "{r}");
+    let r = hid(&mut carol, "INFO", "carol", "d3", 3, json!({"key": "ShiftRight", "down": true}));
+    assert_eq!(r["Code"], 200, "{r}");
+    assert_eq!(keyboard.next(2), [kbd(0, &[0x1d]), kbd(0x20, &[0x1d])]);
+    let bye = transact(&mut bob, &jsip("BYE", "bob", "d2", 4));
+    assert_eq!(bye["Code"], 200, "{bye}");
+    assert_eq!(keyboard.next(1), [kbd(0x20, &[])], "carol's Shift stays down");
+
+    // A MESSAGE is a batch of its own: what it leaves down comes up when it ends.
+    let r = hid(&mut bob, "MESSAGE", "bob", "m1", 1, json!([{"key": "KeyB", "down": true}]));
+    assert_eq!(r["Code"], 200, "{r}");
+    assert_eq!(keyboard.next(2), [kbd(0x20, &[5]), kbd(0x20, &[])]);
+
+    // A write that fails releases everything, carol's Shift included, and says why.
+    let r = hid(&mut carol, "INFO", "carol", "d3", 4, json!({"dx": 5, "dy": -5}));
+    assert_eq!(r["Code"], 503, "{r}");
+    assert!(r["Reason"].as_str().unwrap().contains("jsipd-gadget up"), "{r}");
+    assert_eq!(keyboard.next(1), [kbd(0, &[])]);
+
+    // The API: a combination pressed in order and released in reverse.
+    let (status, v) = call(&d, "POST", "/hid/v1/keys", r#"{"keys":"ctrl+alt+delete"}"#);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        keyboard.next(6),
+        [kbd(1, &[]), kbd(5, &[]), kbd(5, &[0x4c]), kbd(5, &[]), kbd(1, &[]), kbd(0, &[])]
+    );
+    let (status, v) = call(&d, "POST", "/hid/v1/keys", r#"{"keys":"ctrl+banana"}"#);
+    assert_eq!(status, 400, "{v}");
+
+    // Paste: US, then German (AltGr+Q is @), then what a layout cannot type.
+    let (status, v) = call(&d, "POST", "/hid/v1/paste", r#"{"content":"Hi!\n"}"#);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        keyboard.next(8),
+        [kbd(2, &[0x0b]), kbd(0, &[]), kbd(0, &[0x0c]), kbd(0, &[]),
+         kbd(2, &[0x1e]), kbd(0, &[]), kbd(0, &[0x28]), kbd(0, &[])]
+    );
+    let (status, v) = call(&d, "POST", "/hid/v1/paste", r#"{"content":"@z","layout":"de"}"#);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(
+        keyboard.next(4),
+        [kbd(0x40, &[0x14]), kbd(0, &[]), kbd(0, &[0x1c]), kbd(0, &[])]
+    );
+    let (status, v) = call(&d, "POST", "/hid/v1/paste", r#"{"content":"a€bä€","layout":"us"}"#);
+    assert_eq!(status, 400, "{v}");
+    assert_eq!(v["data"]["unsupported"], json!(["€", "ä"]), "{v}");
+    assert!(v["msg"].as_str().unwrap().contains("U+20AC"), "{v}");
+    let (status, v) = call(&d, "POST", "/hid/v1/paste", r#"{"content":"a","layout":"klingon"}"#);
+    assert_eq!(status, 400, "{v}");
+    assert!(v["msg"].as_str().unwrap().contains("us, uk, de, fr, es, it, ru"), "{v}");
+    let long = json!({"content": "x".repeat(101)}).to_string();
+    let (status, v) = call(&d, "POST", "/hid/v1/paste", &long);
+    assert_eq!(status, 413, "{v}");
+    assert_eq!(keyboard.pending(), 0, "refused pastes type nothing");
+
+    // One paste at a time: a second gets 409, a queued one types after the first.
+    let first = json!({"content": "a".repeat(100)}).to_string();
+    let api = d.api;
+    let typing = std::thread::spawn(move || request(api, "POST", "/hid/v1/paste", &[], &first));
+    // The first paste is typing once its first report is out.
+    keyboard.next(1);
+    let (status, v) = call(&d, "POST", "/hid/v1/paste", r#"{"content":"b"}"#);
+    assert_eq!(status, 409, "{v}");
+    let (status, v) = call(&d, "POST", "/hid/v1/paste", r#"{"content":"b","queue":true}"#);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(typing.join().unwrap().status, 200);
+    let rest = keyboard.next(199 + 2);
+    assert!(rest[..199].iter().all(|r| *r == kbd(0, &[4]) || *r == kbd(0, &[])));
+    assert_eq!(rest[199..], [kbd(0, &[5]), kbd(0, &[])], "the queued paste came last");
+
+    // Reset writes the empty state even when nothing is held.
+    let (status, _) = call(&d, "POST", "/hid/v1/reset", "");
+    assert_eq!(status, 200);
+    assert_eq!(keyboard.next(1), [kbd(0, &[])]);
+    assert_eq!(tab.next(1), [tablet(0, 16384, 8192)]);
+
+    let (status, v) = call(&d, "GET", "/hid/v1/layouts", "");
+    assert_eq!(status, 200);
+    assert_eq!(v["data"]["default"], "us");
+    let names: Vec<&str> = v["data"]["layouts"].as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["us", "uk", "de", "fr", "es", "it", "ru"]);
+    let (status, v) = call(&d, "GET", "/hid/v1/stats", "");
+    assert_eq!(status, 200);
+    assert!(v["data"]["failures"].as_u64().unwrap() >= 1, "{v}");
+    assert!(v["data"]["latency_us"]["samples"].as_u64().unwrap() >= 10, "{v}");
+    println!("input→report latency in the plugin: {}", v["data"]["latency_us"]);
+    assert_eq!(call(&d, "GET", "/hid/v1/paste", "").0, 405);
+    assert_eq!(call(&d, "GET", "/hid/v1/nothing", "").0, 404);
+}
