@@ -304,3 +304,96 @@ fn gadget_reports_are_exact_and_every_key_is_released_on_disconnect_bye_and_fail
     assert_eq!(call(&d, "GET", "/hid/v1/paste", "").0, 405);
     assert_eq!(call(&d, "GET", "/hid/v1/nothing", "").0, 404);
 }
+
+fn paste(d: &Daemon, text: &str, layout: &str) -> Value {
+    let (status, v) = call(
+        d,
+        "POST",
+        "/hid/v1/paste",
+        &json!({"content": text, "layout": layout}).to_string(),
+    );
+    assert_eq!(status, 200, "paste {text:?}: {v}");
+    v["data"].clone()
+}
+
+fn keys(d: &Daemon, keys: &str) {
+    let (status, v) = call(d, "POST", "/hid/v1/keys", &json!({ "keys": keys }).to_string());
+    assert_eq!(status, 200, "{keys}: {v}");
+}
+
+/// Pastes `text` into `cat > /dev/ttyS0` running on the guest's tty1, and checks that the
+/// serial port received exactly its bytes. Returns characters per second.
+fn paste_through_cat(d: &Daemon, serial: &guest::Serial, text: &str, layout: &str) -> f64 {
+    // While cat runs, the serial line passes bytes unchanged (no \n → \r\n); the serial
+    // shell stays untouched, as it would not survive -opost.
+    paste(d, "stty -opost < /dev/ttyS0; cat > /dev/ttyS0\n", layout);
+    let from = serial.len();
+    let typed = paste(d, text, layout);
+    let got = serial.bytes_after(from, text.len(), Duration::from_secs(60));
+    assert_eq!(
+        String::from_utf8_lossy(&got),
+        text,
+        "the guest received other bytes than were pasted ({layout})"
+    );
+    // Ctrl+C ends cat; the shell is back.
+    keys(d, "ctrl+c");
+    paste(d, "stty opost < /dev/ttyS0\n", layout);
+    let chars = typed["chars"].as_f64().unwrap();
+    chars / (typed["ms"].as_f64().unwrap() / 1000.0)
+}
+
+#[test]
+fn qemu_guest_receives_exact_text_in_us_and_german_ctrl_c_interrupts_and_the_pointer_moves() {
+    guest::available().expect("the test guest needs its packages (see test.sh)");
+    let mut g = Guest::start(&["hid"]);
+    let (_p, d) = start(&format!(
+        "backend = qemu\n[qemu]\nqmp = {}\n",
+        g.plugin_qmp("hid").display()
+    ));
+    g.qmp().execute("cont", json!({}));
+    let serial = g.serial();
+    serial.wait_for("jsipd-guest: ready", BOOT_TIMEOUT);
+
+    // Every printable ASCII character and a newline, on the US layout.
+    let ascii: String = (0x20u8..0x7f).map(char::from).collect::<String>() + "\n";
+    let us_rate = paste_through_cat(&d, &serial, &ascii, "us");
+
+    // Ctrl+C interrupts a running command: the echo after it runs at once, not in 600 s.
+    paste(&d, "sleep 600\n", "us");
+    keys(&d, "ctrl+c");
+    paste(&d, "echo $((6*7))-interrupted > /dev/ttyS0\n", "us");
+    serial.wait_for("42-interrupted", Duration::from_secs(30));
+
+    // German: the guest's console keymap is set to de, and the text is typed with de.
+    serial.run("loadkmap < /etc/de.bmap && echo kmap-$((2+3))");
+    serial.wait_for("kmap-5", Duration::from_secs(20));
+    let german = "Grüße aus Köln: ÄÖÜ äöü ß @ € | {[]} \\ ~ <> µ ²³ 'quotes\" #1+2=3?\n";
+    let de_rate = paste_through_cat(&d, &serial, german, "de");
+
+    // The absolute pointer: QEMU's current mouse is the USB tablet, and a move reaches
+    // the guest's evdev as ABS_X / ABS_Y with the same values.
+    let mice = g.qmp().execute("query-mice", json!({}));
+    assert!(
+        mice.as_array().unwrap().iter().any(|m| m["absolute"] == true && m["current"] == true),
+        "the current mouse is not absolute: {mice}"
+    );
+    serial.run(
+        "ev=$(grep -A5 'QEMU USB Tablet' /proc/bus/input/devices | grep -o 'event[0-9]*'); \
+         dd if=/dev/input/$ev bs=24 2>/dev/null | hexdump -v -e '24/1 \"%02x\" \"\\n\"' & \
+         while ! ls -l /proc/[0-9]*/fd 2>/dev/null | grep -q input/$ev; do usleep 10000; done; \
+         echo tablet-$((5*5))-open",
+    );
+    // Events sent before the reader has the device open would be lost.
+    serial.wait_for("tablet-25-open", Duration::from_secs(20));
+    let (status, v) = call(&d, "POST", "/hid/v1/mouse", r#"{"x":12345,"y":23456}"#);
+    assert_eq!(status, 200, "{v}");
+    // struct input_event on x86_64: 16 bytes of time, then type, code (u16) and value (i32).
+    serial.wait_for("0300000039300000", Duration::from_secs(20)); // EV_ABS ABS_X 12345
+    serial.wait_for("03000100a05b0000", Duration::from_secs(20)); // EV_ABS ABS_Y 23456
+    let (status, v) = call(&d, "POST", "/hid/v1/mouse", r#"{"click":"left"}"#);
+    assert_eq!(status, 200, "{v}");
+    serial.wait_for("0100100101000000", Duration::from_secs(20)); // EV_KEY BTN_LEFT down
+    serial.wait_for("0100100100000000", Duration::from_secs(20)); // and up
+
+    println!("paste on the QEMU guest: us {us_rate:.0} chars/s, de {de_rate:.0} chars/s, zero errors");
+}

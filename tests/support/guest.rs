@@ -34,7 +34,7 @@ use serde_json::{json, Value};
 
 /// Kernel modules the guest needs (Debian builds them as modules), dependencies resolved
 /// from `modules.dep`.
-/// `xhci_pci`, `usbhid` and `hid_generic` are for the USB tablet (absolute pointer).
+/// `xhci-pci`, `usbhid` and `hid-generic` are for the USB tablet (absolute pointer).
 const MODULES: &[&str] = &[
     "ata_piix",
     "sd_mod",
@@ -42,9 +42,9 @@ const MODULES: &[&str] = &[
     "isofs",
     "evdev",
     "button",
-    "xhci_pci",
+    "xhci-pci",
     "usbhid",
-    "hid_generic",
+    "hid-generic",
 ];
 
 /// Console keymaps put in the guest as `/etc/NAME.bmap` (busybox `loadkmap` format),
@@ -117,9 +117,12 @@ while ! ls -l /proc/$acpid/fd 2>/dev/null | grep -q /dev/input/event && [ $n -lt
     done
 ) > /dev/ttyS0 2>&1 &
 # A shell on tty1 (the console keyboard), and one on the serial port for the tests.
-# setsid, then the first open of the tty makes it the shell's controlling terminal, so
-# Ctrl+C typed there interrupts the command running in it.
-(while true; do setsid sh -c 'exec sh -i < /dev/tty1 > /dev/tty1 2>&1'; done) &
+# `setsid -c` makes the tty the new session's controlling terminal (TIOCSCTTY), so
+# Ctrl+C typed there interrupts the command running in it. The loop is started by
+# start-stop-daemon, not with `&`: a shell without job control starts `&` lists with
+# SIGINT and SIGQUIT ignored, and every command under them would inherit that.
+start-stop-daemon -S -b -p /var/run/tty1.pid -x /bin/sh -- -c \
+    'while true; do setsid -c sh -i < /dev/tty1 > /dev/tty1 2>&1; done'
 (while true; do setsid sh -c 'exec sh -i < /dev/ttyS0 > /dev/ttyS0 2>&1'; done) &
 echo "jsipd-guest: ready, boot $(cat /proc/sys/kernel/random/boot_id)" > /dev/ttyS0
 while true; do sleep 3600; done

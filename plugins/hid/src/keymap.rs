@@ -5,8 +5,8 @@
 //! `xkb-data` (rules `evdev`, model `pc105`, as a Linux desktop would), and inverted. For
 //! each physical key in [`crate::keys::KEYS`] and each modifier combination a person can
 //! hold for typing (none, Shift, AltGr, Shift+AltGr), the keymap says which keysym comes out;
-//! its character is recorded with the first way found, so fewer modifiers and main-block
-//! keys win.
+//! its character is recorded with the first way found, so fewer modifiers win. The keypad
+//! is never used (its keys depend on the target's NumLock).
 //!
 //! Characters that need a dead key (`ê` on French, `^` on German) come from the compose
 //! table of the `en_US.UTF-8` locale (libX11's, which libxkbcommon reads): every dead key
@@ -135,7 +135,9 @@ impl Keymap {
         let mut dead: Vec<(Stroke, xkb::Keysym)> = Vec::new();
         for (mods, held) in &combos {
             for (key, sym) in keys_with_syms(&keymap, held) {
-                if keys::modifier_bit(key.usage).is_some() {
+                // Never the keypad: what it types depends on the target's NumLock, and
+                // some keypad keys (KP_Equal) are missing from console keymaps.
+                if keys::modifier_bit(key.usage).is_some() || key.code.starts_with("Numpad") {
                     continue;
                 }
                 let stroke = Stroke { key, mods: *mods };
@@ -281,6 +283,8 @@ mod tests {
         assert_eq!(one(&de, '€'), ("KeyE", ALTGR));
         assert_eq!(one(&de, '|'), ("IntlBackslash", ALTGR));
         assert_eq!(one(&de, '<'), ("IntlBackslash", 0));
+        // Not KP_Equal, which needs no Shift but the console keymap may not have.
+        assert_eq!(one(&de, '='), ("Digit0", SHIFT));
         // `^` is a dead key on German keyboards: dead_circumflex, then space.
         let caret = de.strokes('^').unwrap();
         assert_eq!(caret.len(), 2);
