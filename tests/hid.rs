@@ -329,11 +329,19 @@ fn paste_through_cat(d: &Daemon, serial: &guest::Serial, text: &str, layout: &st
     paste(d, "stty -opost < /dev/ttyS0; cat > /dev/ttyS0\n", layout);
     let from = serial.len();
     let typed = paste(d, text, layout);
-    let got = serial.bytes_after(from, text.len(), Duration::from_secs(60));
+    // The serial shell may print its prompt meanwhile; what cat wrote must be the last
+    // bytes, exactly the text.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut got = Vec::new();
+    while !got.ends_with(text.as_bytes()) && Instant::now() < deadline {
+        got = serial.bytes_after(from, got.len() + 1, deadline - Instant::now());
+    }
+    let tail = &got[got.len().saturating_sub(text.len())..];
     assert_eq!(
-        String::from_utf8_lossy(&got),
+        String::from_utf8_lossy(tail),
         text,
-        "the guest received other bytes than were pasted ({layout})"
+        "the guest received other bytes than were pasted ({layout}); all since the paste: {:?}",
+        String::from_utf8_lossy(&got)
     );
     // Ctrl+C ends cat; the shell is back.
     keys(d, "ctrl+c");
@@ -356,6 +364,7 @@ fn qemu_guest_receives_exact_text_in_us_and_german_ctrl_c_interrupts_and_the_poi
 
     // Every printable ASCII character and a newline, on the US layout.
     let ascii: String = (0x20u8..0x7f).map(char::from).collect::<String>() + "\n";
+    let ascii = ascii.repeat(12);
     let us_rate = paste_through_cat(&d, &serial, &ascii, "us");
 
     // Ctrl+C interrupts a running command: the echo after it runs at once, not in 600 s.

@@ -98,7 +98,7 @@ impl Settings {
         }
         let paste_max = ini.parse_or("", "paste_max", 65_536usize, "a number of characters")?;
         let paste_interval =
-            Duration::from_millis(ini.parse_or("", "paste_interval_ms", 5u64, "milliseconds")?);
+            Duration::from_millis(ini.parse_or("", "paste_interval_ms", 1u64, "milliseconds")?);
         let write_timeout_ms: u64 = ini.parse_or("", "write_timeout_ms", 500, "milliseconds")?;
         if write_timeout_ms == 0 {
             return Err(format!("{file}: write_timeout_ms must be above 0"));
@@ -150,7 +150,7 @@ mod tests {
     fn defaults_and_errors() {
         let s = read("").unwrap();
         assert_eq!(s.layouts, ["us", "uk", "de", "fr", "es", "it", "ru"]);
-        assert_eq!(s.paste_interval, Duration::from_millis(5));
+        assert_eq!(s.paste_interval, Duration::from_millis(1));
         assert!(matches!(s.backend, Backend::Gadget { .. }));
         let e = read("backend = qemu\n").unwrap_err();
         assert!(e.contains("[qemu] qmp"), "{e}");
