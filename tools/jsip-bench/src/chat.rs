@@ -59,6 +59,8 @@ pub async fn run(a: &Args, target: &Target) -> i32 {
             uri: a.uri.clone(),
             router: a.router.clone(),
             depth: a.depth,
+            body: a.body.clone(),
+            content_type: a.content_type.clone(),
             permits: permits.next().flatten(),
             timeout: Duration::from_secs_f64(a.timeout),
         };

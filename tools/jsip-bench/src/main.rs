@@ -45,6 +45,9 @@ Options:
                      chat: room:NAME@REALM)
   --router ROUTER    Router of each request (e.g. 'jsipd.test;type=echo')
   --hold MS          call: time between ACK and BYE (default 0)
+  --body JSON        message: each MESSAGE's Body (default \"ping\"), e.g. HID events
+                     '[{\"key\":\"KeyA\",\"down\":true},{\"key\":\"KeyA\",\"down\":false}]'
+  --content-type T   message: each MESSAGE's Content-Type (e.g. hid)
   --userid PREFIX    userid prefix; connection n is PREFIXn (default bench)
   --json             print the summary as one JSON object: throughput, latency_ms,
                      errors {total, by_code, transport}, client_cpu_s, ...
@@ -66,6 +69,8 @@ pub struct Args {
     pub uri: String,
     pub router: Option<String>,
     pub hold_ms: u64,
+    pub body: serde_json::Value,
+    pub content_type: Option<String>,
     pub userid: String,
     pub json: bool,
 }
@@ -86,6 +91,8 @@ fn parse() -> Result<Args, lexopt::Error> {
         uri: "bench@echo".into(),
         router: None,
         hold_ms: 0,
+        body: serde_json::Value::from("ping"),
+        content_type: None,
         userid: "bench".into(),
         json: false,
     };
@@ -104,6 +111,12 @@ fn parse() -> Result<Args, lexopt::Error> {
             Long("uri") => a.uri = p.value()?.string()?,
             Long("router") => a.router = Some(p.value()?.string()?),
             Long("hold") => a.hold_ms = p.value()?.parse()?,
+            Long("body") => {
+                let text = p.value()?.string()?;
+                a.body = serde_json::from_str(&text)
+                    .map_err(|e| lexopt::Error::Custom(format!("--body is not JSON: {e}").into()))?;
+            }
+            Long("content-type") => a.content_type = Some(p.value()?.string()?),
             Long("userid") => a.userid = p.value()?.string()?,
             Long("json") => a.json = true,
             Short('h') | Long("help") => {

@@ -42,6 +42,8 @@ pub async fn run(a: &Args, target: &Target) -> i32 {
             uri: a.uri.clone(),
             router: a.router.clone(),
             depth: a.depth,
+            body: a.body.clone(),
+            content_type: a.content_type.clone(),
             permits: permits.next().flatten(),
             timeout: Duration::from_secs_f64(a.timeout),
         };
@@ -62,6 +64,9 @@ pub struct Plan {
     pub uri: String,
     pub router: Option<String>,
     pub depth: usize,
+    /// Each MESSAGE's Body and Content-Type (default `"ping"`, none).
+    pub body: serde_json::Value,
+    pub content_type: Option<String>,
     /// Open loop: send one request per permit (see [`pacer`]).
     pub permits: Option<mpsc::UnboundedReceiver<()>>,
     pub timeout: Duration,
@@ -88,7 +93,10 @@ pub async fn connection(
             plan.router.as_deref(),
         );
         let mut text = text;
-        text["Body"] = "ping".into();
+        text["Body"] = plan.body.clone();
+        if let Some(t) = &plan.content_type {
+            text["Content-Type"] = t.as_str().into();
+        }
         if let Some(pai) = &plan.pai {
             text["P-Asserted-Identity"] = pai.as_str().into();
         }
