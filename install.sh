@@ -26,7 +26,7 @@ src=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 command -v cargo >/dev/null || { echo "install.sh: cargo not found; install Rust first (https://rustup.rs)" >&2; exit 1; }
 
 echo "building jsipd (release)..."
-cargo build --release --locked --manifest-path "$src/Cargo.toml" -p jsipd -p jsip-bench -p jsipd-echo -p jsipd-chatroom -p jsipd-gpio -p jsipd-storage
+cargo build --release --locked --manifest-path "$src/Cargo.toml" -p jsipd -p jsip-bench -p jsipd-echo -p jsipd-chatroom -p jsipd-gpio -p jsipd-storage -p jsipd-hid
 target=${CARGO_TARGET_DIR:-$src/target}
 
 mkdir -p "$prefix"
@@ -43,6 +43,7 @@ install_bin() {
 install_bin "$target/release/jsipd" "$prefix/bin/jsipd"
 install_bin "$target/release/jsip-bench" "$prefix/bin/jsip-bench"
 install_bin "$src/pcompile" "$prefix/bin/pcompile"
+install_bin "$target/release/jsipd-gadget" "$prefix/bin/jsipd-gadget"
 
 # The SDK: what pcompile builds plugins against, offline: plugin-api's source and the
 # crates it depends on, vendored at the versions of our Cargo.lock.
@@ -60,7 +61,7 @@ mv "$prefix/sdk/vendor.new" "$prefix/sdk/vendor"
 
 # The plugins (loaded with curl; see README): the examples and the KVM suite, and their
 # config, never overwritten.
-for p in echo chatroom gpio storage; do
+for p in echo chatroom gpio storage hid; do
     cp "$target/release/lib$p.so" "$prefix/plugins/.$p.so.new"
     chmod 0644 "$prefix/plugins/.$p.so.new"
     mv -f "$prefix/plugins/.$p.so.new" "$prefix/plugins/$p.so"

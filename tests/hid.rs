@@ -129,8 +129,7 @@ fn transact(ws: &mut Ws, m: &Value) -> Value {
     ws.send(m);
     loop {
         let r = ws.recv();
-        if r["Type"] == "RESPONSE" && r["DialogueID"] == m["DialogueID"] && r["CSeq"] == m["CSeq"]
-        {
+        if r["Type"] == "RESPONSE" && r["DialogueID"] == m["DialogueID"] && r["CSeq"] == m["CSeq"] {
             return r;
         }
     }
@@ -170,24 +169,55 @@ fn gadget_reports_are_exact_and_every_key_is_released_on_disconnect_bye_and_fail
     // left button held.
     let mut alice = Ws::connect(d.rtc.unwrap(), "alice");
     session(&mut alice, "alice", "d1");
-    let r = hid(&mut alice, "INFO", "alice", "d1", 3, json!([
+    let r = hid(
+        &mut alice,
+        "INFO",
+        "alice",
+        "d1",
+        3,
+        json!([
         {"key": "ShiftLeft", "down": true}, {"key": "KeyA", "down": true},
         {"key": "KeyA", "down": true}, // the browser's auto-repeat: nothing new
-        {"key": "KeyA", "down": false}, {"key": "ShiftLeft", "down": false}]));
+        {"key": "KeyA", "down": false}, {"key": "ShiftLeft", "down": false}]),
+    );
     assert_eq!(r["Code"], 200, "{r}");
     assert_eq!(
         keyboard.next(4),
         [kbd(2, &[]), kbd(2, &[4]), kbd(2, &[]), kbd(0, &[])]
     );
-    let r = hid(&mut alice, "INFO", "alice", "d1", 4, json!([
-        {"key": "ControlLeft", "down": true}, {"key": "KeyC", "down": true}]));
+    let r = hid(
+        &mut alice,
+        "INFO",
+        "alice",
+        "d1",
+        4,
+        json!([
+        {"key": "ControlLeft", "down": true}, {"key": "KeyC", "down": true}]),
+    );
     assert_eq!(r["Code"], 200, "{r}");
     assert_eq!(keyboard.next(2), [kbd(1, &[]), kbd(1, &[6])]);
-    let r = hid(&mut alice, "INFO", "alice", "d1", 5, json!({"x": 16384, "y": 8192}));
+    let r = hid(
+        &mut alice,
+        "INFO",
+        "alice",
+        "d1",
+        5,
+        json!({"x": 16384, "y": 8192}),
+    );
     assert_eq!(r["Code"], 200, "{r}");
-    let r = hid(&mut alice, "INFO", "alice", "d1", 6, json!({"button": "left", "down": true}));
+    let r = hid(
+        &mut alice,
+        "INFO",
+        "alice",
+        "d1",
+        6,
+        json!({"button": "left", "down": true}),
+    );
     assert_eq!(r["Code"], 200, "{r}");
-    assert_eq!(tab.next(2), [tablet(0, 16384, 8192), tablet(1, 16384, 8192)]);
+    assert_eq!(
+        tab.next(2),
+        [tablet(0, 16384, 8192), tablet(1, 16384, 8192)]
+    );
 
     // Bad input is refused with a reason, and changes nothing.
     let mut m = jsip("INFO", "alice", "d1", 7);
@@ -195,7 +225,14 @@ fn gadget_reports_are_exact_and_every_key_is_released_on_disconnect_bye_and_fail
     m["Body"] = json!("hello");
     let r = transact(&mut alice, &m);
     assert_eq!(r["Code"], 415, "{r}");
-    let r = hid(&mut alice, "INFO", "alice", "d1", 8, json!([{"key": "KeyB", "down": true}, {"key": "NoSuchKey", "down": true}]));
+    let r = hid(
+        &mut alice,
+        "INFO",
+        "alice",
+        "d1",
+        8,
+        json!([{"key": "KeyB", "down": true}, {"key": "NoSuchKey", "down": true}]),
+    );
     assert_eq!(r["Code"], 400, "{r}");
     assert!(r["Reason"].as_str().unwrap().contains("event 1"), "{r}");
     assert_eq!(keyboard.pending(), 0, "a refused batch writes nothing");
@@ -214,24 +251,59 @@ fn gadget_reports_are_exact_and_every_key_is_released_on_disconnect_bye_and_fail
     let mut carol = Ws::connect(d.rtc.unwrap(), "carol");
     session(&mut bob, "bob", "d2");
     session(&mut carol, "carol", "d3");
-    let r = hid(&mut bob, "INFO", "bob", "d2", 3, json!({"key": "KeyZ", "down": true}));
+    let r = hid(
+        &mut bob,
+        "INFO",
+        "bob",
+        "d2",
+        3,
+        json!({"key": "KeyZ", "down": true}),
+    );
     assert_eq!(r["Code"], 200, "{r}");
-    let r = hid(&mut carol, "INFO", "carol", "d3", 3, json!({"key": "ShiftRight", "down": true}));
+    let r = hid(
+        &mut carol,
+        "INFO",
+        "carol",
+        "d3",
+        3,
+        json!({"key": "ShiftRight", "down": true}),
+    );
     assert_eq!(r["Code"], 200, "{r}");
     assert_eq!(keyboard.next(2), [kbd(0, &[0x1d]), kbd(0x20, &[0x1d])]);
     let bye = transact(&mut bob, &jsip("BYE", "bob", "d2", 4));
     assert_eq!(bye["Code"], 200, "{bye}");
-    assert_eq!(keyboard.next(1), [kbd(0x20, &[])], "carol's Shift stays down");
+    assert_eq!(
+        keyboard.next(1),
+        [kbd(0x20, &[])],
+        "carol's Shift stays down"
+    );
 
     // A MESSAGE is a batch of its own: what it leaves down comes up when it ends.
-    let r = hid(&mut bob, "MESSAGE", "bob", "m1", 1, json!([{"key": "KeyB", "down": true}]));
+    let r = hid(
+        &mut bob,
+        "MESSAGE",
+        "bob",
+        "m1",
+        1,
+        json!([{"key": "KeyB", "down": true}]),
+    );
     assert_eq!(r["Code"], 200, "{r}");
     assert_eq!(keyboard.next(2), [kbd(0x20, &[5]), kbd(0x20, &[])]);
 
     // A write that fails releases everything, carol's Shift included, and says why.
-    let r = hid(&mut carol, "INFO", "carol", "d3", 4, json!({"dx": 5, "dy": -5}));
+    let r = hid(
+        &mut carol,
+        "INFO",
+        "carol",
+        "d3",
+        4,
+        json!({"dx": 5, "dy": -5}),
+    );
     assert_eq!(r["Code"], 503, "{r}");
-    assert!(r["Reason"].as_str().unwrap().contains("jsipd-gadget up"), "{r}");
+    assert!(
+        r["Reason"].as_str().unwrap().contains("jsipd-gadget up"),
+        "{r}"
+    );
     assert_eq!(keyboard.next(1), [kbd(0, &[])]);
 
     // The API: a combination pressed in order and released in reverse.
@@ -239,7 +311,14 @@ fn gadget_reports_are_exact_and_every_key_is_released_on_disconnect_bye_and_fail
     assert_eq!(status, 200, "{v}");
     assert_eq!(
         keyboard.next(6),
-        [kbd(1, &[]), kbd(5, &[]), kbd(5, &[0x4c]), kbd(5, &[]), kbd(1, &[]), kbd(0, &[])]
+        [
+            kbd(1, &[]),
+            kbd(5, &[]),
+            kbd(5, &[0x4c]),
+            kbd(5, &[]),
+            kbd(1, &[]),
+            kbd(0, &[])
+        ]
     );
     let (status, v) = call(&d, "POST", "/hid/v1/keys", r#"{"keys":"ctrl+banana"}"#);
     assert_eq!(status, 400, "{v}");
@@ -249,22 +328,56 @@ fn gadget_reports_are_exact_and_every_key_is_released_on_disconnect_bye_and_fail
     assert_eq!(status, 200, "{v}");
     assert_eq!(
         keyboard.next(8),
-        [kbd(2, &[0x0b]), kbd(0, &[]), kbd(0, &[0x0c]), kbd(0, &[]),
-         kbd(2, &[0x1e]), kbd(0, &[]), kbd(0, &[0x28]), kbd(0, &[])]
+        [
+            kbd(2, &[0x0b]),
+            kbd(0, &[]),
+            kbd(0, &[0x0c]),
+            kbd(0, &[]),
+            kbd(2, &[0x1e]),
+            kbd(0, &[]),
+            kbd(0, &[0x28]),
+            kbd(0, &[])
+        ]
     );
-    let (status, v) = call(&d, "POST", "/hid/v1/paste", r#"{"content":"@z","layout":"de"}"#);
+    let (status, v) = call(
+        &d,
+        "POST",
+        "/hid/v1/paste",
+        r#"{"content":"@z","layout":"de"}"#,
+    );
     assert_eq!(status, 200, "{v}");
     assert_eq!(
         keyboard.next(4),
-        [kbd(0x40, &[0x14]), kbd(0, &[]), kbd(0, &[0x1c]), kbd(0, &[])]
+        [
+            kbd(0x40, &[0x14]),
+            kbd(0, &[]),
+            kbd(0, &[0x1c]),
+            kbd(0, &[])
+        ]
     );
-    let (status, v) = call(&d, "POST", "/hid/v1/paste", r#"{"content":"a€bä€","layout":"us"}"#);
+    let (status, v) = call(
+        &d,
+        "POST",
+        "/hid/v1/paste",
+        r#"{"content":"a€bä€","layout":"us"}"#,
+    );
     assert_eq!(status, 400, "{v}");
     assert_eq!(v["data"]["unsupported"], json!(["€", "ä"]), "{v}");
     assert!(v["msg"].as_str().unwrap().contains("U+20AC"), "{v}");
-    let (status, v) = call(&d, "POST", "/hid/v1/paste", r#"{"content":"a","layout":"klingon"}"#);
+    let (status, v) = call(
+        &d,
+        "POST",
+        "/hid/v1/paste",
+        r#"{"content":"a","layout":"klingon"}"#,
+    );
     assert_eq!(status, 400, "{v}");
-    assert!(v["msg"].as_str().unwrap().contains("us, uk, de, fr, es, it, ru"), "{v}");
+    assert!(
+        v["msg"]
+            .as_str()
+            .unwrap()
+            .contains("us, uk, de, fr, es, it, ru"),
+        "{v}"
+    );
     let long = json!({"content": "x".repeat(101)}).to_string();
     let (status, v) = call(&d, "POST", "/hid/v1/paste", &long);
     assert_eq!(status, 413, "{v}");
@@ -278,12 +391,23 @@ fn gadget_reports_are_exact_and_every_key_is_released_on_disconnect_bye_and_fail
     keyboard.next(1);
     let (status, v) = call(&d, "POST", "/hid/v1/paste", r#"{"content":"b"}"#);
     assert_eq!(status, 409, "{v}");
-    let (status, v) = call(&d, "POST", "/hid/v1/paste", r#"{"content":"b","queue":true}"#);
+    let (status, v) = call(
+        &d,
+        "POST",
+        "/hid/v1/paste",
+        r#"{"content":"b","queue":true}"#,
+    );
     assert_eq!(status, 200, "{v}");
     assert_eq!(typing.join().unwrap().status, 200);
     let rest = keyboard.next(199 + 2);
-    assert!(rest[..199].iter().all(|r| *r == kbd(0, &[4]) || *r == kbd(0, &[])));
-    assert_eq!(rest[199..], [kbd(0, &[5]), kbd(0, &[])], "the queued paste came last");
+    assert!(rest[..199]
+        .iter()
+        .all(|r| *r == kbd(0, &[4]) || *r == kbd(0, &[])));
+    assert_eq!(
+        rest[199..],
+        [kbd(0, &[5]), kbd(0, &[])],
+        "the queued paste came last"
+    );
 
     // Reset writes the empty state even when nothing is held.
     let (status, _) = call(&d, "POST", "/hid/v1/reset", "");
@@ -294,13 +418,24 @@ fn gadget_reports_are_exact_and_every_key_is_released_on_disconnect_bye_and_fail
     let (status, v) = call(&d, "GET", "/hid/v1/layouts", "");
     assert_eq!(status, 200);
     assert_eq!(v["data"]["default"], "us");
-    let names: Vec<&str> = v["data"]["layouts"].as_array().unwrap().iter().map(|l| l["name"].as_str().unwrap()).collect();
+    let names: Vec<&str> = v["data"]["layouts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
     assert_eq!(names, ["us", "uk", "de", "fr", "es", "it", "ru"]);
     let (status, v) = call(&d, "GET", "/hid/v1/stats", "");
     assert_eq!(status, 200);
     assert!(v["data"]["failures"].as_u64().unwrap() >= 1, "{v}");
-    assert!(v["data"]["latency_us"]["samples"].as_u64().unwrap() >= 10, "{v}");
-    println!("input→report latency in the plugin: {}", v["data"]["latency_us"]);
+    assert!(
+        v["data"]["latency_us"]["samples"].as_u64().unwrap() >= 10,
+        "{v}"
+    );
+    println!(
+        "input→report latency in the plugin: {}",
+        v["data"]["latency_us"]
+    );
     assert_eq!(call(&d, "GET", "/hid/v1/paste", "").0, 405);
     assert_eq!(call(&d, "GET", "/hid/v1/nothing", "").0, 404);
 }
@@ -317,7 +452,12 @@ fn paste(d: &Daemon, text: &str, layout: &str) -> Value {
 }
 
 fn keys(d: &Daemon, keys: &str) {
-    let (status, v) = call(d, "POST", "/hid/v1/keys", &json!({ "keys": keys }).to_string());
+    let (status, v) = call(
+        d,
+        "POST",
+        "/hid/v1/keys",
+        &json!({ "keys": keys }).to_string(),
+    );
     assert_eq!(status, 200, "{keys}: {v}");
 }
 
@@ -383,7 +523,10 @@ fn qemu_guest_receives_exact_text_in_us_and_german_ctrl_c_interrupts_and_the_poi
     // the guest's evdev as ABS_X / ABS_Y with the same values.
     let mice = g.qmp().execute("query-mice", json!({}));
     assert!(
-        mice.as_array().unwrap().iter().any(|m| m["absolute"] == true && m["current"] == true),
+        mice.as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["absolute"] == true && m["current"] == true),
         "the current mouse is not absolute: {mice}"
     );
     serial.run(
@@ -404,5 +547,7 @@ fn qemu_guest_receives_exact_text_in_us_and_german_ctrl_c_interrupts_and_the_poi
     serial.wait_for("0100100101000000", Duration::from_secs(20)); // EV_KEY BTN_LEFT down
     serial.wait_for("0100100100000000", Duration::from_secs(20)); // and up
 
-    println!("paste on the QEMU guest: us {us_rate:.0} chars/s, de {de_rate:.0} chars/s, zero errors");
+    println!(
+        "paste on the QEMU guest: us {us_rate:.0} chars/s, de {de_rate:.0} chars/s, zero errors"
+    );
 }

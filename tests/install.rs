@@ -107,11 +107,12 @@ fn pcompile_builds_a_new_plugin_offline_from_an_installed_tree() {
     assert!(prefix.join("plugins/echo.so").is_file());
     assert!(prefix.join("plugins/chatroom.so").is_file());
     assert!(prefix.join("conf/chatroom/chatroom.ini").is_file());
-    for kvm in ["gpio", "storage"] {
+    for kvm in ["gpio", "storage", "hid"] {
         assert!(prefix.join(format!("plugins/{kvm}.so")).is_file());
         assert!(prefix.join(format!("conf/{kvm}/{kvm}.ini")).is_file());
     }
     assert!(prefix.join("sdk/plugin-api/src/lib.rs").is_file());
+    assert!(prefix.join("bin/jsipd-gadget").is_file());
 
     let pcompile = prefix.join("bin/pcompile");
     let work = dir.path().join("work");
@@ -154,6 +155,8 @@ fn pcompile_builds_a_new_plugin_offline_from_an_installed_tree() {
         ("/apim/v1/chatroom.v1?file=chatroom.so", "chatroom.v1"),
         ("/apim/v1/gpio.v1?file=gpio.so", "gpio.v1"),
         ("/apim/v1/storage.v1?file=storage.so", "storage.v1"),
+        ("/apim/v1/hid.v1?file=hid.so", "hid.v1"),
+        ("/slpm/v1/hid?file=hid.so", "hid"),
     ] {
         let r = jsipd_e2e::http::request(d.api, "POST", path, &[], "");
         assert_eq!(r.status, 200, "{path}: {}", r.body);
@@ -184,4 +187,14 @@ fn pcompile_builds_a_new_plugin_offline_from_an_installed_tree() {
         r#"{"file":"none.iso"}"#,
     );
     assert_eq!(r.status, 404, "{}", r.body);
+    // hid ships for the USB gadget; with no gadget here, a key press says what is missing.
+    let layouts = jsipd_e2e::http::get(d.api, "/hid/v1/layouts").json();
+    assert_eq!(
+        layouts["data"]["layouts"].as_array().unwrap().len(),
+        7,
+        "{layouts}"
+    );
+    let r = jsipd_e2e::http::request(d.api, "POST", "/hid/v1/keys", &[], r#"{"keys":"a"}"#);
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("jsipd-gadget up"), "{}", r.body);
 }

@@ -113,8 +113,9 @@ fn parse() -> Result<Args, lexopt::Error> {
             Long("hold") => a.hold_ms = p.value()?.parse()?,
             Long("body") => {
                 let text = p.value()?.string()?;
-                a.body = serde_json::from_str(&text)
-                    .map_err(|e| lexopt::Error::Custom(format!("--body is not JSON: {e}").into()))?;
+                a.body = serde_json::from_str(&text).map_err(|e| {
+                    lexopt::Error::Custom(format!("--body is not JSON: {e}").into())
+                })?;
             }
             Long("content-type") => a.content_type = Some(p.value()?.string()?),
             Long("userid") => a.userid = p.value()?.string()?,
