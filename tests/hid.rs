@@ -516,7 +516,7 @@ fn qemu_guest_receives_exact_text_in_us_and_german_ctrl_c_interrupts_and_the_poi
     // German: the guest's console keymap is set to de, and the text is typed with de.
     serial.run("loadkmap < /etc/de.bmap && echo kmap-$((2+3))");
     serial.wait_for("kmap-5", Duration::from_secs(20));
-    let german = "Grüße aus Köln: ÄÖÜ äöü ß @ € | {[]} \\ ~ <> µ ²³ 'quotes\" #1+2=3?\n";
+    let german = "Grüße aus Köln: ÄÖÜ äöü ß @ € | {[]} \\ ~ <> µ ²³ 'quotes\" #1+2=3? â ^ é\n";
     let de_rate = paste_through_cat(&d, &serial, german, "de");
 
     // The absolute pointer: QEMU's current mouse is the USB tablet, and a move reaches
