@@ -261,3 +261,24 @@ pub struct FfiResponse {
     /// sent whole when the handler returns; empty `data` flushes (starts streaming).
     pub write: unsafe extern "C" fn(ctx: *mut c_void, data: FfiStr) -> bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_event_kind_is_no_newer_than_this_abi() {
+        // A kind added after ABI 1.0 must name the minor that added it, and that minor
+        // must exist: otherwise a host would send it to plugins that panic on it.
+        for kind in [
+            event::LOADED,
+            event::MESSAGE,
+            event::DIALOG_ENDED,
+            event::TIMER,
+        ] {
+            assert_eq!(event::since_minor(kind), 0);
+        }
+        assert_eq!(event::since_minor(event::PEER_DISCONNECTED), 1);
+        assert!(event::since_minor(event::PEER_DISCONNECTED) <= ABI_MINOR);
+    }
+}
