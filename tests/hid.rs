@@ -551,3 +551,103 @@ fn qemu_guest_receives_exact_text_in_us_and_german_ctrl_c_interrupts_and_the_poi
         "paste on the QEMU guest: us {us_rate:.0} chars/s, de {de_rate:.0} chars/s, zero errors"
     );
 }
+
+/// `jsipd-gadget` and the shared libraries it loads, as (guest path, bytes) for the guest.
+fn gadget_tool_for_the_guest() -> Vec<(String, Vec<u8>)> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = std::process::Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "jsipd-hid",
+            "--bin",
+            "jsipd-gadget",
+        ])
+        .current_dir(jsipd_e2e::repo_root())
+        .status()
+        .unwrap();
+    assert!(status.success(), "building jsipd-gadget failed");
+    let tool = jsipd_e2e::target_dir().join("debug/jsipd-gadget");
+    let ldd = std::process::Command::new("ldd")
+        .arg(&tool)
+        .output()
+        .unwrap();
+    let mut files = vec![(
+        "/bin/jsipd-gadget".to_string(),
+        std::fs::read(&tool).unwrap(),
+    )];
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)" or "/lib64/ld-linux… (0x…)"
+        let path = line
+            .split("=>")
+            .last()
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap_or("");
+        if path.starts_with('/') {
+            let real = std::fs::canonicalize(path).unwrap();
+            files.push((path.to_string(), std::fs::read(real).unwrap()));
+        }
+    }
+    files
+}
+
+/// jsipd-gadget on a real kernel: inside the guest, on its dummy USB device controller,
+/// the guest's own USB host side enumerates the gadget, binds usbhid to the three HID
+/// functions (so it accepted their report descriptors), and reports written to
+/// /dev/hidg0..2 in the plugin's formats come out of evdev as the expected events.
+#[test]
+fn jsipd_gadget_makes_a_gadget_the_kernel_enumerates_and_its_reports_become_input_events() {
+    guest::available().expect("the test guest needs its packages (see test.sh)");
+    let files = gadget_tool_for_the_guest();
+    let extra: Vec<(&str, Vec<u8>)> = files.iter().map(|(p, b)| (p.as_str(), b.clone())).collect();
+    let mut g = Guest::start_with(&[], &extra);
+    g.qmp().execute("cont", json!({}));
+    let serial = g.serial();
+    serial.wait_for("jsipd-guest: ready", BOOT_TIMEOUT);
+
+    serial.run("jsipd-gadget up && echo gadget-$((1+1))-up");
+    let out = serial.wait_for("gadget-2-up", Duration::from_secs(30));
+    assert!(out.contains("bound to dummy_udc.0"), "{out}");
+    // Enumeration: one input device per HID function, named after the gadget's strings.
+    serial.run(
+        "n=0; while [ $(grep -c 'jsipd KVM' /proc/bus/input/devices) -lt 3 ] && [ $n -lt 200 ]; \
+         do usleep 100000; n=$((n+1)); done; echo hid-inputs-$(grep -c 'jsipd KVM' /proc/bus/input/devices)-found",
+    );
+    // (On failure the serial shows how many were found.)
+    serial.wait_for("hid-inputs-3-found", Duration::from_secs(40));
+
+    // A reader per function's event device (interface N is hid.usbN), prefixed evN.
+    serial.run(
+        "for i in 0 1 2; do ev=$(grep -A4 \"Phys=.*dummy.*/input$i\\$\" /proc/bus/input/devices | grep -o 'event[0-9]*' | head -1); \
+         dd if=/dev/input/$ev bs=24 2>/dev/null | hexdump -v -e \"\\\"ev$i \\\" 24/1 \\\"%02x\\\" \\\"\\\\n\\\"\" & done; \
+         while [ $(ls -l /proc/[0-9]*/fd 2>/dev/null | grep -c 'input/event') -lt 6 ]; do usleep 10000; done; echo readers-$((2*3))-open",
+    );
+    serial.wait_for("readers-6-open", Duration::from_secs(20));
+
+    // Keyboard: Shift+A down, then all up (8-byte boot reports).
+    serial.run("printf '\\002\\000\\004\\000\\000\\000\\000\\000' > /dev/hidg0; printf '\\000\\000\\000\\000\\000\\000\\000\\000' > /dev/hidg0");
+    serial.wait_for("01002a0001000000", Duration::from_secs(20)); // EV_KEY KEY_LEFTSHIFT down
+    serial.wait_for("01001e0001000000", Duration::from_secs(20)); // EV_KEY KEY_A down
+    serial.wait_for("01001e0000000000", Duration::from_secs(20)); // KEY_A up
+                                                                  // Relative mouse: left button, dx 5, dy -5 (4-byte reports).
+    serial.run(
+        "printf '\\001\\005\\373\\000' > /dev/hidg1; printf '\\000\\000\\000\\000' > /dev/hidg1",
+    );
+    serial.wait_for("0100100101000000", Duration::from_secs(20)); // BTN_LEFT down
+    serial.wait_for("0200000005000000", Duration::from_secs(20)); // REL_X 5
+    serial.wait_for("02000100fbffffff", Duration::from_secs(20)); // REL_Y -5
+                                                                  // Absolute mouse: x 12345, y 23456 (6-byte reports, little-endian).
+    serial.run("printf '\\000\\071\\060\\240\\133\\000' > /dev/hidg2");
+    serial.wait_for("0300000039300000", Duration::from_secs(20)); // ABS_X 12345
+    serial.wait_for("03000100a05b0000", Duration::from_secs(20)); // ABS_Y 23456
+
+    // The mass-storage LUN the storage plugin uses is there and removable.
+    serial.run("echo removable-$(cat /sys/kernel/config/usb_gadget/jsipd/functions/mass_storage.usb0/lun.0/removable)-lun");
+    serial.wait_for("removable-1-lun", Duration::from_secs(20));
+
+    serial.run("jsipd-gadget down && [ ! -e /sys/kernel/config/usb_gadget/jsipd ] && echo gadget-$((2+2))-gone");
+    serial.wait_for("gadget-4-gone", Duration::from_secs(30));
+}

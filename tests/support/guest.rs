@@ -34,7 +34,8 @@ use serde_json::{json, Value};
 
 /// Kernel modules the guest needs (Debian builds them as modules), dependencies resolved
 /// from `modules.dep`.
-/// `xhci-pci`, `usbhid` and `hid-generic` are for the USB tablet (absolute pointer).
+/// `xhci-pci`, `usbhid` and `hid-generic` are for the USB tablet (absolute pointer) and
+/// the gadget's HID functions as the guest's own host side sees them.
 const MODULES: &[&str] = &[
     "ata_piix",
     "sd_mod",
@@ -45,6 +46,12 @@ const MODULES: &[&str] = &[
     "xhci-pci",
     "usbhid",
     "hid-generic",
+    // A USB gadget on the guest's own dummy controller, for jsipd-gadget.
+    "configfs",
+    "libcomposite",
+    "usb_f_hid",
+    "usb_f_mass_storage",
+    "dummy_hcd",
 ];
 
 /// Console keymaps put in the guest as `/etc/NAME.bmap` (busybox `loadkmap` format),
@@ -88,6 +95,7 @@ mount -t proc proc /proc
 mount -t sysfs sys /sys
 mount -t devtmpfs dev /dev
 for m in $(cat /lib/modules/order); do insmod /lib/modules/$m.ko; done
+mount -t configfs none /sys/kernel/config
 echo 1 > /proc/sys/kernel/printk
 n=0
 while ! grep -q 'Power Button' /proc/bus/input/devices && [ $n -lt 50 ]; do usleep 100000; n=$((n+1)); done
@@ -338,11 +346,39 @@ pub struct Guest {
 impl Guest {
     /// Starts QEMU, powered off, with one QMP socket for each name in `plugin_monitors`.
     pub fn start(plugin_monitors: &[&str]) -> Guest {
-        let (kernel, initramfs) = image();
+        Guest::start_with(plugin_monitors, &[])
+    }
+
+    /// As [`Guest::start`], with `extra` files (guest path, contents; mode 0755) in a
+    /// second cpio archive after the cached one (the kernel unpacks both).
+    pub fn start_with(plugin_monitors: &[&str], extra: &[(&str, Vec<u8>)]) -> Guest {
+        let (kernel, mut initramfs) = image();
         let dir = tempfile::Builder::new()
             .prefix("jsipd-guest-")
             .tempdir()
             .unwrap();
+        if !extra.is_empty() {
+            let mut cpio = Cpio::default();
+            let mut dirs = BTreeSet::new();
+            for (path, _) in extra {
+                let mut parent = Path::new(path.trim_start_matches('/'));
+                while let Some(p) = parent.parent().filter(|p| !p.as_os_str().is_empty()) {
+                    dirs.insert(p.to_str().unwrap().to_string());
+                    parent = p;
+                }
+            }
+            // BTreeSet order puts every parent before its children.
+            for d in &dirs {
+                cpio.dir(d);
+            }
+            for (path, data) in extra {
+                cpio.file(path.trim_start_matches('/'), 0o755, data);
+            }
+            let mut both = std::fs::read(&initramfs).unwrap();
+            both.extend_from_slice(&cpio.finish());
+            initramfs = dir.path().join("initramfs.cpio");
+            std::fs::write(&initramfs, both).unwrap();
+        }
         let disk = dir.path().join("disk.img");
         std::fs::File::create(&disk)
             .unwrap()
