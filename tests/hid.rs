@@ -621,9 +621,9 @@ fn jsipd_gadget_makes_a_gadget_the_kernel_enumerates_and_its_reports_become_inpu
 
     // A reader per function's event device (interface N is hid.usbN), prefixed evN.
     serial.run(
-        "for i in 0 1 2; do ev=$(grep -A4 \"Phys=.*dummy.*/input$i\\$\" /proc/bus/input/devices | grep -o 'event[0-9]*' | head -1); \
+        "evs=; for i in 0 1 2; do ev=$(grep -A4 \"Phys=.*dummy.*/input$i\\$\" /proc/bus/input/devices | grep -o 'event[0-9]*' | head -1); evs=\"$evs $ev\"; \
          dd if=/dev/input/$ev bs=24 2>/dev/null | hexdump -v -e \"\\\"ev$i \\\" 24/1 \\\"%02x\\\" \\\"\\\\n\\\"\" & done; \
-         while [ $(ls -l /proc/[0-9]*/fd 2>/dev/null | grep -c 'input/event') -lt 6 ]; do usleep 10000; done; echo readers-$((2*3))-open",
+         for ev in $evs; do while ! ls -l /proc/[0-9]*/fd 2>/dev/null | grep -q \"input/$ev\\$\"; do usleep 10000; done; done; echo readers-$((2*3))-open",
     );
     serial.wait_for("readers-6-open", Duration::from_secs(20));
 
@@ -632,7 +632,19 @@ fn jsipd_gadget_makes_a_gadget_the_kernel_enumerates_and_its_reports_become_inpu
     serial.wait_for("01002a0001000000", Duration::from_secs(20)); // EV_KEY KEY_LEFTSHIFT down
     serial.wait_for("01001e0001000000", Duration::from_secs(20)); // EV_KEY KEY_A down
     serial.wait_for("01001e0000000000", Duration::from_secs(20)); // KEY_A up
-                                                                  // Relative mouse: left button, dx 5, dy -5 (4-byte reports).
+                                                                  // The plugin's own code (Hid over Gadget: poll, then a non-blocking write) on the real
+                                                                  // f_hid device: Ctrl down, B down, B up, Ctrl up.
+    serial.run("jsipd-gadget press ctrl+b && echo pressed-$((3+3))");
+    serial.wait_for("pressed-6", Duration::from_secs(20));
+    for event in [
+        "01001d0001000000",
+        "0100300001000000",
+        "0100300000000000",
+        "01001d0000000000",
+    ] {
+        serial.wait_for(event, Duration::from_secs(20));
+    }
+    // Relative mouse: left button, dx 5, dy -5 (4-byte reports).
     serial.run(
         "printf '\\001\\005\\373\\000' > /dev/hidg1; printf '\\000\\000\\000\\000' > /dev/hidg1",
     );

@@ -207,6 +207,26 @@ pub fn by_name(name: &str) -> Option<&'static Key> {
     }
 }
 
+/// The usages of a combination such as `ctrl+alt+delete`, in the order given (each once).
+pub fn parse_combination(spec: &str) -> Result<Vec<u8>, String> {
+    let mut usages = Vec::new();
+    for name in spec.split('+').map(str::trim) {
+        match by_name(name) {
+            Some(k) if !usages.contains(&k.usage) => usages.push(k.usage),
+            Some(_) => {}
+            None => {
+                return Err(format!(
+                    "{name:?} in {spec:?} is not a key; use W3C codes (KeyA, ControlLeft) or ctrl, alt, shift, meta, altgr, del, esc, enter, a-z, 0-9, f1-f12"
+                ))
+            }
+        }
+    }
+    if usages.is_empty() {
+        return Err("no keys given".into());
+    }
+    Ok(usages)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -239,5 +259,13 @@ mod tests {
         assert!(by_name("nosuchkey").is_none());
         assert_eq!(modifier_bit(0xe6), Some(0x40));
         assert_eq!(modifier_bit(0x04), None);
+        assert_eq!(
+            parse_combination("ctrl+alt+del").unwrap(),
+            [0xe0, 0xe2, 0x4c]
+        );
+        assert_eq!(parse_combination("a+a").unwrap(), [0x04]);
+        assert!(parse_combination("ctrl+banana")
+            .unwrap_err()
+            .contains("banana"));
     }
 }

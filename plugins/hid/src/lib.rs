@@ -257,22 +257,10 @@ impl HidApi {
         let Some(spec) = body.get("keys").and_then(Value::as_str) else {
             return response.error(400, "keys must be a string such as \"ctrl+alt+delete\"");
         };
-        let mut usages = Vec::new();
-        for name in spec.split('+').map(str::trim) {
-            match keys::by_name(name) {
-                Some(k) if !usages.contains(&k.usage) => usages.push(k.usage),
-                Some(_) => {}
-                None => {
-                    return response.error(
-                        400,
-                        &format!("{name:?} in {spec:?} is not a key; use W3C codes (KeyA, ControlLeft) or ctrl, alt, shift, meta, altgr, del, esc, enter, a-z, 0-9, f1-f12"),
-                    )
-                }
-            }
-        }
-        if usages.is_empty() {
-            return response.error(400, "keys is empty");
-        }
+        let usages = match keys::parse_combination(spec) {
+            Ok(u) => u,
+            Err(e) => return response.error(400, &e),
+        };
         let Some(turn) = self.0.turns.enter(true) else {
             unreachable!("a waiting enter always gets a turn");
         };

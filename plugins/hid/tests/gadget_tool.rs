@@ -79,6 +79,15 @@ fn up_creates_the_functions_with_the_plugins_descriptors_and_binds() {
     assert!(out.contains("exists already"), "{out}");
     let (ok, out) = run(&["show", "--configfs", cfs]);
     assert!(ok && out.contains("bound to: dummy_udc.0"), "{out}");
+    let (ok, out) = run(&[
+        "press",
+        "ctrl+a",
+        "--dev",
+        d.join("nodev").to_str().unwrap(),
+    ]);
+    assert!(!ok && out.contains("jsipd-gadget up"), "{out}");
+    let (ok, out) = run(&["press", "ctrl+banana"]);
+    assert!(!ok && out.contains("banana"), "{out}");
     let (ok, out) = run(&["sideways"]);
     assert!(!ok && out.contains("usage:"), "{out}");
     let _ = std::fs::remove_dir_all(&d);

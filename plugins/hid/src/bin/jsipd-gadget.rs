@@ -4,7 +4,12 @@
 //! jsipd-gadget up   [--configfs DIR] [--udc NAME]   create the gadget and bind it
 //! jsipd-gadget down [--configfs DIR]                unbind and remove it
 //! jsipd-gadget show [--configfs DIR]                print its functions and binding
+//! jsipd-gadget press KEYS [--dev DIR]              press and release KEYS (ctrl+alt+del)
 //! ```
+//!
+//! `press` types through the hid plugin's own gadget code without the daemon: for a
+//! rescue (Ctrl+Alt+Del with jsipd stopped) and to check that the host reads the
+//! keyboard (it fails after 500 ms when nobody does).
 //!
 //! The gadget `usb_gadget/jsipd` has four functions in one configuration:
 //! - `hid.usb0` → `/dev/hidg0`: boot keyboard (protocol 1), 8-byte reports;
@@ -19,6 +24,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::Duration;
 
 use hid::gadget::{
     KEYBOARD_DESCRIPTOR, KEYBOARD_REPORT, MOUSE_DESCRIPTOR, MOUSE_REPORT, TABLET_DESCRIPTOR,
@@ -38,6 +45,8 @@ const HID_FUNCTIONS: [(&str, u8, u8, usize, &[u8]); 3] = [
 const STORAGE: &str = "mass_storage.usb0";
 
 struct Options {
+    /// Where the hidg devices are (`/dev`).
+    dev: PathBuf,
     configfs: PathBuf,
     udc: Option<String>,
     udc_class: PathBuf,
@@ -49,7 +58,13 @@ fn main() -> ExitCode {
         eprintln!("{USAGE}");
         return ExitCode::from(2);
     };
+    let keys = if command == "press" {
+        args.next()
+    } else {
+        None
+    };
     let mut o = Options {
+        dev: PathBuf::from("/dev"),
         configfs: PathBuf::from("/sys/kernel/config"),
         udc: None,
         udc_class: PathBuf::from("/sys/class/udc"),
@@ -60,6 +75,7 @@ fn main() -> ExitCode {
             ("--configfs", Some(v)) => o.configfs = v.into(),
             ("--udc", Some(v)) => o.udc = Some(v),
             ("--udc-class", Some(v)) => o.udc_class = v.into(),
+            ("--dev", Some(v)) => o.dev = v.into(),
             _ => {
                 eprintln!("jsipd-gadget: bad option {flag}\n{USAGE}");
                 return ExitCode::from(2);
@@ -70,6 +86,12 @@ fn main() -> ExitCode {
         "up" => up(&o),
         "down" => down(&o),
         "show" => show(&o),
+        "press" => match keys {
+            Some(k) => press(&o, &k),
+            None => Err(format!(
+                "press needs the keys, such as ctrl+alt+delete\n{USAGE}"
+            )),
+        },
         _ => Err(format!("unknown command {command}\n{USAGE}")),
     };
     match result {
@@ -245,5 +267,26 @@ fn show(o: &Options) -> Result<(), String> {
     let file = std::fs::read_to_string(g.join("functions").join(STORAGE).join("lun.0/file"))
         .unwrap_or_default();
     println!("{STORAGE} lun.0: {}", file.trim());
+    Ok(())
+}
+
+/// Presses `spec` in order and releases it in reverse, through the plugin's `Hid` and
+/// `Gadget`, as `POST /hid/v1/keys` does.
+fn press(o: &Options, spec: &str) -> Result<(), String> {
+    let usages = hid::keys::parse_combination(spec)?;
+    let device = hid::gadget::Gadget::new(
+        o.dev.join("hidg0"),
+        o.dev.join("hidg1"),
+        o.dev.join("hidg2"),
+        Duration::from_millis(500),
+    );
+    let board = Mutex::new(hid::state::Hid::new(Box::new(device)));
+    let turns = hid::paste::Turns::default();
+    let turn = turns.enter(false).expect("nobody else types here");
+    hid::paste::chord(&board, &turn, &usages, Duration::from_millis(10)).map_err(|e| match e {
+        hid::paste::Stopped::Device(e) => e,
+        hid::paste::Stopped::Reset(_) => "stopped".into(),
+    })?;
+    println!("pressed {spec}");
     Ok(())
 }
