@@ -135,6 +135,10 @@ fn transact(ws: &mut Ws, m: &Value) -> Value {
     }
 }
 
+fn answered_200(r: Value) {
+    assert_eq!(r["Code"], 200, "{r}");
+}
+
 /// Opens a session with the hid SLP: INVITE, 200, ACK.
 fn session(ws: &mut Ws, who: &str, dialog: &str) {
     let ok = transact(ws, &jsip("INVITE", who, dialog, 1));
@@ -169,7 +173,7 @@ fn gadget_reports_are_exact_and_every_key_is_released_on_disconnect_bye_and_fail
     // left button held.
     let mut alice = Ws::connect(d.rtc.unwrap(), "alice");
     session(&mut alice, "alice", "d1");
-    let r = hid(
+    answered_200(hid(
         &mut alice,
         "INFO",
         "alice",
@@ -179,13 +183,12 @@ fn gadget_reports_are_exact_and_every_key_is_released_on_disconnect_bye_and_fail
         {"key": "ShiftLeft", "down": true}, {"key": "KeyA", "down": true},
         {"key": "KeyA", "down": true}, // the browser's auto-repeat: nothing new
         {"key": "KeyA", "down": false}, {"key": "ShiftLeft", "down": false}]),
-    );
-    assert_eq!(r["Code"], 200, "{r}");
+    ));
     assert_eq!(
         keyboard.next(4),
         [kbd(2, &[]), kbd(2, &[4]), kbd(2, &[]), kbd(0, &[])]
     );
-    let r = hid(
+    answered_200(hid(
         &mut alice,
         "INFO",
         "alice",
@@ -193,27 +196,24 @@ fn gadget_reports_are_exact_and_every_key_is_released_on_disconnect_bye_and_fail
         4,
         json!([
         {"key": "ControlLeft", "down": true}, {"key": "KeyC", "down": true}]),
-    );
-    assert_eq!(r["Code"], 200, "{r}");
+    ));
     assert_eq!(keyboard.next(2), [kbd(1, &[]), kbd(1, &[6])]);
-    let r = hid(
+    answered_200(hid(
         &mut alice,
         "INFO",
         "alice",
         "d1",
         5,
         json!({"x": 16384, "y": 8192}),
-    );
-    assert_eq!(r["Code"], 200, "{r}");
-    let r = hid(
+    ));
+    answered_200(hid(
         &mut alice,
         "INFO",
         "alice",
         "d1",
         6,
         json!({"button": "left", "down": true}),
-    );
-    assert_eq!(r["Code"], 200, "{r}");
+    ));
     assert_eq!(
         tab.next(2),
         [tablet(0, 16384, 8192), tablet(1, 16384, 8192)]
@@ -251,24 +251,22 @@ fn gadget_reports_are_exact_and_every_key_is_released_on_disconnect_bye_and_fail
     let mut carol = Ws::connect(d.rtc.unwrap(), "carol");
     session(&mut bob, "bob", "d2");
     session(&mut carol, "carol", "d3");
-    let r = hid(
+    answered_200(hid(
         &mut bob,
         "INFO",
         "bob",
         "d2",
         3,
         json!({"key": "KeyZ", "down": true}),
-    );
-    assert_eq!(r["Code"], 200, "{r}");
-    let r = hid(
+    ));
+    answered_200(hid(
         &mut carol,
         "INFO",
         "carol",
         "d3",
         3,
         json!({"key": "ShiftRight", "down": true}),
-    );
-    assert_eq!(r["Code"], 200, "{r}");
+    ));
     assert_eq!(keyboard.next(2), [kbd(0, &[0x1d]), kbd(0x20, &[0x1d])]);
     let bye = transact(&mut bob, &jsip("BYE", "bob", "d2", 4));
     assert_eq!(bye["Code"], 200, "{bye}");
@@ -279,15 +277,14 @@ fn gadget_reports_are_exact_and_every_key_is_released_on_disconnect_bye_and_fail
     );
 
     // A MESSAGE is a batch of its own: what it leaves down comes up when it ends.
-    let r = hid(
+    answered_200(hid(
         &mut bob,
         "MESSAGE",
         "bob",
         "m1",
         1,
         json!([{"key": "KeyB", "down": true}]),
-    );
-    assert_eq!(r["Code"], 200, "{r}");
+    ));
     assert_eq!(keyboard.next(2), [kbd(0x20, &[5]), kbd(0x20, &[])]);
 
     // A write that fails releases everything, carol's Shift included, and says why.
