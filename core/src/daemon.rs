@@ -106,7 +106,7 @@ async fn start_and_run(
     let tasks = TaskTracker::new();
     let shutdown = CancellationToken::new();
     let stats = crate::stats::Stats::default();
-    let (node, node_inputs) = Node::create(
+    let (node, node_inputs) = Node::new(
         Arc::new(config.clone()),
         stats.jsip.clone(),
         tasks.clone(),

@@ -389,7 +389,7 @@ fn realm(c: &Config) -> String {
 impl Node {
     /// Creates the node and starts the compiled-in SLPs; `run` it on `tasks`. Must be
     /// called within the tokio runtime.
-    pub fn create(
+    pub fn new(
         config: Arc<Config>,
         stats: Arc<JsipStats>,
         tasks: TaskTracker,
