@@ -1,29 +1,21 @@
-//! The node: the JSIP stack, the connection registry and the SLP runners, and what
-//! moves messages between them.
+//! The node: one task that owns the JSIP stack, the connection registry and the SLP
+//! runners, and moves messages between them.
 //!
-//! A message's path: a socket task (`transport::ws`) parses a frame and hands it to the
-//! [`Stack`] itself, under the node's lock ([`Core::handle_now`]); the stack's outputs go
-//! to a name's queue (and from there to that name's socket task), or to an SLP runner
-//! thread (`dispatch::runner`), which hands back what its instances did the same way.
-//! So a round trip crosses two threads (socket task → runner → socket task), not four:
-//! an earlier design sent both through a node task, and those two extra wake-ups were
-//! most of the server's CPU per message (issue 5's profile).
-//!
-//! The lock is a plain mutex held for one input and its outputs, never across an await;
-//! everything done under it is non-blocking (`try_send` into a per-name bounded queue,
-//! an unbounded channel to a runner), so a slow peer cannot hold anybody up. The node
-//! task ([`Core::run`]) still takes the rare inputs (connections, plugin loads, expiries)
-//! from its channel, and owns the timer: a caller that moves the stack's next deadline
-//! earlier wakes it.
+//! A message's path: a socket task (`transport::ws`) parses a frame and sends it here as
+//! [`Input::Frame`]; the [`Stack`] decides; its outputs go to a name's queue (and from
+//! there to that name's socket task), or to an SLP runner thread (`dispatch::runner`),
+//! whose answers come back as [`Input::Slp`]. Because this task alone owns the stack
+//! and the registry, neither needs a lock; and because it only ever `try_send`s into a
+//! per-name bounded queue, a slow peer cannot hold it up.
 
 use std::collections::HashMap;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::Arc;
 use std::time::Instant;
 
 use jsipd_plugin_api::jsip::{Message, Method, Uri};
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot, Notify};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -98,9 +90,6 @@ pub enum Input {
 #[derive(Clone)]
 pub struct NodeHandle {
     tx: mpsc::Sender<Input>,
-    /// For the direct path; weak, because the node itself holds handles (in runner
-    /// callbacks and dial tasks), and the node task owns the core.
-    core: Weak<Core>,
 }
 
 impl NodeHandle {
@@ -126,19 +115,19 @@ impl NodeHandle {
         rx.await.ok()
     }
 
-    /// Hands a socket's message to the stack now, on this thread, without waiting for
-    /// anything but the node's lock; gives it back only when the node has stopped. The
-    /// socket task keeps no message in its state, which keeps every connection small.
+    /// Hands a socket's message to the node if its queue has room, else gives it back
+    /// (see [`NodeHandle::frame`]). A socket task tries this first: it does not wait, so
+    /// the task keeps no message in its state, which keeps every connection small.
     pub fn try_frame(&self, name: &PeerName, msg: Message) -> Result<(), Box<Message>> {
-        match self.core.upgrade() {
-            Some(core) => {
-                core.handle_now(Input::Frame {
+        match self.tx.try_reserve() {
+            Ok(permit) => {
+                permit.send(Input::Frame {
                     name: name.clone(),
                     msg,
                 });
                 Ok(())
             }
-            None => Err(Box::new(msg)),
+            Err(_) => Err(Box::new(msg)),
         }
     }
 
@@ -253,116 +242,6 @@ pub struct Node {
     stats: Arc<JsipStats>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
-    /// The deadline the node task's timer is set for.
-    armed: Option<Instant>,
-}
-
-/// The node behind its lock, with what the node task needs to be woken.
-pub struct Core {
-    node: Mutex<Node>,
-    /// Set when a caller moved the stack's next deadline before the armed one.
-    timer_moved: Notify,
-    /// Runner threads are not tokio's; some outputs spawn tasks (dialing another node).
-    runtime: tokio::runtime::Handle,
-}
-
-impl Core {
-    fn lock(&self) -> MutexGuard<'_, Node> {
-        // A panic under the lock was in our own code and already reported; the stack
-        // is still consistent between inputs, so carry on rather than stop serving.
-        self.node.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Handles `input` on the calling thread and carries out what it caused: the path
-    /// of frames (socket tasks) and SLP reports (runner threads).
-    pub fn handle_now(&self, input: Input) {
-        let _runtime = self.runtime.enter();
-        let mut node = self.lock();
-        node.handle_input(input);
-        node.flush();
-        let moved = match (node.stack.next_deadline(), node.armed) {
-            (Some(next), Some(armed)) => next < armed,
-            (Some(_), None) => true,
-            (None, _) => false,
-        };
-        drop(node);
-        if moved {
-            self.timer_moved.notify_one();
-        }
-    }
-
-    pub fn handle(&self) -> NodeHandle {
-        self.lock().handle.clone()
-    }
-
-    /// The compiled-in SLPs and their usage, for `plugins`' listing.
-    pub fn builtin_usage(&self) -> Vec<(String, Arc<Usage>)> {
-        self.lock().builtin_usage.clone()
-    }
-
-    /// Inputs taken per turn from the channel: what is queued (up to this many) is
-    /// handled under one lock and flushed once.
-    const TURN: usize = 256;
-
-    /// The node task: the channel's inputs, and the stack's timer.
-    pub async fn run(self: Arc<Core>, mut rx: mpsc::Receiver<Input>) {
-        self.lock().flush();
-        // One timer and one cancellation future for the node's whole life: making them
-        // anew each turn would register and cancel a timer per message.
-        let shutdown = self.lock().shutdown.clone();
-        let stopping = shutdown.cancelled();
-        tokio::pin!(stopping);
-        let timer = tokio::time::sleep(std::time::Duration::ZERO);
-        tokio::pin!(timer);
-        let mut armed: Option<Instant> = None;
-        let mut inputs = Vec::with_capacity(Self::TURN);
-        loop {
-            let deadline = {
-                let mut node = self.lock();
-                let deadline = node.stack.next_deadline();
-                node.armed = deadline;
-                deadline
-            };
-            if deadline != armed {
-                if let Some(d) = deadline {
-                    timer.as_mut().reset(tokio::time::Instant::from_std(d));
-                }
-                armed = deadline;
-            }
-            tokio::select! {
-                n = rx.recv_many(&mut inputs, Self::TURN) => {
-                    if n == 0 {
-                        break;
-                    }
-                    let mut node = self.lock();
-                    for input in inputs.drain(..) {
-                        node.handle_input(input);
-                    }
-                    node.flush();
-                }
-                _ = &mut timer, if armed.is_some() => {
-                    armed = None;
-                    let mut node = self.lock();
-                    node.stack.handle_timeout(Instant::now());
-                    node.flush();
-                }
-                // A direct caller moved the deadline: re-arm.
-                _ = self.timer_moved.notified() => {}
-                _ = &mut stopping => break,
-            }
-        }
-        // Joining runner threads blocks, and dropping the last reference to an image
-        // runs plugin code: both on a thread of their own, off the async workers.
-        let runners = std::mem::take(&mut self.lock().runners);
-        let (done, wait) = oneshot::channel::<()>();
-        let _ = std::thread::Builder::new()
-            .name("unload-slps".into())
-            .spawn(move || {
-                drop(runners);
-                let _ = done.send(());
-            });
-        let _ = wait.await;
-    }
 }
 
 fn stack_config(c: &Config, realm: &str) -> StackConfig {
@@ -387,58 +266,47 @@ fn realm(c: &Config) -> String {
 }
 
 impl Node {
-    /// Creates the node and starts the compiled-in SLPs; `run` it on `tasks`. Must be
-    /// called within the tokio runtime.
+    /// Creates the node and starts the compiled-in SLPs; `run` it on `tasks`.
     pub fn new(
         config: Arc<Config>,
         stats: Arc<JsipStats>,
         tasks: TaskTracker,
         shutdown: CancellationToken,
-    ) -> anyhow::Result<(Arc<Core>, mpsc::Receiver<Input>)> {
+    ) -> anyhow::Result<(Node, mpsc::Receiver<Input>)> {
         let (tx, rx) = mpsc::channel(INPUT_QUEUE);
         let realm = realm(&config);
-        let mut failed = None;
-        let core = Arc::new_cyclic(|weak| {
-            let mut node = Node {
-                stack: Stack::new(stack_config(&config, &realm)),
-                registry: Registry::new(config.stack.qsize),
-                runners: HashMap::new(),
-                builtin_usage: Vec::new(),
-                config: config.clone(),
-                realm,
-                handle: NodeHandle {
-                    tx,
-                    core: weak.clone(),
-                },
-                stats,
-                tasks,
-                shutdown,
-                armed: None,
-            };
-            for name in &config.stack.builtin_slps {
-                let slp = crate::slps::make(name).expect("config checked the name");
-                let usage = Arc::new(Usage::default());
-                match node.spawn_runner(name, slp, usage.clone()) {
-                    Ok(runner) => {
-                        node.runners
-                            .insert(name.as_str().into(), SlpRun::new(runner, None));
-                        node.stack.add_slp(name, name);
-                        node.builtin_usage.push((name.clone(), usage));
-                        tracing::info!("SLP {name} loaded (compiled in)");
-                    }
-                    Err(e) => failed = Some(e),
-                }
-            }
-            Core {
-                node: Mutex::new(node),
-                timer_moved: Notify::new(),
-                runtime: tokio::runtime::Handle::current(),
-            }
-        });
-        if let Some(e) = failed {
-            return Err(e.into());
+        let mut node = Node {
+            stack: Stack::new(stack_config(&config, &realm)),
+            registry: Registry::new(config.stack.qsize),
+            runners: HashMap::new(),
+            builtin_usage: Vec::new(),
+            config: config.clone(),
+            realm,
+            handle: NodeHandle { tx },
+            stats,
+            tasks,
+            shutdown,
+        };
+        for name in &config.stack.builtin_slps {
+            let slp = crate::slps::make(name).expect("config checked the name");
+            let usage = Arc::new(Usage::default());
+            let runner = node.spawn_runner(name, slp, usage.clone())?;
+            node.runners
+                .insert(name.as_str().into(), SlpRun::new(runner, None));
+            node.stack.add_slp(name, name);
+            node.builtin_usage.push((name.clone(), usage));
+            tracing::info!("SLP {name} loaded (compiled in)");
         }
-        Ok((core, rx))
+        Ok((node, rx))
+    }
+
+    pub fn handle(&self) -> NodeHandle {
+        self.handle.clone()
+    }
+
+    /// The compiled-in SLPs and their usage, for `plugins`' listing.
+    pub fn builtin_usage(&self) -> Vec<(String, Arc<Usage>)> {
+        self.builtin_usage.clone()
     }
 
     fn spawn_runner(
@@ -447,17 +315,14 @@ impl Node {
         slp: Box<dyn Slp>,
         usage: Arc<Usage>,
     ) -> std::io::Result<Runner> {
-        let node = self.handle.core.clone();
+        let tx = self.handle.tx.clone();
         Runner::spawn(
             key,
             slp,
             usage,
             Box::new(move |reports| {
-                // Straight into the stack, on the runner's thread; a stopped node drops
-                // them. Waiting for the lock is the backpressure on the SLP.
-                if let Some(core) = node.upgrade() {
-                    core.handle_now(Input::Slp(reports));
-                }
+                // Runner threads are not async; waiting here is backpressure on the SLP.
+                let _ = tx.blocking_send(Input::Slp(reports));
             }),
         )
     }
@@ -542,6 +407,59 @@ impl Node {
                 crate::plugins::retire_slp(generation, runner, image);
             }
         }
+    }
+
+    /// Inputs taken per turn: the node handles what is queued (up to this many) and then
+    /// flushes once, so one wake-up of a runner or a socket carries many messages.
+    const TURN: usize = 256;
+
+    pub async fn run(mut self, mut rx: mpsc::Receiver<Input>) {
+        self.flush();
+        // One timer and one cancellation future for the node's whole life: making them
+        // anew each turn would register and cancel a timer per message.
+        let shutdown = self.shutdown.clone();
+        let stopping = shutdown.cancelled();
+        tokio::pin!(stopping);
+        let timer = tokio::time::sleep(std::time::Duration::ZERO);
+        tokio::pin!(timer);
+        let mut armed: Option<Instant> = None;
+        let mut inputs = Vec::with_capacity(Self::TURN);
+        loop {
+            let deadline = self.stack.next_deadline();
+            if deadline != armed {
+                if let Some(d) = deadline {
+                    timer.as_mut().reset(tokio::time::Instant::from_std(d));
+                }
+                armed = deadline;
+            }
+            tokio::select! {
+                n = rx.recv_many(&mut inputs, Self::TURN) => {
+                    if n == 0 {
+                        break;
+                    }
+                    for input in inputs.drain(..) {
+                        self.handle_input(input);
+                    }
+                }
+                _ = &mut timer, if armed.is_some() => {
+                    armed = None;
+                    self.stack.handle_timeout(Instant::now());
+                }
+                _ = &mut stopping => break,
+            }
+            self.flush();
+        }
+        // Joining runner threads blocks, and dropping the last reference to an image
+        // runs plugin code: both on a thread of their own, off the async workers.
+        let runners = std::mem::take(&mut self.runners);
+        let (done, wait) = oneshot::channel::<()>();
+        let _ = std::thread::Builder::new()
+            .name("unload-slps".into())
+            .spawn(move || {
+                drop(runners);
+                let _ = done.send(());
+            });
+        let _ = wait.await;
     }
 
     fn handle_input(&mut self, input: Input) {
