@@ -29,9 +29,11 @@ for n in 0 1 2; do
     cat "$work/dev/hidg$n" > /dev/null &
     exec {keep}>"$work/dev/hidg$n" # a writer of our own, so cat never sees end-of-file
 done
+mkfifo "$work/dev/leds" # the host's LED reports (none here); hidg0 itself on a real gadget
 cat > "$work/conf/hid/hid.ini" <<INI
 backend = gadget
 [gadget]
+leds = $work/dev/leds
 keyboard = $work/dev/hidg0
 mouse = $work/dev/hidg1
 tablet = $work/dev/hidg2

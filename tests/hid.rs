@@ -161,12 +161,18 @@ fn gadget_reports_are_exact_and_every_key_is_released_on_disconnect_bye_and_fail
     let dir = tempfile::tempdir().unwrap();
     let mut keyboard = Fifo::new(dir.path(), "hidg0", 8);
     let mut tab = Fifo::new(dir.path(), "hidg2", 6);
+    // The host's LED reports: a FIFO of their own here (hidg0 itself on a real gadget).
+    let leds_path = dir.path().join("leds");
+    let c = std::ffi::CString::new(leds_path.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
     // No hidg1: relative motion fails, as it does when the gadget is gone.
     let (_p, d) = start(&format!(
-        "backend = gadget\npaste_max = 100\npaste_interval_ms = 2\n[gadget]\nkeyboard = {}\nmouse = {}\ntablet = {}\n",
+        "backend = gadget\npaste_max = 100\npaste_interval_ms = 2\n[gadget]\nkeyboard = {}\nmouse = {}\ntablet = {}\nleds = {}\n",
         dir.path().join("hidg0").display(),
         dir.path().join("missing-hidg1").display(),
         dir.path().join("hidg2").display(),
+        leds_path.display(),
     ));
 
     // A browser session: Shift+A typed, then Ctrl and C held, the pointer moved and the
@@ -379,6 +385,36 @@ fn gadget_reports_are_exact_and_every_key_is_released_on_disconnect_bye_and_fail
     let (status, v) = call(&d, "POST", "/hid/v1/paste", &long);
     assert_eq!(status, 413, "{v}");
     assert_eq!(keyboard.pending(), 0, "refused pastes type nothing");
+
+    // Caps Lock on at the target (its LED report says so): letters swap their Shift, so
+    // the text still comes out as given; digits do not.
+    let mut host = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&leds_path)
+        .unwrap();
+    std::io::Write::write_all(&mut host, &[0x02]).unwrap();
+    let (status, v) = call(&d, "POST", "/hid/v1/paste", r#"{"content":"aB1"}"#);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"]["caps_lock"], true, "{v}");
+    assert_eq!(
+        keyboard.next(6),
+        [
+            kbd(2, &[0x04]),
+            kbd(0, &[]),
+            kbd(0, &[0x05]),
+            kbd(0, &[]),
+            kbd(0, &[0x1e]),
+            kbd(0, &[])
+        ]
+    );
+    let (_, v) = call(&d, "GET", "/hid/v1/stats", "");
+    assert_eq!(v["data"]["leds"]["caps_lock"], true, "{v}");
+    std::io::Write::write_all(&mut host, &[0x00]).unwrap();
+    let (status, v) = call(&d, "POST", "/hid/v1/paste", r#"{"content":"a"}"#);
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["data"]["caps_lock"], false, "{v}");
+    assert_eq!(keyboard.next(2), [kbd(0, &[0x04]), kbd(0, &[])]);
 
     // One paste at a time: a second gets 409, a queued one types after the first.
     let first = json!({"content": "a".repeat(100)}).to_string();
@@ -652,6 +688,27 @@ fn jsipd_gadget_makes_a_gadget_the_kernel_enumerates_and_its_reports_become_inpu
     serial.run("printf '\\000\\071\\060\\240\\133\\000' > /dev/hidg2");
     serial.wait_for("0300000039300000", Duration::from_secs(20)); // ABS_X 12345
     serial.wait_for("03000100a05b0000", Duration::from_secs(20)); // ABS_Y 23456
+
+    // Caps Lock pressed through the gadget: the guest's kernel lights the LED, and the
+    // output report it sends back is what hid reads (jsipd-gadget leds uses the same code).
+    serial.run(
+        "jsipd-gadget press capslock >/dev/null; n=0; \
+         until jsipd-gadget leds | grep -q 'caps_lock on' || [ $n -ge 200 ]; do usleep 50000; n=$((n+1)); done; \
+         jsipd-gadget press capslock >/dev/null; \
+         until jsipd-gadget leds | grep -q 'caps_lock off' || [ $n -ge 400 ]; do usleep 50000; n=$((n+1)); done; \
+         echo led-polls-$n-end$((9*9))",
+    );
+    let out = serial.wait_for("-end81", Duration::from_secs(60));
+    let polls: u32 = out
+        .rsplit("led-polls-")
+        .next()
+        .and_then(|t| t.split('-').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(999);
+    assert!(
+        polls < 200,
+        "the Caps Lock LED report never came (or never went):\n{out}"
+    );
 
     // The mass-storage LUN the storage plugin uses is there and removable.
     serial.run("echo removable-$(cat /sys/kernel/config/usb_gadget/jsipd/functions/mass_storage.usb0/lun.0/removable)-lun");

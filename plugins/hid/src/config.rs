@@ -16,6 +16,8 @@ pub enum Backend {
         keyboard: PathBuf,
         mouse: PathBuf,
         tablet: PathBuf,
+        /// Where the keyboard's LED reports are read (the keyboard's own node).
+        leds: PathBuf,
     },
     Qemu {
         qmp: String,
@@ -46,7 +48,7 @@ const KNOWN: &[(&str, &[&str])] = &[
             "write_timeout_ms",
         ],
     ),
-    ("gadget", &["keyboard", "mouse", "tablet"]),
+    ("gadget", &["keyboard", "mouse", "tablet", "leds"]),
     ("qemu", &["qmp"]),
 ];
 
@@ -62,8 +64,12 @@ impl Settings {
                 let path = |key: &str, default: &str| {
                     PathBuf::from(ini.get("gadget", key).unwrap_or(default))
                 };
+                let keyboard = path("keyboard", "/dev/hidg0");
                 Backend::Gadget {
-                    keyboard: path("keyboard", "/dev/hidg0"),
+                    leds: ini
+                        .get("gadget", "leds")
+                        .map_or_else(|| keyboard.clone(), PathBuf::from),
+                    keyboard,
                     mouse: path("mouse", "/dev/hidg1"),
                     tablet: path("tablet", "/dev/hidg2"),
                 }
@@ -118,7 +124,9 @@ impl Settings {
                 keyboard,
                 mouse,
                 tablet,
-            } => Box::new(Gadget::new(
+                leds,
+            } => Box::new(Gadget::with_leds(
+                leds.clone(),
                 keyboard.clone(),
                 mouse.clone(),
                 tablet.clone(),

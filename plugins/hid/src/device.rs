@@ -89,8 +89,21 @@ pub trait Device: Send {
     /// Sends one mouse report.
     fn mouse(&mut self, report: &MouseReport) -> Result<(), String>;
 
+    /// The keyboard LEDs the target last set (bit 0 Num Lock, bit 1 Caps Lock, bit 2
+    /// Scroll Lock), when the backend can know them.
+    fn leds(&mut self) -> Option<u8> {
+        None
+    }
+
     /// One line for the log: the backend and what it drives.
     fn describe(&self) -> String;
+}
+
+/// Keyboard LED bits, as the boot keyboard's output report has them.
+pub mod led {
+    pub const NUM_LOCK: u8 = 0x01;
+    pub const CAPS_LOCK: u8 = 0x02;
+    pub const SCROLL_LOCK: u8 = 0x04;
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@
 //! again on the next write, so a gadget re-created under us is picked up.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::PathBuf;
@@ -209,6 +209,43 @@ impl Endpoint {
     }
 }
 
+/// The keyboard's output reports (its LEDs), read without waiting: the host sends one
+/// whenever Num, Caps or Scroll Lock changes, and f_hid keeps them until read.
+struct LedReader {
+    path: PathBuf,
+    file: Option<File>,
+    last: Option<u8>,
+}
+
+impl LedReader {
+    fn latest(&mut self) -> Option<u8> {
+        if self.file.is_none() {
+            self.file = OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&self.path)
+                .ok();
+        }
+        let Some(file) = self.file.as_mut() else {
+            return self.last;
+        };
+        let mut buf = [0u8; 64];
+        loop {
+            match file.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => self.last = Some(buf[n - 1]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+                Err(_) => {
+                    self.file = None;
+                    break;
+                }
+            }
+        }
+        self.last
+    }
+}
+
 /// Which mouse function moved last: button changes go to the same one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pointer {
@@ -218,6 +255,7 @@ enum Pointer {
 
 pub struct Gadget {
     keyboard: Endpoint,
+    leds: LedReader,
     mouse: Endpoint,
     tablet: Endpoint,
     timeout: Duration,
@@ -231,8 +269,26 @@ pub struct Gadget {
 }
 
 impl Gadget {
+    /// The keyboard's LEDs are read from `keyboard` too; see [`Gadget::with_leds`].
     pub fn new(keyboard: PathBuf, mouse: PathBuf, tablet: PathBuf, timeout: Duration) -> Gadget {
+        Gadget::with_leds(keyboard.clone(), keyboard, mouse, tablet, timeout)
+    }
+
+    /// As [`Gadget::new`], with the LED reports read from `leds` (a real hidg device
+    /// gives them on the keyboard's own node; tests use a separate FIFO).
+    pub fn with_leds(
+        leds: PathBuf,
+        keyboard: PathBuf,
+        mouse: PathBuf,
+        tablet: PathBuf,
+        timeout: Duration,
+    ) -> Gadget {
         Gadget {
+            leds: LedReader {
+                path: leds,
+                file: None,
+                last: None,
+            },
             keyboard: Endpoint::new(keyboard),
             mouse: Endpoint::new(mouse),
             tablet: Endpoint::new(tablet),
@@ -308,6 +364,10 @@ impl Device for Gadget {
         // Only a function that took a report takes the next button change.
         self.pointer = pointer;
         Ok(())
+    }
+
+    fn leds(&mut self) -> Option<u8> {
+        self.leds.latest()
     }
 
     fn describe(&self) -> String {
@@ -424,6 +484,26 @@ mod tests {
         .keyboard(&KeyboardState::default())
         .unwrap_err();
         assert!(err.contains("jsipd-gadget up"), "{err}");
+    }
+
+    #[test]
+    fn the_newest_led_report_is_kept() {
+        let dir = tempdir();
+        let (leds, _reader) = fifo(&dir, "leds");
+        let mut g = Gadget::with_leds(
+            leds.clone(),
+            dir.join("k"),
+            dir.join("m"),
+            dir.join("t"),
+            Duration::from_millis(50),
+        );
+        assert_eq!(g.leds(), None, "no report yet");
+        let mut host = OpenOptions::new().write(true).open(&leds).unwrap();
+        host.write_all(&[0x00, 0x02]).unwrap();
+        assert_eq!(g.leds(), Some(0x02));
+        assert_eq!(g.leds(), Some(0x02), "kept until the next report");
+        host.write_all(&[0x03]).unwrap();
+        assert_eq!(g.leds(), Some(0x03));
     }
 
     fn tempdir() -> PathBuf {

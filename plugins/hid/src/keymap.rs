@@ -37,6 +37,9 @@ pub struct Keymap {
     /// What XKB compiled (`de`, `gb`, `de(nodeadkeys)`).
     pub xkb: String,
     strokes: HashMap<char, Vec<Stroke>>,
+    /// The same with Caps Lock on, as the layout defines it (letters swap case; on some
+    /// layouts more than letters).
+    caps_strokes: HashMap<char, Vec<Stroke>>,
 }
 
 /// Where the layout names users give differ from XKB's.
@@ -117,12 +120,12 @@ impl Keymap {
 
         let shift = keys::by_code("ShiftLeft").expect("ShiftLeft is in KEYS");
         // AltGr is whichever key the layout makes ISO_Level3_Shift; `us` has none.
-        let level3 = keys_with_syms(&keymap, &[])
+        let level3 = keys_with_syms(&keymap, &[], false)
             .into_iter()
             .find_map(|(key, sym)| {
                 (sym.raw() == 0xfe03/* ISO_Level3_Shift */).then_some(key)
             });
-        let mut combos: Vec<(u8, Vec<&Key>)> = vec![(0, vec![]), (SHIFT, vec![shift])];
+        let mut combos: Vec<(u8, Vec<&'static Key>)> = vec![(0, vec![]), (SHIFT, vec![shift])];
         if let Some(altgr) = level3 {
             if keys::modifier_bit(altgr.usage) == Some(ALTGR) {
                 combos.push((ALTGR, vec![altgr]));
@@ -130,59 +133,29 @@ impl Keymap {
             }
         }
 
-        let mut strokes: HashMap<char, Vec<Stroke>> = HashMap::new();
-        let mut direct: Vec<(Stroke, xkb::Keysym)> = Vec::new();
-        let mut dead: Vec<(Stroke, xkb::Keysym)> = Vec::new();
-        for (mods, held) in &combos {
-            for (key, sym) in keys_with_syms(&keymap, held) {
-                // Never the keypad: what it types depends on the target's NumLock, and
-                // some keypad keys (KP_Equal) are missing from console keymaps.
-                if keys::modifier_bit(key.usage).is_some() || key.code.starts_with("Numpad") {
-                    continue;
-                }
-                let stroke = Stroke { key, mods: *mods };
-                if is_dead(sym) {
-                    dead.push((stroke, sym));
-                } else if let Some(c) = typed_char(sym) {
-                    if let std::collections::hash_map::Entry::Vacant(e) = strokes.entry(c) {
-                        e.insert(vec![stroke]);
-                        direct.push((stroke, sym));
-                    }
-                }
-            }
-        }
-        if let Some(table) = compose {
-            let mut state = xkb::compose::State::new(table, xkb::compose::STATE_NO_FLAGS);
-            for (dead_stroke, dead_sym) in &dead {
-                for (base, base_sym) in &direct {
-                    state.reset();
-                    state.feed(*dead_sym);
-                    state.feed(*base_sym);
-                    if state.status() != xkb::compose::Status::Composed {
-                        continue;
-                    }
-                    let Some(text) = state.utf8() else { continue };
-                    let mut chars = text.chars();
-                    if let (Some(c), None) = (chars.next(), chars.next()) {
-                        if !c.is_control() {
-                            strokes
-                                .entry(c)
-                                .or_insert_with(|| vec![*dead_stroke, *base]);
-                        }
-                    }
-                }
-            }
-        }
+        let strokes = invert(&keymap, &combos, compose, false);
+        let caps_strokes = invert(&keymap, &combos, compose, true);
         Ok(Keymap {
             name: name.to_string(),
             xkb: xkb_name,
             strokes,
+            caps_strokes,
         })
     }
 
-    /// The strokes that type `c`, if this layout can.
+    /// The strokes that type `c` with Caps Lock off, if this layout can.
     pub fn strokes(&self, c: char) -> Option<&[Stroke]> {
-        self.strokes.get(&c).map(Vec::as_slice)
+        self.strokes_with(c, false)
+    }
+
+    /// The strokes that type `c` with Caps Lock as given.
+    pub fn strokes_with(&self, c: char, caps_lock: bool) -> Option<&[Stroke]> {
+        let table = if caps_lock {
+            &self.caps_strokes
+        } else {
+            &self.strokes
+        };
+        table.get(&c).map(Vec::as_slice)
     }
 
     /// How many characters this layout can type.
@@ -194,9 +167,10 @@ impl Keymap {
         self.strokes.is_empty()
     }
 
-    /// The keystrokes for `text`, or every character it cannot type (each once, in order).
-    /// `\r\n` and a lone `\r` are both typed as Enter.
-    pub fn plan(&self, text: &str) -> Result<Vec<Stroke>, Vec<char>> {
+    /// The keystrokes for `text` on a target whose Caps Lock is as given, or every
+    /// character it cannot type (each once, in order). `\r\n` and a lone `\r` are both
+    /// typed as Enter.
+    pub fn plan(&self, text: &str, caps_lock: bool) -> Result<Vec<Stroke>, Vec<char>> {
         let mut out = Vec::with_capacity(text.len() * 2);
         let mut missing: Vec<char> = Vec::new();
         let mut chars = text.chars().peekable();
@@ -207,7 +181,7 @@ impl Keymap {
                 }
                 c = '\n';
             }
-            match self.strokes(c) {
+            match self.strokes_with(c, caps_lock) {
                 Some(s) => out.extend_from_slice(s),
                 None if !missing.contains(&c) => missing.push(c),
                 None => {}
@@ -221,11 +195,75 @@ impl Keymap {
     }
 }
 
-/// Each key of [`keys::KEYS`] with the keysym it gives while `held` modifiers are down.
-fn keys_with_syms(keymap: &xkb::Keymap, held: &[&Key]) -> Vec<(&'static Key, xkb::Keysym)> {
+/// Character → strokes: every key under every modifier combination (fewer modifiers
+/// first), then dead key + base through the compose table; with Caps Lock locked or not.
+fn invert(
+    keymap: &xkb::Keymap,
+    combos: &[(u8, Vec<&'static Key>)],
+    compose: Option<&xkb::compose::Table>,
+    caps_lock: bool,
+) -> HashMap<char, Vec<Stroke>> {
+    let mut strokes: HashMap<char, Vec<Stroke>> = HashMap::new();
+    let mut direct: Vec<(Stroke, xkb::Keysym)> = Vec::new();
+    let mut dead: Vec<(Stroke, xkb::Keysym)> = Vec::new();
+    for (mods, held) in combos {
+        for (key, sym) in keys_with_syms(keymap, held, caps_lock) {
+            // Never the keypad: what it types depends on the target's NumLock, and
+            // some keypad keys (KP_Equal) are missing from console keymaps.
+            if keys::modifier_bit(key.usage).is_some() || key.code.starts_with("Numpad") {
+                continue;
+            }
+            let stroke = Stroke { key, mods: *mods };
+            if is_dead(sym) {
+                dead.push((stroke, sym));
+            } else if let Some(c) = typed_char(sym) {
+                if let std::collections::hash_map::Entry::Vacant(e) = strokes.entry(c) {
+                    e.insert(vec![stroke]);
+                    direct.push((stroke, sym));
+                }
+            }
+        }
+    }
+    if let Some(table) = compose {
+        let mut state = xkb::compose::State::new(table, xkb::compose::STATE_NO_FLAGS);
+        for (dead_stroke, dead_sym) in &dead {
+            for (base, base_sym) in &direct {
+                state.reset();
+                state.feed(*dead_sym);
+                state.feed(*base_sym);
+                if state.status() != xkb::compose::Status::Composed {
+                    continue;
+                }
+                let Some(text) = state.utf8() else { continue };
+                let mut chars = text.chars();
+                if let (Some(c), None) = (chars.next(), chars.next()) {
+                    if !c.is_control() {
+                        strokes
+                            .entry(c)
+                            .or_insert_with(|| vec![*dead_stroke, *base]);
+                    }
+                }
+            }
+        }
+    }
+    strokes
+}
+
+/// Each key of [`keys::KEYS`] with the keysym it gives while `held` modifiers are down
+/// (and Caps Lock locked, if asked).
+fn keys_with_syms(
+    keymap: &xkb::Keymap,
+    held: &[&Key],
+    caps_lock: bool,
+) -> Vec<(&'static Key, xkb::Keysym)> {
     let mut state = xkb::State::new(keymap);
     for m in held {
         state.update_key(xkb_keycode(m), xkb::KeyDirection::Down);
+    }
+    if caps_lock {
+        let depressed = state.serialize_mods(xkb::STATE_MODS_DEPRESSED);
+        let lock = 1 << keymap.mod_get_index("Lock");
+        state.update_mask(depressed, 0, lock, 0, 0, 0);
     }
     keys::KEYS
         .iter()
@@ -323,7 +361,7 @@ mod tests {
     #[test]
     fn plans_list_what_cannot_be_typed() {
         let us = compile("us");
-        let plan = us.plan("Hi\r\n!").unwrap();
+        let plan = us.plan("Hi\r\n!", false).unwrap();
         let codes: Vec<_> = plan.iter().map(|s| (s.key.code, s.mods)).collect();
         assert_eq!(
             codes,
@@ -334,7 +372,27 @@ mod tests {
                 ("Digit1", SHIFT)
             ]
         );
-        assert_eq!(us.plan("a€bäc€").unwrap_err(), vec!['€', 'ä']);
+        assert_eq!(us.plan("a€bäc€", false).unwrap_err(), vec!['€', 'ä']);
+    }
+
+    #[test]
+    fn caps_lock_swaps_the_shift_of_letters_only() {
+        let us = compile("us");
+        let plan = us.plan("aA1!", true).unwrap();
+        let got: Vec<_> = plan.iter().map(|s| (s.key.code, s.mods)).collect();
+        assert_eq!(
+            got,
+            [
+                ("KeyA", SHIFT),
+                ("KeyA", 0),
+                ("Digit1", 0),
+                ("Digit1", SHIFT)
+            ]
+        );
+        let de = compile("de");
+        assert_eq!(de.strokes_with('ä', true).unwrap()[0].mods, SHIFT);
+        assert_eq!(de.strokes_with('Ä', true).unwrap()[0].mods, 0);
+        assert_eq!(de.strokes_with('@', true).unwrap()[0].mods, ALTGR);
     }
 
     #[test]

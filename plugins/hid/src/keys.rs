@@ -161,10 +161,15 @@ pub fn modifier_bit(usage: u8) -> Option<u8> {
     (0xe0..=0xe7).contains(&usage).then(|| 1 << (usage - 0xe0))
 }
 
-/// A key by the names people type in `POST /keys`: W3C codes (`KeyA`, `ControlLeft`) and
-/// short aliases (`ctrl`, `alt`, `shift`, `meta`, `altgr`, `del`, `esc`, `a`, `1`, `f4`).
+/// A key by the names people type in `POST /keys`: W3C codes in any case (`KeyA`,
+/// `ControlLeft`, `capslock`) and short aliases (`ctrl`, `alt`, `shift`, `meta`, `altgr`,
+/// `del`, `esc`, `a`, `1`, `f4`).
 pub fn by_name(name: &str) -> Option<&'static Key> {
     if let Some(k) = by_code(name) {
+        return Some(k);
+    }
+    // W3C codes in any case: capslock, pageup, f4, numpad1.
+    if let Some(k) = KEYS.iter().find(|k| k.code.eq_ignore_ascii_case(name)) {
         return Some(k);
     }
     let lower = name.to_ascii_lowercase();
@@ -216,7 +221,7 @@ pub fn parse_combination(spec: &str) -> Result<Vec<u8>, String> {
             Some(_) => {}
             None => {
                 return Err(format!(
-                    "{name:?} in {spec:?} is not a key; use W3C codes (KeyA, ControlLeft) or ctrl, alt, shift, meta, altgr, del, esc, enter, a-z, 0-9, f1-f12"
+                    "{name:?} in {spec:?} is not a key; use W3C codes (KeyA, ControlLeft, CapsLock, any case) or ctrl, alt, shift, meta, altgr, del, esc, enter, a-z, 0-9"
                 ))
             }
         }
@@ -256,6 +261,8 @@ mod tests {
         assert_eq!(by_name("F4").unwrap().usage, 0x3d);
         assert_eq!(by_name("f12").unwrap().usage, 0x45);
         assert!(by_name("f13").is_none());
+        assert_eq!(by_name("capslock").unwrap().usage, 0x39);
+        assert_eq!(by_name("NUMPAD1").unwrap().usage, 0x59);
         assert!(by_name("nosuchkey").is_none());
         assert_eq!(modifier_bit(0xe6), Some(0x40));
         assert_eq!(modifier_bit(0x04), None);

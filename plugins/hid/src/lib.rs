@@ -10,7 +10,12 @@
 //!   - `POST /mouse` `{"x","y"}` or `{"dx","dy"}`, `"buttons":["left"]` (held afterwards),
 //!     `"click":"left"`, `"wheel":N`.
 //!   - `POST /reset` releases every key and button of everyone and stops a paste.
-//!   - `GET /layouts`, `GET /stats` (report counts, failures, input→report latency).
+//!   - `GET /layouts`, `GET /stats` (report counts, failures, input→report latency, and
+//!     the target's keyboard LEDs when the backend sees them).
+//!
+//!   A paste onto a target whose Caps Lock is on (the gadget reads the LED reports the
+//!   host sends) is typed with the layout's Caps Lock table, so the text comes out as
+//!   given.
 //! - SLP: a browser opens a session with `INVITE` (answered 200), then sends `INFO`s
 //!   with `Content-Type: hid` and a [`wire`] Body. A `MESSAGE` with such a Body works
 //!   too, as a self-contained batch: its dialog ends with its transaction, and so do its
@@ -200,7 +205,7 @@ impl HidApi {
                 ),
             );
         };
-        let strokes = match keymap.plan(content) {
+        let strokes = match keymap.plan(content, false) {
             Ok(s) => s,
             Err(missing) => {
                 let listed: Vec<String> = missing
@@ -228,6 +233,15 @@ impl HidApi {
                 "a paste is being typed; send \"queue\":true to type after it",
             );
         };
+        // With Caps Lock on (when the backend can see the LEDs), letters are typed with
+        // the other Shift, as the layout's Caps Lock defines it.
+        let caps_lock = paste::lock(&self.0.hid)
+            .leds()
+            .is_some_and(|l| l & device::led::CAPS_LOCK != 0);
+        let strokes = match caps_lock {
+            true => keymap.plan(content, true).unwrap_or(strokes),
+            false => strokes,
+        };
         match paste::type_strokes(&self.0.hid, &turn, &strokes, settings.paste_interval) {
             Ok(took) => ok(
                 response,
@@ -235,6 +249,7 @@ impl HidApi {
                     "layout": keymap.name,
                     "chars": chars,
                     "strokes": strokes.len(),
+                    "caps_lock": caps_lock,
                     "ms": took.as_millis() as u64,
                 }),
             ),
@@ -378,7 +393,14 @@ impl Api for HidApi {
                 }),
             ),
             ("GET", "/stats") => {
-                let hid = paste::lock(&self.0.hid);
+                let mut hid = paste::lock(&self.0.hid);
+                let leds = hid.leds().map(|l| {
+                    json!({
+                        "num_lock": l & device::led::NUM_LOCK != 0,
+                        "caps_lock": l & device::led::CAPS_LOCK != 0,
+                        "scroll_lock": l & device::led::SCROLL_LOCK != 0,
+                    })
+                });
                 let s = hid.stats();
                 let latency = s.latency().map(|(p50, p99, max, n)| {
                     json!({"p50": p50, "p99": p99, "max": max, "samples": n})
@@ -395,6 +417,7 @@ impl Api for HidApi {
                         "holders": hid.holders(),
                         "typing": self.0.turns.busy(),
                         "latency_us": latency,
+                        "leds": leds,
                     }),
                 )
             }

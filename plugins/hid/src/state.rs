@@ -111,6 +111,11 @@ impl Hid {
         self.device.describe()
     }
 
+    /// The target's keyboard LEDs, when the backend knows them.
+    pub fn leds(&mut self) -> Option<u8> {
+        self.device.leds()
+    }
+
     pub fn stats(&self) -> &Stats {
         &self.stats
     }

@@ -5,6 +5,7 @@
 //! jsipd-gadget down [--configfs DIR]                unbind and remove it
 //! jsipd-gadget show [--configfs DIR]                print its functions and binding
 //! jsipd-gadget press KEYS [--dev DIR]              press and release KEYS (ctrl+alt+del)
+//! jsipd-gadget leds [--dev DIR]                    the LED report the host sent last
 //! ```
 //!
 //! `press` types through the hid plugin's own gadget code without the daemon: for a
@@ -86,6 +87,7 @@ fn main() -> ExitCode {
         "up" => up(&o),
         "down" => down(&o),
         "show" => show(&o),
+        "leds" => leds(&o),
         "press" => match keys {
             Some(k) => press(&o, &k),
             None => Err(format!(
@@ -288,5 +290,30 @@ fn press(o: &Options, spec: &str) -> Result<(), String> {
         hid::paste::Stopped::Reset(_) => "stopped".into(),
     })?;
     println!("pressed {spec}");
+    Ok(())
+}
+
+/// Prints the newest keyboard LED report waiting on hidg0 (reading consumes them: the
+/// hid plugin reads the same reports while it runs).
+fn leds(o: &Options) -> Result<(), String> {
+    use hid::device::{led, Device};
+    let mut device = hid::gadget::Gadget::new(
+        o.dev.join("hidg0"),
+        o.dev.join("hidg1"),
+        o.dev.join("hidg2"),
+        Duration::from_millis(500),
+    );
+    match device.leds() {
+        Some(l) => {
+            let state = |bit: u8| if l & bit != 0 { "on" } else { "off" };
+            println!(
+                "num_lock {}, caps_lock {}, scroll_lock {}",
+                state(led::NUM_LOCK),
+                state(led::CAPS_LOCK),
+                state(led::SCROLL_LOCK)
+            );
+        }
+        None => println!("no LED report waiting"),
+    }
     Ok(())
 }
