@@ -153,3 +153,110 @@ impl Device for QemuHid {
         format!("QEMU input events over QMP {}", self.qmp.path().display())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! Against a scripted QMP peer on a real Unix socket; the QEMU guest test is in
+    //! `tests/hid.rs`.
+    use super::*;
+    use jsipd_plugin_api::serde_json;
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixListener;
+    use std::sync::mpsc;
+
+    /// A QMP peer that answers every command, but fails the `fail_at`th input command;
+    /// it reports each input command's events as "down qcode" / "up qcode" lines.
+    fn peer(fail_at: usize) -> (std::path::PathBuf, mpsc::Receiver<Vec<String>>) {
+        let dir =
+            std::env::temp_dir().join(format!("jsipd-hid-qmp-{}-{fail_at}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("qmp.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let (s, _) = listener.accept().unwrap();
+            let mut w = s.try_clone().unwrap();
+            let mut r = BufReader::new(s);
+            w.write_all(b"{\"QMP\":{\"version\":{}}}\n").unwrap();
+            let mut inputs = 0;
+            loop {
+                let mut line = String::new();
+                if r.read_line(&mut line).unwrap_or(0) == 0 {
+                    return;
+                }
+                let c: Value = serde_json::from_str(&line).unwrap();
+                if c["execute"] == "input-send-event" {
+                    inputs += 1;
+                    let events = c["arguments"]["events"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|e| {
+                            let d = &e["data"];
+                            let name = d["key"]["data"]
+                                .as_str()
+                                .or(d["button"].as_str())
+                                .map(str::to_string)
+                                .unwrap_or_else(|| format!("{}={}", d["axis"], d["value"]));
+                            match d["down"].as_bool() {
+                                Some(true) => format!("down {name}"),
+                                Some(false) => format!("up {name}"),
+                                None => format!("{} {name}", e["type"].as_str().unwrap()),
+                            }
+                        })
+                        .collect();
+                    tx.send(events).unwrap();
+                    if inputs == fail_at {
+                        let e = format!("{{\"error\":{{\"class\":\"GenericError\",\"desc\":\"no\"}},\"id\":{}}}\n", c["id"]);
+                        w.write_all(e.as_bytes()).unwrap();
+                        continue;
+                    }
+                }
+                w.write_all(format!("{{\"return\":{{}},\"id\":{}}}\n", c["id"]).as_bytes())
+                    .unwrap();
+            }
+        });
+        (path, rx)
+    }
+
+    fn state(mods: u8, keys: &[u8]) -> KeyboardState {
+        KeyboardState {
+            mods,
+            keys: keys.to_vec(),
+        }
+    }
+
+    #[test]
+    fn differences_are_sent_releases_first_and_a_failure_releases_everything_after() {
+        let (path, events) = peer(4);
+        let mut q = QemuHid::new(Qmp::new(&path));
+        q.keyboard(&state(0x02, &[0x04])).unwrap();
+        assert_eq!(events.recv().unwrap(), ["down shift", "down a"]);
+        q.keyboard(&state(0, &[0x05])).unwrap();
+        assert_eq!(events.recv().unwrap(), ["up a", "up shift", "down b"]);
+        q.mouse(&MouseReport {
+            buttons: button::LEFT,
+            motion: Motion::Absolute { x: 100, y: 200 },
+            wheel: -2,
+        })
+        .unwrap();
+        assert_eq!(
+            events.recv().unwrap(),
+            [
+                "abs \"x\"=100",
+                "abs \"y\"=200",
+                "down left",
+                "down wheel-down",
+                "up wheel-down",
+                "down wheel-down",
+                "up wheel-down"
+            ]
+        );
+        // The 4th command fails: QEMU may have pressed Ctrl or not, and b is still down.
+        assert!(q.keyboard(&state(0x01, &[0x05])).is_err());
+        assert_eq!(events.recv().unwrap(), ["down ctrl"]);
+        q.keyboard(&KeyboardState::default()).unwrap();
+        assert_eq!(events.recv().unwrap(), ["up b", "up ctrl"]);
+    }
+}
