@@ -276,9 +276,7 @@ impl HidApi {
             Ok(u) => u,
             Err(e) => return response.error(400, &e),
         };
-        let Some(turn) = self.0.turns.enter(true) else {
-            unreachable!("a waiting enter always gets a turn");
-        };
+        let turn = self.0.turns.wait();
         match paste::chord(&self.0.hid, &turn, &usages, self.0.settings.paste_interval) {
             Ok(()) => ok(response, json!({"keys": spec})),
             Err(Stopped::Reset(_)) => response.error(409, "stopped by POST /hid/v1/reset"),
@@ -332,16 +330,9 @@ fn mouse_inputs(o: &serde_json::Map<String, Value>) -> Result<Vec<Input>, String
         });
     }
     if o.contains_key("dx") || o.contains_key("dy") {
-        let d = |k: &str| -> Result<i32, String> {
-            o.get(k)
-                .and_then(Value::as_i64)
-                .and_then(|v| i32::try_from(v).ok())
-                .filter(|v| v.abs() <= 32767)
-                .ok_or_else(|| format!("{k} must be a whole number in -32767..=32767"))
-        };
         out.push(Input::MoveBy {
-            dx: d("dx")?,
-            dy: d("dy")?,
+            dx: wire::offset(o, "dx")?,
+            dy: wire::offset(o, "dy")?,
         });
     }
     if let Some(b) = o.get("buttons") {

@@ -48,6 +48,12 @@ impl Turns {
         })
     }
 
+    /// The next turn in order, waiting for it.
+    pub fn wait(&self) -> Turn<'_> {
+        self.enter(true)
+            .expect("a waiting enter always gets a turn")
+    }
+
     /// Typing in progress or queued.
     pub fn busy(&self) -> bool {
         let t = self.tickets.lock().unwrap_or_else(|p| p.into_inner());

@@ -11,11 +11,14 @@
 //! | `{"dx":5,"dy":-3}` | relative pointer |
 //! | `{"wheel":-1}` | wheel notches, up > 0 |
 
-use jsipd_plugin_api::serde_json::Value;
+use jsipd_plugin_api::serde_json::{Map, Value};
 
 use crate::device::{button, ABS_MAX};
 use crate::keys;
 use crate::state::Input;
+
+/// A JSON object: an event, or a `POST /mouse` body.
+pub type Object = Map<String, Value>;
 
 /// The events of one body, or what is wrong with it (for a 400's Reason).
 pub fn events(body: &Value) -> Result<Vec<Input>, String> {
@@ -35,22 +38,19 @@ pub fn events(body: &Value) -> Result<Vec<Input>, String> {
     }
 }
 
-fn down(o: &jsipd_plugin_api::serde_json::Map<String, Value>) -> Result<bool, String> {
+fn down(o: &Object) -> Result<bool, String> {
     o.get("down")
         .and_then(Value::as_bool)
         .ok_or_else(|| "down must be true or false".to_string())
 }
 
-fn int(o: &jsipd_plugin_api::serde_json::Map<String, Value>, k: &str) -> Result<i64, String> {
+fn int(o: &Object, k: &str) -> Result<i64, String> {
     o.get(k)
         .and_then(Value::as_i64)
         .ok_or_else(|| format!("{k} must be a whole number"))
 }
 
-pub fn coordinate(
-    o: &jsipd_plugin_api::serde_json::Map<String, Value>,
-    k: &str,
-) -> Result<u16, String> {
+pub fn coordinate(o: &Object, k: &str) -> Result<u16, String> {
     let v = int(o, k)?;
     u16::try_from(v)
         .ok()
@@ -58,7 +58,15 @@ pub fn coordinate(
         .ok_or_else(|| format!("{k} = {v} is outside 0..={ABS_MAX}"))
 }
 
-pub fn wheel(o: &jsipd_plugin_api::serde_json::Map<String, Value>) -> Result<i8, String> {
+pub fn offset(o: &Object, k: &str) -> Result<i32, String> {
+    let v = int(o, k)?;
+    i32::try_from(v)
+        .ok()
+        .filter(|v| v.abs() <= 32767)
+        .ok_or_else(|| format!("{k} = {v} is outside -32767..=32767"))
+}
+
+pub fn wheel(o: &Object) -> Result<i8, String> {
     let v = int(o, "wheel")?;
     i8::try_from(v)
         .ok()
@@ -99,16 +107,9 @@ fn event(v: &Value) -> Result<Input, String> {
         });
     }
     if o.contains_key("dx") || o.contains_key("dy") {
-        let d = |k| -> Result<i32, String> {
-            let v = int(o, k)?;
-            i32::try_from(v)
-                .ok()
-                .filter(|v| v.abs() <= 32767)
-                .ok_or_else(|| format!("{k} = {v} is outside -32767..=32767"))
-        };
         return Ok(Input::MoveBy {
-            dx: d("dx")?,
-            dy: d("dy")?,
+            dx: offset(o, "dx")?,
+            dy: offset(o, "dy")?,
         });
     }
     if o.contains_key("wheel") {
