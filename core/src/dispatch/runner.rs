@@ -8,7 +8,7 @@
 //! as one step (see `Stack::handle_slp`).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -125,6 +125,7 @@ fn run(
         timers: BinaryHeap::new(),
         seq: 0,
         reports: Vec::new(),
+        failed: HashSet::new(),
     };
     loop {
         // Block for the first batch (or the next timer), then take whatever else is
@@ -180,6 +181,9 @@ struct RunnerState {
     seq: u64,
     /// Reports not yet sent to the node.
     reports: Vec<Report>,
+    /// Instances that panicked, until the stack says they ended: events already queued
+    /// for them are dropped rather than making a new instance under the old id.
+    failed: HashSet<InstanceId>,
 }
 
 impl RunnerState {
@@ -187,7 +191,10 @@ impl RunnerState {
         for cmd in batch {
             match cmd {
                 Command::Event { instance, event } => self.deliver(instance, event),
-                Command::Ended { instance } => self.drop_instance(instance),
+                Command::Ended { instance } => {
+                    self.failed.remove(&instance);
+                    self.drop_instance(instance);
+                }
                 Command::Reload => {
                     if catch_unwind(AssertUnwindSafe(|| self.slp.on_reload())).is_err() {
                         self.usage.panics.fetch_add(1, Ordering::Relaxed);
@@ -239,6 +246,9 @@ impl RunnerState {
 
     /// Calls the instance (made on its first event) and queues what it did.
     fn deliver(&mut self, instance: InstanceId, event: Event) {
+        if self.failed.contains(&instance) {
+            return;
+        }
         let mut host = RunnerHost {
             instance,
             actions: Vec::new(),
@@ -275,6 +285,7 @@ impl RunnerState {
                 if let Some(i) = self.forget(instance) {
                     let _ = catch_unwind(AssertUnwindSafe(|| drop(i)));
                 }
+                self.failed.insert(instance);
                 self.reports.push(Report::Failed { instance });
             }
         }
@@ -361,5 +372,74 @@ impl Host for RunnerHost {
 
     fn set_timer(&mut self, after: Duration, token: u64) {
         self.timers.push((after, token));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsipd_plugin_api::slp::Host;
+    use std::sync::atomic::AtomicUsize;
+
+    /// An SLP whose instances panic on a Message and count how many were made.
+    struct Fragile(Arc<AtomicUsize>);
+    struct FragileInstance;
+
+    impl Slp for Fragile {
+        fn new_instance(&mut self) -> Box<dyn Instance> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            Box::new(FragileInstance)
+        }
+    }
+
+    impl Instance for FragileInstance {
+        fn on_event(&mut self, event: Event, _host: &mut dyn Host) {
+            if matches!(event, Event::Message(_)) {
+                panic!("the test instance fails on a message");
+            }
+        }
+    }
+
+    #[test]
+    fn events_queued_for_a_failed_instance_do_not_make_a_new_one() {
+        let made = Arc::new(AtomicUsize::new(0));
+        let (tx, rx) = mpsc::channel();
+        let runner = Runner::spawn(
+            "fragile",
+            Box::new(Fragile(made.clone())),
+            Arc::default(),
+            Box::new(move |reports| {
+                let _ = tx.send(reports);
+            }),
+        )
+        .unwrap();
+        let msg = jsipd_plugin_api::jsip::Message::parse(
+            r#"{"Type":"MESSAGE","Request-URI":"a@b","From":"c","To":"a@b","DialogueID":"d","CSeq":1}"#,
+        )
+        .unwrap();
+        let id: InstanceId = 7;
+        runner.send(vec![
+            Command::Event {
+                instance: id,
+                event: Event::Message(msg),
+            },
+            // Already queued when the instance failed: must not revive it.
+            Command::Event {
+                instance: id,
+                event: Event::DialogEnded {
+                    dialogue_id: "d".into(),
+                },
+            },
+            Command::Event {
+                instance: id,
+                event: Event::PeerDisconnected {
+                    dialogue_id: "d".into(),
+                },
+            },
+        ]);
+        let reports = rx.recv().unwrap();
+        assert!(matches!(reports[..], [Report::Failed { instance }] if instance == id));
+        drop(runner); // joins the thread: every command was handled
+        assert_eq!(made.load(Ordering::SeqCst), 1, "one instance, not a zombie");
     }
 }
