@@ -219,10 +219,13 @@ impl SlpRun {
         }
     }
 
-    fn send_pending(&mut self) {
-        if !self.pending.is_empty() {
-            self.runner.send(std::mem::take(&mut self.pending));
+    /// Sends this turn's commands; an inline runner has run them, and returns what its
+    /// instances did.
+    fn send_pending(&mut self) -> Vec<Report> {
+        if self.pending.is_empty() {
+            return Vec::new();
         }
+        self.runner.send(std::mem::take(&mut self.pending))
     }
 }
 
@@ -315,6 +318,10 @@ impl Node {
         slp: Box<dyn Slp>,
         usage: Arc<Usage>,
     ) -> std::io::Result<Runner> {
+        if slp.never_blocks() {
+            tracing::info!("SLP {key} never blocks: it runs on the node task");
+            return Ok(Runner::inline(key, slp, usage));
+        }
         let tx = self.handle.tx.clone();
         Runner::spawn(
             key,
@@ -393,8 +400,9 @@ impl Node {
             return;
         }
         if let Some(mut run) = self.runners.remove(key) {
-            // Its last `Ended` commands go before the runner is retired.
-            run.send_pending();
+            // Its last `Ended` commands go before the runner is retired (they report
+            // nothing).
+            let _ = run.send_pending();
             let SlpRun {
                 runner,
                 plugin: Some((generation, image)),
@@ -425,7 +433,7 @@ impl Node {
         let mut armed: Option<Instant> = None;
         let mut inputs = Vec::with_capacity(Self::TURN);
         loop {
-            let deadline = self.stack.next_deadline();
+            let deadline = self.next_deadline();
             if deadline != armed {
                 if let Some(d) = deadline {
                     timer.as_mut().reset(tokio::time::Instant::from_std(d));
@@ -443,7 +451,14 @@ impl Node {
                 }
                 _ = &mut timer, if armed.is_some() => {
                     armed = None;
-                    self.stack.handle_timeout(Instant::now());
+                    let now = Instant::now();
+                    self.stack.handle_timeout(now);
+                    let reports: Vec<Report> = self
+                        .runners
+                        .values_mut()
+                        .flat_map(|r| r.runner.fire_timers(now))
+                        .collect();
+                    self.handle_reports(reports);
                 }
                 _ = &mut stopping => break,
             }
@@ -507,16 +522,7 @@ impl Node {
                 let left = self.registry.remove(&name);
                 self.unavailable(&name, left, 503, &error);
             }
-            Input::Slp(reports) => {
-                for report in reports {
-                    match report {
-                        Report::Actions { instance, actions } => {
-                            self.stack.handle_slp(now, instance, actions)
-                        }
-                        Report::Failed { instance } => self.stack.handle_slp_failure(now, instance),
-                    }
-                }
-            }
+            Input::Slp(reports) => self.handle_reports(reports),
             Input::Snapshot(reply) => {
                 let _ = reply.send(self.snapshot(now));
             }
@@ -579,9 +585,48 @@ impl Node {
         }
     }
 
+    /// What SLP instances did, for the stack.
+    fn handle_reports(&mut self, reports: Vec<Report>) {
+        let now = Instant::now();
+        for report in reports {
+            match report {
+                Report::Actions { instance, actions } => {
+                    self.stack.handle_slp(now, instance, actions)
+                }
+                Report::Failed { instance } => self.stack.handle_slp_failure(now, instance),
+            }
+        }
+    }
+
+    /// The next moment the node task must wake: the stack's next deadline, or an inline
+    /// SLP's next timer.
+    fn next_deadline(&self) -> Option<Instant> {
+        self.runners
+            .values()
+            .filter_map(|r| r.runner.next_timer())
+            .chain(self.stack.next_deadline())
+            .min()
+    }
+
     /// Carries out everything the stack asked for, ending the turn: each runner with
-    /// work gets it as one batch.
+    /// work gets it as one batch. Inline runners answer at once, so their reports go
+    /// back into the stack and the turn goes on until nothing is left.
     fn flush(&mut self) {
+        loop {
+            self.flush_outputs();
+            let reports: Vec<Report> = self
+                .runners
+                .values_mut()
+                .flat_map(SlpRun::send_pending)
+                .collect();
+            if reports.is_empty() {
+                return;
+            }
+            self.handle_reports(reports);
+        }
+    }
+
+    fn flush_outputs(&mut self) {
         while let Some(out) = self.stack.poll_output() {
             match out {
                 Output::ToPeer { name, msg } => self.send(name, msg),
@@ -600,9 +645,6 @@ impl Node {
                     self.retire_if_drained(&slp);
                 }
             }
-        }
-        for run in self.runners.values_mut() {
-            run.send_pending();
         }
     }
 

@@ -32,6 +32,11 @@ macro_rules! export_plugin {
             concat!(env!("CARGO_PKG_NAME"), " ", env!("CARGO_PKG_VERSION")),
         );
 
+        /// Read by jsipd's loader when present (older plugins lack it): 1 when the SLP
+        /// never blocks and may run on the host's network task ([`Plugin::SLP_NEVER_BLOCKS`]).
+        #[no_mangle]
+        pub static JSIPD_SLP_NEVER_BLOCKS: u8 = <$plugin as $crate::Plugin>::SLP_NEVER_BLOCKS as u8;
+
         /// jsipd's entry point into this plugin.
         ///
         /// # Safety

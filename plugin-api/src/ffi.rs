@@ -20,6 +20,10 @@ use std::ffi::c_void;
 
 /// The symbol name of the [`AbiRecord`] static.
 pub const ABI_SYMBOL: &[u8] = b"JSIPD_PLUGIN_ABI\0";
+/// An optional `u8` static: 1 when the plugin's SLP never blocks (see
+/// `Plugin::SLP_NEVER_BLOCKS`). Absent in plugins built before it existed, which then run
+/// on a thread of their own, as before.
+pub const NEVER_BLOCKS_SYMBOL: &[u8] = b"JSIPD_SLP_NEVER_BLOCKS\0";
 /// The symbol name of the [`EntryFn`] of ABI major 1.
 pub const ENTRY_SYMBOL: &[u8] = b"jsipd_plugin_entry_v1\0";
 /// Identifies a jsipd plugin's ABI record.

@@ -16,6 +16,17 @@ use crate::slp::Slp;
 /// Dropping the value is the plugin's last hook: stop and join any thread or runtime you
 /// started in `load`; the image is unmapped right after.
 pub trait Plugin: Send + Sync + Sized + 'static {
+    /// Set to `true` only if this plugin's SLP never blocks: no file or network I/O, no
+    /// sleeping, no waiting on locks others hold long, in any `Slp` or `Instance` call.
+    /// The host then runs the SLP on its own network task, nginx-style, instead of on a
+    /// thread of its own; a message then skips two thread wake-ups each way. An SLP
+    /// that blocks anyway stalls every connection of the daemon while it does, so
+    /// leave this `false` (the default) when in doubt: timers ([`Host::set_timer`])
+    /// are the way to wait.
+    ///
+    /// [`Host::set_timer`]: crate::slp::Host::set_timer
+    const SLP_NEVER_BLOCKS: bool = false;
+
     /// Called once, when the image is loaded. An `Err` refuses the load with that reason.
     fn load(context: &Context) -> Result<Self, String>;
 

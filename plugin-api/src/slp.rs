@@ -31,6 +31,13 @@ pub trait Slp: Send {
 
     /// Called once, after the last instance was dropped and before the SLP is dropped.
     fn on_unload(&mut self) {}
+
+    /// Whether the host may run this SLP on its network task rather than on a thread of
+    /// its own: only for SLPs that never block (see `Plugin::SLP_NEVER_BLOCKS`, which
+    /// is how a `.so` says it).
+    fn never_blocks(&self) -> bool {
+        false
+    }
 }
 
 /// The per-dialog (or per-relid group) state of an SLP.

@@ -63,9 +63,17 @@ pub struct Usage {
     pub panics: AtomicU64,
 }
 
-pub struct Runner {
-    tx: mpsc::Sender<Vec<Command>>,
-    thread: Option<JoinHandle<()>>,
+/// Where an SLP's code runs: a thread of its own (the default), or the caller's own
+/// thread (the node task) for an SLP that says it never blocks.
+pub struct Runner(Kind);
+
+enum Kind {
+    Thread {
+        tx: mpsc::Sender<Vec<Command>>,
+        thread: Option<JoinHandle<()>>,
+    },
+    /// `None` once unloaded (in `Drop`).
+    Inline(Option<RunnerState>),
 }
 
 impl Runner {
@@ -83,29 +91,82 @@ impl Runner {
                 let name = name.to_string();
                 move || run(name, slp, rx, report, usage)
             })?;
-        Ok(Runner {
+        Ok(Runner(Kind::Thread {
             tx,
             thread: Some(thread),
-        })
+        }))
+    }
+
+    /// Runs `slp` on the caller's thread: each [`Runner::send`] calls it at once and
+    /// returns its reports. For SLPs that never block (`Slp::never_blocks`) only; it
+    /// saves a thread wake-up each way per message. Dropping it unloads the SLP, so
+    /// drop it where plugin code may run (the retire thread).
+    pub fn inline(name: &str, slp: Box<dyn Slp>, usage: Arc<Usage>) -> Runner {
+        Runner(Kind::Inline(Some(RunnerState::new(
+            name.to_string(),
+            slp,
+            usage,
+        ))))
     }
 
     /// Hands the runner a batch of commands, run in order. The node sends one batch
-    /// per turn, so the runner thread is woken once however many events it got.
-    pub fn send(&self, batch: Vec<Command>) {
-        // A runner only stops when this handle is dropped, so sending cannot fail
-        // while we hold it; ignore the impossible error rather than panic.
-        let _ = self.tx.send(batch);
+    /// per turn, so a runner thread is woken once however many events it got. An
+    /// inline runner runs them now and returns its reports (a thread's come later,
+    /// through its report sink).
+    pub fn send(&mut self, batch: Vec<Command>) -> Vec<Report> {
+        match &mut self.0 {
+            // A runner only stops when this handle is dropped, so sending cannot fail
+            // while we hold it; ignore the impossible error rather than panic.
+            Kind::Thread { tx, .. } => {
+                let _ = tx.send(batch);
+                Vec::new()
+            }
+            Kind::Inline(Some(state)) => {
+                state.run_batch(batch);
+                std::mem::take(&mut state.reports)
+            }
+            Kind::Inline(None) => Vec::new(),
+        }
+    }
+
+    /// When an inline runner's next timer is due (a thread keeps its own).
+    pub fn next_timer(&self) -> Option<Instant> {
+        match &self.0 {
+            Kind::Inline(Some(state)) => state.timers.peek().map(|Reverse((at, ..))| *at),
+            _ => None,
+        }
+    }
+
+    /// Fires an inline runner's due timers; returns what the instances did.
+    pub fn fire_timers(&mut self, now: Instant) -> Vec<Report> {
+        match &mut self.0 {
+            Kind::Inline(Some(state)) => {
+                state.fire_due_timers(now);
+                std::mem::take(&mut state.reports)
+            }
+            _ => Vec::new(),
+        }
     }
 }
 
 impl Drop for Runner {
-    /// Closing the channel ends the thread after it drops every instance and calls
+    /// A thread: closing the channel ends it after it drops every instance and calls
     /// `on_unload`; joining here means nothing of the SLP runs after this returns.
+    /// Inline: the same, here.
     fn drop(&mut self) {
-        let (dead_tx, _) = mpsc::channel();
-        drop(std::mem::replace(&mut self.tx, dead_tx));
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+        match &mut self.0 {
+            Kind::Thread { tx, thread } => {
+                let (dead_tx, _) = mpsc::channel();
+                drop(std::mem::replace(tx, dead_tx));
+                if let Some(t) = thread.take() {
+                    let _ = t.join();
+                }
+            }
+            Kind::Inline(state) => {
+                if let Some(state) = state.take() {
+                    state.unload();
+                }
+            }
         }
     }
 }
@@ -117,16 +178,7 @@ fn run(
     report: ReportSink,
     usage: Arc<Usage>,
 ) {
-    let mut state = RunnerState {
-        name,
-        slp,
-        usage,
-        instances: HashMap::new(),
-        timers: BinaryHeap::new(),
-        seq: 0,
-        reports: Vec::new(),
-        failed: HashSet::new(),
-    };
+    let mut state = RunnerState::new(name, slp, usage);
     loop {
         // Block for the first batch (or the next timer), then take whatever else is
         // already queued without blocking: under load the node sends batch after batch,
@@ -187,6 +239,19 @@ struct RunnerState {
 }
 
 impl RunnerState {
+    fn new(name: String, slp: Box<dyn Slp>, usage: Arc<Usage>) -> RunnerState {
+        RunnerState {
+            name,
+            slp,
+            usage,
+            instances: HashMap::new(),
+            timers: BinaryHeap::new(),
+            seq: 0,
+            reports: Vec::new(),
+            failed: HashSet::new(),
+        }
+    }
+
     fn run_batch(&mut self, batch: Vec<Command>) {
         for cmd in batch {
             match cmd {
@@ -404,7 +469,7 @@ mod tests {
     fn events_queued_for_a_failed_instance_do_not_make_a_new_one() {
         let made = Arc::new(AtomicUsize::new(0));
         let (tx, rx) = mpsc::channel();
-        let runner = Runner::spawn(
+        let mut runner = Runner::spawn(
             "fragile",
             Box::new(Fragile(made.clone())),
             Arc::default(),

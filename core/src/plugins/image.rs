@@ -48,6 +48,8 @@ pub struct Image {
     staging: PathBuf,
     /// The ABI minor the plugin was built with: events added later are not sent to it.
     abi_minor: u32,
+    /// The plugin says its SLP never blocks (`JSIPD_SLP_NEVER_BLOCKS`).
+    never_blocks: bool,
 }
 
 // SAFETY: the plugin object is `Send + Sync` (the `Plugin` trait requires it); the
@@ -90,6 +92,10 @@ impl Image {
                 ))
             }
         };
+        // SAFETY: an optional `u8` static (plugin-api's export_plugin!); read, not called.
+        let never_blocks = unsafe { library.get::<*const u8>(ffi::NEVER_BLOCKS_SYMBOL) }
+            .map(|sym| unsafe { std::ptr::read(*sym) } == 1)
+            .unwrap_or(false);
         let host = Box::new(HostContext {
             tag: format!("{name}#{id}"),
             error: Mutex::new(None),
@@ -120,6 +126,7 @@ impl Image {
             _strings: strings,
             staging: staging.to_owned(),
             abi_minor: record.minor,
+            never_blocks,
         };
         if image.vtable.plugin.is_null() {
             let why = image
@@ -141,6 +148,11 @@ impl Image {
 
     pub fn vtable(&self) -> &PluginVTable {
         &self.vtable
+    }
+
+    /// Whether the plugin says its SLP never blocks, so it may run on the node task.
+    pub fn never_blocks(&self) -> bool {
+        self.never_blocks
     }
 
     /// Whether the plugin was built with an ABI that has `event` (see `ffi::event`).

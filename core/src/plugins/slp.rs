@@ -43,6 +43,10 @@ fn failed(image: &Image, what: &str) -> ! {
 }
 
 impl Slp for ForeignSlp {
+    fn never_blocks(&self) -> bool {
+        self.image.never_blocks()
+    }
+
     fn new_instance(&mut self) -> Box<dyn Instance> {
         // SAFETY: our live SLP, on its runner thread.
         let instance = unsafe { (self.image.vtable().instance_new)(self.slp) };

@@ -21,6 +21,11 @@ use jsipd_plugin_api::slp::{Event, Host, Instance, Slp};
 pub struct Echo;
 
 impl Slp for Echo {
+    /// It answers at once or from a timer; it runs on the node task.
+    fn never_blocks(&self) -> bool {
+        true
+    }
+
     fn new_instance(&mut self) -> Box<dyn Instance> {
         Box::new(EchoInstance::default())
     }

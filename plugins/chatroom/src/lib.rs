@@ -120,6 +120,10 @@ pub struct Chatroom {
 }
 
 impl Plugin for Chatroom {
+    // Relays are sent, not waited for; the rooms' lock is held only to copy a member
+    // list. (A SIGHUP re-reads the small rooms file on the node task.)
+    const SLP_NEVER_BLOCKS: bool = true;
+
     fn load(context: &Context) -> Result<Self, String> {
         let shared = Shared {
             rooms: Arc::default(),

@@ -28,6 +28,9 @@ const MAX_BODY: usize = 1 << 20;
 pub struct Echo;
 
 impl Plugin for Echo {
+    // Answers at once or from a timer: nothing here waits.
+    const SLP_NEVER_BLOCKS: bool = true;
+
     fn load(context: &Context) -> Result<Self, String> {
         tracing::info!("echo plugin loaded (marker {MARKER}) as {}", context.name());
         Ok(Echo)
