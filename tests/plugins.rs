@@ -599,3 +599,46 @@ fn chatroom_joins_relays_lists_and_expires() {
     );
     assert_eq!(a["Code"], 404, "{a}");
 }
+
+/// The names of the daemon's threads.
+fn thread_names(d: &Daemon) -> Vec<String> {
+    std::fs::read_dir(format!("/proc/{}/task", d.pid()))
+        .unwrap()
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect()
+}
+
+/// An SLP that says it never blocks (echo) runs on the node task: no thread of its own,
+/// and it still answers, from timers too. One that does not say so (hid, whose device
+/// writes may wait) gets its `slp-NAME#GEN` thread.
+#[test]
+fn a_never_blocking_slp_runs_without_a_thread_and_others_get_one() {
+    let (p, d) = start("");
+    p.add_plugin("hid", "hid.so");
+    let echo = load_slp(&d, "echo", "echo.so");
+    let hid = load_slp(&d, "hid", "hid.so");
+    d.wait_log(
+        &format!("SLP echo#{echo} never blocks: it runs on the node task"),
+        Duration::from_secs(5),
+    );
+    let hid_thread = format!("slp-hid#{hid}");
+    wait_until("the hid runner thread", || {
+        thread_names(&d).contains(&hid_thread)
+    });
+    let names = thread_names(&d);
+    assert!(
+        !names.iter().any(|n| n.starts_with("slp-echo")),
+        "echo has a thread: {names:?}"
+    );
+    // It answers, at once and after a timer (delay-N), on the node task.
+    let mut ws = Ws::connect(rtc(&d), "alice");
+    let r = call(&mut ws, req("MESSAGE", "now", "m1", 1));
+    assert_eq!(r["Code"], 200, "{r}");
+    let r = call(&mut ws, req("MESSAGE", "delay-50", "m2", 1));
+    assert_eq!(r["Code"], 200, "{r}");
+    let r = call(&mut ws, req("MESSAGE", "panic", "m3", 1));
+    assert_eq!(r["Code"], 500, "a panic in an inline SLP is caught: {r}");
+    let r = call(&mut ws, req("MESSAGE", "again", "m4", 1));
+    assert_eq!(r["Code"], 200, "and the node serves on: {r}");
+}

@@ -507,4 +507,59 @@ mod tests {
         drop(runner); // joins the thread: every command was handled
         assert_eq!(made.load(Ordering::SeqCst), 1, "one instance, not a zombie");
     }
+
+    /// Answers each message 200 after a timer, and notes its unload.
+    struct Later(Arc<AtomicUsize>);
+    struct LaterInstance(Option<jsipd_plugin_api::jsip::Message>);
+
+    impl Slp for Later {
+        fn new_instance(&mut self) -> Box<dyn Instance> {
+            Box::new(LaterInstance(None))
+        }
+        fn on_unload(&mut self) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    impl Instance for LaterInstance {
+        fn on_event(&mut self, event: Event, host: &mut dyn Host) {
+            match event {
+                Event::Message(m) => {
+                    self.0 = Some(m);
+                    host.set_timer(Duration::ZERO, 9);
+                }
+                Event::Timer(9) => {
+                    let m = self.0.take().expect("the message waits");
+                    host.send(m.response(200));
+                }
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn an_inline_runner_answers_at_once_keeps_timers_for_the_caller_and_unloads_on_drop() {
+        let unloaded = Arc::new(AtomicUsize::new(0));
+        let mut runner = Runner::inline("later", Box::new(Later(unloaded.clone())), Arc::default());
+        let msg = jsipd_plugin_api::jsip::Message::parse(
+            r#"{"Type":"MESSAGE","Request-URI":"a@b","From":"c","To":"a@b","DialogueID":"d","CSeq":1}"#,
+        )
+        .unwrap();
+        let reports = runner.send(vec![Command::Event {
+            instance: 3,
+            event: Event::Message(msg),
+        }]);
+        assert!(reports.is_empty(), "it answers from the timer");
+        let due = runner
+            .next_timer()
+            .expect("the timer is the caller's to wait for");
+        let reports = runner.fire_timers(due);
+        assert!(
+            matches!(&reports[..], [Report::Actions { instance: 3, actions }] if actions.len() == 1),
+            "{reports:?}"
+        );
+        assert_eq!(runner.next_timer(), None);
+        drop(runner);
+        assert_eq!(unloaded.load(Ordering::SeqCst), 1);
+    }
 }
