@@ -16,6 +16,7 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod dispatch;
+pub mod hash;
 pub mod jsip;
 pub mod log;
 pub mod node;

@@ -8,7 +8,9 @@
 //! as one step (see `Stack::handle_slp`).
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::collections::BinaryHeap;
+
+use crate::hash::{Map, Set};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc};
@@ -227,7 +229,7 @@ struct RunnerState {
     name: String,
     slp: Box<dyn Slp>,
     usage: Arc<Usage>,
-    instances: HashMap<InstanceId, Box<dyn Instance>>,
+    instances: Map<InstanceId, Box<dyn Instance>>,
     /// (due, tie-breaking sequence, instance, token), earliest first.
     timers: BinaryHeap<Reverse<(Instant, u64, InstanceId, u64)>>,
     seq: u64,
@@ -235,7 +237,7 @@ struct RunnerState {
     reports: Vec<Report>,
     /// Instances that panicked, until the stack says they ended: events already queued
     /// for them are dropped rather than making a new instance under the old id.
-    failed: HashSet<InstanceId>,
+    failed: Set<InstanceId>,
 }
 
 impl RunnerState {
@@ -244,11 +246,11 @@ impl RunnerState {
             name,
             slp,
             usage,
-            instances: HashMap::new(),
+            instances: Map::default(),
             timers: BinaryHeap::new(),
             seq: 0,
             reports: Vec::new(),
-            failed: HashSet::new(),
+            failed: Set::default(),
         }
     }
 

@@ -11,7 +11,9 @@
 //! DialogueID without meeting. Within a dialog, transactions are keyed by direction and
 //! CSeq, because each side numbers its own requests.
 
-use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
+
+use crate::hash::{Map, Set};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -203,7 +205,7 @@ impl Dialog {
 
 struct InstanceInfo {
     slp: Arc<str>,
-    dialogs: HashSet<DialogKey>,
+    dialogs: Set<DialogKey>,
     /// Handed out a relid or is the on-load instance: lives until it ends itself.
     pinned: bool,
 }
@@ -231,13 +233,13 @@ pub struct TransactionView {
 
 pub struct Stack {
     config: StackConfig,
-    dialogs: HashMap<DialogKey, Dialog>,
+    dialogs: Map<DialogKey, Dialog>,
     /// (instance, DialogueID) → dialog, for messages coming from an SLP.
-    by_instance: HashMap<(InstanceId, String), DialogKey>,
-    instances: HashMap<InstanceId, InstanceInfo>,
-    relids: HashMap<String, InstanceId>,
+    by_instance: Map<(InstanceId, String), DialogKey>,
+    instances: Map<InstanceId, InstanceInfo>,
+    relids: Map<String, InstanceId>,
     /// SLP name → the key (generation) that new dialogs for that name go to.
-    slps: HashMap<Arc<str>, Arc<str>>,
+    slps: Map<Arc<str>, Arc<str>>,
     next_instance: InstanceId,
     timers: Timers<Timer>,
     out: VecDeque<Output>,
@@ -253,11 +255,11 @@ impl Stack {
     pub fn new(config: StackConfig) -> Stack {
         Stack {
             config,
-            dialogs: HashMap::new(),
-            by_instance: HashMap::new(),
-            instances: HashMap::new(),
-            relids: HashMap::new(),
-            slps: HashMap::new(),
+            dialogs: Map::default(),
+            by_instance: Map::default(),
+            instances: Map::default(),
+            relids: Map::default(),
+            slps: Map::default(),
             next_instance: 0,
             timers: Timers::default(),
             out: VecDeque::new(),
@@ -342,7 +344,7 @@ impl Stack {
             id,
             InstanceInfo {
                 slp,
-                dialogs: HashSet::new(),
+                dialogs: Set::default(),
                 pinned,
             },
         );

@@ -6,7 +6,7 @@
 //! `Outbox` behind an async mutex that the current socket task holds for its whole life;
 //! a replacing socket waits for that lock, so two sockets never drain one queue.
 
-use std::collections::HashMap;
+use crate::hash::Map;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
@@ -58,14 +58,14 @@ pub enum Send {
 }
 
 pub struct Registry {
-    entries: HashMap<PeerName, Entry>,
+    entries: Map<PeerName, Entry>,
     qsize: usize,
 }
 
 impl Registry {
     pub fn new(qsize: usize) -> Registry {
         Registry {
-            entries: HashMap::new(),
+            entries: Map::default(),
             qsize,
         }
     }
