@@ -2,9 +2,12 @@
 //!
 //! The host's dispatch layer drives every SLP through these two traits, whether the SLP is
 //! compiled into the daemon or loaded from a `.so`; the `.so` boundary wraps them, it does
-//! not replace them. All calls for one SLP happen on one thread that the host owns (the
-//! SLP's *runner*), never on the daemon's async workers, so an SLP may block briefly
-//! without stalling the network. It must not block for long: its other dialogs wait.
+//! not replace them. All calls for one SLP happen on one thread at a time. By default
+//! that is a thread the host owns (the SLP's *runner*), never one of the daemon's async
+//! workers, so an SLP may block briefly without stalling the network; it must not block
+//! for long, as its other dialogs wait. An SLP that never blocks can say so
+//! ([`Slp::never_blocks`], or `Plugin::SLP_NEVER_BLOCKS` for a `.so`) and is then called
+//! on the daemon's node task, which saves two thread wake-ups per message.
 //!
 //! Life of an SLP (JSIP.md §5):
 //! - At load the host creates one instance and gives it [`Event::Loaded`]: the "on load"
