@@ -6,19 +6,21 @@
 //! exported with [`export_plugin!`].
 //!
 //! - [`jsip`]: the JSIP message model, the same code the daemon's stack uses.
-//! - [`slp`]: [`Slp`] makes an [`Instance`] per dialog; [`Host`] sends messages, hands out
-//!   DialogueIDs and relids, sets timers and ends the instance.
-//! - [`api`]: [`Api::handle`] with a streamed [`Request`] body and a streamed [`Response`].
+//! - [`slp`]: [`Slp`](slp::Slp) makes an [`Instance`](slp::Instance) per dialog;
+//!   [`Host`](slp::Host) sends messages, hands out DialogueIDs and relids, sets timers and
+//!   ends the instance.
+//! - [`api`]: [`Api::handle`](api::Api::handle) with a streamed
+//!   [`Request`](api::Request) body and a streamed [`Response`](api::Response).
 //! - Logging: use [`tracing`] (re-exported here); events reach the daemon's log tagged
 //!   with the plugin's name and generation, and so do panics.
 //! - [`ffi`]: the `#[repr(C)]` boundary beneath, versioned by an ABI record that the
 //!   loader checks before calling anything. Plugin authors never touch it.
 //!
 //! Where your code runs: every SLP call on one thread the daemon owns for that SLP
-//! generation, each HTTP request on a thread of its own; never on the daemon's network
-//! workers. Panics are caught at the boundary: a panicking SLP instance is ended (its
-//! unanswered requests get `500`), a panicking API request gets `500`, and the panic is
-//! counted in the listings.
+//! generation (or, for an SLP that declares `Plugin::SLP_NEVER_BLOCKS`, on the daemon's
+//! node task), each HTTP request on a thread of its own. Panics are caught at the
+//! boundary: a panicking SLP instance is ended (its unanswered requests get `500`), a
+//! panicking API request gets `500`, and the panic is counted in the listings.
 //!
 //! # A complete plugin
 //!
