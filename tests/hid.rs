@@ -36,6 +36,16 @@ fn call(d: &Daemon, method: &str, path: &str, body: &str) -> (u16, Value) {
     (r.status, v)
 }
 
+fn mkfifo(path: &Path) {
+    let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
+    // SAFETY: a valid C string.
+    assert_eq!(
+        unsafe { libc::mkfifo(c.as_ptr(), 0o600) },
+        0,
+        "mkfifo {path:?}"
+    );
+}
+
 /// A FIFO standing in for a `/dev/hidgN`: a thread keeps every byte written to it.
 struct Fifo {
     name: &'static str,
@@ -47,9 +57,7 @@ struct Fifo {
 impl Fifo {
     fn new(dir: &Path, name: &'static str, size: usize) -> Fifo {
         let path = dir.join(name);
-        let c = std::ffi::CString::new(path.to_str().unwrap()).unwrap();
-        // SAFETY: a valid C string.
-        assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0, "mkfifo");
+        mkfifo(&path);
         // Read and write: the open does not wait for a writer, and reads block rather
         // than see end-of-file between the plugin's opens.
         let mut file: File = OpenOptions::new()
@@ -163,9 +171,7 @@ fn gadget_reports_are_exact_and_every_key_is_released_on_disconnect_bye_and_fail
     let mut tab = Fifo::new(dir.path(), "hidg2", 6);
     // The host's LED reports: a FIFO of their own here (hidg0 itself on a real gadget).
     let leds_path = dir.path().join("leds");
-    let c = std::ffi::CString::new(leds_path.to_str().unwrap()).unwrap();
-    // SAFETY: a valid C string.
-    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    mkfifo(&leds_path);
     // No hidg1: relative motion fails, as it does when the gadget is gone.
     let (_p, d) = start(&format!(
         "backend = gadget\npaste_max = 100\npaste_interval_ms = 2\n[gadget]\nkeyboard = {}\nmouse = {}\ntablet = {}\nleds = {}\n",
@@ -587,21 +593,7 @@ fn qemu_guest_receives_exact_text_in_us_and_german_ctrl_c_interrupts_and_the_poi
 
 /// `jsipd-gadget` and the shared libraries it loads, as (guest path, bytes) for the guest.
 fn gadget_tool_for_the_guest() -> Vec<(String, Vec<u8>)> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = std::process::Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "jsipd-hid",
-            "--bin",
-            "jsipd-gadget",
-        ])
-        .current_dir(jsipd_e2e::repo_root())
-        .status()
-        .unwrap();
-    assert!(status.success(), "building jsipd-gadget failed");
-    let tool = jsipd_e2e::target_dir().join("debug/jsipd-gadget");
+    let tool = jsipd_e2e::plugin_bin("jsipd-gadget");
     let ldd = std::process::Command::new("ldd")
         .arg(&tool)
         .output()

@@ -4,7 +4,9 @@
 //! A message's path: a socket task (`transport::ws`) parses a frame and sends it here as
 //! [`Input::Frame`]; the [`Stack`] decides; its outputs go to a name's queue (and from
 //! there to that name's socket task), or to an SLP runner thread (`dispatch::runner`),
-//! whose answers come back as [`Input::Slp`]. Because this task alone owns the stack
+//! whose answers come back as [`Input::Slp`]. An SLP that never blocks has an inline
+//! runner instead: it is called within the turn, and its answers go straight back to
+//! the stack, saving both thread wake-ups. Because this task alone owns the stack
 //! and the registry, neither needs a lock; and because it only ever `try_send`s into a
 //! per-name bounded queue, a slow peer cannot hold it up.
 
@@ -201,8 +203,8 @@ impl NodeHandle {
     }
 }
 
-/// An SLP as the node runs it: its runner thread and, for a plugin, its generation and
-/// the image that must outlive the runner.
+/// An SLP as the node runs it: its runner (a thread, or inline) and, for a plugin, its
+/// generation and the image that must outlive the runner.
 struct SlpRun {
     runner: Runner,
     plugin: Option<(Arc<Generation>, Arc<Image>)>,

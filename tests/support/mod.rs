@@ -50,13 +50,15 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// Path of a freshly built plugin or fixture library, by its lib name (`echo`,
-/// `chatroom`, `gpio`, `storage`, `abi_next`, `not_a_plugin`). Builds them all once per test process.
+/// `chatroom`, `gpio`, `storage`, `hid`, `abi_next`, `not_a_plugin`). Builds them all
+/// once per test process, with the plugins' own binaries (`jsipd-gadget`, see
+/// [`plugin_bin`]).
 pub fn plugin_lib(lib: &str) -> PathBuf {
     static BUILT: OnceLock<()> = OnceLock::new();
     BUILT.get_or_init(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo)
-            .args(["build", "--quiet", "--lib"])
+            .args(["build", "--quiet", "--lib", "--bins"])
             .args(["-p", "jsipd-echo", "-p", "jsipd-chatroom"])
             .args(["-p", "jsipd-gpio", "-p", "jsipd-storage", "-p", "jsipd-hid"])
             .args([
@@ -71,6 +73,12 @@ pub fn plugin_lib(lib: &str) -> PathBuf {
         assert!(status.success(), "building the plugins failed");
     });
     target_dir().join(format!("debug/lib{lib}.so"))
+}
+
+/// Path of a plugin package's binary (`jsipd-gadget`), built with the plugins.
+pub fn plugin_bin(name: &str) -> PathBuf {
+    plugin_lib("echo");
+    target_dir().join("debug").join(name)
 }
 
 /// A temporary install prefix: `conf/`, `logs/`, removed when dropped.

@@ -165,10 +165,7 @@ pub fn modifier_bit(usage: u8) -> Option<u8> {
 /// `ControlLeft`, `capslock`) and short aliases (`ctrl`, `alt`, `shift`, `meta`, `altgr`,
 /// `del`, `esc`, `a`, `1`, `f4`).
 pub fn by_name(name: &str) -> Option<&'static Key> {
-    if let Some(k) = by_code(name) {
-        return Some(k);
-    }
-    // W3C codes in any case: capslock, pageup, f4, numpad1.
+    // W3C codes in any case: KeyA, capslock, pageup, f4, numpad1.
     if let Some(k) = KEYS.iter().find(|k| k.code.eq_ignore_ascii_case(name)) {
         return Some(k);
     }
@@ -179,37 +176,23 @@ pub fn by_name(name: &str) -> Option<&'static Key> {
         "alt" => "AltLeft",
         "altgr" => "AltRight",
         "meta" | "super" | "win" | "cmd" => "MetaLeft",
-        "del" | "delete" => "Delete",
-        "esc" | "escape" => "Escape",
-        "enter" | "return" => "Enter",
-        "space" => "Space",
-        "tab" => "Tab",
-        "backspace" => "Backspace",
-        "ins" | "insert" => "Insert",
-        "home" => "Home",
-        "end" => "End",
-        "pageup" => "PageUp",
-        "pagedown" => "PageDown",
+        "del" => "Delete",
+        "esc" => "Escape",
+        "return" => "Enter",
+        "ins" => "Insert",
         "up" => "ArrowUp",
         "down" => "ArrowDown",
         "left" => "ArrowLeft",
         "right" => "ArrowRight",
-        "printscreen" | "sysrq" => "PrintScreen",
+        "sysrq" => "PrintScreen",
         "menu" => "ContextMenu",
-        _ => "",
+        other => match other.as_bytes() {
+            [c @ b'a'..=b'z'] => return by_code(&format!("Key{}", c.to_ascii_uppercase() as char)),
+            [c @ b'0'..=b'9'] => return by_code(&format!("Digit{}", *c as char)),
+            _ => return None,
+        },
     };
-    if !code.is_empty() {
-        return by_code(code);
-    }
-    let mut chars = lower.chars();
-    match (chars.next(), chars.next()) {
-        (Some(c @ 'a'..='z'), None) => by_code(&format!("Key{}", c.to_ascii_uppercase())),
-        (Some(c @ '0'..='9'), None) => by_code(&format!("Digit{c}")),
-        (Some('f'), Some(_)) => KEYS
-            .iter()
-            .find(|k| k.code.eq_ignore_ascii_case(&lower) && k.code.starts_with('F')),
-        _ => None,
-    }
+    by_code(code)
 }
 
 /// The usages of a combination such as `ctrl+alt+delete`, in the order given (each once).
