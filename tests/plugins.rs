@@ -196,6 +196,35 @@ fn load_list_call_and_delete_an_slp_and_an_api() {
 }
 
 #[test]
+fn a_plugin_built_for_an_older_abi_minor_is_served_json_text() {
+    // The fixture's handler is written against ABI 1.1: it fails any event kind 1.1
+    // did not have (the host would answer 500) and answers through the JSON `send`.
+    let (p, d) = start("");
+    p.add_plugin("abi_1_1", "old.so");
+    load_slp(&d, "old", "old.so");
+    load_slp(&d, "echo", "echo.so");
+    let mut ws = Ws::connect(rtc(&d), "/rtc?userid=alice");
+    let to_old = |method: &str, dialog: &str, cseq: u64| {
+        let mut m = req(method, "svc", dialog, cseq);
+        m["Request-URI"] = json!("svc@old.test");
+        m["To"] = json!("svc@old.test");
+        m
+    };
+    for (i, method) in ["MESSAGE", "OPTIONS", "INVITE"].into_iter().enumerate() {
+        let a = call(&mut ws, to_old(method, &format!("old-{i}"), 1));
+        assert_eq!(a["Code"], 200, "{method}: {a}");
+        assert_eq!(a["Abi"], "1.1", "{method}: {a}");
+    }
+    // The current ABI's echo, in the same daemon, gets the fields and answers in kind.
+    let a = call(&mut ws, req("MESSAGE", "svc", "new-1", 1));
+    assert_eq!(a["Code"], 200, "{a}");
+    assert_eq!(a["Body"], json!({"n": 1}), "{a}");
+    assert!(a.get("Abi").is_none(), "{a}");
+    let old = slp_entry(&d, "old");
+    assert_eq!(old["generations"][0]["panics"], 0, "{old}");
+}
+
+#[test]
 fn refusals_name_the_problem_and_the_daemon_keeps_serving() {
     let (p, d) = start("");
     p.add_plugin("not_a_plugin", "plain.so");
@@ -218,7 +247,7 @@ fn refusals_name_the_problem_and_the_daemon_keeps_serving() {
     refused(
         "/slpm/v1/echo?file=next.so",
         400,
-        "(ABI 2.0), but this jsipd speaks ABI 1.1",
+        "(ABI 2.0), but this jsipd speaks ABI 1.2",
     );
     refused("/apim/v1/echo.v1?file=next.so", 400, "rebuild it");
     refused("/slpm/v1/echo", 400, "file= is missing");

@@ -161,10 +161,24 @@ unsafe extern "C" fn instance_event(
         let text = unsafe { event.text.to_text() };
         let event = match event.kind {
             ffi::event::LOADED => Event::Loaded,
+            // The host only sends what its own parser accepted: a refusal here means the
+            // host and plugin disagree on JSIP, which must not pass silently.
+            ffi::event::MESSAGE_FIELDS => {
+                // SAFETY: the vtable's contract: this kind carries a message, valid for
+                // this call.
+                match unsafe { Message::from_ffi(&*event.message) } {
+                    Ok(m) => Event::Message(m),
+                    Err(e) => panic!(
+                        "the host passed a message this plugin-api rejects: {}",
+                        e.reason()
+                    ),
+                }
+            }
+            // A host of ABI 1.2 or later sends fields to a plugin of this minor. Only an
+            // older host sends this, and such a host lacks `send_fields`: a plugin needs a
+            // host of its own minor or later (later hosts refuse newer plugins).
             ffi::event::MESSAGE => match Message::parse(&text) {
                 Ok(m) => Event::Message(m),
-                // The host only sends what its own parser accepted: a mismatch means the
-                // host and plugin disagree on JSIP, which must not pass silently.
                 Err(e) => panic!(
                     "the host passed a message this plugin-api rejects: {}",
                     e.reason()
@@ -206,9 +220,10 @@ impl Host for ForeignHost<'_> {
     }
 
     fn send(&mut self, message: Message) {
-        let json = message.to_json();
-        // SAFETY: the host's function with its context, valid during the event.
-        unsafe { (self.0.send)(self.0.ctx, FfiStr::new(&json)) }
+        let lent = message.lend();
+        // SAFETY: the host's function with its context, valid during the event. The host
+        // is of this ABI minor or later (see the MESSAGE case above).
+        unsafe { (self.0.send_fields)(self.0.ctx, lent.as_ffi()) }
     }
 
     fn new_dialogue_id(&mut self) -> String {

@@ -6,8 +6,14 @@
 //! - Rust has no stable ABI, and a plugin may be built with another compiler or other
 //!   versions of `serde_json` and `tracing` than the daemon. So nothing Rust-shaped crosses:
 //!   only integers, `bool`, function pointers, opaque pointers and borrowed byte slices.
-//! - A JSIP message crosses as its JSON text, the same text that is on the wire, so the
-//!   contract is JSIP.md itself and not the layout of [`Message`](crate::jsip::Message).
+//! - A JSIP message crosses as [`FfiMessage`]: one slot per key of JSIP.md §2, the
+//!   `Body` and any unknown keys as JSON text. So the contract is JSIP.md itself and not
+//!   the layout of [`Message`](crate::jsip::Message), and yet neither side writes or
+//!   parses the message's JSON (ABI 1.2; before it, the message crossed as its JSON
+//!   text, which cost four JSON passes per answered request).
+//! - A plugin built against a newer ABI minor than the host's is refused, because it may
+//!   call host functions this host does not have. An older one is served in its own
+//!   terms (JSON text, no events newer than its minor).
 //! - Every borrowed pointer is valid only during the call it is passed to. Nothing is
 //!   freed on the other side of the boundary: strings the host hands back (new
 //!   DialogueIDs) are written into a buffer the plugin owns.
@@ -31,7 +37,7 @@ pub const ABI_MAGIC: [u8; 16] = *b"jsipd-plugin-abi";
 /// Changes when the boundary changes incompatibly; the loader refuses another major.
 pub const ABI_MAJOR: u32 = 1;
 /// Grows when something is added compatibly.
-pub const ABI_MINOR: u32 = 1;
+pub const ABI_MINOR: u32 = 2;
 
 /// Read by the loader before anything else (a `#[no_mangle] static`).
 #[repr(C)]
@@ -86,6 +92,12 @@ pub struct FfiStr {
 }
 
 impl FfiStr {
+    /// An absent optional field (see [`FfiMessage`]).
+    pub const ABSENT: FfiStr = FfiStr {
+        ptr: std::ptr::null(),
+        len: 0,
+    };
+
     pub fn new(s: &str) -> FfiStr {
         FfiStr::bytes(s.as_bytes())
     }
@@ -105,6 +117,18 @@ impl FfiStr {
         }
         // SAFETY: the caller guarantees the slice is valid.
         unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    /// `Some(text)`, `None` for [`FfiStr::ABSENT`], or the error for invalid UTF-8.
+    ///
+    /// # Safety
+    /// As [`FfiStr::as_bytes`].
+    pub unsafe fn to_optional_str<'a>(self) -> Result<Option<&'a str>, std::str::Utf8Error> {
+        if self.ptr.is_null() {
+            return Ok(None);
+        }
+        // SAFETY: forwarded to the caller.
+        std::str::from_utf8(unsafe { self.as_bytes() }).map(Some)
     }
 
     /// The text, with invalid UTF-8 replaced (the other side may be buggy; this side
@@ -197,12 +221,16 @@ pub mod event {
     pub const TIMER: u8 = 3;
     /// `text` is the DialogueID. Since ABI minor 1.
     pub const PEER_DISCONNECTED: u8 = 4;
+    /// `message` is the message as [`FfiMessage`](super::FfiMessage); replaces
+    /// [`MESSAGE`] for plugins of ABI minor 2 and later.
+    pub const MESSAGE_FIELDS: u8 = 5;
 
     /// The ABI minor that introduced event `kind`: the host does not send a plugin an event
     /// kind newer than the plugin's own ABI, so an old plugin never sees one it cannot read.
     pub const fn since_minor(kind: u8) -> u32 {
         match kind {
             PEER_DISCONNECTED => 1,
+            MESSAGE_FIELDS => 2,
             _ => 0,
         }
     }
@@ -213,6 +241,47 @@ pub struct FfiEvent {
     pub kind: u8,
     pub text: FfiStr,
     pub token: u64,
+    /// For [`event::MESSAGE_FIELDS`]; null otherwise. Since ABI minor 2 (older plugins
+    /// never read it).
+    pub message: *const FfiMessage,
+}
+
+/// An optional JSIP number.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FfiNumber {
+    pub present: bool,
+    pub value: u64,
+}
+
+/// One JSIP message as its fields (JSIP.md §2). Text is UTF-8 and borrowed for the call;
+/// an absent optional field is [`FfiStr::ABSENT`] (a null `ptr`), which is not the same
+/// as an empty string. The receiving side validates it exactly as it would the frame's
+/// JSON (`Message::from_ffi`), so nothing malformed crosses either way.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FfiMessage {
+    /// `Type`: a method name, or `RESPONSE`.
+    pub type_: FfiStr,
+    /// `Code`, for a response.
+    pub code: u16,
+    pub cseq: u64,
+    pub related_id: FfiNumber,
+    pub expire: FfiNumber,
+    pub request_uri: FfiStr,
+    pub desc: FfiStr,
+    pub from: FfiStr,
+    pub to: FfiStr,
+    pub dialogue_id: FfiStr,
+    pub router: FfiStr,
+    pub content_type: FfiStr,
+    pub p_asserted_identity: FfiStr,
+    pub event: FfiStr,
+    pub reason: FfiStr,
+    /// `Body` as JSON text.
+    pub body: FfiStr,
+    /// Every other key, as the text of one JSON object.
+    pub extra: FfiStr,
 }
 
 /// [`Host`](crate::slp::Host) for one event.
@@ -228,6 +297,8 @@ pub struct FfiHost {
         unsafe extern "C" fn(ctx: *mut c_void, relid: bool, buf: *mut u8, cap: usize) -> usize,
     pub end: unsafe extern "C" fn(ctx: *mut c_void),
     pub set_timer: unsafe extern "C" fn(ctx: *mut c_void, after_ms: u64, token: u64),
+    /// `send` with the message as fields. Since ABI minor 2.
+    pub send_fields: unsafe extern "C" fn(ctx: *mut c_void, message: *const FfiMessage),
 }
 
 #[repr(C)]
@@ -283,6 +354,7 @@ mod tests {
             assert_eq!(event::since_minor(kind), 0);
         }
         assert_eq!(event::since_minor(event::PEER_DISCONNECTED), 1);
-        assert!(event::since_minor(event::PEER_DISCONNECTED) <= ABI_MINOR);
+        assert_eq!(event::since_minor(event::MESSAGE_FIELDS), 2);
+        assert!(event::since_minor(event::MESSAGE_FIELDS) <= ABI_MINOR);
     }
 }

@@ -50,7 +50,7 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// Path of a freshly built plugin or fixture library, by its lib name (`echo`,
-/// `chatroom`, `gpio`, `storage`, `hid`, `abi_next`, `not_a_plugin`). Builds them all
+/// `chatroom`, `gpio`, `storage`, `hid`, `abi_1_1`, `abi_next`, `not_a_plugin`). Builds them all
 /// once per test process, with the plugins' own binaries (`jsipd-gadget`, see
 /// [`plugin_bin`]).
 pub fn plugin_lib(lib: &str) -> PathBuf {
@@ -62,6 +62,8 @@ pub fn plugin_lib(lib: &str) -> PathBuf {
             .args(["-p", "jsipd-echo", "-p", "jsipd-chatroom"])
             .args(["-p", "jsipd-gpio", "-p", "jsipd-storage", "-p", "jsipd-hid"])
             .args([
+                "-p",
+                "jsipd-fixture-abi-1-1",
                 "-p",
                 "jsipd-fixture-abi-next",
                 "-p",

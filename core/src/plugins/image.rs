@@ -233,22 +233,33 @@ fn open_checked(
             format!("plugins/{file} is not a jsipd plugin (its JSIPD_PLUGIN_ABI record has the wrong magic)"),
         ));
     }
-    if record.major != ffi::ABI_MAJOR {
+    if let Err(why) = abi_fits(&record, file) {
         let _ = library.close();
-        return Err(refuse(
-            400,
-            format!(
-                "plugins/{file} was built against plugin-api {} (ABI {}.{}), but this jsipd speaks ABI {}.{} (plugin-api {}); rebuild it with this jsipd's pcompile",
-                ffi::unpadded(&record.api_version),
-                record.major,
-                record.minor,
-                ffi::ABI_MAJOR,
-                ffi::ABI_MINOR,
-                env!("CARGO_PKG_VERSION"),
-            ),
-        ));
+        return Err(refuse(400, why));
     }
     Ok((library, record))
+}
+
+/// Whether this host can serve a plugin with `record`: the same major, and a minor no
+/// newer than its own (a newer plugin may call host functions this host lacks; an older
+/// one is served in its own terms).
+fn abi_fits(record: &AbiRecord, file: &str) -> Result<(), String> {
+    let (major, minor) = (record.major, record.minor);
+    if major == ffi::ABI_MAJOR && minor <= ffi::ABI_MINOR {
+        return Ok(());
+    }
+    let built = format!(
+        "plugins/{file} was built against plugin-api {} (ABI {major}.{minor}), but this jsipd speaks ABI {}.{} (plugin-api {})",
+        ffi::unpadded(&record.api_version),
+        ffi::ABI_MAJOR,
+        ffi::ABI_MINOR,
+        env!("CARGO_PKG_VERSION"),
+    );
+    Err(if major == ffi::ABI_MAJOR {
+        format!("{built}; it needs a newer jsipd, or rebuild it with this jsipd's pcompile")
+    } else {
+        format!("{built}; rebuild it with this jsipd's pcompile")
+    })
 }
 
 /// Whether a mapping of `path` is still in `/proc/self/maps` (a deleted file shows up
@@ -302,4 +313,41 @@ unsafe extern "C" fn host_error(ctx: *const c_void, text: FfiStr) {
     // SAFETY: as in `host_log`.
     let (host, text) = unsafe { (&*ctx.cast::<HostContext>(), text.to_text()) };
     *host.error.lock().unwrap_or_else(|p| p.into_inner()) = Some(text.into_owned());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(major: u32, minor: u32) -> AbiRecord {
+        AbiRecord {
+            major,
+            minor,
+            ..AbiRecord::current("test")
+        }
+    }
+
+    #[test]
+    fn the_same_major_and_no_newer_minor_fit() {
+        for minor in 0..=ffi::ABI_MINOR {
+            assert_eq!(abi_fits(&record(ffi::ABI_MAJOR, minor), "p.so"), Ok(()));
+        }
+    }
+
+    #[test]
+    fn a_newer_minor_or_another_major_is_refused_with_what_to_do() {
+        let newer = abi_fits(&record(ffi::ABI_MAJOR, ffi::ABI_MINOR + 1), "p.so").unwrap_err();
+        assert!(newer.contains("it needs a newer jsipd"), "{newer}");
+        assert!(
+            newer.starts_with("plugins/p.so was built against"),
+            "{newer}"
+        );
+        let next = abi_fits(&record(ffi::ABI_MAJOR + 1, 0), "p.so").unwrap_err();
+        assert!(
+            next.ends_with("rebuild it with this jsipd's pcompile"),
+            "{next}"
+        );
+        assert!(!next.contains("newer jsipd"), "{next}");
+        assert!(abi_fits(&record(ffi::ABI_MAJOR - 1, 9), "p.so").is_err());
+    }
 }

@@ -10,8 +10,8 @@ use std::ffi::c_void;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jsipd_plugin_api::ffi::{self, FfiEvent, FfiHost, FfiStr};
-use jsipd_plugin_api::jsip::Message;
+use jsipd_plugin_api::ffi::{self, FfiEvent, FfiHost, FfiMessage, FfiStr};
+use jsipd_plugin_api::jsip::{Message, ParseError};
 use jsipd_plugin_api::slp::{Event, Host, Instance, Slp};
 
 use super::image::Image;
@@ -93,9 +93,16 @@ unsafe impl Send for ForeignInstance {}
 
 impl Instance for ForeignInstance {
     fn on_event(&mut self, event: Event, host: &mut dyn Host) {
-        let json;
+        let (json, lent);
+        let mut message: *const FfiMessage = std::ptr::null();
         let (kind, text, token) = match &event {
             Event::Loaded => (ffi::event::LOADED, "", 0),
+            Event::Message(m) if self.image.knows_event(ffi::event::MESSAGE_FIELDS) => {
+                lent = m.lend();
+                message = lent.as_ffi();
+                (ffi::event::MESSAGE_FIELDS, "", 0)
+            }
+            // A plugin built before ABI 1.2 reads the message's JSON.
             Event::Message(m) => {
                 json = m.to_json();
                 (ffi::event::MESSAGE, json.as_str(), 0)
@@ -115,6 +122,7 @@ impl Instance for ForeignInstance {
             kind,
             text: FfiStr::new(text),
             token,
+            message,
         };
         let mut bridge = Bridge {
             host,
@@ -127,6 +135,7 @@ impl Instance for ForeignInstance {
             new_id: bridge_new_id,
             end: bridge_end,
             set_timer: bridge_set_timer,
+            send_fields: bridge_send_fields,
         };
         // SAFETY: our live instance; `event` and `ffi_host` outlive the call.
         let ok = unsafe { (self.image.vtable().instance_event)(self.instance, &event, &ffi_host) };
@@ -161,18 +170,32 @@ unsafe fn bridge<'a>(ctx: *mut c_void) -> &'a mut Bridge<'a> {
     unsafe { &mut *ctx.cast::<Bridge>() }
 }
 
+/// A plugin's `Host::send` (ABI 1.2 and later).
+unsafe extern "C" fn bridge_send_fields(ctx: *mut c_void, message: *const FfiMessage) {
+    // SAFETY: called by the plugin during the event, with a message valid for the call.
+    let (b, message) = unsafe { (bridge(ctx), Message::from_ffi(&*message)) };
+    b.send(message);
+}
+
+/// A plugin's `Host::send` before ABI 1.2: the message as JSON text.
 unsafe extern "C" fn bridge_send(ctx: *mut c_void, json: FfiStr) {
     // SAFETY: called by the plugin during the event, with valid text.
     let (b, json) = unsafe { (bridge(ctx), json.to_text()) };
-    match Message::parse(&json) {
-        Ok(m) => b.host.send(m),
-        // What a plugin sends is checked like what a peer sends: it never reaches the
-        // stack malformed.
-        Err(e) => tracing::warn!(
-            "plugin [{}] sent an invalid JSIP message, dropped: {}",
-            b.tag,
-            e.reason()
-        ),
+    b.send(Message::parse(&json));
+}
+
+impl Bridge<'_> {
+    /// What a plugin sends is checked like what a peer sends: it never reaches the stack
+    /// malformed.
+    fn send(&mut self, message: Result<Message, ParseError>) {
+        match message {
+            Ok(m) => self.host.send(m),
+            Err(e) => tracing::warn!(
+                "plugin [{}] sent an invalid JSIP message, dropped: {}",
+                self.tag,
+                e.reason()
+            ),
+        }
     }
 }
 

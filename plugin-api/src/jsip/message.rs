@@ -194,11 +194,11 @@ impl fmt::Display for ParseError {
 impl std::error::Error for ParseError {}
 
 /// Pulls typed fields out of the frame's slots; the rest is `extra`.
-struct Fields {
-    slots: Slots,
+struct Fields<'a> {
+    slots: &'a mut Slots,
 }
 
-impl Fields {
+impl Fields<'_> {
     fn string(&mut self, key: Key) -> Result<Option<String>, String> {
         match self.slots.take(key) {
             None => Ok(None),
@@ -216,6 +216,20 @@ impl Fields {
             Some(s) if !s.is_empty() => Ok(s),
             Some(_) => Err(format!("{} is empty", key.name())),
             None => Err(format!("{} is missing", key.name())),
+        }
+    }
+
+    /// Checks what [`Fields::required_string`] would take, leaving it in its slot.
+    fn peek_required_string(&self, key: Key) -> Result<(), String> {
+        match self.slots.peek(key) {
+            Some(Value::String(s)) if !s.is_empty() => Ok(()),
+            Some(Value::String(_)) => Err(format!("{} is empty", key.name())),
+            None => Err(format!("{} is missing", key.name())),
+            Some(other) => Err(format!(
+                "{} must be a string, not {}",
+                key.name(),
+                kind_of(other)
+            )),
         }
     }
 
@@ -252,7 +266,7 @@ impl Message {
     /// Parses and validates one frame.
     pub fn parse(frame: &str) -> Result<Message, ParseError> {
         match wire::read(frame) {
-            Ok(slots) => Message::from_slots(slots),
+            Ok(mut slots) => Message::from_slots(&mut slots),
             // Rare: parse again as any JSON to say what the frame was.
             Err(_) => Err(ParseError::Unaddressable {
                 reason: match serde_json::from_str::<Value>(frame) {
@@ -267,43 +281,36 @@ impl Message {
 
     /// Validates an already-decoded JSON object.
     pub fn from_object(map: Map<String, Value>) -> Result<Message, ParseError> {
-        Message::from_slots(Slots::from_map(map))
+        Message::from_slots(&mut Slots::from_map(map))
     }
 
-    fn from_slots(slots: Slots) -> Result<Message, ParseError> {
+    fn from_slots(slots: &mut Slots) -> Result<Message, ParseError> {
         let mut f = Fields { slots };
         let unaddressable = |reason: String| ParseError::Unaddressable { reason };
-        let dialogue_id = match f.required_string(Key::DialogueId) {
-            Ok(d) => d,
-            Err(e) => return Err(unaddressable(e)),
-        };
+        if let Err(e) = f.peek_required_string(Key::DialogueId) {
+            return Err(unaddressable(e));
+        }
         let cseq = match f.number(Key::CSeq) {
             Ok(Some(c)) => c,
             Ok(None) => return Err(unaddressable("CSeq is missing".into())),
             Err(e) => return Err(unaddressable(e)),
         };
-        // From here on the frame names its transaction: errors answer on it.
-        let from = f
-            .slots
-            .peek(Key::From)
-            .and_then(Value::as_str)
-            .map(String::from);
-        let to = f
-            .slots
-            .peek(Key::To)
-            .and_then(Value::as_str)
-            .map(String::from);
-        let invalid = |reason: String| ParseError::Invalid {
-            dialogue_id: dialogue_id.clone(),
-            cseq,
-            from: from.clone(),
-            to: to.clone(),
-            reason,
-        };
-        Message::fields(&mut f, dialogue_id.clone(), cseq).map_err(invalid)
+        // From here on the frame names its transaction: errors answer on it, with the
+        // From and To it had. Those and the DialogueID stay in their slots until every
+        // check passed, so the usual case copies nothing for an error it never makes.
+        Message::fields(&mut f, cseq).map_err(|reason| {
+            let text = |key| f.slots.peek(key).and_then(Value::as_str).map(String::from);
+            ParseError::Invalid {
+                dialogue_id: text(Key::DialogueId).unwrap_or_default(),
+                cseq,
+                from: text(Key::From),
+                to: text(Key::To),
+                reason,
+            }
+        })
     }
 
-    fn fields(f: &mut Fields, dialogue_id: String, cseq: u64) -> Result<Message, String> {
+    fn fields(f: &mut Fields<'_>, cseq: u64) -> Result<Message, String> {
         let ty = f.required_string(Key::Type)?;
         let kind = if ty == "RESPONSE" {
             let code = f
@@ -330,22 +337,31 @@ impl Message {
                 "RelatedID is missing (an {ty} names the INVITE's CSeq)"
             ));
         }
+        f.peek_required_string(Key::From)?;
+        f.peek_required_string(Key::To)?;
+        let router = f.string(Key::Router)?;
+        let expire = f.number(Key::Expire)?;
+        let content_type = f.string(Key::ContentType)?;
+        let p_asserted_identity = f.string(Key::PAssertedIdentity)?;
+        let event = f.string(Key::Event)?;
+        let reason = f.string(Key::Reason)?;
+        // Every check passed: now the slots kept for an error's answer are taken.
         Ok(Message {
             kind,
             request_uri,
             desc,
             from: f.required_string(Key::From)?,
             to: f.required_string(Key::To)?,
-            dialogue_id,
+            dialogue_id: f.required_string(Key::DialogueId)?,
             cseq,
-            router: f.string(Key::Router)?,
+            router,
             related_id,
-            expire: f.number(Key::Expire)?,
+            expire,
             body: f.slots.take(Key::Body),
-            content_type: f.string(Key::ContentType)?,
-            p_asserted_identity: f.string(Key::PAssertedIdentity)?,
-            event: f.string(Key::Event)?,
-            reason: f.string(Key::Reason)?,
+            content_type,
+            p_asserted_identity,
+            event,
+            reason,
             extra: std::mem::take(&mut f.slots.extra),
         })
     }
@@ -468,7 +484,9 @@ impl Message {
     }
 }
 
+mod fields;
 mod wire;
+pub use fields::LentMessage;
 use wire::{Key, Slots};
 
 #[cfg(test)]

@@ -67,6 +67,17 @@ pub(super) struct Slots {
 }
 
 impl Slots {
+    pub(super) fn empty() -> Slots {
+        Slots {
+            known: Default::default(),
+            extra: Map::new(),
+        }
+    }
+
+    pub(super) fn set(&mut self, key: Key, value: Value) {
+        self.known[key as usize] = Some(value);
+    }
+
     pub(super) fn from_map(mut map: Map<String, Value>) -> Slots {
         let mut known: [Option<Value>; 16] = Default::default();
         for (key, name) in Key::ALL {
@@ -132,10 +143,7 @@ impl<'de> Visitor<'de> for SlotsSeed {
         f.write_str("a JSON object")
     }
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Slots, A::Error> {
-        let mut slots = Slots {
-            known: Default::default(),
-            extra: Map::new(),
-        };
+        let mut slots = Slots::empty();
         // A repeated key keeps its last value, as serde_json's own map does.
         while let Some(key) = map.next_key::<KeyOf>()? {
             let value: Value = map.next_value()?;
