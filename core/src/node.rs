@@ -652,7 +652,7 @@ impl Node {
 
     /// Queues a message for `name`, dialing it when it is another node we have no
     /// socket to; a request that cannot be queued is answered toward its sender.
-    fn send(&mut self, name: PeerName, msg: Message) {
+    fn send(&mut self, name: PeerName, msg: Arc<Message>) {
         match self.registry.send(&name, msg) {
             Queued::Queued => {}
             Queued::Full(msg) => {
@@ -700,7 +700,7 @@ impl Node {
 
     /// Answers requests that will never reach `name` with `code`, as if `name` had:
     /// the stack then treats it like any other answer (delivers it to the SLP).
-    fn unavailable(&mut self, name: &PeerName, msgs: Vec<Message>, code: u16, reason: &str) {
+    fn unavailable(&mut self, name: &PeerName, msgs: Vec<Arc<Message>>, code: u16, reason: &str) {
         let now = Instant::now();
         for msg in msgs {
             if !msg.is_request() || msg.method() == Some(Method::Ack) {

@@ -54,10 +54,14 @@ impl Default for StackConfig {
 }
 
 /// What the stack wants done.
+// `ToSlp` carries its event by value: boxing it would cost an allocation per delivery
+// to shrink a value that only passes through a short queue.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     /// Send to the connection registered under `name` (or dial it).
-    ToPeer { name: PeerName, msg: Message },
+    /// Shared with the transaction that keeps it, so sending copies nothing.
+    ToPeer { name: PeerName, msg: Arc<Message> },
     /// Deliver to an instance of SLP `slp`; the runner creates the instance on its first event.
     ToSlp {
         slp: Arc<str>,
@@ -150,7 +154,7 @@ enum Timer {
 }
 
 struct Transaction {
-    request: Message,
+    request: Arc<Message>,
     timer: Option<TimerId>,
     /// Final status already sent or received.
     final_code: Option<u16>,
@@ -167,8 +171,9 @@ struct Dialog {
     role: Role,
     state: State,
     created: Instant,
-    /// The dialog-starting request, for the fields of requests the stack makes.
-    first: Message,
+    /// The dialog-starting request, for the fields of requests the stack makes; the
+    /// same value as its transaction's `request`.
+    first: Arc<Message>,
     /// Session refresh interval (JSIP.md §4 Expire).
     expire: Duration,
     session_timer: Option<TimerId>,
@@ -244,7 +249,7 @@ pub struct Stack {
     timers: Timers<Timer>,
     out: VecDeque<Output>,
     /// Messages between two local instances, processed before an input call returns.
-    loopback: VecDeque<(PeerName, Message)>,
+    loopback: VecDeque<(PeerName, Arc<Message>)>,
     /// The instance whose batch `handle_slp` is applying: it is not ended for being
     /// idle until the whole batch is applied.
     in_batch: Option<InstanceId>,
@@ -415,13 +420,7 @@ impl Stack {
         }
     }
 
-    fn new_dialog_from_peer(
-        &mut self,
-        now: Instant,
-        key: DialogKey,
-        method: Method,
-        mut msg: Message,
-    ) {
+    fn new_dialog_from_peer(&mut self, now: Instant, key: DialogKey, method: Method, msg: Message) {
         if method == Method::Ack {
             self.counters.dropped += 1;
             return;
@@ -479,7 +478,7 @@ impl Stack {
                 (slp, id)
             }
         };
-        self.start_dialog(now, key.clone(), slp, instance, Role::Answering, &mut msg);
+        let msg = self.start_dialog(now, key.clone(), slp, instance, Role::Answering, msg);
         self.open_received(now, &key, method, msg);
     }
 
@@ -498,7 +497,7 @@ impl Stack {
     }
 
     /// Records a new dialog started by `first` (which gets its Expire filled in when it
-    /// is an INVITE without one).
+    /// is an INVITE without one), and gives `first` back shared with the dialog.
     fn start_dialog(
         &mut self,
         now: Instant,
@@ -506,11 +505,11 @@ impl Stack {
         slp: Arc<str>,
         instance: InstanceId,
         role: Role,
-        first: &mut Message,
-    ) {
+        mut first: Message,
+    ) -> Arc<Message> {
         let session = first.method() == Some(Method::Invite);
         let expire = if session {
-            self.fill_expire(first)
+            self.fill_expire(&mut first)
         } else {
             Duration::ZERO
         };
@@ -519,6 +518,7 @@ impl Stack {
             Role::Calling => (first.cseq, 0),
         };
         self.counters.dialogs_started += 1;
+        let first = Arc::new(first);
         self.insert_dialog(
             key,
             Dialog {
@@ -538,6 +538,7 @@ impl Stack {
                 remote_cseq,
             },
         );
+        first
     }
 
     fn insert_dialog(&mut self, key: DialogKey, dialog: Dialog) {
@@ -551,7 +552,15 @@ impl Stack {
     }
 
     /// A request from the peer that the SLP must answer: start its timer and deliver it.
-    fn open_received(&mut self, now: Instant, key: &DialogKey, method: Method, msg: Message) {
+    /// The SLP gets its own copy; the transaction keeps the shared one.
+    fn open_received(
+        &mut self,
+        now: Instant,
+        key: &DialogKey,
+        method: Method,
+        msg: impl Into<Arc<Message>>,
+    ) {
+        let msg: Arc<Message> = msg.into();
         let wait = if method == Method::Invite {
             self.config.prtimer
         } else {
@@ -577,7 +586,7 @@ impl Stack {
                 },
             );
         }
-        self.deliver(key, Event::Message(msg));
+        self.deliver(key, Event::Message(Arc::unwrap_or_clone(msg)));
     }
 
     fn ack_from_peer(&mut self, key: DialogKey, msg: Message) {
@@ -746,7 +755,7 @@ impl Stack {
         }
     }
 
-    fn on_slp_message(&mut self, now: Instant, instance: InstanceId, mut msg: Message) {
+    fn on_slp_message(&mut self, now: Instant, instance: InstanceId, msg: Message) {
         let existing = self
             .by_instance
             .get(&(instance, msg.dialogue_id.clone()))
@@ -781,7 +790,7 @@ impl Stack {
                 let Some(slp) = self.instances.get(&instance).map(|i| i.slp.clone()) else {
                     return;
                 };
-                self.start_dialog(now, key.clone(), slp, instance, Role::Calling, &mut msg);
+                let msg = self.start_dialog(now, key.clone(), slp, instance, Role::Calling, msg);
                 self.open_sent(now, &key, method, msg, false);
             }
         }
@@ -855,9 +864,10 @@ impl Stack {
         now: Instant,
         key: &DialogKey,
         method: Method,
-        msg: Message,
+        msg: impl Into<Arc<Message>>,
         by_stack: bool,
     ) {
+        let msg: Arc<Message> = msg.into();
         let wait = if method == Method::Invite {
             self.config.prtimer * 2
         } else {
@@ -1028,7 +1038,7 @@ impl Stack {
                 r.reason = Some(format!("the service did not answer this {method} in time"));
                 self.send_to_peer(key.peer.clone(), r);
                 if method == Method::Invite {
-                    let mut cancel = txn.request.clone();
+                    let mut cancel = Message::clone(&txn.request);
                     cancel.kind = Kind::Request(Method::Cancel);
                     cancel.related_id = Some(cseq);
                     cancel.body = None;
@@ -1282,7 +1292,8 @@ impl Stack {
 
     /// The one way out to a peer. Names of local instances (see [`LOCAL`]) never
     /// leave the stack: their messages wait in `loopback` for [`Stack::run_loopback`].
-    fn send_to_peer(&mut self, name: PeerName, msg: Message) {
+    fn send_to_peer(&mut self, name: PeerName, msg: impl Into<Arc<Message>>) {
+        let msg = msg.into();
         if name.starts_with(LOCAL) {
             self.loopback.push_back((name, msg));
         } else {
@@ -1297,7 +1308,7 @@ impl Stack {
                 Some(base) => format!("{base}<").into(),
                 None => format!("{}>", name.trim_end_matches('<')).into(),
             };
-            self.on_peer_message(now, other, msg);
+            self.on_peer_message(now, other, Arc::unwrap_or_clone(msg));
         }
     }
 

@@ -114,7 +114,7 @@ fn delivered(out: &[Output]) -> Vec<Message> {
 fn sent(out: &[Output]) -> Vec<Message> {
     out.iter()
         .filter_map(|o| match o {
-            Output::ToPeer { msg, .. } => Some(msg.clone()),
+            Output::ToPeer { msg, .. } => Some(Message::clone(msg)),
             _ => None,
         })
         .collect()

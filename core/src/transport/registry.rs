@@ -19,9 +19,10 @@ use tokio_util::sync::CancellationToken;
 use super::ws::ConnId;
 use crate::jsip::PeerName;
 
-/// A queued message. Boxed because tokio's channel allocates its slots in blocks of 32
-/// up front: unboxed (a few hundred bytes each) that was ~11 KiB per idle name.
-pub type Queued = Box<Message>;
+/// A queued message. Behind a pointer because tokio's channel allocates its slots in
+/// blocks of 32 up front: unboxed (a few hundred bytes each) that was ~11 KiB per idle
+/// name. An `Arc` because the stack keeps the same message in its transaction.
+pub type Queued = Arc<Message>;
 
 /// The receiving side of a name's queue.
 pub struct Outbox {
@@ -52,9 +53,9 @@ struct Entry {
 pub enum Send {
     Queued,
     /// The name's queue is full: the message comes back.
-    Full(Message),
+    Full(Queued),
     /// No such name.
-    Unknown(Message),
+    Unknown(Queued),
 }
 
 pub struct Registry {
@@ -131,7 +132,7 @@ impl Registry {
     }
 
     /// The window of `name` ended: if nobody came back, drop it and return what was queued.
-    pub fn expire(&mut self, name: &PeerName, epoch: u64) -> Vec<Message> {
+    pub fn expire(&mut self, name: &PeerName, epoch: u64) -> Vec<Queued> {
         match self.entries.get(name) {
             Some(e) if e.epoch == epoch && e.socket.is_none() => self.remove(name),
             _ => Vec::new(),
@@ -139,7 +140,7 @@ impl Registry {
     }
 
     /// Drops `name` and returns its queued messages, oldest first.
-    pub fn remove(&mut self, name: &PeerName) -> Vec<Message> {
+    pub fn remove(&mut self, name: &PeerName) -> Vec<Queued> {
         let Some(e) = self.entries.remove(name) else {
             return Vec::new();
         };
@@ -147,9 +148,9 @@ impl Registry {
         // No socket holds the lock once the entry has no socket; if one still does
         // (it is closing), what it holds is lost with it.
         if let Ok(mut outbox) = e.outbox.try_lock() {
-            left.extend(outbox.unsent.take().map(|m| *m));
+            left.extend(outbox.unsent.take());
             while let Ok(m) = outbox.rx.try_recv() {
-                left.push(*m);
+                left.push(m);
             }
         }
         left
@@ -160,13 +161,13 @@ impl Registry {
         self.entry(name).dialing = true;
     }
 
-    pub fn send(&mut self, name: &PeerName, msg: Message) -> Send {
+    pub fn send(&mut self, name: &PeerName, msg: Queued) -> Send {
         let Some(e) = self.entries.get(name) else {
             return Send::Unknown(msg);
         };
-        match e.tx.try_send(Box::new(msg)) {
+        match e.tx.try_send(msg) {
             Ok(()) => Send::Queued,
-            Err(TrySendError::Full(m)) | Err(TrySendError::Closed(m)) => Send::Full(*m),
+            Err(TrySendError::Full(m)) | Err(TrySendError::Closed(m)) => Send::Full(m),
         }
     }
 
