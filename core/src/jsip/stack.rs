@@ -13,7 +13,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use crate::hash::{Map, Set};
+use crate::hash::Map;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -106,7 +106,8 @@ enum Ending {
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct DialogKey {
     peer: PeerName,
-    id: String,
+    /// The DialogueID, shared: a key is copied into several indexes and timers.
+    id: Arc<str>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,7 +211,9 @@ impl Dialog {
 
 struct InstanceInfo {
     slp: Arc<str>,
-    dialogs: Set<DialogKey>,
+    /// Its dialogs: DialogueID → peer. Also how a message from the SLP finds its dialog,
+    /// since the SLP names a dialog by its DialogueID alone.
+    dialogs: Map<Arc<str>, PeerName>,
     /// Handed out a relid or is the on-load instance: lives until it ends itself.
     pinned: bool,
 }
@@ -239,8 +242,6 @@ pub struct TransactionView {
 pub struct Stack {
     config: StackConfig,
     dialogs: Map<DialogKey, Dialog>,
-    /// (instance, DialogueID) → dialog, for messages coming from an SLP.
-    by_instance: Map<(InstanceId, String), DialogKey>,
     instances: Map<InstanceId, InstanceInfo>,
     relids: Map<String, InstanceId>,
     /// SLP name → the key (generation) that new dialogs for that name go to.
@@ -261,7 +262,6 @@ impl Stack {
         Stack {
             config,
             dialogs: Map::default(),
-            by_instance: Map::default(),
             instances: Map::default(),
             relids: Map::default(),
             slps: Map::default(),
@@ -349,7 +349,7 @@ impl Stack {
             id,
             InstanceInfo {
                 slp,
-                dialogs: Set::default(),
+                dialogs: Map::default(),
                 pinned,
             },
         );
@@ -367,7 +367,7 @@ impl Stack {
     fn on_peer_message(&mut self, now: Instant, peer: PeerName, msg: Message) {
         let key = DialogKey {
             peer,
-            id: msg.dialogue_id.clone(),
+            id: msg.dialogue_id.as_str().into(),
         };
         match msg.kind {
             Kind::Request(method) => self.request_from_peer(now, key, method, msg),
@@ -445,7 +445,12 @@ impl Stack {
             Err(refusal) => {
                 return self.answer_peer(&key.peer, &msg, refusal.code, Some(refusal.reason))
             }
-            Ok(Target::Join(id)) if self.by_instance.contains_key(&(id, key.id.clone())) => {
+            Ok(Target::Join(id))
+                if self
+                    .instances
+                    .get(&id)
+                    .is_some_and(|i| i.dialogs.contains_key(&key.id)) =>
+            {
                 // The instance could not tell the two dialogs apart in what it sends.
                 return self.answer_peer(
                     &key.peer,
@@ -542,11 +547,8 @@ impl Stack {
     }
 
     fn insert_dialog(&mut self, key: DialogKey, dialog: Dialog) {
-        let instance = dialog.instance;
-        self.by_instance
-            .insert((instance, key.id.clone()), key.clone());
-        if let Some(info) = self.instances.get_mut(&instance) {
-            info.dialogs.insert(key.clone());
+        if let Some(info) = self.instances.get_mut(&dialog.instance) {
+            info.dialogs.insert(key.id.clone(), key.peer.clone());
         }
         self.dialogs.insert(key, dialog);
     }
@@ -757,9 +759,13 @@ impl Stack {
 
     fn on_slp_message(&mut self, now: Instant, instance: InstanceId, msg: Message) {
         let existing = self
-            .by_instance
-            .get(&(instance, msg.dialogue_id.clone()))
-            .cloned();
+            .instances
+            .get(&instance)
+            .and_then(|i| i.dialogs.get_key_value(msg.dialogue_id.as_str()))
+            .map(|(id, peer)| DialogKey {
+                peer: peer.clone(),
+                id: id.clone(),
+            });
         match (msg.kind, existing) {
             (Kind::Response(code), Some(key)) => self.response_from_slp(now, key, code, msg),
             (Kind::Response(_), None) => self.counters.dropped += 1,
@@ -776,7 +782,7 @@ impl Stack {
                 };
                 let key = DialogKey {
                     peer,
-                    id: msg.dialogue_id.clone(),
+                    id: msg.dialogue_id.as_str().into(),
                 };
                 if self.dialogs.contains_key(&key) {
                     // Another instance's dialog with the same peer and ID.
@@ -1191,15 +1197,14 @@ impl Stack {
             self.timers.cancel(t.timer);
         }
         self.timers.cancel(d.session_timer);
-        self.by_instance.remove(&(d.instance, key.id.clone()));
         self.deliver_to(
             d.instance,
             Event::DialogEnded {
-                dialogue_id: key.id.clone(),
+                dialogue_id: key.id.to_string(),
             },
         );
         if let Some(info) = self.instances.get_mut(&d.instance) {
-            info.dialogs.remove(key);
+            info.dialogs.remove(&key.id);
         }
         // An instance between events is checked here; one inside `handle_slp` is
         // checked at the end of its batch.
@@ -1214,7 +1219,7 @@ impl Stack {
         keys.sort_by(|a, b| a.id.cmp(&b.id));
         let events: Vec<(InstanceId, String)> = keys
             .into_iter()
-            .map(|k| (self.dialogs[k].instance, k.id.clone()))
+            .map(|k| (self.dialogs[k].instance, k.id.to_string()))
             .collect();
         for (instance, dialogue_id) in events {
             self.deliver_to(instance, Event::PeerDisconnected { dialogue_id });
@@ -1249,7 +1254,8 @@ impl Stack {
             return;
         };
         self.relids.retain(|_, owner| *owner != instance);
-        for key in std::mem::take(&mut info.dialogs) {
+        for (id, peer) in std::mem::take(&mut info.dialogs) {
+            let key = DialogKey { peer, id };
             let Some(d) = self.dialogs.get(&key) else {
                 continue;
             };
@@ -1281,7 +1287,6 @@ impl Stack {
                     self.timers.cancel(t.timer);
                 }
                 self.timers.cancel(d.session_timer);
-                self.by_instance.remove(&(instance, key.id.clone()));
             }
         }
         self.out.push_back(Output::InstanceEnded {
@@ -1321,14 +1326,11 @@ impl Stack {
             let info = self.instances.get(&d.instance).ok_or_else(|| {
                 format!("dialog {key:?} belongs to ended instance {}", d.instance)
             })?;
-            if !info.dialogs.contains(key) {
+            if info.dialogs.get(&key.id) != Some(&key.peer) {
                 return Err(format!(
                     "instance {} does not list its dialog {key:?}",
                     d.instance
                 ));
-            }
-            if self.by_instance.get(&(d.instance, key.id.clone())) != Some(key) {
-                return Err(format!("dialog {key:?} is missing from by_instance"));
             }
             for t in d.received.values().chain(d.sent.values()) {
                 if t.final_code.is_none() && t.timer.is_none() {
@@ -1337,15 +1339,14 @@ impl Stack {
             }
         }
         for (id, info) in &self.instances {
-            for key in &info.dialogs {
-                if !self.dialogs.contains_key(key) {
-                    return Err(format!("instance {id} lists ended dialog {key:?}"));
+            for (dialogue_id, peer) in &info.dialogs {
+                let key = DialogKey {
+                    peer: peer.clone(),
+                    id: dialogue_id.clone(),
+                };
+                if self.dialogs.get(&key).map(|d| d.instance) != Some(*id) {
+                    return Err(format!("instance {id} lists a dialog not its own: {key:?}"));
                 }
-            }
-        }
-        for key in self.by_instance.values() {
-            if !self.dialogs.contains_key(key) {
-                return Err(format!("by_instance points to ended dialog {key:?}"));
             }
         }
         for owner in self.relids.values() {
@@ -1373,7 +1374,7 @@ impl Stack {
             .dialogs
             .iter()
             .map(|(k, d)| DialogView {
-                id: k.id.clone(),
+                id: k.id.to_string(),
                 peer: k.peer.to_string(),
                 state: match d.state {
                     State::Early => "early",
@@ -1394,7 +1395,7 @@ impl Stack {
             for (dir, txns) in [("received", &d.received), ("sent", &d.sent)] {
                 for (cseq, t) in txns {
                     v.push(TransactionView {
-                        dialog: k.id.clone(),
+                        dialog: k.id.to_string(),
                         peer: k.peer.to_string(),
                         cseq: *cseq,
                         method: t.request.method().map_or("?", Method::as_str).to_string(),

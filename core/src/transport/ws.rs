@@ -71,7 +71,9 @@ pub async fn serve<S>(
 {
     let _open = OpenSocket::new(stats.clone());
     let conn = next_conn_id();
-    let replaced = CancellationToken::new();
+    // A child of `shutdown`: cancelled when this socket is replaced or the daemon stops,
+    // so the loop waits on one token, not two.
+    let replaced = shutdown.child_token();
     let bad_frames = Arc::new(AtomicU64::new(0));
     // Rare or one-time waits are boxed, so that the state an idle socket keeps while it
     // waits (the task's size) does not include theirs.
@@ -97,6 +99,11 @@ pub async fn serve<S>(
         params.ping_interval,
     );
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Made once, not per turn of the loop: a new `cancelled()` future registers with the
+    // token's waiter list on its first poll and unregisters when dropped, a locked list
+    // operation per wake-up.
+    let stopped = replaced.cancelled();
+    tokio::pin!(stopped);
     let mut last_heard = Instant::now();
     let why: String = loop {
         if let Some(m) = outbox.unsent.take() {
@@ -109,8 +116,11 @@ pub async fn serve<S>(
         // The select only says what happened; acting on it comes after, so the state
         // kept while an idle socket waits is just the branch futures.
         let event = tokio::select! {
-            _ = replaced.cancelled() => Event::Replaced,
-            _ = shutdown.cancelled() => Event::Shutdown,
+            _ = &mut stopped => if shutdown.is_cancelled() {
+                Event::Shutdown
+            } else {
+                Event::Replaced
+            },
             frame = ws.next() => Event::Frame(frame),
             queued = outbox.rx.recv() => Event::Queued(queued),
             _ = ping.tick() => Event::Ping,
