@@ -172,9 +172,15 @@ unsafe fn bridge<'a>(ctx: *mut c_void) -> &'a mut Bridge<'a> {
 
 /// A plugin's `Host::send` (ABI 1.2 and later).
 unsafe extern "C" fn bridge_send_fields(ctx: *mut c_void, message: *const FfiMessage) {
-    // SAFETY: called by the plugin during the event, with a message valid for the call.
-    let (b, message) = unsafe { (bridge(ctx), Message::from_ffi(&*message)) };
-    b.send(message);
+    // SAFETY: called by the plugin during the event.
+    let b = unsafe { bridge(ctx) };
+    if message.is_null() {
+        return b.send(Err(ParseError::Unaddressable {
+            reason: "the message pointer was null".into(),
+        }));
+    }
+    // SAFETY: a message valid for the call (the vtable's contract).
+    b.send(unsafe { Message::from_ffi(&*message) });
 }
 
 /// A plugin's `Host::send` before ABI 1.2: the message as JSON text.
