@@ -174,16 +174,15 @@ unsafe extern "C" fn instance_event(
                     ),
                 }
             }
-            // A host of ABI 1.2 or later sends fields to a plugin of this minor. Only an
-            // older host sends this, and such a host lacks `send_fields`: a plugin needs a
-            // host of its own minor or later (later hosts refuse newer plugins).
-            ffi::event::MESSAGE => match Message::parse(&text) {
-                Ok(m) => Event::Message(m),
-                Err(e) => panic!(
-                    "the host passed a message this plugin-api rejects: {}",
-                    e.reason()
-                ),
-            },
+            // Only a host older than ABI 1.2 sends a message as JSON to a plugin of this
+            // minor, and such a host lacks `send_fields`, which any answer would call.
+            // Refusing here (the host sees a failed call) is safe; going on is not.
+            ffi::event::MESSAGE => panic!(
+                "this plugin needs a jsipd of plugin ABI {}.{} or later (the host sent a \
+                 message as JSON text, as hosts before 1.2 do)",
+                ffi::ABI_MAJOR,
+                ffi::ABI_MINOR
+            ),
             ffi::event::DIALOG_ENDED => Event::DialogEnded {
                 dialogue_id: text.into_owned(),
             },
@@ -222,7 +221,8 @@ impl Host for ForeignHost<'_> {
     fn send(&mut self, message: Message) {
         let lent = message.lend();
         // SAFETY: the host's function with its context, valid during the event. The host
-        // is of this ABI minor or later (see the MESSAGE case above).
+        // is of this ABI minor or later: an older one is refused at its first message
+        // (see `instance_event`).
         unsafe { (self.0.send_fields)(self.0.ctx, lent.as_ffi()) }
     }
 

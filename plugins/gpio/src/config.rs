@@ -130,16 +130,7 @@ mod tests {
     use super::*;
 
     fn read(text: &str) -> Result<Settings, String> {
-        let dir = std::env::temp_dir().join(format!(
-            "jsipd-gpio-conf-{}-{}",
-            std::process::id(),
-            text.len()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("gpio.ini"), text).unwrap();
-        let s = Settings::read(&dir);
-        std::fs::remove_dir_all(&dir).unwrap();
-        s
+        jsipd_kvm_support::ini::with_config_file("gpio.ini", text, Settings::read)
     }
 
     #[test]

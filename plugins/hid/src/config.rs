@@ -142,16 +142,7 @@ mod tests {
     use super::*;
 
     fn read(text: &str) -> Result<Settings, String> {
-        let dir = std::env::temp_dir().join(format!(
-            "jsipd-hid-config-{}-{}",
-            std::process::id(),
-            text.len()
-        ));
-        std::fs::create_dir_all(&dir).unwrap();
-        std::fs::write(dir.join("hid.ini"), text).unwrap();
-        let r = Settings::read(&dir);
-        let _ = std::fs::remove_dir_all(&dir);
-        r
+        jsipd_kvm_support::ini::with_config_file("hid.ini", text, Settings::read)
     }
 
     #[test]

@@ -159,6 +159,20 @@ impl Ini {
     }
 }
 
+/// For the plugins' config tests: writes `text` as `file` into a folder of its own,
+/// calls `read` with the folder, and removes it. Each call gets a new folder, so tests
+/// running in parallel never read each other's file.
+pub fn with_config_file<T>(file: &str, text: &str, read: impl FnOnce(&Path) -> T) -> T {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("jsipd-conf-{}-{n}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("create a scratch config folder");
+    std::fs::write(dir.join(file), text).expect("write the scratch config file");
+    let result = read(&dir);
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
