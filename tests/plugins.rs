@@ -617,8 +617,10 @@ fn chatroom_joins_relays_lists_and_expires() {
         call(&mut alice, sub("alice", Some(0), "888", 5))["Code"],
         200
     );
-    let members = get(d.api, "/chatroom/v1/rooms").json()["data"]["rooms"][0]["members"].clone();
-    assert_eq!(members, json!([]));
+    // Its last member left: the room is gone (it opens again at the next SUBSCRIBE).
+    let rooms = get(d.api, "/chatroom/v1/rooms").json();
+    assert_eq!(rooms["data"]["rooms"], json!([]), "{rooms}");
+    assert_eq!(rooms["data"]["allowed"], json!(["888"]), "{rooms}");
     // Not a member any more: her MESSAGE is refused.
     let a = call(
         &mut alice,
@@ -626,6 +628,126 @@ fn chatroom_joins_relays_lists_and_expires() {
         "To": "room:888@node.test", "DialogueID": "chat-2", "CSeq": 1, "P-Asserted-Identity": "alice@node.test",
         "Router": "node.test;type=chatroom"}),
     );
+    assert_eq!(a["Code"], 404, "{a}");
+}
+
+/// gortc's chat rooms: with no `rooms =`, the first SUBSCRIBE to any name opens its room,
+/// members talk both ways, and the room is gone when the last one leaves. `max_rooms`
+/// caps how many exist; a SIGHUP that adds an allow-list closes the rooms it leaves out.
+#[test]
+fn chatroom_opens_rooms_on_demand_and_closes_them_when_empty() {
+    let (p, d) = start("");
+    p.add_plugin("chatroom", "chatroom.so");
+    std::fs::create_dir_all(p.path().join("conf/chatroom")).unwrap();
+    std::fs::write(
+        p.path().join("conf/chatroom/chatroom.ini"),
+        "max_rooms = 2\n",
+    )
+    .unwrap();
+    load_slp(&d, "chatroom", "chatroom.so");
+    assert_eq!(post(&d, "/apim/v1/chatroom.v1?file=chatroom.so").0, 200);
+    let rooms = || get(d.api, "/chatroom/v1/rooms").json()["data"].clone();
+    assert_eq!(rooms()["rooms"], json!([]));
+    assert_eq!(rooms()["allowed"], Value::Null, "any name may open a room");
+    assert_eq!(rooms()["max_rooms"], 2);
+
+    let sub = |who: &str, room: &str, expire: u64, cseq: u64| {
+        json!({"Type": "SUBSCRIBE", "Request-URI": format!("room:{room}@node.test"),
+            "From": format!("{who}@node.test"), "To": format!("room:{room}@node.test"),
+            "DialogueID": format!("sub-{who}-{cseq}"), "CSeq": cseq, "Event": "message-push",
+            "Expire": expire, "P-Asserted-Identity": format!("{who}@node.test"),
+            "Router": "node.test;type=chatroom"})
+    };
+    let say = |who: &str, room: &str, n: u64, text: &str| {
+        json!({"Type": "MESSAGE", "Request-URI": format!("room:{room}@node.test"),
+            "From": format!("{who}@node.test"), "To": format!("room:{room}@node.test"),
+            "DialogueID": format!("say-{who}-{n}"), "CSeq": 1, "Body": {"text": text},
+            "P-Asserted-Identity": format!("{who}@node.test"), "Router": "node.test;type=chatroom"})
+    };
+    // Answers a relayed MESSAGE and returns what it said.
+    let heard = |ws: &mut Ws| {
+        let m = ws.recv();
+        assert_eq!(m["Type"], "MESSAGE", "{m}");
+        ws.send(
+            &json!({"Type": "RESPONSE", "Code": 200, "From": m["From"], "To": m["To"],
+            "DialogueID": m["DialogueID"], "CSeq": m["CSeq"]}),
+        );
+        (
+            m["From"].as_str().unwrap().to_string(),
+            m["Body"]["text"].clone(),
+        )
+    };
+
+    let mut alice = Ws::connect(rtc(&d), "alice");
+    let mut bob = Ws::connect(rtc(&d), "bob");
+    // Nobody configured "tea-room": alice's SUBSCRIBE opens it, bob's joins it.
+    assert_eq!(
+        call(&mut alice, sub("alice", "tea-room", 60, 1))["Code"],
+        200
+    );
+    assert_eq!(call(&mut bob, sub("bob", "tea-room", 60, 1))["Code"], 200);
+    let listed = rooms();
+    assert_eq!(listed["rooms"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["rooms"][0]["name"], "tea-room");
+    assert_eq!(
+        listed["rooms"][0]["members"].as_array().unwrap().len(),
+        2,
+        "{listed}"
+    );
+
+    assert_eq!(
+        call(&mut alice, say("alice", "tea-room", 1, "hi bob"))["Code"],
+        200
+    );
+    assert_eq!(heard(&mut bob), ("alice@node.test".into(), json!("hi bob")));
+    assert_eq!(
+        call(&mut bob, say("bob", "tea-room", 1, "hi alice"))["Code"],
+        200
+    );
+    assert_eq!(
+        heard(&mut alice),
+        ("bob@node.test".into(), json!("hi alice"))
+    );
+
+    // The cap: a second room opens, a third does not (503), and a name too long is 400.
+    assert_eq!(call(&mut alice, sub("alice", "second", 60, 2))["Code"], 200);
+    let a = call(&mut bob, sub("bob", "third", 60, 2));
+    assert_eq!(a["Code"], 503, "{a}");
+    assert!(a["Reason"].as_str().unwrap().contains("max_rooms"), "{a}");
+    let a = call(&mut bob, sub("bob", &"x".repeat(129), 60, 3));
+    assert_eq!(a["Code"], 400, "{a}");
+    assert_eq!(call(&mut alice, sub("alice", "second", 0, 3))["Code"], 200);
+
+    // Both leave: the room is gone, and a MESSAGE to it says there is no such room.
+    assert_eq!(
+        call(&mut alice, sub("alice", "tea-room", 0, 4))["Code"],
+        200
+    );
+    assert_eq!(rooms()["rooms"][0]["members"].as_array().unwrap().len(), 1);
+    assert_eq!(call(&mut bob, sub("bob", "tea-room", 0, 4))["Code"], 200);
+    assert_eq!(rooms()["rooms"], json!([]), "the last member left");
+    let a = call(&mut bob, say("bob", "tea-room", 2, "anyone?"));
+    assert_eq!(a["Code"], 404, "{a}");
+    assert!(
+        a["Reason"].as_str().unwrap().contains("no room tea-room"),
+        "{a}"
+    );
+
+    // An allow-list added on SIGHUP closes the open rooms it does not list.
+    assert_eq!(call(&mut alice, sub("alice", "lobby", 60, 5))["Code"], 200);
+    assert_eq!(call(&mut bob, sub("bob", "gone", 60, 5))["Code"], 200);
+    std::fs::write(
+        p.path().join("conf/chatroom/chatroom.ini"),
+        "rooms = lobby\n",
+    )
+    .unwrap();
+    d.signal(libc::SIGHUP);
+    d.wait_log("closed room gone: no longer in rooms =", WAIT);
+    let listed = rooms();
+    assert_eq!(listed["allowed"], json!(["lobby"]), "{listed}");
+    assert_eq!(listed["rooms"].as_array().unwrap().len(), 1, "{listed}");
+    assert_eq!(listed["rooms"][0]["name"], "lobby");
+    let a = call(&mut bob, sub("bob", "gone", 60, 6));
     assert_eq!(a["Code"], 404, "{a}");
 }
 

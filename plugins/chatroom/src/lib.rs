@@ -8,8 +8,11 @@
 //!   P-Asserted-Identity and Body.
 //! - `GET /chatroom/v1/rooms` lists rooms and members.
 //!
-//! Rooms come from `conf/chatroom/chatroom.ini` (`rooms = 888, lobby`), re-read on
-//! SIGHUP. Members are shared by the SLP and the API through the plugin object.
+//! Rooms exist while they have members, as in gortc's chatroom demo: the first SUBSCRIBE
+//! to a name opens its room, and the room is gone when its last member leaves or
+//! expires. `conf/chatroom/chatroom.ini` (re-read on SIGHUP) may limit which names may
+//! open (`rooms = 888, lobby`, an allow-list) and caps how many rooms exist at once
+//! (`max_rooms`). Members are shared by the SLP and the API through the plugin object.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -25,23 +28,46 @@ use jsipd_plugin_api::{export_plugin, tracing, Context, Plugin};
 /// How often the on-load instance looks for expired subscriptions.
 const SWEEP: Duration = Duration::from_millis(500);
 
+/// Longest room name, in bytes: a name is a map key and is listed by the API, so a
+/// client cannot make the plugin keep megabytes per room.
+const MAX_ROOM_NAME: usize = 128;
+
 #[derive(Debug, Clone, PartialEq)]
 struct Settings {
-    rooms: Vec<String>,
+    /// The names that may open a room; `None`: any name.
+    allowed: Option<Vec<String>>,
+    /// How many rooms may exist at once.
+    max_rooms: usize,
     max_expire: u64,
 }
 
-impl Settings {
-    fn read(dir: &Path) -> Settings {
-        let mut s = Settings {
-            rooms: Vec::new(),
+impl Default for Settings {
+    fn default() -> Settings {
+        Settings {
+            allowed: None,
+            max_rooms: 1000,
             max_expire: 3600,
-        };
+        }
+    }
+}
+
+impl Settings {
+    fn allows(&self, room: &str) -> bool {
+        self.allowed
+            .as_ref()
+            .is_none_or(|names| names.iter().any(|n| n == room))
+    }
+
+    fn read(dir: &Path) -> Settings {
+        let mut s = Settings::default();
         let path = dir.join("chatroom.ini");
         let text = match std::fs::read_to_string(&path) {
             Ok(t) => t,
             Err(e) => {
-                tracing::warn!("{}: {e}; no rooms are open", path.display());
+                tracing::warn!(
+                    "{}: {e}; using the defaults (any room name)",
+                    path.display()
+                );
                 return s;
             }
         };
@@ -55,12 +81,17 @@ impl Settings {
             };
             match k.trim() {
                 "rooms" => {
-                    s.rooms = v
-                        .split(',')
-                        .map(|r| r.trim().to_string())
-                        .filter(|r| !r.is_empty())
-                        .collect()
+                    s.allowed = Some(
+                        v.split(',')
+                            .map(|r| r.trim().to_string())
+                            .filter(|r| !r.is_empty())
+                            .collect(),
+                    )
                 }
+                "max_rooms" => match v.trim().parse() {
+                    Ok(n) => s.max_rooms = n,
+                    Err(_) => tracing::warn!("{}: max_rooms = {v}: not a number", path.display()),
+                },
                 "max_expire" => match v.trim().parse() {
                     Ok(n) => s.max_expire = n,
                     Err(_) => tracing::warn!("{}: max_expire = {v}: not a number", path.display()),
@@ -84,6 +115,45 @@ struct Rooms {
     rooms: BTreeMap<String, BTreeMap<String, Member>>,
 }
 
+impl Rooms {
+    /// Whether a room of this name may open now: a refusal's code and reason if not.
+    fn may_open(&self, room: &str, settings: &Settings) -> Result<(), (u16, String)> {
+        if room.is_empty() || room.len() > MAX_ROOM_NAME {
+            return Err((
+                400,
+                format!(
+                    "a room name has 1 to {MAX_ROOM_NAME} bytes, not {}",
+                    room.len()
+                ),
+            ));
+        }
+        if !settings.allows(room) {
+            return Err((
+                404,
+                format!("there is no room {room}: chatroom.ini's rooms = does not list it"),
+            ));
+        }
+        if self.rooms.len() >= settings.max_rooms {
+            return Err((
+                503,
+                format!(
+                    "{} rooms are open, the most max_rooms allows; {room} cannot open now",
+                    self.rooms.len()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// A room lives while it has members, as in gortc.
+    fn close_if_empty(&mut self, room: &str) {
+        if self.rooms.get(room).is_some_and(|m| m.is_empty()) {
+            self.rooms.remove(room);
+            tracing::info!("closed room {room}: its last member left");
+        }
+    }
+}
+
 #[derive(Clone)]
 struct Shared {
     rooms: Arc<Mutex<Rooms>>,
@@ -103,14 +173,29 @@ impl Shared {
             .clone()
     }
 
+    /// SIGHUP: new settings; a room whose name the new allow-list leaves out is closed.
     fn reload(&self) {
         let new = Settings::read(&self.config_dir);
         let mut rooms = self.rooms();
-        rooms.rooms.retain(|name, _| new.rooms.contains(name));
-        for r in &new.rooms {
-            rooms.rooms.entry(r.clone()).or_default();
+        rooms.rooms.retain(|name, _| {
+            let keep = new.allows(name);
+            if !keep {
+                tracing::info!("closed room {name}: no longer in rooms =");
+            }
+            keep
+        });
+        drop(rooms);
+        match &new.allowed {
+            Some(names) => tracing::info!(
+                "rooms {} open on demand, at most {} at once",
+                names.join(", "),
+                new.max_rooms
+            ),
+            None => tracing::info!(
+                "any room opens on demand, at most {} at once",
+                new.max_rooms
+            ),
         }
-        tracing::info!("rooms: {}", new.rooms.join(", "));
         *self.settings.lock().unwrap_or_else(|p| p.into_inner()) = new;
     }
 }
@@ -127,7 +212,7 @@ impl Plugin for Chatroom {
     fn load(context: &Context) -> Result<Self, String> {
         let shared = Shared {
             rooms: Arc::default(),
-            settings: Arc::new(Mutex::new(Settings::read(context.config_dir()))),
+            settings: Arc::default(),
             config_dir: context.config_dir().to_owned(),
         };
         shared.reload();
@@ -199,21 +284,31 @@ impl ChatInstance {
                 "the Request-URI names no room (room:NAME@DOMAIN)".into(),
             );
         };
-        let max = self.0.settings().max_expire;
+        let settings = self.0.settings();
         let mut rooms = self.0.rooms();
-        let Some(members) = rooms.rooms.get_mut(&room) else {
-            return refuse(host, m, 404, format!("there is no room {room}"));
-        };
         let mut ok = m.response(200);
         if expire == 0 {
-            if members.remove(&identity).is_none() {
+            let left = rooms
+                .rooms
+                .get_mut(&room)
+                .and_then(|members| members.remove(&identity));
+            if left.is_none() {
                 drop(rooms);
                 return refuse(host, m, 404, format!("{identity} is not in room {room}"));
             }
             tracing::info!("{identity} left room {room}");
+            rooms.close_if_empty(&room);
             ok.expire = Some(0);
         } else {
-            let expire = expire.min(max);
+            if !rooms.rooms.contains_key(&room) {
+                if let Err(why) = rooms.may_open(&room, &settings) {
+                    drop(rooms);
+                    return refuse(host, m, why.0, why.1);
+                }
+                tracing::info!("opened room {room}");
+            }
+            let members = rooms.rooms.entry(room.clone()).or_default();
+            let expire = expire.min(settings.max_expire);
             let joined = members
                 .insert(
                     identity.clone(),
@@ -248,7 +343,12 @@ impl ChatInstance {
             let rooms = self.0.rooms();
             let Some(members) = rooms.rooms.get(&room) else {
                 drop(rooms);
-                return refuse(host, m, 404, format!("there is no room {room}"));
+                return refuse(
+                    host,
+                    m,
+                    404,
+                    format!("there is no room {room}: nobody has joined it; SUBSCRIBE first"),
+                );
             };
             if !members.contains_key(&identity) {
                 drop(rooms);
@@ -280,7 +380,7 @@ impl ChatInstance {
     fn sweep(&self) {
         let now = Instant::now();
         let mut rooms = self.0.rooms();
-        for (room, members) in rooms.rooms.iter_mut() {
+        rooms.rooms.retain(|room, members| {
             members.retain(|identity, m| {
                 let live = m.expires > now;
                 if !live {
@@ -288,7 +388,11 @@ impl ChatInstance {
                 }
                 live
             });
-        }
+            if members.is_empty() {
+                tracing::info!("closed room {room}: its last member's subscription expired");
+            }
+            !members.is_empty()
+        });
     }
 }
 
@@ -331,6 +435,7 @@ impl Api for ChatApi {
             return response.error(405, "/rooms answers GET");
         }
         let now = Instant::now();
+        let settings = self.0.settings();
         let rooms = self.0.rooms();
         let list: Vec<_> = rooms
             .rooms
@@ -348,7 +453,11 @@ impl Api for ChatApi {
         drop(rooms);
         response.json(
             200,
-            &json!({"code": 0, "msg": "OK", "data": {"rooms": list}}),
+            &json!({"code": 0, "msg": "OK", "data": {
+                "rooms": list,
+                "allowed": settings.allowed,
+                "max_rooms": settings.max_rooms,
+            }}),
         );
     }
 }
