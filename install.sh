@@ -2,32 +2,56 @@
 # Build jsipd (release) and lay out an install tree:
 #   bin/ conf/ certs/ logs/ plugins/ sdk/ share/
 # Safe to run again: existing files in conf/ and certs/ are never overwritten.
+# With --deb, the same tree goes into a Debian package instead (dist/deb.sh).
 set -euo pipefail
 
 usage() {
     cat <<'USAGE'
-Usage: ./install.sh [--prefix=DIR]
+Usage: ./install.sh [--prefix=DIR] [--no-deps]
+       ./install.sh --deb [--no-deps]
 
   --prefix=DIR  install tree (default: /usr/local/jsipd as root, else $HOME/jsipd)
+  --no-deps     do not check the Debian packages of dist/debian-packages (you manage
+                packages yourself); without it, root gets the missing ones installed
+                with apt-get and anyone else the exact command, before any building
+  --deb         build target/debian/jsipd_VERSION_ARCH.deb (binaries, plugins, sdk,
+                the systemd unit, logrotate, conf in /etc/jsipd) instead of a tree
 USAGE
 }
 
 if [[ $(id -u) -eq 0 ]]; then prefix=/usr/local/jsipd; else prefix=$HOME/jsipd; fi
+deps=yes deb=no prefix_given=no
 for arg in "$@"; do
     case $arg in
-        --prefix=*) prefix=${arg#--prefix=} ;;
+        --prefix=*) prefix=${arg#--prefix=} prefix_given=yes ;;
+        --no-deps) deps=no ;;
+        --deb) deb=yes ;;
         -h|--help) usage; exit 0 ;;
         *) echo "install.sh: unknown argument '$arg'" >&2; usage >&2; exit 2 ;;
     esac
 done
 [[ -n $prefix ]] || { echo "install.sh: --prefix is empty" >&2; exit 2; }
+[[ $deb == no || $prefix_given == no ]] || { echo "install.sh: --deb installs to /usr/lib/jsipd; it takes no --prefix" >&2; exit 2; }
 
 src=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-command -v cargo >/dev/null || { echo "install.sh: cargo not found; install Rust first (https://rustup.rs)" >&2; exit 1; }
+# shellcheck source=dist/prereqs.sh
+source "$src/dist/prereqs.sh"
+if [[ $deps == yes ]]; then
+    jsipd_ensure_packages install.sh build runtime || exit 1
+fi
+jsipd_check_rust install.sh || exit 1
 
 echo "building jsipd (release)..."
 cargo build --release --locked --manifest-path "$src/Cargo.toml" -p jsipd -p jsip-bench -p jsipd-echo -p jsipd-chatroom -p jsipd-gpio -p jsipd-storage -p jsipd-hid
 target=${CARGO_TARGET_DIR:-$src/target}
+
+if [[ $deb == yes ]]; then
+    # The package's tree is laid out like any other, in a scratch folder, at the path
+    # it will have: dist/deb.sh then moves conf/ to /etc and packs it.
+    stage=$(mktemp -d)
+    trap 'rm -rf "$stage"' EXIT
+    prefix=$stage/usr/lib/jsipd
+fi
 
 mkdir -p "$prefix"
 prefix=$(cd "$prefix" && pwd)
@@ -51,7 +75,7 @@ rm -rf "$prefix/sdk/plugin-api.new" "$prefix/sdk/vendor.new"
 mkdir -p "$prefix/sdk/plugin-api.new"
 cp -r "$src/plugin-api/Cargo.toml" "$src/plugin-api/src" "$prefix/sdk/plugin-api.new/"
 vendoring=$(mktemp -d)
-trap 'rm -rf "$vendoring"' EXIT
+trap 'rm -rf "$vendoring" ${stage:+"$stage"}' EXIT
 cp -r "$prefix/sdk/plugin-api.new" "$vendoring/plugin-api"
 cp "$src/Cargo.lock" "$vendoring/plugin-api/Cargo.lock"
 cargo vendor --quiet --manifest-path "$vendoring/plugin-api/Cargo.toml" "$prefix/sdk/vendor.new" >/dev/null
@@ -84,6 +108,11 @@ for f in "$src"/conf/*.ini; do
         echo "kept existing conf/$name (reference copy: conf/$name.default)"
     fi
 done
+
+if [[ $deb == yes ]]; then
+    "$src/dist/deb.sh" "$stage" "$target/debian"
+    exit
+fi
 
 if [[ ! -e $prefix/certs/jsipd.crt && ! -e $prefix/certs/jsipd.key ]]; then
     "$prefix/bin/jsipd" -p "$prefix" gencert

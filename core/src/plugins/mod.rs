@@ -614,6 +614,10 @@ fn open_image(
             std::fs::set_permissions(staging_dir, std::fs::Permissions::from_mode(0o700))
         })
         .map_err(|e| refuse(500, format!("{}: {e}", staging_dir.display())))?;
+    // The resolved path, because that is what /proc/self/maps shows: an unload checks
+    // there that the image left memory, and a packaged tree links `.staging` elsewhere.
+    let staging_dir = std::fs::canonicalize(staging_dir)
+        .map_err(|e| refuse(500, format!("{}: {e}", staging_dir.display())))?;
     let staging = staging_dir.join(format!("{stem}.{id}.so"));
     let sha256 = file::stage(path, &staging)
         .map_err(|e| refuse(500, format!("copying plugins/{file} for loading: {e}")))?;
