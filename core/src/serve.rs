@@ -99,6 +99,33 @@ pub struct Serving {
 /// How long a client may take to send a request head or finish a TLS handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Bytes a socket may hold written but not yet sent (TCP_NOTSENT_LOWAT).
+const UNSENT_LIMIT: libc::c_int = 128 * 1024;
+
+/// Keeps what the kernel queues for a slow peer small. Without it, Linux grows a
+/// socket's send buffer to megabytes: an MJPEG viewer on a slow link would be handed
+/// seconds of old frames, and a JSIP peer seconds of stale messages, none of which can
+/// be skipped once queued. With it, a write waits until the queue drains below the
+/// limit, so the backlog stays in user space, where `stream` skips frames and the JSIP
+/// queue answers 480. Throughput is unaffected: the writer is woken while a full
+/// window is still queued.
+fn limit_unsent(stream: &tokio::net::TcpStream) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: a valid socket and a c_int option value of the size given.
+    let r = unsafe {
+        libc::setsockopt(
+            stream.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_NOTSENT_LOWAT,
+            &UNSENT_LIMIT as *const libc::c_int as *const libc::c_void,
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if r != 0 {
+        tracing::debug!("TCP_NOTSENT_LOWAT: {}", std::io::Error::last_os_error());
+    }
+}
+
 /// Accepts until shutdown; the socket is closed as soon as shutdown is requested.
 pub fn spawn(bound: Bound, serving: Serving) {
     let tasks = serving.tasks.clone();
@@ -117,6 +144,7 @@ pub fn spawn(bound: Bound, serving: Serving) {
             match accepted {
                 Ok((stream, remote)) => {
                     let _ = stream.set_nodelay(true);
+                    limit_unsent(&stream);
                     let peer = Peer {
                         remote,
                         exposed: !local.ip().is_loopback(),

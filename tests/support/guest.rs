@@ -54,6 +54,12 @@ const MODULES: &[&str] = &[
     "dummy_hcd",
 ];
 
+/// Modules in the guest but not loaded at boot: a test loads one with its dependencies
+/// by `for m in $(cat /lib/modules/NAME.order); do insmod /lib/modules/$m.ko; done`.
+/// `bochs` is the DRM driver of QEMU's std VGA: loading it switches the console from
+/// 720x400 text mode to a 1024x768 framebuffer, a guest resolution change.
+const ON_DEMAND_MODULES: &[&str] = &["bochs"];
+
 /// Console keymaps put in the guest as `/etc/NAME.bmap` (busybox `loadkmap` format),
 /// made from the same XKB data the hid plugin reads: `ckbcomp NAME | loadkeys -u -b`.
 const CONSOLE_KEYMAPS: &[&str] = &["de"];
@@ -188,6 +194,16 @@ fn image() -> (PathBuf, PathBuf) {
     let busybox = which("busybox").expect("busybox");
     let dep = std::fs::read_to_string(modules.join("modules.dep")).unwrap();
     let order = module_order(&dep, MODULES);
+    let on_demand: Vec<(&str, Vec<String>)> = ON_DEMAND_MODULES
+        .iter()
+        .map(|name| {
+            let extra = module_order(&dep, &[name]);
+            (
+                *name,
+                extra.into_iter().filter(|m| !order.contains(m)).collect(),
+            )
+        })
+        .collect();
     let keymaps: Vec<(&str, Vec<u8>)> = CONSOLE_KEYMAPS
         .iter()
         .map(|name| (*name, console_keymap(name)))
@@ -195,7 +211,15 @@ fn image() -> (PathBuf, PathBuf) {
 
     let mut key = std::collections::hash_map::DefaultHasher::new();
     use std::hash::{Hash, Hasher};
-    (INIT, &order, vmlinuz.to_str(), modules.to_str(), &keymaps).hash(&mut key);
+    (
+        INIT,
+        &order,
+        &on_demand,
+        vmlinuz.to_str(),
+        modules.to_str(),
+        &keymaps,
+    )
+        .hash(&mut key);
     std::fs::metadata(&busybox).unwrap().len().hash(&mut key);
     let dir = super::target_dir().join("test-guest");
     std::fs::create_dir_all(&dir).unwrap();
@@ -213,27 +237,34 @@ fn image() -> (PathBuf, PathBuf) {
         cpio.file(&format!("etc/{name}.bmap"), 0o644, bmap);
     }
     cpio.file("bin/busybox", 0o755, &std::fs::read(&busybox).unwrap());
-    let mut names = Vec::new();
-    for rel in &order {
-        let name = Path::new(rel)
-            .file_stem()
-            .unwrap()
-            .to_str()
-            .unwrap()
-            .to_string();
-        let data = std::fs::read(modules.join(rel)).unwrap();
-        assert!(
-            rel.ends_with(".ko"),
-            "{rel}: compressed modules are not handled; the guest's busybox insmod wants plain .ko"
+    // Each list's modules go in as /lib/modules/NAME.ko, their names into its order file.
+    let mut add = |rels: &[String], order_file: &str| {
+        let mut names = Vec::new();
+        for rel in rels {
+            let name = Path::new(rel)
+                .file_stem()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .to_string();
+            let data = std::fs::read(modules.join(rel)).unwrap();
+            assert!(
+                rel.ends_with(".ko"),
+                "{rel}: compressed modules are not handled; the guest's busybox insmod wants plain .ko"
+            );
+            cpio.file(&format!("lib/modules/{name}.ko"), 0o644, &data);
+            names.push(name);
+        }
+        cpio.file(
+            &format!("lib/modules/{order_file}"),
+            0o644,
+            (names.join("\n") + "\n").as_bytes(),
         );
-        cpio.file(&format!("lib/modules/{name}.ko"), 0o644, &data);
-        names.push(name);
+    };
+    add(&order, "order");
+    for (name, rels) in &on_demand {
+        add(rels, &format!("{name}.order"));
     }
-    cpio.file(
-        "lib/modules/order",
-        0o644,
-        (names.join("\n") + "\n").as_bytes(),
-    );
     let tmp = path.with_extension("tmp");
     std::fs::write(&tmp, cpio.finish()).unwrap();
     std::fs::rename(&tmp, &path).unwrap();
@@ -392,7 +423,8 @@ impl Guest {
         cmd.args(["-machine", "pc", "-accel", &accel, "-m", "256"])
             .args(["-nodefaults", "-no-user-config", "-no-shutdown", "-S"])
             .args(["-vga", "std", "-display", "none"])
-            .args(["-vnc", "127.0.0.1:0,to=99"])
+            // The display, for the stream plugin's VNC source.
+            .args(["-vnc", &format!("unix:{}", sock("vnc.sock"))])
             .arg("-kernel")
             .arg(&kernel)
             .arg("-initrd")
@@ -441,6 +473,11 @@ impl Guest {
             serial,
             qmp,
         }
+    }
+
+    /// QEMU's VNC server (the guest's screen).
+    pub fn vnc(&self) -> PathBuf {
+        self.dir.path().join("vnc.sock")
     }
 
     /// The QMP socket made for a plugin (see [`Guest::start`]).

@@ -9,7 +9,9 @@ use std::time::Duration;
 pub struct Response {
     pub status: u16,
     pub headers: Vec<(String, String)>,
+    /// The body as text (invalid UTF-8 replaced); `bytes` has it exactly.
     pub body: String,
+    pub bytes: Vec<u8>,
 }
 
 impl Response {
@@ -60,10 +62,12 @@ pub fn read_response(s: &mut TcpStream) -> Response {
     s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
     let mut raw = Vec::new();
     s.read_to_end(&mut raw).expect("read response");
-    let text = String::from_utf8_lossy(&raw).into_owned();
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no complete response: {text:?}"));
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no complete response: {:?}", String::from_utf8_lossy(&raw)));
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let body = &raw[split + 4..];
     let mut lines = head.lines();
     let status = lines
         .next()
@@ -77,33 +81,37 @@ pub fn read_response(s: &mut TcpStream) -> Response {
     let chunked = headers.iter().any(|(k, v)| {
         k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
     });
-    let body = if chunked {
+    let bytes = if chunked {
         dechunk(body)
     } else {
-        body.to_string()
+        body.to_vec()
     };
     Response {
         status,
         headers,
-        body,
+        body: String::from_utf8_lossy(&bytes).into_owned(),
+        bytes,
     }
 }
 
 /// Decodes a `Transfer-Encoding: chunked` body; panics on a malformed or cut one.
-fn dechunk(mut rest: &str) -> String {
-    let mut out = String::new();
+fn dechunk(mut rest: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
     loop {
-        let (size, after) = rest
-            .split_once("\r\n")
-            .unwrap_or_else(|| panic!("cut chunked body at {rest:?}"));
+        let line_end = rest
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .unwrap_or_else(|| panic!("cut chunked body at {:?}", String::from_utf8_lossy(rest)));
+        let size = String::from_utf8_lossy(&rest[..line_end]).into_owned();
         let size = usize::from_str_radix(size.split(';').next().unwrap().trim(), 16)
             .unwrap_or_else(|e| panic!("bad chunk size {size:?}: {e}"));
+        let after = &rest[line_end + 2..];
         if size == 0 {
             return out;
         }
-        out.push_str(&after[..size]);
+        out.extend_from_slice(&after[..size]);
         rest = after[size..]
-            .strip_prefix("\r\n")
+            .strip_prefix(b"\r\n")
             .expect("CRLF after a chunk");
     }
 }

@@ -8,6 +8,7 @@
 
 pub mod guest;
 pub mod http;
+pub mod mjpeg;
 pub mod ws;
 
 use std::io::{BufRead, BufReader};
@@ -50,7 +51,7 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// Path of a freshly built plugin or fixture library, by its lib name (`echo`,
-/// `chatroom`, `gpio`, `storage`, `hid`, `abi_1_1`, `abi_next`, `not_a_plugin`). Builds them all
+/// `chatroom`, `gpio`, `storage`, `hid`, `stream`, `abi_1_1`, `abi_next`, `not_a_plugin`). Builds them all
 /// once per test process, with the plugins' own binaries (`jsipd-gadget`, see
 /// [`plugin_bin`]).
 pub fn plugin_lib(lib: &str) -> PathBuf {
@@ -61,6 +62,7 @@ pub fn plugin_lib(lib: &str) -> PathBuf {
             .args(["build", "--quiet", "--lib", "--bins"])
             .args(["-p", "jsipd-echo", "-p", "jsipd-chatroom"])
             .args(["-p", "jsipd-gpio", "-p", "jsipd-storage", "-p", "jsipd-hid"])
+            .args(["-p", "jsipd-stream"])
             .args([
                 "-p",
                 "jsipd-fixture-abi-1-1",
