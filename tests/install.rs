@@ -107,7 +107,7 @@ fn pcompile_builds_a_new_plugin_offline_from_an_installed_tree() {
     assert!(prefix.join("plugins/echo.so").is_file());
     assert!(prefix.join("plugins/chatroom.so").is_file());
     assert!(prefix.join("conf/chatroom/chatroom.ini").is_file());
-    for kvm in ["gpio", "storage", "hid"] {
+    for kvm in ["gpio", "storage", "hid", "stream"] {
         assert!(prefix.join(format!("plugins/{kvm}.so")).is_file());
         assert!(prefix.join(format!("conf/{kvm}/{kvm}.ini")).is_file());
     }
@@ -157,6 +157,7 @@ fn pcompile_builds_a_new_plugin_offline_from_an_installed_tree() {
         ("/apim/v1/storage.v1?file=storage.so", "storage.v1"),
         ("/apim/v1/hid.v1?file=hid.so", "hid.v1"),
         ("/slpm/v1/hid?file=hid.so", "hid"),
+        ("/apim/v1/stream.v1?file=stream.so", "stream.v1"),
     ] {
         let r = jsipd_e2e::http::request(d.api, "POST", path, &[], "");
         assert_eq!(r.status, 200, "{path}: {}", r.body);
@@ -196,6 +197,10 @@ fn pcompile_builds_a_new_plugin_offline_from_an_installed_tree() {
         7,
         "{layouts}"
     );
+    // stream ships with its test source: a snapshot works out of the box.
+    let shot = jsipd_e2e::http::get(d.api, "/stream/v1/snapshot");
+    assert_eq!(shot.status, 200, "{}", shot.body);
+    assert!(shot.bytes.starts_with(&[0xff, 0xd8]), "a JPEG");
     let r = jsipd_e2e::http::request(d.api, "POST", "/hid/v1/keys", &[], r#"{"keys":"a"}"#);
     assert_eq!(r.status, 503, "{}", r.body);
     assert!(r.body.contains("jsipd-gadget up"), "{}", r.body);
@@ -436,6 +441,7 @@ fn the_deb_installs_runs_as_its_own_user_reloads_and_removes_keeping_config() {
         "./usr/lib/jsipd/bin/jsipd-gadget",
         "./usr/lib/jsipd/bin/pcompile",
         "./usr/lib/jsipd/plugins/hid.so",
+        "./usr/lib/jsipd/plugins/stream.so",
         "./usr/lib/jsipd/sdk/plugin-api/src/lib.rs",
         "./lib/systemd/system/jsipd.service",
         "./etc/logrotate.d/jsipd",

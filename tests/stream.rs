@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 use jsipd_e2e::guest::{self, Guest, BOOT_TIMEOUT};
 use jsipd_e2e::http::{get, request};
 use jsipd_e2e::mjpeg::Mjpeg;
+use jsipd_e2e::webdriver::{self, Browser};
 use jsipd_e2e::ws::WAIT;
 use jsipd_e2e::{loopback_config, Daemon, Prefix};
 use stream::framecode::{self, Stamp};
@@ -510,4 +511,70 @@ fn the_qemu_guest_screen_follows_what_the_guest_draws_and_its_mode_changes() {
         status(&d)["no_signal"] == false
     });
     assert_eq!(snapshot(&d).status, 200);
+}
+
+/// A person's browser: Chromium's `<img>` shows the stream, and the page reads the
+/// frame stamps back through a canvas: they advance, and their age is the latency
+/// from capture to a decoded picture in the browser.
+#[test]
+fn chromium_shows_the_mjpeg_stream_and_its_frames_advance() {
+    assert!(
+        webdriver::available(),
+        "needs Debian chromium and chromium-driver (test.sh installs them)"
+    );
+    let (_p, d) = start("fps = 30\n", "");
+    let browser = Browser::start();
+    browser.goto(&format!("http://{}/stream/v1/", d.api));
+    browser.wait_for(
+        "60 decoded frame stamps",
+        "return window.stamps.length >= 60",
+        WAIT,
+    );
+    let stamps = browser.eval("return window.stamps");
+    let stamps = stamps.as_array().unwrap();
+    let frames: Vec<u64> = stamps
+        .iter()
+        .map(|s| s["frame"].as_u64().unwrap())
+        .collect();
+    assert!(
+        frames.windows(2).all(|w| w[1] > w[0]),
+        "frames advance: {frames:?}"
+    );
+    let mut ages: Vec<i64> = stamps.iter().map(|s| s["age"].as_i64().unwrap()).collect();
+    ages.sort();
+    let median = ages[ages.len() / 2];
+    eprintln!(
+        "capture to canvas in Chromium: median {median} ms, max {} ms",
+        ages[ages.len() - 1]
+    );
+    assert!(median < 500, "median age {median} ms: {ages:?}");
+    let info = browser.eval("return document.getElementById('info').textContent");
+    assert!(
+        info.as_str().unwrap().contains("1280×720 · frame"),
+        "{info}"
+    );
+    let shot = browser.screenshot("stream-watch");
+    assert!(std::fs::read(&shot).unwrap().starts_with(b"\x89PNG"));
+}
+
+/// ffmpeg, the other client people point at a stream, reads a frame from it.
+#[test]
+fn ffmpeg_reads_a_frame_from_the_mjpeg_stream() {
+    let (_p, d) = start("fps = 30\n", "");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("frame.jpg");
+    let run = std::process::Command::new("ffmpeg")
+        .args(["-hide_banner", "-loglevel", "error", "-y", "-i"])
+        .arg(format!("http://{}/stream/v1/mjpeg", d.api))
+        .args(["-frames:v", "1"])
+        .arg(&out)
+        .output()
+        .expect("run ffmpeg (Debian ffmpeg)");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let s = stamp(&std::fs::read(&out).unwrap());
+    assert!(s.frame >= 1);
 }

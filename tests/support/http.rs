@@ -48,7 +48,11 @@ pub fn get(addr: SocketAddr, path: &str) -> Response {
 }
 
 pub fn head(method: &str, path: &str, headers: &[(&str, &str)], body_len: usize) -> String {
-    let mut h = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\nContent-Length: {body_len}\r\n");
+    let mut h =
+        format!("{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {body_len}\r\n");
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        h.push_str("Host: test\r\n");
+    }
     for (k, v) in headers {
         h.push_str(&format!("{k}: {v}\r\n"));
     }

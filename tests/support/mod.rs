@@ -9,6 +9,7 @@
 pub mod guest;
 pub mod http;
 pub mod mjpeg;
+pub mod webdriver;
 pub mod ws;
 
 use std::io::{BufRead, BufReader};

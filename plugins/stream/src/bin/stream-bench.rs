@@ -1,0 +1,194 @@
+//! `stream-bench`: the stream plugin's figures, each against a baseline in the same run
+//! (bench/stream.sh drives it).
+//!
+//! - `encode [FRAMES]`: the plugin's JPEG encoder against libjpeg-turbo called directly
+//!   with the same settings on the same test-pattern frames, at 720p and 1080p.
+//! - `mjpeg ADDR PATH VIEWERS SECS`: VIEWERS MJPEG clients at once: each one's frames/s
+//!   and its first frame's delay after connecting.
+//! - `vnc SOCKET SECS`: frames/s read from a VNC server with the plugin's RFB client.
+//!
+//! Each prints one JSON object.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use stream::jpeg::Encoder;
+use stream::source::rfb::Rfb;
+use stream::source::testsrc::TestSource;
+use stream::source::{Frame, Grab, Source};
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let arg = |i: usize, what: &str| -> String {
+        args.get(i)
+            .cloned()
+            .unwrap_or_else(|| die(&format!("missing {what}; see the top of stream-bench.rs")))
+    };
+    match args.first().map(String::as_str) {
+        Some("encode") => encode(args.get(1).map_or(60, |n| n.parse().unwrap_or(60))),
+        Some("mjpeg") => mjpeg(
+            &arg(1, "ADDR"),
+            &arg(2, "PATH"),
+            arg(3, "VIEWERS")
+                .parse()
+                .unwrap_or_else(|_| die("VIEWERS: a number")),
+            arg(4, "SECS")
+                .parse()
+                .unwrap_or_else(|_| die("SECS: a number")),
+        ),
+        Some("vnc") => vnc(&arg(1, "SOCKET"), arg(2, "SECS").parse().unwrap_or(5.0)),
+        _ => die(
+            "usage: stream-bench encode [FRAMES] | mjpeg ADDR PATH VIEWERS SECS | vnc SOCKET SECS",
+        ),
+    }
+}
+
+fn die(why: &str) -> ! {
+    eprintln!("stream-bench: {why}");
+    std::process::exit(2)
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+fn encode(frames: usize) {
+    let mut rows = Vec::new();
+    for (w, h) in [(1280, 720), (1920, 1080)] {
+        let mut src = TestSource::new(w, h, true);
+        let pictures: Vec<Frame> = (0..frames)
+            .map(|_| {
+                let mut f = Frame::empty();
+                src.next(&mut f, Instant::now()).unwrap();
+                f
+            })
+            .collect();
+        let mut ours = Encoder::new(80).unwrap();
+        let mut limit = turbojpeg::Compressor::new().unwrap();
+        limit.set_quality(80).unwrap();
+        limit.set_subsamp(turbojpeg::Subsamp::Sub2x2).unwrap();
+        let (mut ours_us, mut limit_us, mut bytes) = (Vec::new(), Vec::new(), 0usize);
+        // Rounds alternate, so a noisy neighbour hits both sides alike.
+        for _ in 0..5 {
+            let t = Instant::now();
+            for f in &pictures {
+                let image = turbojpeg::Image {
+                    pixels: &f.data[..],
+                    width: f.width,
+                    pitch: f.stride,
+                    height: f.height,
+                    format: turbojpeg::PixelFormat::BGRX,
+                };
+                bytes = limit.compress_to_vec(image).unwrap().len();
+            }
+            limit_us.push(t.elapsed().as_secs_f64() * 1e6 / frames as f64);
+            let t = Instant::now();
+            for f in &pictures {
+                ours.encode(f).unwrap();
+            }
+            ours_us.push(t.elapsed().as_secs_f64() * 1e6 / frames as f64);
+        }
+        let (o, l) = (median(ours_us), median(limit_us));
+        rows.push(format!(
+            r#"{{"size":"{w}x{h}","plugin_us":{o:.0},"turbojpeg_us":{l:.0},"ratio":{:.3},"jpeg_bytes":{bytes}}}"#,
+            o / l
+        ));
+    }
+    println!("[{}]", rows.join(","));
+}
+
+/// One MJPEG viewer: (first frame delay ms, frames/s after it).
+fn viewer(addr: &str, path: &str, secs: f64) -> (f64, f64) {
+    let started = Instant::now();
+    let mut s = TcpStream::connect(addr).unwrap_or_else(|e| die(&format!("{addr}: {e}")));
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: bench\r\n\r\n").unwrap();
+    let mut r = BufReader::new(s);
+    loop {
+        let mut line = String::new();
+        if r.read_line(&mut line).unwrap() == 0 || line == "\r\n" {
+            break;
+        }
+    }
+    // Count JPEG ends (FF D9) in the decoded chunked body: one a frame.
+    let mut frames = 0u32;
+    let mut first_ms = 0.0;
+    let mut counting_since = started;
+    let mut prev = 0u8;
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let mut size = String::new();
+        if r.read_line(&mut size).unwrap_or(0) == 0 {
+            break;
+        }
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        let mut left = n + 2;
+        while left > 0 {
+            let take = left.min(buf.len());
+            r.read_exact(&mut buf[..take]).unwrap();
+            let data = &buf[..take.min(left.saturating_sub(2).min(take))];
+            for &b in data {
+                if prev == 0xff && b == 0xd9 {
+                    if frames == 0 && first_ms == 0.0 {
+                        first_ms = started.elapsed().as_secs_f64() * 1e3;
+                        counting_since = Instant::now();
+                    } else {
+                        frames += 1;
+                    }
+                }
+                prev = b;
+            }
+            left -= take;
+        }
+        if counting_since.elapsed().as_secs_f64() >= secs && first_ms > 0.0 {
+            break;
+        }
+    }
+    (
+        first_ms,
+        frames as f64 / counting_since.elapsed().as_secs_f64(),
+    )
+}
+
+fn mjpeg(addr: &str, path: &str, viewers: usize, secs: f64) {
+    let handles: Vec<_> = (0..viewers)
+        .map(|_| {
+            let (addr, path) = (addr.to_string(), path.to_string());
+            std::thread::spawn(move || viewer(&addr, &path, secs))
+        })
+        .collect();
+    let results: Vec<(f64, f64)> = handles.into_iter().map(|h| h.join().unwrap()).collect();
+    let fps: Vec<f64> = results.iter().map(|r| r.1).collect();
+    let first: Vec<f64> = results.iter().map(|r| r.0).collect();
+    let min = fps.iter().cloned().fold(f64::MAX, f64::min);
+    println!(
+        r#"{{"viewers":{viewers},"fps_min":{min:.1},"fps_mean":{:.1},"first_frame_ms_median":{:.1}}}"#,
+        fps.iter().sum::<f64>() / fps.len() as f64,
+        median(first)
+    );
+}
+
+fn vnc(socket: &str, secs: f64) {
+    let mut rfb = Rfb::connect(socket).unwrap_or_else(|e| die(&e));
+    let mut frame = Frame::empty();
+    let started = Instant::now();
+    let (mut new, mut unchanged) = (0u32, 0u32);
+    while started.elapsed().as_secs_f64() < secs {
+        match rfb.next(&mut frame, Instant::now() + Duration::from_millis(100)) {
+            Ok(Grab::New) => new += 1,
+            Ok(Grab::Unchanged) => unchanged += 1,
+            Err(e) => die(&e),
+        }
+    }
+    println!(
+        r#"{{"vnc_fps":{:.1},"size":"{}x{}","idle_waits":{unchanged}}}"#,
+        new as f64 / started.elapsed().as_secs_f64(),
+        frame.width,
+        frame.height
+    );
+}

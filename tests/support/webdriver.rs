@@ -1,0 +1,206 @@
+//! Headless Chromium driven over W3C WebDriver (Debian `chromium` and
+//! `chromium-driver`), for tests of what a person sees in a browser.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+/// One WebDriver call. ChromeDriver keeps connections open whatever the request says,
+/// so the answer is read by its Content-Length, not to the end of the stream.
+fn call(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, Value) {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut reader = BufReader::new(s);
+    let mut status = String::new();
+    reader.read_line(&mut status).unwrap();
+    let code = status
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let mut length = 0;
+    loop {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        if line.trim().is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap();
+            }
+        }
+    }
+    let mut data = vec![0u8; length];
+    reader.read_exact(&mut data).unwrap();
+    let value = serde_json::from_slice(&data).unwrap_or_else(|e| {
+        panic!(
+            "WebDriver {method} {path}: not JSON ({e}): {}",
+            String::from_utf8_lossy(&data)
+        )
+    });
+    (code, value)
+}
+
+pub struct Browser {
+    driver: Child,
+    addr: SocketAddr,
+    session: String,
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    /// Starts chromedriver on a port it picks and a headless Chromium session, at the
+    /// size of a 1366x768 laptop screen.
+    pub fn start() -> Browser {
+        let mut driver = Command::new("chromedriver")
+            .arg("--port=0")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run chromedriver (Debian chromium-driver)");
+        let mut out = BufReader::new(driver.stdout.take().unwrap());
+        let port = loop {
+            let mut line = String::new();
+            assert!(out.read_line(&mut line).unwrap() > 0, "chromedriver exited");
+            if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                break rest.trim().trim_end_matches('.').parse::<u16>().unwrap();
+            }
+        };
+        // Keep draining its output so it never blocks on a full pipe.
+        std::thread::spawn(move || for _ in out.lines() {});
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let profile = tempfile::tempdir().unwrap();
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            // Do not wait for every subresource: a page with an endless MJPEG <img>
+            // would never finish loading.
+            "pageLoadStrategy": "eager",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": [
+                    "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                    "--disable-quic", "--no-first-run", "--disable-background-networking",
+                    "--disable-component-update", "--disable-sync", "--window-size=1366,768",
+                    format!("--user-data-dir={}", profile.path().display()),
+                ],
+            },
+        }}});
+        let (_, v) = call(addr, "POST", "/session", &caps.to_string());
+        let session = v["value"]["sessionId"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no WebDriver session: {v}"))
+            .to_string();
+        Browser {
+            driver,
+            addr,
+            session,
+            _profile: profile,
+        }
+    }
+
+    fn command(&self, method: &str, path: &str, body: Value) -> Value {
+        let body = if body.is_null() {
+            String::new()
+        } else {
+            body.to_string()
+        };
+        let (code, v) = call(
+            self.addr,
+            method,
+            &format!("/session/{}{path}", self.session),
+            &body,
+        );
+        assert_eq!(code, 200, "WebDriver {method} {path}: {v}");
+        v["value"].clone()
+    }
+
+    pub fn goto(&self, url: &str) {
+        self.command("POST", "/url", json!({ "url": url }));
+    }
+
+    /// Runs `script` (a function body; `return` gives the value) in the page.
+    pub fn eval(&self, script: &str) -> Value {
+        self.command(
+            "POST",
+            "/execute/sync",
+            json!({"script": script, "args": []}),
+        )
+    }
+
+    /// Evaluates `script` until it returns true, or panics after `timeout`.
+    pub fn wait_for(&self, what: &str, script: &str, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        while self.eval(script) != json!(true) {
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting in the browser for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Saves a PNG of the window as `target/test-artifacts/NAME.png` and returns its path.
+    pub fn screenshot(&self, name: &str) -> PathBuf {
+        let b64 = self.command("GET", "/screenshot", Value::Null);
+        let png = base64_decode(b64.as_str().expect("base64 PNG"));
+        let dir = crate::target_dir().join("test-artifacts");
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(format!("{name}.png"));
+        std::fs::write(&path, png).unwrap();
+        path
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = call(
+            self.addr,
+            "DELETE",
+            &format!("/session/{}", self.session),
+            "",
+        );
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+/// Whether Chromium and its driver are installed (test.sh installs them).
+pub fn available() -> bool {
+    Path::new("/usr/bin/chromium").exists() && Path::new("/usr/bin/chromedriver").exists()
+}
+
+fn base64_decode(text: &str) -> Vec<u8> {
+    let value = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => (c - b'A') as u32,
+            b'a'..=b'z' => (c - b'a' + 26) as u32,
+            b'0'..=b'9' => (c - b'0' + 52) as u32,
+            b'+' => 62,
+            b'/' => 63,
+            _ => panic!("not base64: {c}"),
+        }
+    };
+    let bytes: Vec<u8> = text
+        .bytes()
+        .filter(|c| *c != b'=' && !c.is_ascii_whitespace())
+        .collect();
+    let mut out = Vec::with_capacity(bytes.len() * 3 / 4);
+    for chunk in bytes.chunks(4) {
+        let n = chunk.iter().fold(0u32, |acc, &c| acc << 6 | value(c)) << (6 * (4 - chunk.len()));
+        let got = chunk.len() * 6 / 8;
+        out.extend_from_slice(&n.to_be_bytes()[1..1 + got]);
+    }
+    out
+}
