@@ -21,6 +21,13 @@ pub trait Api: Send + Sync {
     /// The daemon re-read its configuration (SIGHUP); re-read your own files.
     fn on_reload(&self) {}
 
+    /// This generation gets no new requests any more: a newer one replaced it, or it is
+    /// being deleted. Requests still running go on until they return (or until the
+    /// host's `drain_timeout` cuts them), so end answers that never finish by
+    /// themselves (an endless stream) now, cleanly. Called once, on a host thread,
+    /// while requests may still be running.
+    fn on_drain(&self) {}
+
     /// Called once, after the last request finished and before the API is dropped.
     fn on_unload(&self) {}
 }

@@ -37,6 +37,17 @@ macro_rules! export_plugin {
         #[no_mangle]
         pub static JSIPD_SLP_NEVER_BLOCKS: u8 = <$plugin as $crate::Plugin>::SLP_NEVER_BLOCKS as u8;
 
+        /// Read by jsipd's loader when present (older plugins lack it): tells an API
+        /// object its generation drains ([`Api::on_drain`](crate::api::Api::on_drain)).
+        ///
+        /// # Safety
+        /// Called by jsipd only, with an API pointer this plugin made.
+        #[no_mangle]
+        pub unsafe extern "C" fn jsipd_api_drain(api: *const ::std::ffi::c_void) -> bool {
+            // SAFETY: forwarded; the host passes an API object of this plugin.
+            unsafe { $crate::export::api_drain(api) }
+        }
+
         /// jsipd's entry point into this plugin.
         ///
         /// # Safety
@@ -339,6 +350,16 @@ impl ResponseSink for ForeignSink<'_> {
 unsafe extern "C" fn api_reload(api: *const c_void) -> bool {
     // SAFETY: the vtable's contract.
     guarded(|| unsafe { api_ref(api) }.on_reload())
+}
+
+/// [`Api::on_drain`] behind the optional `jsipd_api_drain` symbol.
+///
+/// # Safety
+/// `api` is an API object of this plugin, not yet dropped.
+#[doc(hidden)]
+pub unsafe fn api_drain(api: *const c_void) -> bool {
+    // SAFETY: the caller's contract.
+    guarded(|| unsafe { api_ref(api) }.on_drain())
 }
 
 unsafe extern "C" fn api_unload(api: *const c_void) -> bool {

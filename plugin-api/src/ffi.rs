@@ -30,6 +30,12 @@ pub const ABI_SYMBOL: &[u8] = b"JSIPD_PLUGIN_ABI\0";
 /// `Plugin::SLP_NEVER_BLOCKS`). Absent in plugins built before it existed, which then run
 /// on a thread of their own, as before.
 pub const NEVER_BLOCKS_SYMBOL: &[u8] = b"JSIPD_SLP_NEVER_BLOCKS\0";
+/// The symbol of an optional [`ApiDrainFn`] (plugins built before it lack it, and the
+/// loader then calls nothing): the API generation stopped getting new requests.
+pub const API_DRAIN_SYMBOL: &[u8] = b"jsipd_api_drain\0";
+/// Tells an API object (an `api` pointer of [`PluginVTable`]) that its generation
+/// drains; `false` when the plugin panicked.
+pub type ApiDrainFn = unsafe extern "C" fn(api: *const c_void) -> bool;
 /// The symbol name of the [`EntryFn`] of ABI major 1.
 pub const ENTRY_SYMBOL: &[u8] = b"jsipd_plugin_entry_v1\0";
 /// Identifies a jsipd plugin's ABI record.

@@ -59,6 +59,26 @@ impl ForeignApi {
         }
     }
 
+    /// Tells the plugin this generation drains (`Api::on_drain`), on a thread of its
+    /// own (plugin code never runs on the async workers), so it can end its endless
+    /// answers now instead of at `drain_timeout`. Plugins built without the hook are
+    /// not called.
+    pub fn drain(self: &Arc<Self>) {
+        let Some(drain) = self.image.api_drain() else {
+            return;
+        };
+        let api = self.clone();
+        let _ = std::thread::Builder::new()
+            .name(format!("drain-{}", self.generation.name))
+            .spawn(move || {
+                // SAFETY: our live API (the Arc keeps it from being dropped meanwhile).
+                if !unsafe { drain(api.api) } {
+                    api.generation.usage.panics.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!("plugin [{}] panicked in Api::on_drain", api.image.tag());
+                }
+            });
+    }
+
     /// Joins every request thread; then nothing of this API runs any more.
     pub fn join_requests(&self) {
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));

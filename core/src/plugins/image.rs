@@ -48,6 +48,8 @@ pub struct Image {
     staging: PathBuf,
     /// The ABI minor the plugin was built with: events added later are not sent to it.
     abi_minor: u32,
+    /// `Api::on_drain`, when the plugin was built with a plugin-api that has it.
+    api_drain: Option<ffi::ApiDrainFn>,
     /// The plugin says its SLP never blocks (`JSIPD_SLP_NEVER_BLOCKS`).
     never_blocks: bool,
 }
@@ -96,6 +98,10 @@ impl Image {
         let never_blocks = unsafe { library.get::<*const u8>(ffi::NEVER_BLOCKS_SYMBOL) }
             .map(|sym| unsafe { std::ptr::read(*sym) } == 1)
             .unwrap_or(false);
+        // SAFETY: an optional function of the ffi::ApiDrainFn type (export_plugin!).
+        let api_drain = unsafe { library.get::<ffi::ApiDrainFn>(ffi::API_DRAIN_SYMBOL) }
+            .map(|sym| *sym)
+            .ok();
         let host = Box::new(HostContext {
             tag: format!("{name}#{id}"),
             error: Mutex::new(None),
@@ -127,6 +133,7 @@ impl Image {
             staging: staging.to_owned(),
             abi_minor: record.minor,
             never_blocks,
+            api_drain,
         };
         if image.vtable.plugin.is_null() {
             let why = image
@@ -148,6 +155,11 @@ impl Image {
 
     pub fn vtable(&self) -> &PluginVTable {
         &self.vtable
+    }
+
+    /// The plugin's `jsipd_api_drain`, if it has one.
+    pub fn api_drain(&self) -> Option<ffi::ApiDrainFn> {
+        self.api_drain
     }
 
     /// Whether the plugin says its SLP never blocks, so it may run on the node task.

@@ -405,6 +405,7 @@ impl Plugins {
         if generation.usage.using.load(Ordering::Acquire) == 0 {
             return self.retire_api(&generation);
         }
+        api.drain();
         let timeout = self.drain_timeout();
         let shutdown = self.shutdown.clone();
         let cancel = api.cancel.clone();

@@ -8,7 +8,7 @@
 //! frames: each waits for a frame newer than the one it sent last and takes the newest,
 //! so a slow viewer skips frames and never delays the capture or any other viewer.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -149,6 +149,12 @@ impl Capture {
             capture: self.clone(),
             run,
         }
+    }
+
+    /// Wakes every waiting viewer, so each looks at its own stop flag.
+    pub fn wake(&self) {
+        let _guard = self.state();
+        self.0.published.notify_all();
     }
 
     /// Unload: viewers' waits end, and the capture thread is joined.
@@ -405,13 +411,14 @@ pub struct Viewer {
 
 impl Viewer {
     /// The newest frame after `after` (a seq; 0 for any), waiting up to `timeout`.
-    /// `None` on timeout or when the plugin unloads. The first frame a viewer gets
-    /// comes from the capture run it joined, never a stale one from an earlier run.
-    pub fn next(&self, after: u64, timeout: Duration) -> Option<Arc<Encoded>> {
+    /// `None` on timeout, when the plugin unloads, or when `stop` is set (and
+    /// [`Capture::wake`] called). The first frame a viewer gets comes from the capture
+    /// run it joined, never a stale one from an earlier run.
+    pub fn next(&self, after: u64, timeout: Duration, stop: &AtomicBool) -> Option<Arc<Encoded>> {
         let deadline = Instant::now() + timeout;
         let mut s = self.capture.state();
         loop {
-            if s.closing {
+            if s.closing || stop.load(Ordering::Acquire) {
                 return None;
             }
             if let Some(f) = &s.latest {

@@ -25,7 +25,7 @@ pub mod source;
 
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use jsipd_plugin_api::api::{Api, Request, Response};
@@ -68,6 +68,7 @@ impl Plugin for Stream {
         Some(Box::new(StreamApi {
             capture: self.capture.clone(),
             config_dir: self.config_dir.clone(),
+            draining: AtomicBool::new(false),
         }))
     }
 }
@@ -78,9 +79,13 @@ impl Drop for Stream {
     }
 }
 
+/// One API generation. A replaced generation's viewers end their streams at once
+/// (`on_drain`), while the capture, shared with the new generation when the file is
+/// the same, goes on for theirs.
 struct StreamApi {
     capture: Capture,
     config_dir: PathBuf,
+    draining: AtomicBool,
 }
 
 impl Api for StreamApi {
@@ -113,6 +118,11 @@ impl Api for StreamApi {
             ("/settings", "GET") => ok(response, self.capture.config().settings.to_json()),
             _ => self.set(request, response),
         }
+    }
+
+    fn on_drain(&self) {
+        self.draining.store(true, Ordering::Release);
+        self.capture.wake();
     }
 
     fn on_reload(&self) {
@@ -151,7 +161,7 @@ impl StreamApi {
         let mut last: Option<std::sync::Arc<capture::Encoded>> = None;
         loop {
             let after = last.as_ref().map_or(0, |f| f.seq);
-            let frame = match viewer.next(after, KEEPALIVE) {
+            let frame = match viewer.next(after, KEEPALIVE, &self.draining) {
                 Some(f) => {
                     if after > 0 && f.seq > after + 1 {
                         counters
@@ -160,8 +170,9 @@ impl StreamApi {
                     }
                     f
                 }
-                None if viewer.closing() => {
-                    // Unloading: end the multipart body properly.
+                None if viewer.closing() || self.draining.load(Ordering::Acquire) => {
+                    // Replaced or unloading: end the multipart body properly. A page
+                    // that reconnects gets the new generation.
                     let _ = response.write_all(format!("\r\n--{BOUNDARY}--\r\n").as_bytes());
                     return;
                 }
@@ -196,7 +207,7 @@ impl StreamApi {
 
     fn snapshot(&self, response: &mut Response<'_>) {
         let viewer = self.capture.watch();
-        let Some(frame) = viewer.next(0, SNAPSHOT_WAIT) else {
+        let Some(frame) = viewer.next(0, SNAPSHOT_WAIT, &self.draining) else {
             return response.error(
                 503,
                 &format!(
