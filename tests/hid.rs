@@ -591,34 +591,6 @@ fn qemu_guest_receives_exact_text_in_us_and_german_ctrl_c_interrupts_and_the_poi
     );
 }
 
-/// `jsipd-gadget` and the shared libraries it loads, as (guest path, bytes) for the guest.
-fn gadget_tool_for_the_guest() -> Vec<(String, Vec<u8>)> {
-    let tool = jsipd_e2e::plugin_bin("jsipd-gadget");
-    let ldd = std::process::Command::new("ldd")
-        .arg(&tool)
-        .output()
-        .unwrap();
-    let mut files = vec![(
-        "/bin/jsipd-gadget".to_string(),
-        std::fs::read(&tool).unwrap(),
-    )];
-    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
-        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)" or "/lib64/ld-linux… (0x…)"
-        let path = line
-            .split("=>")
-            .last()
-            .unwrap()
-            .split_whitespace()
-            .next()
-            .unwrap_or("");
-        if path.starts_with('/') {
-            let real = std::fs::canonicalize(path).unwrap();
-            files.push((path.to_string(), std::fs::read(real).unwrap()));
-        }
-    }
-    files
-}
-
 /// jsipd-gadget on a real kernel: inside the guest, on its dummy USB device controller,
 /// the guest's own USB host side enumerates the gadget, binds usbhid to the three HID
 /// functions (so it accepted their report descriptors), and reports written to
@@ -626,7 +598,7 @@ fn gadget_tool_for_the_guest() -> Vec<(String, Vec<u8>)> {
 #[test]
 fn jsipd_gadget_makes_a_gadget_the_kernel_enumerates_and_its_reports_become_input_events() {
     guest::available().expect("the test guest needs its packages (see test.sh)");
-    let files = gadget_tool_for_the_guest();
+    let files = guest::binary_for_the_guest(&jsipd_e2e::plugin_bin("jsipd-gadget"));
     let extra: Vec<(&str, Vec<u8>)> = files.iter().map(|(p, b)| (p.as_str(), b.clone())).collect();
     let mut g = Guest::start_with(&[], &extra);
     g.qmp().execute("cont", json!({}));

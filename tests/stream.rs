@@ -585,3 +585,47 @@ fn ffmpeg_reads_a_frame_from_the_mjpeg_stream() {
     let s = stamp(&std::fs::read(&out).unwrap());
     assert!(s.frame >= 1);
 }
+
+/// The V4L2 source on a real kernel driver: inside the guest, the kernel's vivid
+/// capture device gives YUYV and NV12 frames through the plugin's own code (stream-bench
+/// v4l2), which encodes each to a JPEG of the device's size; vivid's moving test
+/// pattern makes the frames differ.
+#[test]
+fn the_v4l2_source_captures_from_the_kernels_vivid_device() {
+    guest::available().expect("the test guest needs its packages (see test.sh)");
+    let files = guest::binary_for_the_guest(&jsipd_e2e::plugin_bin("stream-bench"));
+    let extra: Vec<(&str, Vec<u8>)> = files.iter().map(|(p, b)| (p.as_str(), b.clone())).collect();
+    let mut g = Guest::start_with(&[], &extra);
+    g.qmp().execute("cont", json!({}));
+    let serial = g.serial();
+    serial.wait_for("jsipd-guest: ready", BOOT_TIMEOUT);
+    serial.run(
+        "for m in $(cat /lib/modules/vivid.order); do insmod /lib/modules/$m.ko; done; \
+         n=0; while [ ! -e /dev/video0 ] && [ $n -lt 100 ]; do usleep 100000; n=$((n+1)); done; echo vivid-$((2+2))-loaded",
+    );
+    serial.wait_for("vivid-4-loaded", Duration::from_secs(30));
+    for format in ["yuyv", "nv12"] {
+        serial.run(&format!(
+            "stream-bench v4l2 /dev/video0 8 {format} 2>&1; echo v4l2-$((0+1))-{format}-done"
+        ));
+        let out = serial.wait_for(&format!("v4l2-1-{format}-done"), Duration::from_secs(60));
+        let line = out
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("{\"v4l2\""))
+            .unwrap_or_else(|| panic!("no result from the guest:\n{out}"));
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["format"], format.to_uppercase(), "{v}");
+        assert_eq!(v["frames"], 8, "{v}");
+        assert!(
+            v["distinct"].as_u64().unwrap() >= 2,
+            "the pattern moves: {v}"
+        );
+        assert_eq!(v["decoded"], "640x480", "{v}");
+        assert!(v["v4l2"].as_str().unwrap().contains("vivid"), "{v}");
+    }
+    // A device that is no capture device is refused by name.
+    serial.run("stream-bench v4l2 /dev/null 1 auto; echo null-$((1+1))-done");
+    let out = serial.wait_for("null-2-done", Duration::from_secs(30));
+    assert!(out.contains("/dev/null: not a V4L2 device"), "{out}");
+}

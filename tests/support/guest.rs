@@ -58,7 +58,8 @@ const MODULES: &[&str] = &[
 /// by `for m in $(cat /lib/modules/NAME.order); do insmod /lib/modules/$m.ko; done`.
 /// `bochs` is the DRM driver of QEMU's std VGA: loading it switches the console from
 /// 720x400 text mode to a 1024x768 framebuffer, a guest resolution change.
-const ON_DEMAND_MODULES: &[&str] = &["bochs"];
+/// `vivid` is the kernel's virtual video capture device: a real V4L2 driver.
+const ON_DEMAND_MODULES: &[&str] = &["bochs", "vivid"];
 
 /// Console keymaps put in the guest as `/etc/NAME.bmap` (busybox `loadkmap` format),
 /// made from the same XKB data the hid plugin reads: `ckbcomp NAME | loadkeys -u -b`.
@@ -675,4 +676,27 @@ impl Serial {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A host binary and the shared libraries it loads (from `ldd`), as (guest path, bytes)
+/// for [`Guest::start_with`]; the binary goes to `/bin/NAME`.
+pub fn binary_for_the_guest(binary: &Path) -> Vec<(String, Vec<u8>)> {
+    let ldd = Command::new("ldd").arg(binary).output().unwrap();
+    let name = binary.file_name().unwrap().to_str().unwrap();
+    let mut files = vec![(format!("/bin/{name}"), std::fs::read(binary).unwrap())];
+    for line in String::from_utf8_lossy(&ldd.stdout).lines() {
+        // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x…)" or "/lib64/ld-linux… (0x…)"
+        let path = line
+            .split("=>")
+            .last()
+            .unwrap()
+            .split_whitespace()
+            .next()
+            .unwrap_or("");
+        if path.starts_with('/') {
+            let real = std::fs::canonicalize(path).unwrap();
+            files.push((path.to_string(), std::fs::read(real).unwrap()));
+        }
+    }
+    files
 }

@@ -6,6 +6,9 @@
 //! - `mjpeg ADDR PATH VIEWERS SECS`: VIEWERS MJPEG clients at once: each one's frames/s
 //!   and its first frame's delay after connecting.
 //! - `vnc SOCKET SECS`: frames/s read from a VNC server with the plugin's RFB client.
+//! - `v4l2 DEVICE FRAMES FORMAT`: FRAMES frames from a capture device through the
+//!   plugin's V4L2 source, each encoded to JPEG and decoded again (the guest test runs
+//!   it against the kernel's vivid driver).
 //!
 //! Each prints one JSON object.
 
@@ -38,8 +41,13 @@ fn main() {
                 .unwrap_or_else(|_| die("SECS: a number")),
         ),
         Some("vnc") => vnc(&arg(1, "SOCKET"), arg(2, "SECS").parse().unwrap_or(5.0)),
+        Some("v4l2") => v4l2(
+            &arg(1, "DEVICE"),
+            arg(2, "FRAMES").parse().unwrap_or(10),
+            &arg(3, "FORMAT"),
+        ),
         _ => die(
-            "usage: stream-bench encode [FRAMES] | mjpeg ADDR PATH VIEWERS SECS | vnc SOCKET SECS",
+            "usage: stream-bench encode [FRAMES] | mjpeg ADDR PATH VIEWERS SECS | vnc SOCKET SECS | v4l2 DEVICE FRAMES FORMAT",
         ),
     }
 }
@@ -190,5 +198,41 @@ fn vnc(socket: &str, secs: f64) {
         new as f64 / started.elapsed().as_secs_f64(),
         frame.width,
         frame.height
+    );
+}
+
+fn v4l2(device: &str, frames: usize, format: &str) {
+    use stream::source::v4l2::{V4l2, Want};
+    let want = Want::parse(format).unwrap_or_else(|| die("FORMAT: auto, mjpeg, yuyv or nv12"));
+    let mut dev = V4l2::open(device, 640, 480, want).unwrap_or_else(|e| die(&e));
+    let mut encoder = Encoder::new(80).unwrap();
+    let mut frame = Frame::empty();
+    let (mut got, mut distinct, mut last) = (0, 0, Vec::new());
+    let mut size = (0, 0);
+    let started = Instant::now();
+    while got < frames {
+        if started.elapsed() > Duration::from_secs(30) {
+            die(&format!("{got} frames in 30 s from {}", dev.describe()));
+        }
+        match dev.next(&mut frame, Instant::now() + Duration::from_secs(1)) {
+            Ok(Grab::New) => {}
+            Ok(Grab::Unchanged) => continue,
+            Err(e) => die(&e),
+        }
+        got += 1;
+        if frame.data != last {
+            distinct += 1;
+            last = frame.data.clone();
+        }
+        let jpeg = encoder.encode(&frame).unwrap_or_else(|e| die(&e));
+        let (w, h, _) = stream::jpeg::decode_bgrx(&jpeg).unwrap_or_else(|e| die(&e));
+        size = (w, h);
+    }
+    println!(
+        r#"{{"v4l2":"{}","format":"{}","frames":{got},"distinct":{distinct},"decoded":"{}x{}"}}"#,
+        dev.describe(),
+        frame.format.name(),
+        size.0,
+        size.1
     );
 }
