@@ -107,7 +107,7 @@ fn pcompile_builds_a_new_plugin_offline_from_an_installed_tree() {
     assert!(prefix.join("plugins/echo.so").is_file());
     assert!(prefix.join("plugins/chatroom.so").is_file());
     assert!(prefix.join("conf/chatroom/chatroom.ini").is_file());
-    for kvm in ["gpio", "storage", "hid", "stream"] {
+    for kvm in ["gpio", "storage", "hid", "stream", "serial"] {
         assert!(prefix.join(format!("plugins/{kvm}.so")).is_file());
         assert!(prefix.join(format!("conf/{kvm}/{kvm}.ini")).is_file());
     }
@@ -197,6 +197,10 @@ fn pcompile_builds_a_new_plugin_offline_from_an_installed_tree() {
         7,
         "{layouts}"
     );
+    // serial has no default target: loading it says what to set.
+    let r = jsipd_e2e::http::request(d.api, "POST", "/apim/v1/serial.v1?file=serial.so", &[], "");
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("set backend"), "{}", r.body);
     // stream ships with its test source: a snapshot works out of the box.
     let shot = jsipd_e2e::http::get(d.api, "/stream/v1/snapshot");
     assert_eq!(shot.status, 200, "{}", shot.body);
@@ -442,6 +446,7 @@ fn the_deb_installs_runs_as_its_own_user_reloads_and_removes_keeping_config() {
         "./usr/lib/jsipd/bin/pcompile",
         "./usr/lib/jsipd/plugins/hid.so",
         "./usr/lib/jsipd/plugins/stream.so",
+        "./usr/lib/jsipd/plugins/serial.so",
         "./usr/lib/jsipd/sdk/plugin-api/src/lib.rs",
         "./lib/systemd/system/jsipd.service",
         "./etc/logrotate.d/jsipd",

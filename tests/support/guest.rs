@@ -139,6 +139,7 @@ while ! ls -l /proc/$acpid/fd 2>/dev/null | grep -q /dev/input/event && [ $n -lt
 start-stop-daemon -S -b -p /var/run/tty1.pid -x /bin/sh -- -c \
     'while true; do setsid -c sh -i < /dev/tty1 > /dev/tty1 2>&1; done'
 (while true; do setsid sh -c 'exec sh -i < /dev/ttyS0 > /dev/ttyS0 2>&1'; done) &
+(while true; do setsid -c sh -i < /dev/ttyS1 > /dev/ttyS1 2>&1; done) &
 echo "jsipd-guest: ready, boot $(cat /proc/sys/kernel/random/boot_id)" > /dev/ttyS0
 while true; do sleep 3600; done
 "#;
@@ -437,6 +438,13 @@ impl Guest {
                 sock("serial.sock")
             ))
             .args(["-serial", "chardev:serial0"])
+            // A second serial port (ttyS1, a shell on it) for the serial plugin.
+            .arg("-chardev")
+            .arg(format!(
+                "socket,id=serial1,path={},server=on,wait=off",
+                sock("serial1.sock")
+            ))
+            .args(["-serial", "chardev:serial1"])
             .arg("-chardev")
             .arg(format!(
                 "socket,id=qmp0,path={},server=on,wait=off",
@@ -474,6 +482,11 @@ impl Guest {
             serial,
             qmp,
         }
+    }
+
+    /// The guest's second serial port (ttyS1, a shell on it), for the serial plugin.
+    pub fn serial1(&self) -> PathBuf {
+        self.dir.path().join("serial1.sock")
     }
 
     /// QEMU's VNC server (the guest's screen).

@@ -52,7 +52,7 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// Path of a freshly built plugin or fixture library, by its lib name (`echo`,
-/// `chatroom`, `gpio`, `storage`, `hid`, `stream`, `abi_1_1`, `abi_next`, `not_a_plugin`). Builds them all
+/// `chatroom`, `gpio`, `storage`, `hid`, `stream`, `serial`, `abi_1_1`, `abi_next`, `not_a_plugin`). Builds them all
 /// once per test process, with the plugins' own binaries (`jsipd-gadget`, see
 /// [`plugin_bin`]).
 pub fn plugin_lib(lib: &str) -> PathBuf {
@@ -63,7 +63,7 @@ pub fn plugin_lib(lib: &str) -> PathBuf {
             .args(["build", "--quiet", "--lib", "--bins"])
             .args(["-p", "jsipd-echo", "-p", "jsipd-chatroom"])
             .args(["-p", "jsipd-gpio", "-p", "jsipd-storage", "-p", "jsipd-hid"])
-            .args(["-p", "jsipd-stream"])
+            .args(["-p", "jsipd-stream", "-p", "jsipd-serial"])
             .args([
                 "-p",
                 "jsipd-fixture-abi-1-1",
