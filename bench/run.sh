@@ -25,5 +25,5 @@ mkdir -p "$work/second/plugins" "$work/second/conf"
 JSIPD_ECHO_MARKER=second-build "$here/pcompile" --prefix "$work/second" "$here/plugins/echo" >&2
 python3 "$here/bench/suite.py" --install "$work/install" --second "$work/second/plugins/echo.so" \
     --secs "$secs" --idle "$idle" --rounds "$rounds" --out "$here/BENCHMARKS.md"
-# The stream plugin's figures, appended as their own section.
-{ echo; "$here/bench/stream.sh" "$secs"; } >> "$here/BENCHMARKS.md"
+# The stream and serial plugins' figures, appended as sections of their own.
+{ echo; "$here/bench/stream.sh" "$secs"; echo; "$here/bench/serial.sh" "$secs"; } >> "$here/BENCHMARKS.md"

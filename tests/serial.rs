@@ -372,3 +372,40 @@ fn a_vanished_backend_is_reported_and_retried() {
     alice.input(b"echo back-$((2+5))\n");
     alice.wait_for(b"back-7", WAIT);
 }
+
+/// The `command` backend, and SIGHUP: a changed backend is switched to while clients
+/// stay attached, and they are told; a broken file keeps the running one.
+#[test]
+fn sighup_switches_the_backend_and_attached_clients_are_told() {
+    let prefix = Prefix::with_config(&format!("{}\n", loopback_config("")));
+    prefix.add_plugin("serial", "serial.so");
+    let ini = prefix.path().join("conf/serial/serial.ini");
+    std::fs::create_dir_all(ini.parent().unwrap()).unwrap();
+    std::fs::write(&ini, "backend = command\n[command]\nrun = /bin/cat\n").unwrap();
+    let d = Daemon::start(&prefix);
+    load(&d);
+    let mut c = Console::join(&d, "alice");
+    c.input(b"typed-into-cat\n");
+    // The pty's echo, then cat's copy.
+    c.wait_for(b"typed-into-cat\r\ntyped-into-cat\r\n", WAIT);
+
+    std::fs::write(
+        &ini,
+        "backend = command\n[command]\nrun = /bin/sh -c echo${IFS}other-backend;cat\n",
+    )
+    .unwrap();
+    d.signal(libc::SIGHUP);
+    let gone = c.wait_notice("disconnected", WAIT);
+    assert!(
+        gone["disconnected"].as_str().unwrap().contains("SIGHUP"),
+        "{gone}"
+    );
+    c.wait_for(b"other-backend", WAIT);
+    assert!(status(&d)["backend"].as_str().unwrap().contains("/bin/sh"));
+
+    std::fs::write(&ini, "backend = nothing\n").unwrap();
+    d.signal(libc::SIGHUP);
+    d.wait_log("serial.ini rejected, keeping the running config", WAIT);
+    c.input(b"still-here\n");
+    c.wait_for(b"still-here\r\nstill-here", WAIT);
+}

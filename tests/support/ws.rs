@@ -45,6 +45,8 @@ impl Ws {
             );
         }
         let stream = TcpStream::connect(rtc).map_err(|e| Refused::Other(e.to_string()))?;
+        // As browsers do: no Nagle delay on small frames.
+        let _ = stream.set_nodelay(true);
         stream.set_read_timeout(Some(WAIT)).unwrap();
         match tungstenite::client(req, stream) {
             Ok((sock, _)) => Ok(Ws { sock }),

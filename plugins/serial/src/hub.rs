@@ -54,6 +54,7 @@ struct State {
     error: Option<String>,
 }
 
+#[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub backend: Backend,
     pub history: usize,
@@ -61,7 +62,9 @@ pub struct Settings {
 }
 
 struct Inner {
-    settings: Settings,
+    settings: Mutex<Settings>,
+    /// Set by [`Hub::reconfigure`]: the reader reconnects with the new settings.
+    changed: AtomicBool,
     state: Mutex<State>,
     /// The backend's descriptor for input, while connected.
     writer: Mutex<Option<Arc<Fd>>>,
@@ -89,7 +92,8 @@ impl Hub {
     /// Starts the reader thread.
     pub fn start(settings: Settings) -> (Hub, JoinHandle<()>) {
         let hub = Hub(Arc::new(Inner {
-            settings,
+            settings: Mutex::new(settings),
+            changed: AtomicBool::new(false),
             state: Mutex::default(),
             writer: Mutex::new(None),
             stop: AtomicBool::new(false),
@@ -105,6 +109,24 @@ impl Hub {
         (hub, handle)
     }
 
+    fn settings(&self) -> Settings {
+        self.0
+            .settings
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// New settings (SIGHUP): a changed backend is reconnected within 200 ms; clients
+    /// stay attached and are told of the switch.
+    pub fn reconfigure(&self, settings: Settings) {
+        let mut current = self.0.settings.lock().unwrap_or_else(|p| p.into_inner());
+        if *current != settings {
+            *current = settings;
+            self.0.changed.store(true, Ordering::Release);
+        }
+    }
+
     fn state(&self) -> MutexGuard<'_, State> {
         self.0.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -118,7 +140,7 @@ impl Hub {
         let mut s = self.state();
         let history: VecDeque<u8> = s.ring.clone();
         let notice = if s.connected {
-            Notice::Connected(self.0.settings.backend.describe())
+            Notice::Connected(self.settings().backend.describe())
         } else {
             Notice::Disconnected(s.error.clone().unwrap_or_else(|| "connecting".into()))
         };
@@ -170,7 +192,7 @@ impl Hub {
             ));
         };
         fd.write_all(data, Instant::now() + WRITE_TIMEOUT)
-            .map_err(|e| format!("writing to {}: {e}", self.0.settings.backend.describe()))?;
+            .map_err(|e| format!("writing to {}: {e}", self.settings().backend.describe()))?;
         self.0
             .bytes_out
             .fetch_add(data.len() as u64, Ordering::Relaxed);
@@ -180,7 +202,7 @@ impl Hub {
     pub fn status(&self) -> Status {
         let s = self.state();
         Status {
-            backend: self.0.settings.backend.describe(),
+            backend: self.settings().backend.describe(),
             connected: s.connected,
             error: s.error.clone(),
             clients: s
@@ -200,7 +222,10 @@ impl Hub {
         self.0
             .bytes_in
             .fetch_add(data.len() as u64, Ordering::Relaxed);
-        let (history, bound) = (self.0.settings.history, self.0.settings.client_queue);
+        let (history, bound) = {
+            let s = self.0.settings.lock().unwrap_or_else(|p| p.into_inner());
+            (s.history, s.client_queue)
+        };
         let mut s = self.state();
         s.ring.extend(data);
         let over = s.ring.len().saturating_sub(history);
@@ -238,9 +263,10 @@ impl Hub {
     }
 
     fn run(self) {
-        let backend = self.0.settings.backend.clone();
         let mut buf = vec![0u8; 64 * 1024];
         while !self.0.stop.load(Ordering::Acquire) {
+            self.0.changed.store(false, Ordering::Release);
+            let backend = self.settings().backend;
             match port::open(&backend) {
                 Ok(port) => {
                     let port = Arc::new(port);
@@ -261,6 +287,9 @@ impl Hub {
                         if self.0.stop.load(Ordering::Acquire) {
                             break "the plugin unloads".to_string();
                         }
+                        if self.0.changed.load(Ordering::Acquire) {
+                            break "the configuration changed (SIGHUP)".to_string();
+                        }
                         match fd.read(&mut buf, Duration::from_millis(200)) {
                             Ok(0) => {}
                             Ok(n) => self.output(&buf[..n]),
@@ -280,7 +309,10 @@ impl Hub {
                 Err(e) => self.disconnected(e),
             }
             let until = Instant::now() + RETRY;
-            while !self.0.stop.load(Ordering::Acquire) && Instant::now() < until {
+            while !self.0.stop.load(Ordering::Acquire)
+                && !self.0.changed.load(Ordering::Acquire)
+                && Instant::now() < until
+            {
                 std::thread::sleep(Duration::from_millis(50));
             }
         }

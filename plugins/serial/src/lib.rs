@@ -44,6 +44,8 @@ use port::Backend;
 pub const WINDOW: usize = 64 * 1024;
 /// Output bytes in one INFO at most.
 const CHUNK: usize = 16 * 1024;
+/// After input, when to look for its echo (besides the poll).
+const ECHO_LOOK: Duration = Duration::from_millis(1);
 /// Largest `POST /send` or input INFO.
 const INPUT_MAX: usize = 64 * 1024;
 
@@ -63,6 +65,14 @@ pub struct Config {
 }
 
 impl Config {
+    fn hub_settings(&self) -> hub::Settings {
+        hub::Settings {
+            backend: self.backend.clone(),
+            history: self.history,
+            client_queue: self.client_queue,
+        }
+    }
+
     pub fn read(dir: &Path) -> Result<Config, String> {
         let ini = Ini::read(&dir.join("serial.ini"))?;
         ini.only(KNOWN)?;
@@ -116,6 +126,7 @@ impl Config {
 }
 
 pub struct Serial {
+    config_dir: std::path::PathBuf,
     hub: Hub,
     reader: Mutex<Option<JoinHandle<()>>>,
     poll: Duration,
@@ -130,15 +141,12 @@ impl Plugin for Serial {
             c.history,
             c.client_queue
         );
-        let (hub, reader) = Hub::start(hub::Settings {
-            backend: c.backend,
-            history: c.history,
-            client_queue: c.client_queue,
-        });
+        let (hub, reader) = Hub::start(c.hub_settings());
         Ok(Serial {
             hub,
             reader: Mutex::new(Some(reader)),
             poll: c.poll,
+            config_dir: context.config_dir().to_owned(),
         })
     }
 
@@ -146,11 +154,15 @@ impl Plugin for Serial {
         Some(Box::new(SerialSlp {
             hub: self.hub.clone(),
             poll: self.poll,
+            config_dir: self.config_dir.clone(),
         }))
     }
 
     fn api(&self) -> Option<Box<dyn Api>> {
-        Some(Box::new(SerialApi(self.hub.clone())))
+        Some(Box::new(SerialApi(
+            self.hub.clone(),
+            self.config_dir.clone(),
+        )))
     }
 }
 
@@ -166,9 +178,22 @@ impl Drop for Serial {
 struct SerialSlp {
     hub: Hub,
     poll: Duration,
+    config_dir: std::path::PathBuf,
+}
+
+/// SIGHUP: the hub takes a changed backend or size; a broken file keeps the running one.
+fn reload(hub: &Hub, dir: &Path) {
+    match Config::read(dir) {
+        Ok(c) => hub.reconfigure(c.hub_settings()),
+        Err(e) => tracing::warn!("serial.ini rejected, keeping the running config: {e}"),
+    }
 }
 
 impl Slp for SerialSlp {
+    fn on_reload(&mut self) {
+        reload(&self.hub, &self.config_dir);
+    }
+
     fn new_instance(&mut self) -> Box<dyn Instance> {
         Box::new(Client {
             hub: self.hub.clone(),
@@ -311,7 +336,12 @@ impl Instance for Client {
                             format!("{} bytes of input; at most {INPUT_MAX} at once", b.len()),
                         ),
                         Ok(b) => match self.hub.send(&b) {
-                            Ok(()) => host.send(m.response(200)),
+                            Ok(()) => {
+                                host.send(m.response(200));
+                                // The echo comes within a millisecond or so: look once
+                                // then, besides the poll.
+                                host.set_timer(ECHO_LOOK, 1);
+                            }
                             Err(e) => refuse(host, &m, 503, e),
                         },
                     }
@@ -325,10 +355,12 @@ impl Instance for Client {
                     format!("serial takes INVITE, then INFO with Content-Type serial; not {other}"),
                 ),
             },
-            Event::Timer(_) => {
+            Event::Timer(token) => {
                 if self.dialog.is_some() {
                     self.flush(host);
-                    host.set_timer(self.poll, 0);
+                    if token == 0 {
+                        host.set_timer(self.poll, 0);
+                    }
                 }
             }
             Event::DialogEnded { .. } => self.leave(host, "its dialog ended"),
@@ -338,9 +370,13 @@ impl Instance for Client {
     }
 }
 
-struct SerialApi(Hub);
+struct SerialApi(Hub, std::path::PathBuf);
 
 impl Api for SerialApi {
+    fn on_reload(&self) {
+        reload(&self.0, &self.1);
+    }
+
     fn handle(&self, request: &mut Request<'_>, response: &mut Response<'_>) {
         let path = request.path().to_string();
         match (path.as_str(), request.method()) {

@@ -188,7 +188,14 @@ fn spawn_on_pty(argv: &[String]) -> Result<Port, String> {
         .to_string_lossy()
         .into_owned();
     let slave = open_path(&slave_path)?;
-    set_raw(&slave, 115200, "8N1").ok();
+    // The command gets a blocking terminal (open_path opened it non-blocking, and the
+    // flag belongs to the open file, which the child shares).
+    // SAFETY: our descriptor.
+    unsafe {
+        let flags = libc::fcntl(slave.as_raw_fd(), libc::F_GETFL);
+        libc::fcntl(slave.as_raw_fd(), libc::F_SETFL, flags & !libc::O_NONBLOCK);
+    }
+    // The pty stays a cooked terminal, as a shell expects: echo, line editing, ^C.
     let io = |fd: &OwnedFd| -> Result<Stdio, String> {
         Ok(Stdio::from(
             fd.try_clone().map_err(|e| format!("pty: {e}"))?,
@@ -295,5 +302,59 @@ impl Fd {
             data = &data[n as usize..];
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_command_on_a_pty_echoes_what_is_typed_as_a_terminal_does() {
+        let port = open(&Backend::Command {
+            argv: vec!["/bin/cat".into()],
+        })
+        .unwrap();
+        port.fd
+            .write_all(b"hi\n", Instant::now() + Duration::from_secs(2))
+            .unwrap();
+        let mut got = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while got.len() < 8 && Instant::now() < deadline {
+            let mut buf = [0u8; 256];
+            match port.fd.read(&mut buf, Duration::from_millis(100)) {
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+                Err(e) => panic!("read: {e} after {:?}", String::from_utf8_lossy(&got)),
+            }
+        }
+        // The line discipline's echo, then cat's copy.
+        assert_eq!(got, b"hi\r\nhi\r\n", "{:?}", String::from_utf8_lossy(&got));
+    }
+
+    #[test]
+    fn backends_that_are_not_there_are_named() {
+        let e = open(&Backend::Qemu {
+            socket: "/nonexistent/serial.sock".into(),
+        })
+        .err()
+        .unwrap();
+        assert!(
+            e.starts_with("/nonexistent/serial.sock: No such file"),
+            "{e}"
+        );
+        let e = open(&Backend::Tty {
+            path: "/nonexistent/ttyUSB0".into(),
+            baud: 115200,
+            framing: "8N1".into(),
+        })
+        .err()
+        .unwrap();
+        assert!(e.contains("/nonexistent/ttyUSB0"), "{e}");
+        let e = open(&Backend::Command {
+            argv: vec!["/nonexistent/sh".into()],
+        })
+        .err()
+        .unwrap();
+        assert!(e.contains("/nonexistent/sh"), "{e}");
     }
 }
