@@ -9,6 +9,7 @@ use serde_json::{json, Value};
 
 use jsipd_e2e::guest::{self, Guest, BOOT_TIMEOUT};
 use jsipd_e2e::http::{get, request};
+use jsipd_e2e::webdriver::{self, Browser};
 use jsipd_e2e::ws::{Ws, WAIT};
 use jsipd_e2e::{loopback_config, Daemon, Prefix};
 
@@ -408,4 +409,44 @@ fn sighup_switches_the_backend_and_attached_clients_are_told() {
     d.wait_log("serial.ini rejected, keeping the running config", WAIT);
     c.input(b"still-here\n");
     c.wait_for(b"still-here\r\nstill-here", WAIT);
+}
+
+/// The console page in a real browser: Chromium joins over JSIP, a line typed into
+/// the page reaches the backend, and its output shows on the page.
+#[test]
+fn the_console_page_in_chromium_types_and_shows_the_output() {
+    assert!(
+        webdriver::available(),
+        "needs Debian chromium and chromium-driver (test.sh installs them)"
+    );
+    let prefix = Prefix::with_config(&format!("{}\n", loopback_config("")));
+    prefix.add_plugin("serial", "serial.so");
+    let ini = prefix.path().join("conf/serial/serial.ini");
+    std::fs::create_dir_all(ini.parent().unwrap()).unwrap();
+    std::fs::write(&ini, "backend = command\n[command]\nrun = /bin/cat\n").unwrap();
+    let d = Daemon::start(&prefix);
+    load(&d);
+    let browser = Browser::start();
+    browser.goto(&format!(
+        "http://{}/serial/v1/?rtc=ws://{}/rtc",
+        d.api,
+        d.rtc.unwrap()
+    ));
+    browser.wait_for(
+        "the page to join",
+        "return document.getElementById('state').textContent.startsWith('connected')",
+        WAIT,
+    );
+    browser.type_into("#input", "hello from chromium \u{e007}");
+    // The pty's echo and cat's copy, both shown.
+    browser.wait_for(
+        "the line twice on the page",
+        "return window.received.split('hello from chromium').length === 3",
+        WAIT,
+    );
+    let st = status(&d);
+    assert_eq!(st["clients"].as_array().unwrap().len(), 1, "{st}");
+    assert!(st["bytes_out"].as_u64().unwrap() >= 20, "{st}");
+    let shot = browser.screenshot("serial-console");
+    assert!(std::fs::read(&shot).unwrap().starts_with(b"\x89PNG"));
 }

@@ -139,6 +139,26 @@ impl Browser {
         )
     }
 
+    /// Types `text` into the element `css` selects, as keystrokes ("\u{E007}" is Enter).
+    pub fn type_into(&self, css: &str, text: &str) {
+        let found = self.command(
+            "POST",
+            "/element",
+            json!({"using": "css selector", "value": css}),
+        );
+        let id = found
+            .as_object()
+            .and_then(|o| o.values().next())
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("no element {css}: {found}"))
+            .to_string();
+        self.command(
+            "POST",
+            &format!("/element/{id}/value"),
+            json!({ "text": text }),
+        );
+    }
+
     /// Evaluates `script` until it returns true, or panics after `timeout`.
     pub fn wait_for(&self, what: &str, script: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;

@@ -17,7 +17,8 @@
 //! (bounded, see [`hub`]). `BYE` or a dropped socket leaves.
 //!
 //! API `serial.v1`: `GET /history` (the ring, raw bytes), `GET /status`, `POST /send`
-//! (the body's bytes to the target).
+//! (the body's bytes to the target), and `GET /`, a small console page (a JSIP client
+//! of this SLP) until the browser console has a terminal.
 
 pub mod hub;
 pub mod port;
@@ -380,6 +381,12 @@ impl Api for SerialApi {
     fn handle(&self, request: &mut Request<'_>, response: &mut Response<'_>) {
         let path = request.path().to_string();
         match (path.as_str(), request.method()) {
+            ("/", "GET") => {
+                response
+                    .status(200)
+                    .header("content-type", "text/html; charset=utf-8");
+                let _ = response.write_all(include_str!("console.html").as_bytes());
+            }
             ("/history", "GET") => {
                 response
                     .status(200)
