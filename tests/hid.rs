@@ -548,6 +548,10 @@ fn qemu_guest_receives_exact_text_in_us_and_german_ctrl_c_interrupts_and_the_poi
 
     // Ctrl+C interrupts a running command: the echo after it runs at once, not in 600 s.
     paste(&d, "sleep 600\n", "us");
+    // Only once it runs (on a loaded machine the shell may still be reading the line,
+    // and a Ctrl+C then only clears it).
+    serial.run("while ! ps | grep -q '[s]leep 600'; do usleep 10000; done; echo sleeping-$((1+1))");
+    serial.wait_for("sleeping-2", Duration::from_secs(30));
     keys(&d, "ctrl+c");
     paste(&d, "echo $((6*7))-interrupted > /dev/ttyS0\n", "us");
     serial.wait_for("42-interrupted", Duration::from_secs(30));
