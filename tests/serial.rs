@@ -150,21 +150,23 @@ fn between<'a>(hay: &'a [u8], start: &[u8], end: &[u8]) -> &'a [u8] {
     &hay[s..e]
 }
 
-fn start(socket: &std::path::Path, serial_ini: &str, plugins: &str) -> (Prefix, Daemon) {
+/// The daemon with the serial plugin on QEMU's chardev `socket`.
+fn start(socket: &std::path::Path, plugins: &str) -> (Prefix, Daemon) {
+    start_with(
+        &format!("backend = qemu\n[qemu]\nsocket = {}\n", socket.display()),
+        plugins,
+    )
+}
+
+/// The daemon with the serial plugin loaded, its `conf/serial/serial.ini` being `ini`.
+fn start_with(ini: &str, plugins: &str) -> (Prefix, Daemon) {
     let prefix = Prefix::with_config(&format!(
         "{}\n[JSIPStack]\nrealm = node.test\n[Plugins]\n{plugins}\n",
         loopback_config("")
     ));
     prefix.add_plugin("serial", "serial.so");
     std::fs::create_dir_all(prefix.path().join("conf/serial")).unwrap();
-    std::fs::write(
-        prefix.path().join("conf/serial/serial.ini"),
-        format!(
-            "backend = qemu\n{serial_ini}\n[qemu]\nsocket = {}\n",
-            socket.display()
-        ),
-    )
-    .unwrap();
+    std::fs::write(prefix.path().join("conf/serial/serial.ini"), ini).unwrap();
     let d = Daemon::start(&prefix);
     load(&d);
     (prefix, d)
@@ -195,7 +197,7 @@ fn status(d: &Daemon) -> Value {
 #[test]
 fn clients_share_the_console_byte_for_byte_and_a_late_one_gets_the_history_first() {
     let g = booted_guest();
-    let (_p, d) = start(&g.serial1(), "", "");
+    let (_p, d) = start(&g.serial1(), "");
     let mut alice = Console::join(&d, "alice");
     let mut bob = Console::join(&d, "bob");
     assert!(alice
@@ -287,7 +289,7 @@ fn clients_share_the_console_byte_for_byte_and_a_late_one_gets_the_history_first
 #[test]
 fn a_client_that_stops_reading_is_told_what_it_lost_while_the_others_keep_up() {
     let g = booted_guest();
-    let (_p, d) = start(&g.serial1(), "", "");
+    let (_p, d) = start(&g.serial1(), "");
     let mut alice = Console::join(&d, "alice");
     let mut stalled = Console::join(&d, "stalled");
     // 1 MB of output while `stalled` reads nothing.
@@ -309,7 +311,7 @@ fn a_client_that_stops_reading_is_told_what_it_lost_while_the_others_keep_up() {
 #[test]
 fn a_reload_ends_the_sessions_cleanly_and_a_rejoin_gets_the_history() {
     let g = booted_guest();
-    let (_p, d) = start(&g.serial1(), "", "drain_timeout = 1s");
+    let (_p, d) = start(&g.serial1(), "drain_timeout = 1s");
     let mut alice = Console::join(&d, "alice");
     alice.input(b"echo before-$((3*3))-reload\n");
     alice.wait_for(b"before-9-reload", WAIT);
@@ -341,7 +343,7 @@ fn a_vanished_backend_is_reported_and_retried() {
     let links = tempfile::tempdir().unwrap();
     let socket = links.path().join("serial.sock");
     std::os::unix::fs::symlink(g.serial1(), &socket).unwrap();
-    let (_p, d) = start(&socket, "", "");
+    let (_p, d) = start(&socket, "");
     let mut alice = Console::join(&d, "alice");
     alice.input(b"echo up-$((1+1))\n");
     alice.wait_for(b"up-2", WAIT);
@@ -378,13 +380,8 @@ fn a_vanished_backend_is_reported_and_retried() {
 /// stay attached, and they are told; a broken file keeps the running one.
 #[test]
 fn sighup_switches_the_backend_and_attached_clients_are_told() {
-    let prefix = Prefix::with_config(&format!("{}\n", loopback_config("")));
-    prefix.add_plugin("serial", "serial.so");
+    let (prefix, d) = start_with("backend = command\n[command]\nrun = /bin/cat\n", "");
     let ini = prefix.path().join("conf/serial/serial.ini");
-    std::fs::create_dir_all(ini.parent().unwrap()).unwrap();
-    std::fs::write(&ini, "backend = command\n[command]\nrun = /bin/cat\n").unwrap();
-    let d = Daemon::start(&prefix);
-    load(&d);
     let mut c = Console::join(&d, "alice");
     c.input(b"typed-into-cat\n");
     // The pty's echo, then cat's copy.
@@ -419,13 +416,7 @@ fn the_console_page_in_chromium_types_and_shows_the_output() {
         webdriver::available(),
         "needs Debian chromium and chromium-driver (test.sh installs them)"
     );
-    let prefix = Prefix::with_config(&format!("{}\n", loopback_config("")));
-    prefix.add_plugin("serial", "serial.so");
-    let ini = prefix.path().join("conf/serial/serial.ini");
-    std::fs::create_dir_all(ini.parent().unwrap()).unwrap();
-    std::fs::write(&ini, "backend = command\n[command]\nrun = /bin/cat\n").unwrap();
-    let d = Daemon::start(&prefix);
-    load(&d);
+    let (_p, d) = start_with("backend = command\n[command]\nrun = /bin/cat\n", "");
     let browser = Browser::start();
     browser.goto(&format!(
         "http://{}/serial/v1/?rtc=ws://{}/rtc",

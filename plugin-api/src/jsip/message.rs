@@ -412,6 +412,14 @@ impl Message {
         r
     }
 
+    /// A refusal of this request: [`Message::response`] with `reason` as the `Reason`
+    /// that tells the peer what was wrong.
+    pub fn refusal(&self, code: u16, reason: impl Into<String>) -> Message {
+        let mut r = self.response(code);
+        r.reason = Some(reason.into());
+        r
+    }
+
     pub fn method(&self) -> Option<Method> {
         match self.kind {
             Kind::Request(m) => Some(m),

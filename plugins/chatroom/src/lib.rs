@@ -242,12 +242,6 @@ impl Slp for ChatSlp {
 
 struct ChatInstance(Shared);
 
-fn refuse(host: &mut dyn Host, request: &Message, code: u16, reason: String) {
-    let mut r = request.response(code);
-    r.reason = Some(reason);
-    host.send(r);
-}
-
 /// The room a request is for: the user of its Request-URI, without `room:`.
 fn room_of(request: &Message) -> Option<String> {
     let uri = Uri::parse(request.request_uri.as_deref()?).ok()?;
@@ -258,31 +252,17 @@ fn room_of(request: &Message) -> Option<String> {
 impl ChatInstance {
     fn subscribe(&mut self, m: &Message, host: &mut dyn Host) {
         let Some(identity) = m.p_asserted_identity.clone() else {
-            return refuse(
-                host,
-                m,
-                400,
-                "SUBSCRIBE needs P-Asserted-Identity: who joins".into(),
-            );
+            return host.send(m.refusal(400, "SUBSCRIBE needs P-Asserted-Identity: who joins"));
         };
         let Some(expire) = m.expire else {
-            return refuse(
-                host,
-                m,
-                400,
-                "SUBSCRIBE needs Expire: seconds to stay, 0 to leave".into(),
-            );
+            return host
+                .send(m.refusal(400, "SUBSCRIBE needs Expire: seconds to stay, 0 to leave"));
         };
         if m.event.as_deref() != Some("message-push") {
-            return refuse(host, m, 489, "Event must be message-push".into());
+            return host.send(m.refusal(489, "Event must be message-push"));
         }
         let Some(room) = room_of(m) else {
-            return refuse(
-                host,
-                m,
-                404,
-                "the Request-URI names no room (room:NAME@DOMAIN)".into(),
-            );
+            return host.send(m.refusal(404, "the Request-URI names no room (room:NAME@DOMAIN)"));
         };
         let settings = self.0.settings();
         let mut rooms = self.0.rooms();
@@ -294,7 +274,7 @@ impl ChatInstance {
                 .and_then(|members| members.remove(&identity));
             if left.is_none() {
                 drop(rooms);
-                return refuse(host, m, 404, format!("{identity} is not in room {room}"));
+                return host.send(m.refusal(404, format!("{identity} is not in room {room}")));
             }
             tracing::info!("{identity} left room {room}");
             rooms.close_if_empty(&room);
@@ -303,7 +283,7 @@ impl ChatInstance {
             if !rooms.rooms.contains_key(&room) {
                 if let Err(why) = rooms.may_open(&room, &settings) {
                     drop(rooms);
-                    return refuse(host, m, why.0, why.1);
+                    return host.send(m.refusal(why.0, why.1));
                 }
                 tracing::info!("opened room {room}");
             }
@@ -332,32 +312,23 @@ impl ChatInstance {
             .clone()
             .unwrap_or_else(|| m.from.clone());
         let Some(room) = room_of(m) else {
-            return refuse(
-                host,
-                m,
-                404,
-                "the Request-URI names no room (room:NAME@DOMAIN)".into(),
-            );
+            return host.send(m.refusal(404, "the Request-URI names no room (room:NAME@DOMAIN)"));
         };
         let others: Vec<String> = {
             let rooms = self.0.rooms();
             let Some(members) = rooms.rooms.get(&room) else {
                 drop(rooms);
-                return refuse(
-                    host,
-                    m,
+                return host.send(m.refusal(
                     404,
                     format!("there is no room {room}: nobody has joined it; SUBSCRIBE first"),
-                );
+                ));
             };
             if !members.contains_key(&identity) {
                 drop(rooms);
-                return refuse(
-                    host,
-                    m,
+                return host.send(m.refusal(
                     404,
                     format!("{identity} is not in room {room}; SUBSCRIBE first"),
-                );
+                ));
             }
             members
                 .keys()
@@ -409,12 +380,10 @@ impl Instance for ChatInstance {
                 Some(Method::Subscribe) => self.subscribe(&m, host),
                 Some(Method::Message) => self.message(&m, host),
                 Some(Method::Ack) | None => {}
-                Some(other) => refuse(
-                    host,
-                    &m,
+                Some(other) => host.send(m.refusal(
                     405,
                     format!("a chat room takes SUBSCRIBE and MESSAGE, not {other}"),
-                ),
+                )),
             },
             Event::DialogEnded { .. } | Event::PeerDisconnected { .. } => {}
         }

@@ -224,12 +224,6 @@ struct GpioInstance {
     notifying: HashMap<String, String>,
 }
 
-fn refuse(host: &mut dyn Host, request: &Message, code: u16, reason: String) {
-    let mut r = request.response(code);
-    r.reason = Some(reason);
-    host.send(r);
-}
-
 impl GpioInstance {
     fn notify(&mut self, host: &mut dyn Host, identity: &str, notifier: &str, leds: Leds) {
         let dialogue_id = host.new_dialogue_id();
@@ -250,7 +244,7 @@ impl GpioInstance {
 
     fn subscribe(&mut self, m: &Message, host: &mut dyn Host) {
         if m.event.as_deref() != Some("led") {
-            return refuse(host, m, 489, "Event must be led".into());
+            return host.send(m.refusal(489, "Event must be led"));
         }
         let identity = m
             .p_asserted_identity
@@ -265,7 +259,7 @@ impl GpioInstance {
         if expire == 0 {
             let gone = self.shared.subscribers().remove(&identity).is_some();
             if !gone {
-                return refuse(host, m, 481, format!("{identity} has no led subscription"));
+                return host.send(m.refusal(481, format!("{identity} has no led subscription")));
             }
             tracing::info!("{identity} unsubscribed from the LEDs");
             return host.send(ok);
@@ -349,12 +343,7 @@ impl Instance for GpioInstance {
             Event::Message(m) => match m.method() {
                 Some(Method::Subscribe) => self.subscribe(&m, host),
                 Some(Method::Ack) | None => {}
-                Some(other) => refuse(
-                    host,
-                    &m,
-                    405,
-                    format!("gpio takes SUBSCRIBE (Event: led), not {other}; buttons are pressed over its API"),
-                ),
+                Some(other) => host.send(m.refusal(405, format!("gpio takes SUBSCRIBE (Event: led), not {other}; buttons are pressed over its API"))),
             },
             Event::DialogEnded { dialogue_id } => {
                 // A NOTIFY that timed out ends its dialog without an answer we could see.

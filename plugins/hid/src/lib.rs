@@ -432,12 +432,6 @@ impl Slp for HidSlp {
 
 struct HidInstance(Shared);
 
-fn refuse(host: &mut dyn Host, request: &Message, code: u16, reason: String) {
-    let mut r = request.response(code);
-    r.reason = Some(reason);
-    host.send(r);
-}
-
 /// Holders are per dialog; DialogueIDs are only unique per peer, instances are unique.
 fn holder(host: &dyn Host, dialogue_id: &str) -> String {
     format!("{}/{dialogue_id}", host.instance_id())
@@ -450,22 +444,20 @@ impl HidInstance {
             .as_deref()
             .is_some_and(|t| t.eq_ignore_ascii_case("hid"));
         if !hid_type {
-            return refuse(
-                host,
-                m,
+            return host.send(m.refusal(
                 415,
                 format!(
                     "Content-Type must be hid, not {}",
                     m.content_type.as_deref().unwrap_or("(none)")
                 ),
-            );
+            ));
         }
         let Some(body) = &m.body else {
-            return refuse(host, m, 400, "the Body (HID events) is missing".into());
+            return host.send(m.refusal(400, "the Body (HID events) is missing"));
         };
         let inputs = match wire::events(body) {
             Ok(i) => i,
-            Err(e) => return refuse(host, m, 400, e),
+            Err(e) => return host.send(m.refusal(400, e)),
         };
         let holder = holder(host, &m.dialogue_id);
         let result = {
@@ -476,7 +468,7 @@ impl HidInstance {
         };
         match result {
             Ok(()) => host.send(m.response(200)),
-            Err(e) => refuse(host, m, 503, e),
+            Err(e) => host.send(m.refusal(503, e)),
         }
     }
 
@@ -499,12 +491,7 @@ impl Instance for HidInstance {
                 Some(Method::Info | Method::Message) => self.input(&m, host, arrived),
                 // The stack answered the BYE; the dialog's end releases its keys.
                 Some(Method::Ack | Method::Bye) | None => {}
-                Some(other) => refuse(
-                    host,
-                    &m,
-                    405,
-                    format!("hid takes INVITE, then INFO (or MESSAGE) with Content-Type hid; not {other}"),
-                ),
+                Some(other) => host.send(m.refusal(405, format!("hid takes INVITE, then INFO (or MESSAGE) with Content-Type hid; not {other}"))),
             },
             Event::DialogEnded { dialogue_id } => self.release(host, &dialogue_id, "its dialog ended"),
             Event::PeerDisconnected { dialogue_id } => {

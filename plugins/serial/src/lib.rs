@@ -217,12 +217,6 @@ struct Client {
     in_flight: BTreeMap<u64, usize>,
 }
 
-fn refuse(host: &mut dyn Host, m: &Message, code: u16, reason: String) {
-    let mut r = m.response(code);
-    r.reason = Some(reason);
-    host.send(r);
-}
-
 /// The bytes of an input Body: `{"data": base64}` or `{"text": "…"}`.
 pub fn input_bytes(body: Option<&Value>) -> Result<Vec<u8>, String> {
     let body = body.ok_or("the Body is missing: {\"data\":\"<base64>\"} or {\"text\":\"…\"}")?;
@@ -318,24 +312,20 @@ impl Instance for Client {
                         .as_deref()
                         .is_some_and(|t| t.eq_ignore_ascii_case("serial"));
                     if !serial {
-                        return refuse(
-                            host,
-                            &m,
+                        return host.send(m.refusal(
                             415,
                             format!(
                                 "Content-Type must be serial, not {}",
                                 m.content_type.as_deref().unwrap_or("(none)")
                             ),
-                        );
+                        ));
                     }
                     match input_bytes(m.body.as_ref()) {
-                        Err(e) => refuse(host, &m, 400, e),
-                        Ok(b) if b.len() > INPUT_MAX => refuse(
-                            host,
-                            &m,
+                        Err(e) => host.send(m.refusal(400, e)),
+                        Ok(b) if b.len() > INPUT_MAX => host.send(m.refusal(
                             413,
                             format!("{} bytes of input; at most {INPUT_MAX} at once", b.len()),
-                        ),
+                        )),
                         Ok(b) => match self.hub.send(&b) {
                             Ok(()) => {
                                 host.send(m.response(200));
@@ -343,18 +333,16 @@ impl Instance for Client {
                                 // then, besides the poll.
                                 host.set_timer(ECHO_LOOK, 1);
                             }
-                            Err(e) => refuse(host, &m, 503, e),
+                            Err(e) => host.send(m.refusal(503, e)),
                         },
                     }
                 }
                 // The stack answered the BYE; the dialog's end detaches the client.
                 Some(Method::Ack | Method::Bye) | None => {}
-                Some(other) => refuse(
-                    host,
-                    &m,
+                Some(other) => host.send(m.refusal(
                     405,
                     format!("serial takes INVITE, then INFO with Content-Type serial; not {other}"),
-                ),
+                )),
             },
             Event::Timer(token) => {
                 if self.dialog.is_some() {
