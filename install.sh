@@ -133,6 +133,8 @@ jsipd installed in $prefix
   signals:   $prefix/bin/jsipd -s reload|reopen|quit|stop
   plugins:   curl -X POST 'http://127.0.0.1:2539/slpm/v1/echo?file=echo.so'
              $prefix/bin/pcompile --new demo && $prefix/bin/pcompile demo
+  sign-in:   http://THIS-HOST:8080/ (the people's port); no account exists until you
+             create one: $prefix/bin/jsipd user add NAME --role admin
   systemd:   cp $prefix/share/jsipd.service /etc/systemd/system/
   logrotate: cp $prefix/share/logrotate /etc/logrotate.d/jsipd
 DONE

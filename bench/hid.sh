@@ -45,6 +45,7 @@ logfile = logs/jsipd.log
 listen = 127.0.0.1:28292
 accesslog = off
 [RTCServer]
+auth = none
 listen = 127.0.0.1:28293
 [JSIPStack]
 builtin_slps = echo

@@ -29,6 +29,7 @@ logfile = logs/jsipd.log
 listen = 127.0.0.1:28290
 accesslog = off
 [RTCServer]
+auth = none
 listen = 127.0.0.1:28291
 [JSIPStack]
 builtin_slps = echo

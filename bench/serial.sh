@@ -25,6 +25,7 @@ logfile = logs/jsipd.log
 listen = 127.0.0.1:28294
 accesslog = off
 [RTCServer]
+auth = none
 listen = 127.0.0.1:28295
 [JSIPStack]
 builtin_slps = echo

@@ -17,7 +17,7 @@ fi
 api=25391 rtc=28091
 work=$(mktemp -d)
 mkdir -p "$work/conf" "$work/logs"
-printf 'logfile = logs/jsipd.log\n[APIServer]\nlisten = 127.0.0.1:%s\n[RTCServer]\nlisten = 127.0.0.1:%s\n' $api $rtc > "$work/conf/jsipd.ini"
+printf 'logfile = logs/jsipd.log\n[APIServer]\nlisten = 127.0.0.1:%s\n[RTCServer]\nlisten = 127.0.0.1:%s\nauth = none\n' $api $rtc > "$work/conf/jsipd.ini"
 cp -r "$prefix/certs" "$work/"
 
 # Each run: start, spin until the RTC port (bound last) accepts, then kill.

@@ -28,6 +28,7 @@ logfile = logs/jsipd.log
 listen = 127.0.0.1:28292
 accesslog = off
 [RTCServer]
+auth = none
 listen = 127.0.0.1:28293
 INI
 printf 'fps = 30\nwidth = 1920\nheight = 1080\n' > "$work/conf/stream/stream.ini"

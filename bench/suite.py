@@ -88,6 +88,7 @@ logfile = logs/jsipd.log
 listen = 127.0.0.1:{API}
 accesslog = off
 [RTCServer]
+auth = none
 listen = 127.0.0.1:{RTC}
 [JSIPStack]
 realm = bench.test

@@ -30,7 +30,8 @@ ini=$stage/etc/jsipd/jsipd.ini
 for change in \
     's|^;state_file = conf/.plugins$|state_file = /var/lib/jsipd/plugins.state|' \
     's|^;apikey_file = conf/api.key$|apikey_file = /var/lib/jsipd/api.key|' \
-    's|^;auth_secret_file = conf/rtc.secret$|auth_secret_file = /var/lib/jsipd/rtc.secret|'; do
+    's|^;auth_secret_file = conf/rtc.secret$|auth_secret_file = /var/lib/jsipd/rtc.secret|' \
+    's|^;users_file = conf/users$|users_file = /var/lib/jsipd/users|'; do
     before=$(cat "$ini")
     sed -i "$change" "$ini"
     [[ $(cat "$ini") != "$before" ]] || { echo "dist/deb.sh: conf/jsipd.ini no longer matches $change" >&2; exit 1; }

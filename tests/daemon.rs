@@ -65,7 +65,7 @@ fn port_in_use_is_named_and_exits_nonzero() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
     let prefix = Prefix::with_config(&format!(
-        "logfile = stdout\n[APIServer]\nlisten = 127.0.0.1:{port}\n[RTCServer]\nlisten = 127.0.0.1:0\n"
+        "logfile = stdout\n[APIServer]\nlisten = 127.0.0.1:{port}\n[RTCServer]\nlisten = 127.0.0.1:0\nauth = none\n"
     ));
     let out = prefix.run(&[]);
     assert_eq!(out.status.code(), Some(1));
@@ -352,7 +352,7 @@ fn dash_s_signals_the_daemon_through_its_pid_file() {
 #[test]
 fn non_loopback_api_demands_the_generated_key() {
     let prefix = Prefix::with_config(
-        "logfile = stdout\n[APIServer]\nlisten = 0.0.0.0:0\n[RTCServer]\nlisten = 127.0.0.1:0\n",
+        "logfile = stdout\n[APIServer]\nlisten = 0.0.0.0:0\n[RTCServer]\nlisten = 127.0.0.1:0\nauth = none\n",
     );
     let d = Daemon::start(&prefix);
     let key_file = prefix.path().join("conf/api.key");
@@ -433,7 +433,7 @@ fn tls_api_serves_with_a_generated_certificate() {
 #[test]
 fn logrotate_and_sigusr1_lose_and_duplicate_no_line() {
     let prefix = Prefix::with_config(
-        "loglevel = debug\n[APIServer]\nlisten = 127.0.0.1:0\n[RTCServer]\nlisten = 127.0.0.1:0\n",
+        "loglevel = debug\n[APIServer]\nlisten = 127.0.0.1:0\n[RTCServer]\nlisten = 127.0.0.1:0\nauth = none\n",
     );
     let logs = prefix.path().join("logs");
     let d = Daemon::start_with_log(&prefix, Some(logs.join("jsipd.log")));

@@ -450,7 +450,8 @@ fn a_silent_peer_is_dropped_after_three_ping_intervals() {
 
 #[test]
 fn token_auth_binds_the_token_to_the_userid() {
-    let (p, d) = start("auth = token", "");
+    let p = Prefix::with_config(&config("", "").replace("auth = none", "auth = token"));
+    let d = Daemon::start(&p);
     let out = p.run(&["token", "alice"]);
     assert!(
         out.status.success(),

@@ -10,6 +10,8 @@ use crate::node::NodeHandle;
 use crate::plugins::Plugins;
 use crate::serve::TlsSlot;
 use crate::stats::Stats;
+use crate::web::users::Users;
+use crate::web::People;
 
 /// Where the config comes from. Without `-c`, a missing default file means "built-in
 /// defaults"; with `-c`, a missing file is an error.
@@ -49,12 +51,15 @@ pub struct App {
     pub plugins: Arc<Plugins>,
     /// TLS acceptors of the listening ports, by section, for SIGHUP to refresh.
     pub tls: Vec<(&'static str, TlsSlot)>,
+    /// Accounts and sessions of the people's port.
+    pub people: People,
 }
 
 /// Secrets read (or generated) at start; SIGHUP replaces them.
 pub struct Secrets {
     pub api_key: Option<Arc<str>>,
     pub rtc_secret: Option<Arc<str>>,
+    pub users: Users,
 }
 
 impl App {
@@ -81,6 +86,7 @@ impl App {
             node,
             plugins,
             tls,
+            people: People::new(secrets.users),
         }
     }
 

@@ -11,6 +11,7 @@ const USAGE: &str = "\
 Usage: jsipd [-p PREFIX] [-c CONF] [-t] [-s reload|reopen|quit|stop]
        jsipd gencert [-p PREFIX] [-c CONF] [--force]
        jsipd token [-p PREFIX] [-c CONF] USERID
+       jsipd [-p PREFIX] [-c CONF] user add|passwd|del|list|totp …  (see below)
        jsipd --version | -h
 
   -p PREFIX  install tree (default: the folder above bin/)
@@ -22,6 +23,10 @@ Usage: jsipd [-p PREFIX] [-c CONF] [-t] [-s reload|reopen|quit|stop]
              cert/key paths (certs/jsipd.crt, certs/jsipd.key); --force replaces them
   token      print the WebSocket token of USERID for [RTCServer] auth = token
              (derived from auth_secret_file, which is created when absent)
+  user       the people's accounts in [RTCServer] users_file (conf/users):
+{user}
+             add and passwd print a new password unless --password-stdin gives one;
+             totp prints the otpauth:// URI of a new one-time-code secret
 ";
 
 enum Command {
@@ -30,6 +35,7 @@ enum Command {
     Signal(String),
     GenCert { force: bool },
     Token(String),
+    User(Vec<std::ffi::OsString>),
     Version,
     Help,
 }
@@ -63,6 +69,10 @@ fn parse() -> Result<Args, lexopt::Error> {
             Long("force") => force = true,
             Value(v) if v == "gencert" && !gencert && token.is_none() => gencert = true,
             Value(v) if v == "token" && !gencert && token.is_none() => token = Some(None),
+            Value(v) if v == "user" && !gencert && token.is_none() => {
+                args.command = Command::User(parser.raw_args()?.collect());
+                return Ok(args);
+            }
             Value(v) if matches!(token, Some(None)) => token = Some(Some(v.string()?)),
             _ => return Err(arg.unexpected()),
         }
@@ -75,6 +85,10 @@ fn parse() -> Result<Args, lexopt::Error> {
         return Err("--force only goes with gencert".into());
     }
     Ok(args)
+}
+
+fn usage() -> String {
+    USAGE.replace("{user}", crate::web::cli::USAGE)
 }
 
 /// The folder above `bin/` of this executable: `/usr/local/jsipd/bin/jsipd` → `/usr/local/jsipd`.
@@ -93,7 +107,7 @@ pub fn main() -> ExitCode {
     let args = match parse() {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("jsipd: {e}\n\n{USAGE}");
+            eprintln!("jsipd: {e}\n\n{}", usage());
             return ExitCode::from(2);
         }
     };
@@ -108,7 +122,7 @@ pub fn main() -> ExitCode {
     };
     match args.command {
         Command::Help => {
-            print!("{USAGE}");
+            print!("{}", usage());
             ExitCode::SUCCESS
         }
         Command::Version => {
@@ -119,6 +133,7 @@ pub fn main() -> ExitCode {
         Command::Signal(name) => send_signal(&source, &name),
         Command::GenCert { force } => gencert(&source, force),
         Command::Token(userid) => token(&source, &userid),
+        Command::User(args) => crate::web::cli::main(&source, args),
         Command::Run => crate::daemon::run(source),
     }
 }
@@ -148,6 +163,10 @@ fn test_config(source: &ConfigSource) -> ExitCode {
                 failed = true;
             }
         }
+    }
+    if let Err(e) = crate::web::People::load_users(&config) {
+        eprintln!("{e:#}");
+        failed = true;
     }
     if failed {
         eprintln!("jsipd: configuration {shown} test failed");

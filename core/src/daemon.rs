@@ -21,7 +21,7 @@ use crate::pidfile::PidFile;
 use crate::plugins::Plugins;
 use crate::serve::{self, Serving, TlsSlot};
 use crate::signals::{Signal, Signals};
-use crate::{api, tls, transport};
+use crate::{api, tls};
 
 /// Runs the daemon until it is told to stop. Never returns on success paths that
 /// must not wait for stray tasks: the caller exits the process with the code.
@@ -103,6 +103,14 @@ async fn start_and_run(
     let rtc_tls = tls_slot(&config.rtc_listen)?;
     let api_key = api::ensure_key(&config)?;
     let rtc_secret = rtc_secret(&config)?;
+    let users = crate::web::People::load_users(&config)?;
+    if users.is_empty() && !config.rtc_listen.endpoints().is_empty() {
+        warn!(
+            "no people's accounts in {}: nobody can sign in at the people's port until one exists; create the first with: jsipd -p {} user add NAME --role admin",
+            config.rtc.users_file.display(),
+            source.prefix.display()
+        );
+    }
     let tasks = TaskTracker::new();
     let shutdown = CancellationToken::new();
     let stats = crate::stats::Stats::default();
@@ -129,6 +137,7 @@ async fn start_and_run(
         Secrets {
             api_key,
             rtc_secret,
+            users,
         },
         node.handle(),
         plugins.clone(),
@@ -144,7 +153,7 @@ async fn start_and_run(
         shutdown: shutdown.clone(),
     };
     let rtc = Serving {
-        handler: transport::handler(app.clone()),
+        handler: crate::web::handler(app.clone()),
         stats: app.stats.rtc.clone(),
         tasks: tasks.clone(),
         shutdown: shutdown.clone(),
@@ -223,13 +232,13 @@ async fn until_exit(signals: &mut Signals) {
 
 /// The token secret when `[RTCServer] auth = token` (generated when absent).
 fn rtc_secret(config: &Config) -> anyhow::Result<Option<Arc<str>>> {
-    if config.rtc.auth != crate::config::RtcAuth::Token {
+    if !config.rtc.auth.token {
         return Ok(None);
     }
     api::secret_file(
         &config.rtc.auth_secret_file,
         "[RTCServer] auth_secret_file",
-        "[RTCServer] auth = token",
+        "[RTCServer] auth includes token",
     )
     .map(|s| Some(Arc::from(s.as_str())))
 }
@@ -263,10 +272,11 @@ fn reload(app: &App) {
             }
             let key = api::ensure_key(&new)?;
             let secret = rtc_secret(&new)?;
+            let users = crate::web::People::load_users(&new)?;
             app.logs.apply(&new)?;
-            Ok((new, acceptors, key, secret))
+            Ok((new, acceptors, key, secret, users))
         });
-    let (new, acceptors, key, secret) = match prepared {
+    let (new, acceptors, key, secret, users) = match prepared {
         Ok(p) => p,
         Err(e) => {
             app.stats
@@ -281,6 +291,13 @@ fn reload(app: &App) {
     }
     app.set_api_key(key);
     app.set_rtc_secret(secret);
+    if *app.people.users() != users {
+        info!(
+            "SIGHUP: {} people's accounts; sessions of changed or deleted users end",
+            users.len()
+        );
+    }
+    app.people.set_users(users);
     app.node.reconfigure(Arc::new(new.clone()));
     app.plugins.reconfigure(&new);
     let changed: Vec<String> = old

@@ -10,6 +10,67 @@ use std::io::{self, Read, Write};
 
 use serde_json::Value;
 
+/// What a person may do, from least to most. A higher role may do everything a lower one
+/// may, so a route states the lowest role it needs ([`Api::role_needed`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// Watches: video and state that only shows.
+    Viewer,
+    /// Also drives the target: keyboard, mouse, power, paste, mounting media.
+    Operator,
+    /// Also changes what is stored or configured: uploads, deletes, plugin settings.
+    Admin,
+}
+
+impl Role {
+    pub const ALL: [Role; 3] = [Role::Viewer, Role::Operator, Role::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+            Role::Admin => "admin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Role> {
+        Role::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+
+    /// The number that crosses the `.so` boundary (`ffi::FfiRequest::caller_role`).
+    pub fn to_ffi(self) -> u8 {
+        self as u8 + 1
+    }
+
+    /// `None` for 0 (no caller told, as from a host before ABI 1.3) or an unknown number.
+    pub fn from_ffi(n: u8) -> Option<Role> {
+        Role::ALL.get(usize::from(n).checked_sub(1)?).copied()
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Who sent a request. On the people's port, the signed-in user and their role; on the
+/// management port, the operator: `user` is empty and the role is [`Role::Admin`],
+/// because whoever reaches that port is trusted with the whole daemon.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Caller<'a> {
+    pub user: &'a str,
+    pub role: Role,
+}
+
+impl Caller<'_> {
+    /// The management port's caller.
+    pub const OPERATOR: Caller<'static> = Caller {
+        user: "",
+        role: Role::Admin,
+    };
+}
+
 /// A plugin's HTTP API.
 pub trait Api: Send + Sync {
     /// Answers one request. Several requests may run at once, each on its own thread.
@@ -17,6 +78,16 @@ pub trait Api: Send + Sync {
     /// A panic answers `500` if nothing was sent yet (else the connection is cut), and is
     /// counted against the plugin.
     fn handle(&self, request: &mut Request<'_>, response: &mut Response<'_>);
+
+    /// The lowest role that may call `method` on `path` (the path below the mount
+    /// point, as [`Request::path`]). Checked before [`Api::handle`] is called: a caller
+    /// below it gets `403` and the handler never runs. The default, [`Role::Admin`],
+    /// keeps a plugin that states nothing closed to everyone but admins on the people's
+    /// port; the management port's caller is always an admin.
+    fn role_needed(&self, method: &str, path: &str) -> Role {
+        let _ = (method, path);
+        Role::Admin
+    }
 
     /// The daemon re-read its configuration (SIGHUP); re-read your own files.
     fn on_reload(&self) {}
@@ -39,6 +110,7 @@ pub struct Request<'a> {
     query: &'a str,
     headers: Vec<(&'a str, &'a str)>,
     body: &'a mut dyn Read,
+    caller: Caller<'a>,
 }
 
 impl<'a> Request<'a> {
@@ -56,7 +128,19 @@ impl<'a> Request<'a> {
             query,
             headers,
             body,
+            caller: Caller::OPERATOR,
         }
+    }
+
+    /// The same request from `caller` (without it, the management port's operator).
+    pub fn with_caller(mut self, caller: Caller<'a>) -> Request<'a> {
+        self.caller = caller;
+        self
+    }
+
+    /// Who sent it.
+    pub fn caller(&self) -> Caller<'a> {
+        self.caller
     }
 
     /// `GET`, `POST`, …

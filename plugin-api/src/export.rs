@@ -9,7 +9,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
 use std::time::Duration;
 
-use crate::api::{Api, Request, Response, ResponseSink};
+use crate::api::{Api, Caller, Request, Response, ResponseSink, Role};
 use crate::ffi::{
     self, FfiEvent, FfiHost, FfiRequest, FfiResponse, FfiStr, LoadArgs, PluginVTable,
 };
@@ -306,11 +306,46 @@ unsafe extern "C" fn api_handle(
             .iter()
             .map(|(k, v)| (k.as_ref(), v.as_ref()))
             .collect();
-        let mut body = ForeignBody(req);
-        let mut request = Request::new(&method, &path, &query, headers, &mut body);
+        // SAFETY: valid for this call.
+        let user = unsafe { req.caller_user.to_text() };
+        // A host that sends no role (none exists: the host refuses plugins newer than
+        // itself) would get the least.
+        let role = Role::from_ffi(req.caller_role).unwrap_or(Role::Viewer);
+        let caller = Caller { user: &user, role };
         let mut sink = ForeignSink(res);
-        api.handle(&mut request, &mut Response::new(&mut sink));
+        let mut response = Response::new(&mut sink);
+        if !allowed(api, caller, &method, &path, &mut response) {
+            return;
+        }
+        let mut body = ForeignBody(req);
+        let mut request =
+            Request::new(&method, &path, &query, headers, &mut body).with_caller(caller);
+        api.handle(&mut request, &mut response);
     })
+}
+
+/// [`Api::role_needed`] for this request: answers 403 and returns `false` when the
+/// caller's role is below it. Public for plugins' unit tests, which call
+/// [`Api::handle`] directly.
+pub fn allowed(
+    api: &dyn Api,
+    caller: Caller<'_>,
+    method: &str,
+    path: &str,
+    response: &mut Response<'_>,
+) -> bool {
+    let needed = api.role_needed(method, path);
+    if caller.role >= needed {
+        return true;
+    }
+    response.error(
+        403,
+        &format!(
+            "{method} {path} needs the {needed} role; {} is a {}",
+            caller.user, caller.role
+        ),
+    );
+    false
 }
 
 struct ForeignBody<'a>(&'a FfiRequest);

@@ -14,6 +14,8 @@
 //! - A plugin built against a newer ABI minor than the host's is refused, because it may
 //!   call host functions this host does not have. An older one is served in its own
 //!   terms (JSON text, no events newer than its minor).
+//! - ABI 1.3 appended the caller (user and role) to [`FfiRequest`]: the host fills it
+//!   for every plugin, and one built before it reads only the fields it knows.
 //! - Every borrowed pointer is valid only during the call it is passed to. Nothing is
 //!   freed on the other side of the boundary: strings the host hands back (new
 //!   DialogueIDs) are written into a buffer the plugin owns.
@@ -43,7 +45,7 @@ pub const ABI_MAGIC: [u8; 16] = *b"jsipd-plugin-abi";
 /// Changes when the boundary changes incompatibly; the loader refuses another major.
 pub const ABI_MAJOR: u32 = 1;
 /// Grows when something is added compatibly.
-pub const ABI_MINOR: u32 = 2;
+pub const ABI_MINOR: u32 = 3;
 
 /// Read by the loader before anything else (a `#[no_mangle] static`).
 #[repr(C)]
@@ -328,6 +330,10 @@ pub struct FfiRequest {
     /// Reads up to `cap` bytes of the body into `buf`: the count, 0 at the end, or -1
     /// when the client went away or sent more than the host allows.
     pub read_body: unsafe extern "C" fn(ctx: *mut c_void, buf: *mut u8, cap: usize) -> isize,
+    /// Since ABI minor 3 (older plugins never read these): who is calling, the signed-in
+    /// user (empty on the management port) and their role as `Role::to_ffi`.
+    pub caller_user: FfiStr,
+    pub caller_role: u8,
 }
 
 /// Where a plugin's HTTP answer goes. The status and headers are sent with the first

@@ -52,7 +52,7 @@ pub fn target_dir() -> PathBuf {
 }
 
 /// Path of a freshly built plugin or fixture library, by its lib name (`echo`,
-/// `chatroom`, `gpio`, `storage`, `hid`, `stream`, `serial`, `abi_1_1`, `abi_next`, `not_a_plugin`). Builds them all
+/// `chatroom`, `gpio`, `storage`, `hid`, `stream`, `serial`, `abi_1_1`, `abi_1_2`, `abi_next`, `not_a_plugin`). Builds them all
 /// once per test process, with the plugins' own binaries (`jsipd-gadget`, see
 /// [`plugin_bin`]).
 pub fn plugin_lib(lib: &str) -> PathBuf {
@@ -67,6 +67,8 @@ pub fn plugin_lib(lib: &str) -> PathBuf {
             .args([
                 "-p",
                 "jsipd-fixture-abi-1-1",
+                "-p",
+                "jsipd-fixture-abi-1-2",
                 "-p",
                 "jsipd-fixture-abi-next",
                 "-p",
@@ -146,10 +148,12 @@ pub fn copy_plugin(from: &Path, to: &Path) {
     std::fs::rename(&tmp, to).unwrap();
 }
 
-/// A config that logs to stdout and listens on loopback ports chosen by the kernel.
+/// A config that logs to stdout and listens on loopback ports chosen by the kernel. Its
+/// `/rtc` takes any userid (`auth = none`), as most tests' clients are programs with
+/// made-up names; the people's port's own tests replace that line.
 pub fn loopback_config(extra_top: &str) -> String {
     format!(
-        "logfile = stdout\n{extra_top}\n[APIServer]\nlisten = 127.0.0.1:0\naccesslog = off\n[RTCServer]\nlisten = 127.0.0.1:0\n"
+        "logfile = stdout\n{extra_top}\n[APIServer]\nlisten = 127.0.0.1:0\naccesslog = off\n[RTCServer]\nlisten = 127.0.0.1:0\nauth = none\n"
     )
 }
 

@@ -130,6 +130,23 @@ impl Browser {
         self.command("POST", "/url", json!({ "url": url }));
     }
 
+    /// Opens a new tab and returns its handle (the current tab stays current).
+    pub fn new_tab(&self) -> String {
+        let v = self.command("POST", "/window/new", json!({"type": "tab"}));
+        v["handle"].as_str().expect("window handle").to_string()
+    }
+
+    /// The current tab's handle.
+    pub fn tab(&self) -> String {
+        let v = self.command("GET", "/window", Value::Null);
+        v.as_str().expect("window handle").to_string()
+    }
+
+    /// Makes tab `handle` the one commands go to.
+    pub fn switch_to(&self, handle: &str) {
+        self.command("POST", "/window", json!({ "handle": handle }));
+    }
+
     /// Runs `script` (a function body; `return` gives the value) in the page.
     pub fn eval(&self, script: &str) -> Value {
         self.command(

@@ -35,13 +35,25 @@ impl Ws {
         path_query: &str,
         bearer: Option<&str>,
     ) -> Result<Ws, Refused> {
+        let auth = bearer.map(|t| format!("Bearer {t}"));
+        let headers: Vec<(&str, &str)> =
+            auth.iter().map(|a| ("authorization", a.as_str())).collect();
+        Ws::try_connect_with(rtc, path_query, &headers)
+    }
+
+    /// Connects with extra handshake headers (`cookie`, `origin`, …).
+    pub fn try_connect_with(
+        rtc: SocketAddr,
+        path_query: &str,
+        headers: &[(&str, &str)],
+    ) -> Result<Ws, Refused> {
         let mut req = format!("ws://{rtc}{path_query}")
             .into_client_request()
             .map_err(|e| Refused::Other(e.to_string()))?;
-        if let Some(t) = bearer {
+        for (k, v) in headers {
             req.headers_mut().insert(
-                "authorization",
-                HeaderValue::from_str(&format!("Bearer {t}")).unwrap(),
+                tungstenite::http::HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
             );
         }
         let stream = TcpStream::connect(rtc).map_err(|e| Refused::Other(e.to_string()))?;

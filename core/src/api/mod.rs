@@ -66,7 +66,9 @@ pub fn handler(app: Arc<App>) -> Handler {
                 .render(format)
             } else if let Some((api, rest)) = app.plugins.route(req.uri().path()) {
                 // A plugin's API: everything below /NAME/vN/ is the plugin's.
-                app.plugins.serve(api, req, rest).await
+                app.plugins
+                    .serve(api, req, rest, crate::plugins::Caller::operator())
+                    .await
             } else {
                 let Ok(resp) = routes.call(req).await;
                 resp

@@ -108,6 +108,12 @@ pub struct RtcConfig {
     pub max_frame: usize,
     pub auth: value::RtcAuth,
     pub auth_secret_file: PathBuf,
+    /// Accounts of the people's port (`jsipd user …`).
+    pub users_file: PathBuf,
+    /// A session unused this long is gone.
+    pub session_idle: Duration,
+    /// How long five failed sign-ins in a row lock a user out (per client address).
+    pub lockout: Duration,
 }
 
 /// `[JSIPStack]`: timers and queues of the JSIP stack and outbound dialing.
@@ -232,6 +238,9 @@ impl Config {
                 auth_secret_file: p.get(Some("RTCServer"), "auth_secret_file", |v| {
                     value::path(v, prefix)
                 }),
+                users_file: p.get(Some("RTCServer"), "users_file", |v| value::path(v, prefix)),
+                session_idle: p.get(Some("RTCServer"), "session_idle", value::duration),
+                lockout: p.get(Some("RTCServer"), "lockout", value::duration),
             },
             stack: JsipConfig {
                 realm: p.get(Some("JSIPStack"), "realm", |v| Ok(v.to_string())),

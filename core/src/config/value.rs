@@ -194,20 +194,36 @@ pub fn number(v: &str, min: u64, max: u64) -> Result<u64, String> {
     }
 }
 
-/// How WebSocket clients prove who they are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RtcAuth {
-    None,
-    /// A token bound to the userid (`jsipd token USERID`).
-    Token,
+/// How WebSocket clients may prove who they are: any of the listed ways will do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RtcAuth {
+    /// A signed-in person's session cookie; the JSIP name is then `USER~TAB`.
+    pub session: bool,
+    /// A token bound to the userid (`jsipd token USERID`), for programs.
+    pub token: bool,
+    /// Nothing: any userid is taken as given (a closed network, tests, benchmarks).
+    pub none: bool,
 }
 
+/// `session, token`: a comma-separated list of the ways `/rtc` accepts.
 pub fn rtc_auth(v: &str) -> Result<RtcAuth, String> {
-    match v {
-        "none" => Ok(RtcAuth::None),
-        "token" => Ok(RtcAuth::Token),
-        _ => Err(format!("'{v}' is not an auth mode (none, token)")),
+    let mut auth = RtcAuth::default();
+    for way in v.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        match way {
+            "session" => auth.session = true,
+            "token" => auth.token = true,
+            "none" => auth.none = true,
+            _ => {
+                return Err(format!(
+                    "'{way}' is not an auth mode (session, token, none; a list takes several)"
+                ))
+            }
+        }
     }
+    if auth == RtcAuth::default() {
+        return Err("name at least one of session, token, none".into());
+    }
+    Ok(auth)
 }
 
 /// Comma-separated names of compiled-in SLPs, each from `known`.

@@ -14,6 +14,7 @@ use std::thread::JoinHandle;
 use bytes::Bytes;
 use http_body::Body as _;
 use hyper::body::Incoming;
+use jsipd_plugin_api::api::Role;
 use jsipd_plugin_api::ffi::{FfiHeader, FfiRequest, FfiResponse, FfiStr};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -22,6 +23,24 @@ use warp::http::{HeaderName, HeaderValue, StatusCode};
 use super::image::Image;
 use super::Generation;
 use crate::serve::{Request, Response};
+
+/// Who sent a request to a plugin's API: what the plugin is told (ABI 1.3).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Caller {
+    /// The signed-in user; empty for the management port's operator.
+    pub user: Arc<str>,
+    pub role: Role,
+}
+
+impl Caller {
+    /// Whoever reaches the management port: trusted with everything.
+    pub fn operator() -> Caller {
+        Caller {
+            user: Arc::from(""),
+            role: Role::Admin,
+        }
+    }
+}
 
 pub struct ForeignApi {
     image: Arc<Image>,
@@ -93,8 +112,22 @@ impl ForeignApi {
         self: Arc<Self>,
         req: Request,
         path: String,
+        caller: Caller,
         done: impl FnOnce(&Arc<ForeignApi>) + Send + 'static,
     ) -> Response {
+        if caller.role < Role::Admin && !self.image.knows_roles() {
+            // Built before ABI 1.3, the plugin states no roles and never sees who calls,
+            // so on the people's port only an admin may use it.
+            return plain(
+                StatusCode::FORBIDDEN,
+                &format!(
+                    "[{}] was built before plugins were told who calls (ABI 1.3): only an admin may use it here; {} is a {}",
+                    self.image.tag(),
+                    caller.user,
+                    caller.role
+                ),
+            );
+        }
         let (parts, body) = req.into_parts();
         let (head_tx, head_rx) = oneshot::channel();
         let (body_tx, body_rx) = mpsc::channel(4);
@@ -115,6 +148,7 @@ impl ForeignApi {
                 })
                 .collect(),
             body: Some(body),
+            caller,
             pending: Bytes::new(),
             runtime: tokio::runtime::Handle::current(),
             cancel: self.cancel.clone(),
@@ -183,6 +217,8 @@ impl ForeignApi {
             header_count: headers.len(),
             body_ctx: (&mut call as *mut Call).cast(),
             read_body,
+            caller_user: FfiStr::new(&call.caller.user),
+            caller_role: call.caller.role.to_ffi(),
         };
         let response = FfiResponse {
             ctx: (&mut call as *mut Call).cast(),
@@ -238,6 +274,7 @@ struct Call {
     query: String,
     headers: Vec<(String, String)>,
     body: Option<Incoming>,
+    caller: Caller,
     /// Rest of the last body frame, not yet read by the plugin.
     pending: Bytes,
     runtime: tokio::runtime::Handle,

@@ -172,6 +172,12 @@ impl Image {
         ffi::event::since_minor(event) <= self.abi_minor
     }
 
+    /// Whether the plugin was built to be told who calls its API and to check roles
+    /// itself (ABI 1.3 and later).
+    pub fn knows_roles(&self) -> bool {
+        self.abi_minor >= 3
+    }
+
     /// The `[file#id]` tag of this image's log lines.
     pub fn tag(&self) -> &str {
         &self.host.tag

@@ -20,6 +20,7 @@ pub mod api;
 pub mod file;
 pub mod image;
 pub mod slp;
+pub use api::Caller;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -380,9 +381,10 @@ impl Plugins {
         api: Arc<ForeignApi>,
         req: crate::serve::Request,
         path: String,
+        caller: Caller,
     ) -> crate::serve::Response {
         let me = Arc::downgrade(self);
-        api.serve(req, path, move |api| {
+        api.serve(req, path, caller, move |api| {
             let draining = api.generation.state() == GenState::Draining;
             if draining && api.generation.usage.using.load(Ordering::Acquire) == 0 {
                 if let Some(me) = me.upgrade() {

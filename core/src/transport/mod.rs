@@ -1,7 +1,9 @@
 //! The RTC port: JSIP over WebSocket at `[RTCServer] location` (JSIP.md §1).
 //!
-//! - `mod.rs` (here): the HTTP side, before any WebSocket exists: path, `userid`
-//!   (400 with a one-line reason), token auth (401), then the 101 upgrade.
+//! - `mod.rs` (here): the HTTP side, before any WebSocket exists: the JSIP name (a
+//!   signed-in person's `USER~TAB`, or a program's `userid`, 400 with a one-line
+//!   reason), its proof (session and Origin, token, or none: 401/403), then the 101
+//!   upgrade. The people's port (`web`) hands upgrades here with their session.
 //! - `ws`: one socket's life: frames in to the node, the name's queue out, pings,
 //!   close codes (4000 replaced, 1009 too big, 1001 stopping).
 //! - `registry`: names to sockets and their queues, owned by the node task.
@@ -22,25 +24,35 @@ use tokio_tungstenite::WebSocketStream;
 use warp::http::{header, HeaderValue, StatusCode};
 
 use crate::app::App;
-use crate::config::RtcAuth;
-use crate::serve::{Handler, Peer, Request, Response};
+use crate::serve::{Peer, Request, Response};
 use crate::stats::JsipStats;
+use crate::web::SignedIn;
 
-pub fn handler(app: Arc<App>) -> Handler {
-    Arc::new(move |req, peer| {
-        let app = app.clone();
-        Box::pin(async move {
-            match handshake(&app, &req) {
-                Ok((userid, accept)) => upgrade(app, req, peer, userid, accept),
-                Err((status, reason)) => plain(status, reason),
+/// An upgrade request for `[RTCServer] location`, with the session it carries (the
+/// people's port found it; see `web`).
+pub fn accept(app: Arc<App>, req: Request, peer: Peer, who: Option<SignedIn>) -> Response {
+    match handshake(&app, &req, who.as_ref()) {
+        Ok((name, accept)) => upgrade(app, req, peer, name, accept),
+        Err((status, reason)) => {
+            if status == StatusCode::FORBIDDEN || status == StatusCode::UNAUTHORIZED {
+                tracing::info!("WebSocket from {} refused: {reason}", peer.remote);
             }
-        })
-    })
+            plain(status, reason)
+        }
+    }
 }
 
-/// Checks an upgrade request: `Ok` carries the userid and the Sec-WebSocket-Accept
+/// Checks an upgrade request: `Ok` carries the JSIP name and the Sec-WebSocket-Accept
 /// value, `Err` the refusal.
-fn handshake(app: &App, req: &Request) -> Result<(String, String), (StatusCode, String)> {
+///
+/// The name: a signed-in person's is `USER~TAB` (`?tab=` from the page, random when
+/// absent), so two tabs never replace each other's socket and nobody signed in takes a
+/// name of another user; a program's is its `?userid=`, which may not contain `~`.
+fn handshake(
+    app: &App,
+    req: &Request,
+    who: Option<&SignedIn>,
+) -> Result<(String, String), (StatusCode, String)> {
     let config = app.config();
     let location = &config.rtc_location;
     if req.uri().path() != location {
@@ -50,22 +62,6 @@ fn handshake(app: &App, req: &Request) -> Result<(String, String), (StatusCode, 
                 "no JSIP endpoint at {}; it is at {location}",
                 req.uri().path()
             ),
-        ));
-    }
-    let query = req.uri().query().unwrap_or("");
-    let userid = match query_param(query, "userid") {
-        Some(u) if !u.is_empty() => u,
-        _ => {
-            return Err((
-                StatusCode::BAD_REQUEST,
-                "missing userid: connect to ?userid=YOUR_ID".into(),
-            ))
-        }
-    };
-    if userid.starts_with("local:") || userid.contains(char::is_control) {
-        return Err((
-            StatusCode::BAD_REQUEST,
-            "userid may not start with 'local:' (reserved) or contain control characters".into(),
         ));
     }
     let upgrade = req
@@ -82,7 +78,64 @@ fn handshake(app: &App, req: &Request) -> Result<(String, String), (StatusCode, 
         StatusCode::BAD_REQUEST,
         "Sec-WebSocket-Key is missing".to_string(),
     ))?;
-    if config.rtc.auth == RtcAuth::Token {
+    let accept = derive_accept_key(key.as_bytes());
+    let query = req.uri().query().unwrap_or("");
+    let auth = config.rtc.auth;
+    let foreign = crate::web::foreign_origin(req.headers());
+    let userid = query_param(query, "userid").filter(|u| !u.is_empty());
+
+    if let (true, Some(who)) = (auth.session, who) {
+        if let Some(origin) = foreign {
+            return Err((
+                StatusCode::FORBIDDEN,
+                format!("a signed-in WebSocket must come from this site's own pages, not {origin}"),
+            ));
+        }
+        let own = format!("{}~", who.user);
+        let tab = match (query_param(query, "tab"), &userid) {
+            (Some(t), _) if !t.is_empty() => t,
+            (_, Some(u)) if u.starts_with(&own) => u[own.len()..].to_string(),
+            (_, Some(u)) => {
+                return Err((
+                    StatusCode::FORBIDDEN,
+                    format!(
+                        "signed in as {}, this socket's name is {}~TAB (?tab=TAB), not {u}",
+                        who.user, who.user
+                    ),
+                ))
+            }
+            (_, None) => random_tab(),
+        };
+        if tab.len() > 64 || tab.contains(|c: char| c.is_control() || c == '~') {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "tab: at most 64 characters, no '~' or control characters".into(),
+            ));
+        }
+        return Ok((format!("{own}{tab}"), accept));
+    }
+
+    let Some(userid) = userid else {
+        let how = if auth.session {
+            "sign in first, or connect to ?userid=YOUR_ID"
+        } else {
+            "connect to ?userid=YOUR_ID"
+        };
+        return Err((StatusCode::BAD_REQUEST, format!("missing userid: {how}")));
+    };
+    if userid.starts_with("local:") || userid.contains(char::is_control) {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "userid may not start with 'local:' (reserved) or contain control characters".into(),
+        ));
+    }
+    if userid.contains('~') {
+        return Err((
+            StatusCode::BAD_REQUEST,
+            "names with '~' belong to signed-in people (USER~TAB): sign in, or choose a userid without '~'".into(),
+        ));
+    }
+    if auth.token {
         let presented = query_param(query, "token").or_else(|| {
             req.headers()
                 .get(header::AUTHORIZATION)
@@ -90,23 +143,54 @@ fn handshake(app: &App, req: &Request) -> Result<(String, String), (StatusCode, 
                 .and_then(|v| v.strip_prefix("Bearer "))
                 .map(|t| t.trim().to_string())
         });
-        let ok = match (presented, app.rtc_secret()) {
-            (Some(t), Some(secret)) => token::verify(&secret, &userid, &t),
-            _ => false,
-        };
-        if !ok {
+        if let Some(t) = presented {
+            let ok = app
+                .rtc_secret()
+                .is_some_and(|secret| token::verify(&secret, &userid, &t));
+            if ok {
+                return Ok((userid, accept));
+            }
             JsipStats::count(&app.stats.jsip.auth_failed);
             return Err((
                 StatusCode::UNAUTHORIZED,
-                format!("a valid token for userid {userid} is required (?token= or Authorization: Bearer)"),
+                format!("the token is not valid for userid {userid}"),
             ));
         }
     }
-    Ok((userid, derive_accept_key(key.as_bytes())))
+    if auth.none {
+        if let Some(origin) = foreign {
+            // Without proof, a page of another site could drive this port from a
+            // visitor's browser.
+            return Err((
+                StatusCode::FORBIDDEN,
+                format!("a WebSocket from another site ({origin}) needs a token"),
+            ));
+        }
+        return Ok((userid, accept));
+    }
+    JsipStats::count(&app.stats.jsip.auth_failed);
+    let mut ways = Vec::new();
+    if auth.session {
+        ways.push("sign in (POST /auth/login)");
+    }
+    if auth.token {
+        ways.push("a valid token for this userid (?token= or Authorization: Bearer)");
+    }
+    Err((
+        StatusCode::UNAUTHORIZED,
+        format!("{userid}: {} is required", ways.join(", or ")),
+    ))
+}
+
+/// A tab name for a page that did not choose one.
+fn random_tab() -> String {
+    let mut raw = [0u8; 6];
+    let _ = getrandom::fill(&mut raw);
+    data_encoding::BASE64URL_NOPAD.encode(&raw)
 }
 
 /// Answers 101 and serves the socket once hyper hands it over.
-fn upgrade(app: Arc<App>, req: Request, peer: Peer, userid: String, accept: String) -> Response {
+fn upgrade(app: Arc<App>, req: Request, peer: Peer, name: String, accept: String) -> Response {
     let config = app.config();
     let params = ws::SocketParams {
         ping_interval: config.rtc.ping_interval,
@@ -133,7 +217,7 @@ fn upgrade(app: Arc<App>, req: Request, peer: Peer, userid: String, accept: Stri
             Some(ws::ws_config(params.max_frame)),
         )
         .await;
-        ws::serve(socket, userid.into(), remote, node, params, shutdown, stats).await;
+        ws::serve(socket, name.into(), remote, node, params, shutdown, stats).await;
     };
     peer.tasks.spawn(task);
     let mut resp = Response::new(Default::default());

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use jsipd_plugin_api::api::{Api, Request, Response};
+use jsipd_plugin_api::api::{Api, Request, Response, Role};
 use jsipd_plugin_api::jsip::{Message, Method, Uri};
 use jsipd_plugin_api::serde_json::json;
 use jsipd_plugin_api::slp::{Event, Host, Instance, Slp};
@@ -393,6 +393,11 @@ impl Instance for ChatInstance {
 struct ChatApi(Shared);
 
 impl Api for ChatApi {
+    /// The room list shows to anyone signed in.
+    fn role_needed(&self, _method: &str, _path: &str) -> Role {
+        Role::Viewer
+    }
+
     fn handle(&self, request: &mut Request<'_>, response: &mut Response<'_>) {
         if request.path() != "/rooms" {
             return response.error(

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 
-use jsipd_plugin_api::api::{Api, Request, Response};
+use jsipd_plugin_api::api::{Api, Request, Response, Role};
 use jsipd_plugin_api::jsip::{Message, Method, Uri};
 use jsipd_plugin_api::serde_json::{json, Value};
 use jsipd_plugin_api::slp::{Event, Host, Instance, Slp};
@@ -111,6 +111,11 @@ impl Instance for EchoInstance {
 struct EchoApi;
 
 impl Api for EchoApi {
+    /// The example answers anyone signed in, and says who called.
+    fn role_needed(&self, _method: &str, _path: &str) -> Role {
+        Role::Viewer
+    }
+
     fn handle(&self, request: &mut Request<'_>, response: &mut Response<'_>) {
         if request.path() == "/panic" {
             panic!("asked to panic by the API request");
@@ -127,6 +132,7 @@ impl Api for EchoApi {
                 "query": request.query(),
                 "body": String::from_utf8_lossy(&body),
                 "marker": MARKER,
+                "caller": {"user": request.caller().user, "role": request.caller().role.as_str()},
             }),
         );
     }

@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use jsipd_plugin_api::api::{Api, Request, Response};
+use jsipd_plugin_api::api::{Api, Request, Response, Role};
 use jsipd_plugin_api::jsip::{Message, Method};
 use jsipd_plugin_api::serde_json::{self, json, Value};
 use jsipd_plugin_api::slp::{Event, Host, Instance, Slp};
@@ -185,6 +185,14 @@ impl GpioApi {
 }
 
 impl Api for GpioApi {
+    /// Anyone signed in sees the LEDs; pressing a button takes an operator.
+    fn role_needed(&self, method: &str, path: &str) -> Role {
+        match (method, path) {
+            ("POST", "/power" | "/reset") => Role::Operator,
+            _ => Role::Viewer,
+        }
+    }
+
     fn handle(&self, request: &mut Request<'_>, response: &mut Response<'_>) {
         match (request.method(), request.path()) {
             ("POST", "/power") => self.press(Button::Power, 800, request, response),

@@ -40,7 +40,7 @@ pub mod wire;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use jsipd_plugin_api::api::{Api, Request, Response};
+use jsipd_plugin_api::api::{Api, Request, Response, Role};
 use jsipd_plugin_api::jsip::{Message, Method};
 use jsipd_plugin_api::serde_json::{self, json, Value};
 use jsipd_plugin_api::slp::{Event, Host, Instance, Slp};
@@ -362,6 +362,11 @@ fn mouse_inputs(o: &serde_json::Map<String, Value>) -> Result<Vec<Input>, String
 }
 
 impl Api for HidApi {
+    /// Keyboard, mouse and paste drive the target: operators only, reads included.
+    fn role_needed(&self, _method: &str, _path: &str) -> Role {
+        Role::Operator
+    }
+
     fn handle(&self, request: &mut Request<'_>, response: &mut Response<'_>) {
         match (request.method(), request.path()) {
             ("POST", "/paste") => self.paste(request, response),

@@ -32,7 +32,7 @@ use std::time::Duration;
 
 use data_encoding::BASE64;
 use jsipd_kvm_support::ini::Ini;
-use jsipd_plugin_api::api::{Api, Request, Response};
+use jsipd_plugin_api::api::{Api, Request, Response, Role};
 use jsipd_plugin_api::jsip::{Message, Method};
 use jsipd_plugin_api::serde_json::{json, Value};
 use jsipd_plugin_api::slp::{Event, Host, Instance, Slp};
@@ -362,6 +362,11 @@ impl Instance for Client {
 struct SerialApi(Hub, std::path::PathBuf);
 
 impl Api for SerialApi {
+    /// The console reads and types into the target: operators only.
+    fn role_needed(&self, _method: &str, _path: &str) -> Role {
+        Role::Operator
+    }
+
     fn on_reload(&self) {
         reload(&self.0, &self.1);
     }

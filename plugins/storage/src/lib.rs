@@ -26,7 +26,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use jsipd_kvm_support::ini::Ini;
 use jsipd_kvm_support::qmp::Qmp;
-use jsipd_plugin_api::api::{Api, Request, Response};
+use jsipd_plugin_api::api::{Api, Request, Response, Role};
 use jsipd_plugin_api::serde_json::{self, json, Value};
 use jsipd_plugin_api::{export_plugin, tracing, Context, Plugin};
 
@@ -252,6 +252,15 @@ impl StorageApi {
 }
 
 impl Api for StorageApi {
+    /// Listing and mounting media is an operator's; what changes the stored images
+    /// (uploads, deletes) is an admin's.
+    fn role_needed(&self, method: &str, path: &str) -> Role {
+        match (method, path.starts_with("/images/")) {
+            ("POST" | "PUT" | "DELETE", true) => Role::Admin,
+            _ => Role::Operator,
+        }
+    }
+
     fn handle(&self, request: &mut Request<'_>, response: &mut Response<'_>) {
         let method = request.method().to_string();
         let path = request.path().to_string();

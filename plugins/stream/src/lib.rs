@@ -28,7 +28,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use jsipd_plugin_api::api::{Api, Request, Response};
+use jsipd_plugin_api::api::{Api, Request, Response, Role};
 use jsipd_plugin_api::serde_json::{json, Value};
 use jsipd_plugin_api::{export_plugin, tracing, Context, Plugin};
 
@@ -89,6 +89,14 @@ struct StreamApi {
 }
 
 impl Api for StreamApi {
+    /// Watching is for every role; changing the capture settings is an admin's.
+    fn role_needed(&self, method: &str, path: &str) -> Role {
+        match (method, path) {
+            ("POST", "/settings") => Role::Admin,
+            _ => Role::Viewer,
+        }
+    }
+
     fn handle(&self, request: &mut Request<'_>, response: &mut Response<'_>) {
         let path = request.path().to_string();
         let method = request.method().to_string();
