@@ -26,4 +26,4 @@ JSIPD_ECHO_MARKER=second-build "$here/pcompile" --prefix "$work/second" "$here/p
 python3 "$here/bench/suite.py" --install "$work/install" --second "$work/second/plugins/echo.so" \
     --secs "$secs" --idle "$idle" --rounds "$rounds" --out "$here/BENCHMARKS.md"
 # The stream and serial plugins' figures, appended as sections of their own.
-{ echo; "$here/bench/stream.sh" "$secs"; echo; "$here/bench/serial.sh" "$secs"; } >> "$here/BENCHMARKS.md"
+{ echo; "$here/bench/stream.sh" "$secs"; echo; "$here/bench/serial.sh" "$secs"; echo; "$here/bench/people.sh" "$secs"; } >> "$here/BENCHMARKS.md"

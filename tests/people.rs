@@ -656,3 +656,68 @@ fn sign_in_through_the_form_in_chromium_and_two_tabs_hold_two_sockets() {
     assert_eq!(me, json!(401));
     d.wait_log("sign-out: olga", Duration::from_secs(1));
 }
+
+/// A JSIP request from `from`, to `uri`.
+fn jsip(method: &str, uri: &str, dialog: &str) -> Value {
+    json!({"Type": method, "Request-URI": uri, "From": "me@kvm.test", "To": uri,
+           "DialogueID": dialog, "CSeq": 1})
+}
+
+#[test]
+fn jsip_requests_carry_the_signed_in_caller_and_hid_refuses_a_viewer() {
+    let (p, d) = start();
+    p.add_plugin("hid", "hid.so");
+    let r = request(d.api, "POST", "/slpm/v1/hid?file=hid.so", &[], "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    let own = format!("http://{}", people(&d));
+    let socket = |cookie: &str, tab: &str| {
+        Ws::try_connect_with(
+            people(&d),
+            &format!("/rtc?tab={tab}"),
+            &[("cookie", cookie), ("origin", &own)],
+        )
+        .unwrap_or_else(|e| panic!("{e:?}"))
+    };
+    let mut vic = socket(&session(&d, "vic", "viewer-password"), "v");
+    let mut olga = socket(&session(&d, "olga", "operator-password"), "o");
+
+    // The daemon asserts who sent a request, and a client cannot forge it.
+    let mut forged = jsip("MESSAGE", "whoami@echo.test", "w1");
+    forged["Caller"] = json!({"user": "ada", "role": "admin"});
+    olga.send(&forged);
+    let r = olga.recv();
+    assert_eq!(
+        r["Body"],
+        json!({"user": "olga", "role": "operator"}),
+        "{r}"
+    );
+    let token = String::from_utf8(p.run(&["token", "robot"]).stdout).unwrap();
+    let mut robot = Ws::try_connect(
+        people(&d),
+        &format!("/rtc?userid=robot&token={}", token.trim()),
+        None,
+    )
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    robot.send(&forged);
+    let r = robot.recv();
+    assert_eq!(r["Code"], 200);
+    assert!(
+        r.get("Body").is_none_or(Value::is_null),
+        "a program has no asserted caller: {r}"
+    );
+
+    // hid's SLP: a viewer may not open a keyboard dialog; an operator may.
+    vic.send(&jsip("INVITE", "keyboard@hid.kvm.test", "k1"));
+    let r = vic.recv();
+    assert_eq!(r["Code"], 403, "{r}");
+    assert!(
+        r["Reason"]
+            .as_str()
+            .unwrap()
+            .contains("needs the operator role; vic is a viewer"),
+        "{r}"
+    );
+    olga.send(&jsip("INVITE", "keyboard@hid.kvm.test", "k2"));
+    let r = olga.recv();
+    assert_eq!(r["Code"], 200, "{r}");
+}

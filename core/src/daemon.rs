@@ -291,13 +291,12 @@ fn reload(app: &App) {
     }
     app.set_api_key(key);
     app.set_rtc_secret(secret);
-    if *app.people.users() != users {
-        info!(
-            "SIGHUP: {} people's accounts; sessions of changed or deleted users end",
-            users.len()
-        );
-    }
+    let (accounts, changed_users) = (users.len(), *app.people.users() != users);
     app.people.set_users(users);
+    if changed_users {
+        // Logged after the swap: whoever reads this line finds the new accounts in use.
+        info!("SIGHUP: {accounts} people's accounts; sessions of changed or deleted users end");
+    }
     app.node.reconfigure(Arc::new(new.clone()));
     app.plugins.reconfigure(&new);
     let changed: Vec<String> = old

@@ -98,6 +98,12 @@ impl EchoInstance {
         let user = user(&msg);
         match user.as_str() {
             "silent" => {}
+            "whoami" => {
+                // The asserted sender (the people's port's `Caller`), for its tests.
+                let mut r = echo(&msg, 200, host);
+                r.body = msg.extra.get(jsipd_plugin_api::jsip::CALLER_KEY).cloned();
+                host.send(r);
+            }
             "panic" => panic!("echo: asked to panic by {}", msg.from),
             "relid" if method == Method::Invite => {
                 let mut r = echo(&msg, 200, host);

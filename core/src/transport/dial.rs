@@ -54,7 +54,11 @@ pub fn spawn(
                     tracing::info!("dialed {} for {}", dial.url, dial.name);
                     ws::serve(
                         socket,
-                        dial.name.clone(),
+                        // Another node's requests: no person signed in here.
+                        ws::Identity {
+                            name: dial.name.clone(),
+                            caller: None,
+                        },
                         dial.url.clone(),
                         node,
                         dial.params,

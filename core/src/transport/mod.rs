@@ -32,7 +32,7 @@ use crate::web::SignedIn;
 /// people's port found it; see `web`).
 pub fn accept(app: Arc<App>, req: Request, peer: Peer, who: Option<SignedIn>) -> Response {
     match handshake(&app, &req, who.as_ref()) {
-        Ok((name, accept)) => upgrade(app, req, peer, name, accept),
+        Ok((name, caller, accept)) => upgrade(app, req, peer, name, caller, accept),
         Err((status, reason)) => {
             if status == StatusCode::FORBIDDEN || status == StatusCode::UNAUTHORIZED {
                 tracing::info!("WebSocket from {} refused: {reason}", peer.remote);
@@ -52,7 +52,7 @@ fn handshake(
     app: &App,
     req: &Request,
     who: Option<&SignedIn>,
-) -> Result<(String, String), (StatusCode, String)> {
+) -> Result<(String, Caller, String), (StatusCode, String)> {
     let config = app.config();
     let location = &config.rtc_location;
     if req.uri().path() != location {
@@ -64,6 +64,7 @@ fn handshake(
             ),
         ));
     }
+    let (name, caller) = name(app, req, who)?;
     let upgrade = req
         .headers()
         .get(header::UPGRADE)
@@ -78,7 +79,20 @@ fn handshake(
         StatusCode::BAD_REQUEST,
         "Sec-WebSocket-Key is missing".to_string(),
     ))?;
-    let accept = derive_accept_key(key.as_bytes());
+    Ok((name, caller, derive_accept_key(key.as_bytes())))
+}
+
+/// What the socket's requests say of their sender (`CALLER_KEY`): set for a signed-in
+/// person, `None` for a program.
+type Caller = Option<Arc<serde_json::Value>>;
+
+/// The JSIP name the request may take, and its proof (see [`handshake`]).
+fn name(
+    app: &App,
+    req: &Request,
+    who: Option<&SignedIn>,
+) -> Result<(String, Caller), (StatusCode, String)> {
+    let config = app.config();
     let query = req.uri().query().unwrap_or("");
     let auth = config.rtc.auth;
     let foreign = crate::web::foreign_origin(req.headers());
@@ -112,7 +126,8 @@ fn handshake(
                 "tab: at most 64 characters, no '~' or control characters".into(),
             ));
         }
-        return Ok((format!("{own}{tab}"), accept));
+        let caller = serde_json::json!({"user": &*who.user, "role": who.role.as_str()});
+        return Ok((format!("{own}{tab}"), Some(Arc::new(caller))));
     }
 
     let Some(userid) = userid else {
@@ -148,7 +163,7 @@ fn handshake(
                 .rtc_secret()
                 .is_some_and(|secret| token::verify(&secret, &userid, &t));
             if ok {
-                return Ok((userid, accept));
+                return Ok((userid, None));
             }
             JsipStats::count(&app.stats.jsip.auth_failed);
             return Err((
@@ -166,7 +181,7 @@ fn handshake(
                 format!("a WebSocket from another site ({origin}) needs a token"),
             ));
         }
-        return Ok((userid, accept));
+        return Ok((userid, None));
     }
     JsipStats::count(&app.stats.jsip.auth_failed);
     let mut ways = Vec::new();
@@ -190,7 +205,14 @@ fn random_tab() -> String {
 }
 
 /// Answers 101 and serves the socket once hyper hands it over.
-fn upgrade(app: Arc<App>, req: Request, peer: Peer, name: String, accept: String) -> Response {
+fn upgrade(
+    app: Arc<App>,
+    req: Request,
+    peer: Peer,
+    name: String,
+    caller: Caller,
+    accept: String,
+) -> Response {
     let config = app.config();
     let params = ws::SocketParams {
         ping_interval: config.rtc.ping_interval,
@@ -217,7 +239,11 @@ fn upgrade(app: Arc<App>, req: Request, peer: Peer, name: String, accept: String
             Some(ws::ws_config(params.max_frame)),
         )
         .await;
-        ws::serve(socket, name.into(), remote, node, params, shutdown, stats).await;
+        let who = ws::Identity {
+            name: name.into(),
+            caller,
+        };
+        ws::serve(socket, who, remote, node, params, shutdown, stats).await;
     };
     peer.tasks.spawn(task);
     let mut resp = Response::new(Default::default());

@@ -10,7 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use jsipd_plugin_api::jsip::{Message, ParseError};
+use jsipd_plugin_api::jsip::{Message, ParseError, CALLER_KEY};
+use serde_json::Value;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_tungstenite::tungstenite::error::Error as WsError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -23,6 +24,13 @@ use crate::jsip::PeerName;
 use crate::node::NodeHandle;
 use crate::stats::{JsipStats, OpenSocket};
 use crate::transport::registry::Queued;
+
+/// Who is on the other end of a socket.
+pub struct Identity {
+    pub name: PeerName,
+    /// For a signed-in person, what their requests carry as `Caller` (see [`inbound`]).
+    pub caller: Option<Arc<Value>>,
+}
 
 /// Per-socket settings from `[RTCServer]`.
 #[derive(Debug, Clone, Copy)]
@@ -61,7 +69,7 @@ pub const CLOSE_REPLACED: u16 = 4000;
 /// Serves a socket until it closes, is replaced, or the daemon stops.
 pub async fn serve<S>(
     mut ws: WebSocketStream<S>,
-    name: PeerName,
+    who: Identity,
     remote: String,
     node: NodeHandle,
     params: SocketParams,
@@ -70,6 +78,7 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let Identity { name, caller } = who;
     let _open = OpenSocket::new(stats.clone());
     let conn = next_conn_id();
     // A child of `shutdown`: cancelled when this socket is replaced or the daemon stops,
@@ -142,7 +151,7 @@ pub async fn serve<S>(
                 let bad = match frame {
                     Some(Ok(Frame::Text(text))) => {
                         JsipStats::count(&stats.frames_in);
-                        match inbound(&node, &name, &text) {
+                        match inbound(&node, &name, &text, caller.as_deref()) {
                             Inbound::Taken => None,
                             Inbound::Backlog(msg) => {
                                 // The node is behind: wait (backpressure on this peer).
@@ -227,13 +236,23 @@ enum Inbound {
     Bad(Box<ParseError>),
 }
 
-/// Parses a text frame and hands it to the node without waiting.
-fn inbound(node: &NodeHandle, name: &PeerName, text: &str) -> Inbound {
+/// Parses a text frame and hands it to the node without waiting. A request from a
+/// signed-in person carries `caller` under [`CALLER_KEY`]; a `Caller` a client wrote
+/// itself is removed, so an SLP can trust the key.
+fn inbound(node: &NodeHandle, name: &PeerName, text: &str, caller: Option<&Value>) -> Inbound {
     match Message::parse(text) {
-        Ok(msg) => match node.try_frame(name, msg) {
-            Ok(()) => Inbound::Taken,
-            Err(msg) => Inbound::Backlog(msg),
-        },
+        Ok(mut msg) => {
+            if !msg.extra.is_empty() {
+                msg.extra.remove(CALLER_KEY);
+            }
+            if let (Some(c), true) = (caller, msg.is_request()) {
+                msg.extra.insert(CALLER_KEY.into(), c.clone());
+            }
+            match node.try_frame(name, msg) {
+                Ok(()) => Inbound::Taken,
+                Err(msg) => Inbound::Backlog(msg),
+            }
+        }
         Err(e) => Inbound::Bad(Box::new(e)),
     }
 }

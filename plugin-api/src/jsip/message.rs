@@ -12,6 +12,7 @@ use std::fmt;
 use serde_json::{Map, Value};
 
 use super::reason_phrase;
+use crate::api::Role;
 
 /// JSIP request methods.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -192,6 +193,9 @@ impl fmt::Display for ParseError {
 }
 
 impl std::error::Error for ParseError {}
+
+/// The key the daemon puts on a signed-in person's requests: `{"user":…,"role":…}`.
+pub const CALLER_KEY: &str = "Caller";
 
 /// Pulls typed fields out of the frame's slots; the rest is `extra`.
 struct Fields<'a> {
@@ -436,6 +440,34 @@ impl Message {
 
     pub fn is_request(&self) -> bool {
         matches!(self.kind, Kind::Request(_))
+    }
+
+    /// Who sent this request, as the daemon asserts it: a signed-in person on the
+    /// people's port (`Some((user, role))`). `None` for a program (a token or
+    /// `auth = none`), which an operator admitted and which is trusted like the
+    /// management port, and for messages of other SLPs. The daemon sets the
+    /// [`CALLER_KEY`] key itself and removes any a client sent, so it cannot be forged
+    /// (as a SIP proxy does with P-Asserted-Identity, RFC 3325).
+    pub fn caller(&self) -> Option<(&str, Role)> {
+        let c = self.extra.get(CALLER_KEY)?;
+        let user = c.get("user")?.as_str()?;
+        let role = Role::parse(c.get("role")?.as_str()?)?;
+        Some((user, role))
+    }
+
+    /// The 403 to send back when this request's sender has less than `role` (see
+    /// [`Message::caller`]); `None` when it may go on.
+    pub fn refused_below(&self, role: Role) -> Option<Message> {
+        if self.method() == Some(Method::Ack) {
+            return None; // an ACK is never answered
+        }
+        match self.caller() {
+            Some((user, has)) if has < role => Some(self.refusal(
+                403,
+                format!("this needs the {role} role; {user} is a {has}"),
+            )),
+            _ => None,
+        }
     }
 
     /// The JSON object: the known keys that are set, plus every kept extra key.

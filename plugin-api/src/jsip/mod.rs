@@ -4,6 +4,6 @@ mod message;
 mod reason;
 mod uri;
 
-pub use message::{Kind, LentMessage, Message, Method, ParseError};
+pub use message::{Kind, LentMessage, Message, Method, ParseError, CALLER_KEY};
 pub use reason::reason_phrase;
 pub use uri::{parse_router, Uri, UriError};

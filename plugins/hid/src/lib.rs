@@ -491,14 +491,22 @@ impl Instance for HidInstance {
         let arrived = Instant::now();
         match event {
             Event::Message(m) if !m.is_request() => {}
-            Event::Message(m) => match m.method() {
-                Some(Method::Invite) => host.send(m.response(200)),
-                Some(Method::Info | Method::Message) => self.input(&m, host, arrived),
-                // The stack answered the BYE; the dialog's end releases its keys.
-                Some(Method::Ack | Method::Bye) | None => {}
-                Some(other) => host.send(m.refusal(405, format!("hid takes INVITE, then INFO (or MESSAGE) with Content-Type hid; not {other}"))),
-            },
-            Event::DialogEnded { dialogue_id } => self.release(host, &dialogue_id, "its dialog ended"),
+            Event::Message(m) => {
+                // Typing is an operator's: a signed-in viewer's requests are refused.
+                if let Some(refusal) = m.refused_below(Role::Operator) {
+                    return host.send(refusal);
+                }
+                match m.method() {
+                    Some(Method::Invite) => host.send(m.response(200)),
+                    Some(Method::Info | Method::Message) => self.input(&m, host, arrived),
+                    // The stack answered the BYE; the dialog's end releases its keys.
+                    Some(Method::Ack | Method::Bye) | None => {}
+                    Some(other) => host.send(m.refusal(405, format!("hid takes INVITE, then INFO (or MESSAGE) with Content-Type hid; not {other}"))),
+                }
+            }
+            Event::DialogEnded { dialogue_id } => {
+                self.release(host, &dialogue_id, "its dialog ended")
+            }
             Event::PeerDisconnected { dialogue_id } => {
                 self.release(host, &dialogue_id, "its peer's socket closed")
             }

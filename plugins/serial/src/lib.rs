@@ -293,57 +293,65 @@ impl Instance for Client {
                     self.flush(host);
                 }
             }
-            Event::Message(m) => match m.method() {
-                Some(Method::Invite) if self.dialog.is_none() => {
-                    let peer = m.from.clone();
-                    self.hub.attach(Self::id(host), &peer);
-                    tracing::info!("serial client {peer} joined");
-                    self.dialog = Some((peer, m.to.clone(), m.dialogue_id.clone()));
-                    let mut ok = m.response(200);
-                    ok.body = Some(json!({"encoding": "base64", "window": WINDOW}));
-                    host.send(ok);
-                    self.flush(host);
-                    host.set_timer(self.poll, 0);
+            Event::Message(m) => {
+                // The console reads and types into the target: an operator's.
+                if let Some(refusal) = m.refused_below(Role::Operator) {
+                    return host.send(refusal);
                 }
-                Some(Method::Invite) => host.send(m.response(200)), // a re-INVITE
-                Some(Method::Info) => {
-                    let serial = m
-                        .content_type
-                        .as_deref()
-                        .is_some_and(|t| t.eq_ignore_ascii_case("serial"));
-                    if !serial {
-                        return host.send(m.refusal(
-                            415,
-                            format!(
-                                "Content-Type must be serial, not {}",
-                                m.content_type.as_deref().unwrap_or("(none)")
-                            ),
-                        ));
+                match m.method() {
+                    Some(Method::Invite) if self.dialog.is_none() => {
+                        let peer = m.from.clone();
+                        self.hub.attach(Self::id(host), &peer);
+                        tracing::info!("serial client {peer} joined");
+                        self.dialog = Some((peer, m.to.clone(), m.dialogue_id.clone()));
+                        let mut ok = m.response(200);
+                        ok.body = Some(json!({"encoding": "base64", "window": WINDOW}));
+                        host.send(ok);
+                        self.flush(host);
+                        host.set_timer(self.poll, 0);
                     }
-                    match input_bytes(m.body.as_ref()) {
-                        Err(e) => host.send(m.refusal(400, e)),
-                        Ok(b) if b.len() > INPUT_MAX => host.send(m.refusal(
-                            413,
-                            format!("{} bytes of input; at most {INPUT_MAX} at once", b.len()),
-                        )),
-                        Ok(b) => match self.hub.send(&b) {
-                            Ok(()) => {
-                                host.send(m.response(200));
-                                // The echo comes within a millisecond or so: look once
-                                // then, besides the poll.
-                                host.set_timer(ECHO_LOOK, 1);
-                            }
-                            Err(e) => host.send(m.refusal(503, e)),
-                        },
+                    Some(Method::Invite) => host.send(m.response(200)), // a re-INVITE
+                    Some(Method::Info) => {
+                        let serial = m
+                            .content_type
+                            .as_deref()
+                            .is_some_and(|t| t.eq_ignore_ascii_case("serial"));
+                        if !serial {
+                            return host.send(m.refusal(
+                                415,
+                                format!(
+                                    "Content-Type must be serial, not {}",
+                                    m.content_type.as_deref().unwrap_or("(none)")
+                                ),
+                            ));
+                        }
+                        match input_bytes(m.body.as_ref()) {
+                            Err(e) => host.send(m.refusal(400, e)),
+                            Ok(b) if b.len() > INPUT_MAX => host.send(m.refusal(
+                                413,
+                                format!("{} bytes of input; at most {INPUT_MAX} at once", b.len()),
+                            )),
+                            Ok(b) => match self.hub.send(&b) {
+                                Ok(()) => {
+                                    host.send(m.response(200));
+                                    // The echo comes within a millisecond or so: look once
+                                    // then, besides the poll.
+                                    host.set_timer(ECHO_LOOK, 1);
+                                }
+                                Err(e) => host.send(m.refusal(503, e)),
+                            },
+                        }
                     }
+                    // The stack answered the BYE; the dialog's end detaches the client.
+                    Some(Method::Ack | Method::Bye) | None => {}
+                    Some(other) => host.send(m.refusal(
+                        405,
+                        format!(
+                            "serial takes INVITE, then INFO with Content-Type serial; not {other}"
+                        ),
+                    )),
                 }
-                // The stack answered the BYE; the dialog's end detaches the client.
-                Some(Method::Ack | Method::Bye) | None => {}
-                Some(other) => host.send(m.refusal(
-                    405,
-                    format!("serial takes INVITE, then INFO with Content-Type serial; not {other}"),
-                )),
-            },
+            }
             Event::Timer(token) => {
                 if self.dialog.is_some() {
                     self.flush(host);
