@@ -247,7 +247,7 @@ fn refusals_name_the_problem_and_the_daemon_keeps_serving() {
     refused(
         "/slpm/v1/echo?file=next.so",
         400,
-        "(ABI 2.0), but this jsipd speaks ABI 1.2",
+        "(ABI 2.0), but this jsipd speaks ABI 1.3",
     );
     refused("/apim/v1/echo.v1?file=next.so", 400, "rebuild it");
     refused("/slpm/v1/echo", 400, "file= is missing");

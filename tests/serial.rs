@@ -416,13 +416,29 @@ fn the_console_page_in_chromium_types_and_shows_the_output() {
         webdriver::available(),
         "needs Debian chromium and chromium-driver (test.sh installs them)"
     );
-    let (_p, d) = start_with("backend = command\n[command]\nrun = /bin/cat\n", "");
+    let (p, d) = start_with("backend = command\n[command]\nrun = /bin/cat\n", "");
+    // A person opens the console on the people's port, signed in as an operator.
+    let mut add = std::process::Command::new(jsipd_e2e::jsipd_bin())
+        .arg("-p")
+        .arg(p.path())
+        .args(["user", "add", "olga", "--password-stdin"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut add.stdin.take().unwrap(), b"console-password\n").unwrap();
+    assert!(add.wait().unwrap().success());
+    d.signal(libc::SIGHUP);
+    d.wait_log("sessions of changed or deleted users end", WAIT);
+    let site = format!("http://{}", d.rtc.unwrap());
     let browser = Browser::start();
-    browser.goto(&format!(
-        "http://{}/serial/v1/?rtc=ws://{}/rtc",
-        d.api,
-        d.rtc.unwrap()
-    ));
+    browser.goto(&format!("{site}/?next=/serial/v1/"));
+    browser.wait_for(
+        "the sign-in form",
+        "return !!document.querySelector('#signin')",
+        WAIT,
+    );
+    browser.type_into("#username", "olga");
+    browser.type_into("#password", "console-password\u{e007}");
     browser.wait_for(
         "the page to join",
         "return document.getElementById('state').textContent.startsWith('connected')",

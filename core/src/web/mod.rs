@@ -175,9 +175,14 @@ async fn serve(app: Arc<App>, req: Request, peer: Peer) -> Response {
                 }
                 None => auth::sign_in_first(&req, format),
             },
-            None => {
-                Answer::error(StatusCode::NOT_FOUND, format!("nothing at {path}")).render(format)
-            }
+            None => Answer::error(
+                StatusCode::NOT_FOUND,
+                format!(
+                    "nothing at {path}: JSIP is at {}, the sign-in page at /",
+                    config.rtc_location
+                ),
+            )
+            .render(format),
         },
     }
 }
