@@ -71,6 +71,10 @@ fn completed(v: &Value) -> u64 {
     v["completed"].as_u64().unwrap()
 }
 
+fn jsip_stats(d: &Daemon) -> Value {
+    request(d.api, "GET", "/runtime/v1/stats", &[], "").json()["data"]["jsip"].clone()
+}
+
 fn no_errors(v: &Value) {
     assert_eq!(v["errors"]["total"], 0, "{v}");
 }
@@ -90,6 +94,32 @@ fn message_closed_and_open_loop_and_over_tls() {
         p99 > 0.0 && p99 >= v["latency_ms"]["p50"].as_f64().unwrap(),
         "{v}"
     );
+
+    // A fixed amount of work (bench/callgrind.sh): N round trips, counted from the first,
+    // one socket and one in flight, so exactly N; it ends when they are done, long before
+    // the 60 s limit, and the daemon's own count agrees.
+    let before = jsip_stats(&d)["frames_in"].as_u64().unwrap();
+    let started = std::time::Instant::now();
+    let v = bench(
+        &[
+            "message",
+            "--url",
+            &u,
+            "--connections",
+            "1",
+            "--messages",
+            "300",
+        ],
+        "60",
+    );
+    assert_eq!(completed(&v), 300, "{v}");
+    no_errors(&v);
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(30),
+        "{v}"
+    );
+    let frames = jsip_stats(&d)["frames_in"].as_u64().unwrap() - before;
+    assert_eq!(frames, 300, "the server saw exactly the requests counted");
 
     // Open loop: what is offered is what completes (2 s at 300/s is about 600).
     let v = bench(&["message", "--url", &u, "--rate", "300"], "2");

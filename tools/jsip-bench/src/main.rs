@@ -40,6 +40,9 @@ Options:
                      schedule whatever the answers do
   --duration SECS    measured seconds (default 10; idle: how long to hold, 0 = forever)
   --warmup SECS      seconds before measuring (default 2)
+  --messages N       message: stop after N answered round trips, counted from the
+                     first (no warm-up; --duration is then only a limit): a fixed
+                     amount of work, for instruction counts (bench/callgrind.sh)
   --timeout SECS     an answer later than this is a 'timeout' error (default 5)
   --uri URI          Request-URI (default bench@echo: the echo SLP by host label;
                      chat: room:NAME@REALM)
@@ -65,6 +68,7 @@ pub struct Args {
     pub rate: Option<f64>,
     pub duration: f64,
     pub warmup: f64,
+    pub messages: Option<u64>,
     pub timeout: f64,
     pub uri: String,
     pub router: Option<String>,
@@ -87,6 +91,7 @@ fn parse() -> Result<Args, lexopt::Error> {
         rate: None,
         duration: 10.0,
         warmup: 2.0,
+        messages: None,
         timeout: 5.0,
         uri: "bench@echo".into(),
         router: None,
@@ -107,6 +112,7 @@ fn parse() -> Result<Args, lexopt::Error> {
             Long("rate") => a.rate = Some(p.value()?.parse()?),
             Long("duration") => a.duration = p.value()?.parse()?,
             Long("warmup") => a.warmup = p.value()?.parse()?,
+            Long("messages") => a.messages = Some(p.value()?.parse()?),
             Long("timeout") => a.timeout = p.value()?.parse()?,
             Long("uri") => a.uri = p.value()?.string()?,
             Long("router") => a.router = Some(p.value()?.string()?),

@@ -23,7 +23,7 @@ use crate::report::{self, Tally};
 use crate::Args;
 
 pub async fn run(a: &Args, target: &Target) -> i32 {
-    let tally = Tally::new();
+    let tally = Tally::limited(a.messages);
     let mut permits = pacer(a.rate, a.connections, &tally).into_iter();
     let mut tasks = Vec::new();
     for c in 0..a.connections {
@@ -196,7 +196,7 @@ pub async fn connection(
             in_flight.insert(dialog, t0);
             continue;
         }
-        if schedule.is_none() {
+        if schedule.is_none() && tally.wants_more() {
             let (id, text) = next(&mut n);
             in_flight.insert(id, Instant::now());
             if ws.send(Frame::text(text)).await.is_err() {

@@ -29,6 +29,8 @@ pub struct Tally {
     pub relays: AtomicU64,
     measuring: AtomicBool,
     stop: AtomicBool,
+    /// `--messages`: stop sending new requests once this many are done.
+    limit: Option<u64>,
     /// Final answers other than 2xx, by JSIP code.
     codes: Mutex<BTreeMap<u64, u64>>,
     /// Failures below JSIP: connect, closed, timeout, unparsable frames.
@@ -38,6 +40,21 @@ pub struct Tally {
 impl Tally {
     pub fn new() -> Arc<Tally> {
         Arc::new(Tally::default())
+    }
+
+    /// A tally for a fixed number of round trips, counted from the first.
+    pub fn limited(limit: Option<u64>) -> Arc<Tally> {
+        Arc::new(Tally {
+            measuring: AtomicBool::new(limit.is_some()),
+            limit,
+            ..Tally::default()
+        })
+    }
+
+    /// Whether a socket should send another request (`--messages` not yet reached).
+    pub fn wants_more(&self) -> bool {
+        self.limit
+            .is_none_or(|l| self.done.load(Ordering::Relaxed) < l)
     }
 
     pub fn measuring(&self) -> bool {
@@ -107,11 +124,21 @@ pub async fn measure(
     tasks: Vec<JoinHandle<Histogram<u64>>>,
     extra: impl FnOnce(f64) -> Map<String, Value>,
 ) -> i32 {
-    tokio::time::sleep(Duration::from_secs_f64(a.warmup)).await;
+    if tally.limit.is_none() {
+        tokio::time::sleep(Duration::from_secs_f64(a.warmup)).await;
+    }
     let cpu0 = cpu_seconds();
     tally.measuring.store(true, Ordering::Relaxed);
     let t0 = Instant::now();
-    let end = t0 + Duration::from_secs_f64(a.duration);
+    let mut end = t0 + Duration::from_secs_f64(a.duration);
+    if tally.limit.is_some() {
+        // A fixed amount of work: done when it is done (checked often, as the last
+        // answers decide the end), or at --duration.
+        while tally.wants_more() && Instant::now() < end {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        end = Instant::now();
+    }
     let progress = !a.json;
     let tty = std::io::stderr().is_terminal();
     let mut last = 0;
