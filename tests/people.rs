@@ -3,10 +3,8 @@
 //! Chromium, against the real daemon and real plugins (`echo`, `gpio` on its simulated
 //! board, `hid`, and the ABI 1.2 fixture).
 
-use std::io::Write as _;
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use serde_json::{json, Value};
@@ -14,7 +12,7 @@ use serde_json::{json, Value};
 use jsipd_e2e::http::{request, Response};
 use jsipd_e2e::webdriver::{self, Browser};
 use jsipd_e2e::ws::{Refused, Ws};
-use jsipd_e2e::{jsipd_bin, loopback_config, Daemon, Prefix};
+use jsipd_e2e::{loopback_config, Daemon, Prefix};
 
 /// `/rtc` as shipped (sessions and tokens), echo compiled in, a short lock-out.
 fn config() -> String {
@@ -24,46 +22,12 @@ fn config() -> String {
     )
 }
 
-/// Runs `jsipd -p PREFIX user ARGS…` with `stdin` as its input.
-fn user_cmd(p: &Prefix, args: &[&str], stdin: &str) -> std::process::Output {
-    let mut child = Command::new(jsipd_bin())
-        .arg("-p")
-        .arg(p.path())
-        .arg("user")
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
-}
-
-fn add_user(p: &Prefix, name: &str, role: &str, password: &str) {
-    let out = user_cmd(
-        p,
-        &["add", name, "--role", role, "--password-stdin"],
-        &format!("{password}\n"),
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// A prefix with viewer `vic`, operator `olga` and admin `ada`, and the plugins.
 fn start() -> (Prefix, Daemon) {
     let p = Prefix::with_config(&config());
-    add_user(&p, "vic", "viewer", "viewer-password");
-    add_user(&p, "olga", "operator", "operator-password");
-    add_user(&p, "ada", "admin", "admin-password");
+    p.add_user("vic", "viewer", "viewer-password");
+    p.add_user("olga", "operator", "operator-password");
+    p.add_user("ada", "admin", "admin-password");
     p.add_plugin("echo", "echo.so");
     p.add_plugin("gpio", "gpio.so");
     p.add_plugin("abi_1_2", "old.so");
@@ -107,6 +71,12 @@ fn session(d: &Daemon, user: &str, password: &str) -> String {
     let (r, cookie) = login(d, user, password, "");
     assert_eq!(r.status, 200, "{}", r.body);
     cookie.expect("a session cookie")
+}
+
+/// The JSIP connections the daemon holds (`/runtime/v1/jstack`).
+fn connections(d: &Daemon) -> Vec<Value> {
+    let jstack = request(d.api, "GET", "/runtime/v1/jstack", &[], "").json();
+    jstack["data"]["connections"].as_array().unwrap().clone()
 }
 
 fn with_cookie(d: &Daemon, method: &str, path: &str, cookie: &str, body: &str) -> Response {
@@ -332,14 +302,8 @@ fn cross_origin_posts_and_foreign_websockets_are_refused() {
         "To": "x@echo.test", "DialogueID": "d1", "CSeq": 1}),
     );
     assert_eq!(ws.recv()["Code"], 200);
-    let jstack = request(d.api, "GET", "/runtime/v1/jstack", &[], "").json();
-    let names: Vec<&str> = jstack["data"]["connections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|c| c["name"].as_str())
-        .collect();
-    assert!(names.contains(&"olga~t1"), "{names:?}");
+    let conns = connections(&d);
+    assert!(conns.iter().any(|c| c["name"] == "olga~t1"), "{conns:?}");
 }
 
 #[test]
@@ -350,17 +314,13 @@ fn sessions_end_when_the_user_is_deleted_or_the_password_changes_at_sighup() {
         session(&d, "vic", "viewer-password"),
         session(&d, "ada", "admin-password"),
     );
-    let out = user_cmd(&p, &["del", "vic"], "");
+    let out = p.user(&["del", "vic"], "");
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let out = user_cmd(
-        &p,
-        &["passwd", "olga", "--password-stdin"],
-        "a-new-password\n",
-    );
+    let out = p.user(&["passwd", "olga", "--password-stdin"], "a-new-password\n");
     assert!(
         out.status.success(),
         "{}",
@@ -405,7 +365,7 @@ fn totp_code(secret: &[u8], unix: u64) -> String {
 #[test]
 fn totp_takes_a_right_code_once_and_refuses_a_wrong_or_reused_one() {
     let (p, d) = start();
-    let out = user_cmd(&p, &["totp", "olga"], "");
+    let out = p.user(&["totp", "olga"], "");
     assert!(
         out.status.success(),
         "{}",
@@ -453,7 +413,7 @@ fn totp_takes_a_right_code_once_and_refuses_a_wrong_or_reused_one() {
 #[test]
 fn the_users_file_is_0600_and_a_readable_one_is_refused() {
     let p = Prefix::with_config(&config());
-    add_user(&p, "olga", "operator", "operator-password");
+    p.add_user("olga", "operator", "operator-password");
     let file = p.path().join("conf/users");
     assert_eq!(
         std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
@@ -486,7 +446,7 @@ fn the_users_file_is_0600_and_a_readable_one_is_refused() {
 #[test]
 fn user_add_prints_a_password_when_none_is_given_and_refuses_bad_input() {
     let p = Prefix::with_config(&config());
-    let out = user_cmd(&p, &["add", "olga"], "");
+    let out = p.user(&["add", "olga"], "");
     assert!(
         out.status.success(),
         "{}",
@@ -515,12 +475,12 @@ fn user_add_prints_a_password_when_none_is_given_and_refuses_bad_input() {
         (&["del", "nobody"][..], "", "no user nobody"),
         (&["frobnicate"][..], "", "not a user command"),
     ] {
-        let out = user_cmd(&p, args, stdin);
+        let out = p.user(args, stdin);
         assert!(!out.status.success(), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains(says), "{args:?}: {err}");
     }
-    let out = user_cmd(&p, &["list"], "");
+    let out = p.user(&["list"], "");
     let list = String::from_utf8(out.stdout).unwrap();
     assert!(
         list.starts_with("olga") && list.contains("operator"),
@@ -633,8 +593,7 @@ fn sign_in_through_the_form_in_chromium_and_two_tabs_hold_two_sockets() {
             Duration::from_secs(10),
         );
     }
-    let jstack = request(d.api, "GET", "/runtime/v1/jstack", &[], "").json();
-    let conns: Vec<Value> = jstack["data"]["connections"].as_array().unwrap().clone();
+    let conns = connections(&d);
     for name in ["olga~one", "olga~two"] {
         assert!(
             conns

@@ -418,15 +418,7 @@ fn the_console_page_in_chromium_types_and_shows_the_output() {
     );
     let (p, d) = start_with("backend = command\n[command]\nrun = /bin/cat\n", "");
     // A person opens the console on the people's port, signed in as an operator.
-    let mut add = std::process::Command::new(jsipd_e2e::jsipd_bin())
-        .arg("-p")
-        .arg(p.path())
-        .args(["user", "add", "olga", "--password-stdin"])
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::io::Write::write_all(&mut add.stdin.take().unwrap(), b"console-password\n").unwrap();
-    assert!(add.wait().unwrap().success());
+    p.add_user("olga", "operator", "console-password");
     d.signal(libc::SIGHUP);
     d.wait_log("sessions of changed or deleted users end", WAIT);
     let site = format!("http://{}", d.rtc.unwrap());

@@ -139,6 +139,43 @@ impl Prefix {
     }
 }
 
+impl Prefix {
+    /// Runs `jsipd -p PREFIX user ARGS…` with `stdin` as its input.
+    pub fn user(&self, args: &[&str], stdin: &str) -> std::process::Output {
+        use std::io::Write as _;
+        let mut child = Command::new(jsipd_bin())
+            .arg("-p")
+            .arg(self.path())
+            .arg("user")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    /// Adds a people's account (`jsipd user add NAME --role ROLE --password-stdin`).
+    pub fn add_user(&self, name: &str, role: &str, password: &str) {
+        let out = self.user(
+            &["add", name, "--role", role, "--password-stdin"],
+            &format!("{password}\n"),
+        );
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
 /// Copies a library to `to` with mode 0644, through a temporary name and a rename.
 pub fn copy_plugin(from: &Path, to: &Path) {
     use std::os::unix::fs::PermissionsExt;

@@ -46,7 +46,7 @@ pub async fn serve(
                 StatusCode::OK,
                 who.as_ref(),
                 notice.as_deref(),
-                next_of(&req),
+                &next_of(&req),
                 "",
             )
         }
@@ -90,12 +90,7 @@ pub fn sign_in_first(req: &Request, format: Format) -> Response {
         "/?next={}",
         form_urlencoded::byte_serialize(target.as_bytes()).collect::<String>()
     );
-    let mut resp = Response::new(Default::default());
-    *resp.status_mut() = StatusCode::SEE_OTHER;
-    if let Ok(v) = HeaderValue::from_str(&location) {
-        resp.headers_mut().insert(header::LOCATION, v);
-    }
-    resp
+    redirect(&location)
 }
 
 fn unauthorized(format: Format) -> Response {
@@ -329,11 +324,12 @@ fn safe_next(next: &str) -> &str {
     }
 }
 
-fn next_of(req: &Request) -> &str {
-    req.uri()
-        .query()
-        .and_then(|q| q.split('&').find_map(|p| p.strip_prefix("next=")))
-        .unwrap_or("")
+/// The page's `?next=`, decoded (the form carries it decoded, as `Login::next`).
+fn next_of(req: &Request) -> String {
+    form_urlencoded::parse(req.uri().query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == "next")
+        .map(|(_, v)| v.into_owned())
+        .unwrap_or_default()
 }
 
 fn redirect(to: &str) -> Response {
@@ -361,10 +357,6 @@ fn page(
     next: &str,
     username: &str,
 ) -> Response {
-    let next: String = form_urlencoded::parse(format!("n={next}").as_bytes())
-        .next()
-        .map(|(_, v)| v.into_owned())
-        .unwrap_or_default();
     let body = match who {
         Some(who) => format!(
             "<p class=\"who\">Signed in as <b id=\"user\">{}</b> (<span id=\"role\">{}</span>).</p>\n\
@@ -381,7 +373,7 @@ fn page(
              <input type=\"hidden\" name=\"next\" value=\"{}\">\n\
              <button id=\"submit\">Sign in</button>\n</form>",
             escape(username),
-            escape(safe_next(&next))
+            escape(safe_next(next))
         ),
     };
     let message = message

@@ -34,6 +34,7 @@ struct Session {
 #[derive(Default)]
 struct Failures {
     count: u32,
+    last: Option<Instant>,
     locked_until: Option<Instant>,
 }
 
@@ -107,12 +108,10 @@ impl Sessions {
         self.by_id.remove(id).map(|s| s.account.name.clone())
     }
 
-    /// Removes sessions idle past `idle` and lock-outs that ended.
+    /// Removes sessions idle past `idle`.
     pub fn sweep(&mut self, idle: Duration, now: Instant) {
         self.by_id
             .retain(|_, s| now.saturating_duration_since(s.last_used) <= idle);
-        self.failures
-            .retain(|_, f| f.locked_until.is_none_or(|t| t > now) || f.count > 0);
     }
 
     pub fn count(&self) -> usize {
@@ -134,9 +133,19 @@ impl Sessions {
     }
 
     /// A failed attempt; `true` when it locked the user out (for `lockout`).
+    ///
+    /// Runs of failures older than `lockout`, and ended lock-outs, are forgotten here, so
+    /// the table holds only what the last `lockout` of guessing made (made-up names
+    /// from many addresses cannot grow it without bound; the hash limits their rate).
     pub fn failed(&mut self, user: &str, from: IpAddr, lockout: Duration, now: Instant) -> bool {
+        self.failures.retain(|_, f| {
+            f.locked_until.is_some_and(|t| t > now)
+                || f.last
+                    .is_some_and(|l| now.saturating_duration_since(l) < lockout)
+        });
         let f = self.failures.entry((user.to_string(), from)).or_default();
         f.count += 1;
+        f.last = Some(now);
         if f.count >= FAILURES_TO_LOCK {
             f.count = 0;
             f.locked_until = Some(now + lockout);
@@ -247,6 +256,12 @@ mod tests {
         }
         s.succeeded("alice", b);
         assert!(!s.failed("alice", b, lockout, t0));
+        // So does time: a run older than the lock-out is forgotten.
+        for _ in 2..FAILURES_TO_LOCK {
+            s.failed("alice", b, lockout, t0);
+        }
+        assert!(!s.failed("alice", b, lockout, t0 + lockout));
+        assert_eq!(s.failures.len(), 1, "only the fresh run is kept");
     }
 
     #[test]
