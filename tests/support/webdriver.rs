@@ -93,6 +93,11 @@ impl Browser {
                     "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
                     "--disable-quic", "--no-first-run", "--disable-background-networking",
                     "--disable-component-update", "--disable-sync", "--window-size=1366,768",
+                    // WebRTC on loopback, as the stream tests need it: no mDNS names for
+                    // host candidates, loopback candidates allowed, video plays unmuted.
+                    "--allow-loopback-in-peer-connection",
+                    "--disable-features=WebRtcHideLocalIpsWithMdns",
+                    "--autoplay-policy=no-user-gesture-required",
                     format!("--user-data-dir={}", profile.path().display()),
                 ],
             },

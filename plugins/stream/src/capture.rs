@@ -19,6 +19,7 @@ use crate::config::{Config, Settings};
 use crate::jpeg::Encoder;
 use crate::nosignal;
 use crate::source::{now_ms, Frame, Grab, Source};
+use crate::yuv::I420;
 
 /// How long the capture keeps running after its last viewer left (a page reload, a
 /// run of snapshots) before it stops.
@@ -39,15 +40,28 @@ pub struct Encoded {
     pub no_signal: bool,
 }
 
+/// A published raw picture, for the video encoders: converted once per frame, shared
+/// by every encoder.
+#[derive(Debug)]
+pub struct Picture {
+    pub seq: u64,
+    pub i420: I420,
+}
+
 #[derive(Debug, Default)]
 struct State {
+    /// MJPEG viewers and snapshots.
     viewers: usize,
+    /// Video encoders (each serves any number of WebRTC viewers).
+    encoders: usize,
     running: bool,
     closing: bool,
     /// Capture runs since load; a viewer's first frame must come from the current one.
     run: u64,
     latest: Option<Arc<Encoded>>,
     latest_run: u64,
+    picture: Option<Arc<Picture>>,
+    picture_run: u64,
     source: String,
     error: Option<String>,
     fps_in: f64,
@@ -121,8 +135,28 @@ impl Capture {
 
     /// Registers a viewer, starting the capture if it is not running.
     pub fn watch(&self) -> Viewer {
+        let run = self.join(|s| s.viewers += 1);
+        Viewer {
+            capture: self.clone(),
+            run,
+        }
+    }
+
+    /// Registers a video encoder: from now on each new frame is also published as an
+    /// I420 [`Picture`].
+    pub fn watch_pictures(&self) -> PictureViewer {
+        let run = self.join(|s| s.encoders += 1);
+        PictureViewer {
+            capture: self.clone(),
+            run,
+        }
+    }
+
+    /// Counts a new watcher in and starts the capture if it is not running; the run
+    /// number it joined.
+    fn join(&self, count: impl FnOnce(&mut State)) -> u64 {
         let mut state = self.state();
-        state.viewers += 1;
+        count(&mut state);
         let mut ended = None;
         if !state.running && !state.closing {
             state.running = true;
@@ -145,10 +179,7 @@ impl Capture {
         if let Some(old) = ended {
             let _ = old.join();
         }
-        Viewer {
-            capture: self.clone(),
-            run,
-        }
+        run
     }
 
     /// Wakes every waiting viewer, so each looks at its own stop flag.
@@ -177,6 +208,7 @@ impl Capture {
         Status {
             running: s.running,
             viewers: s.viewers,
+            encoders: s.encoders,
             source: s.source.clone(),
             error: s.error.clone(),
             width: s.latest.as_ref().map_or(0, |f| f.width),
@@ -236,7 +268,7 @@ impl Capture {
                     s.running = false;
                     break;
                 }
-                if s.viewers == 0 {
+                if s.viewers + s.encoders == 0 {
                     let since = *idle_since.get_or_insert_with(Instant::now);
                     if since.elapsed() >= LINGER {
                         s.running = false;
@@ -311,34 +343,25 @@ impl Capture {
                         c.unchanged.fetch_add(1, Ordering::Relaxed);
                         continue;
                     }
-                    let quality = config.settings.quality;
-                    let enc = match &mut encoder {
-                        Some(e) => e,
-                        None => match Encoder::new(quality) {
-                            Ok(e) => encoder.insert(e),
-                            Err(e) => {
-                                self.failed(&e, &config);
-                                std::thread::sleep(RETRY);
-                                continue;
-                            }
-                        },
+                    let (jpeg_wanted, pictures_wanted) = {
+                        let s = self.state();
+                        (s.viewers > 0, s.encoders > 0)
                     };
-                    let started = Instant::now();
-                    let jpeg = enc.set_quality(quality).and_then(|()| enc.encode(&frame));
-                    let us = started.elapsed().as_micros() as u64;
-                    match jpeg {
-                        Ok(jpeg) => {
-                            c.encoded.fetch_add(1, Ordering::Relaxed);
-                            c.encode_us_total.fetch_add(us, Ordering::Relaxed);
-                            c.encode_us_last.store(us, Ordering::Relaxed);
-                            window_out += 1;
-                            self.publish(jpeg, frame.width, frame.height, frame.captured_ms, false);
-                            if config.settings.drop_same {
-                                previous.clear();
-                                previous.extend_from_slice(&frame.data);
-                            }
+                    if pictures_wanted {
+                        let mut i420 = I420::default();
+                        match i420.convert(&frame) {
+                            Ok(()) => self.publish_picture(i420),
+                            Err(e) => self.failed(&e, &config),
                         }
-                        Err(e) => self.failed(&e, &config),
+                    }
+                    if jpeg_wanted && !self.encode_jpeg(&frame, &config, &mut encoder) {
+                        std::thread::sleep(RETRY);
+                        continue;
+                    }
+                    window_out += 1;
+                    if config.settings.drop_same {
+                        previous.clear();
+                        previous.extend_from_slice(&frame.data);
                     }
                 }
             }
@@ -351,6 +374,44 @@ impl Capture {
                 "no viewers"
             }
         );
+    }
+
+    /// Encodes and publishes one JPEG; false when no encoder could be made.
+    fn encode_jpeg(&self, frame: &Frame, config: &Config, encoder: &mut Option<Encoder>) -> bool {
+        let c = &self.0.counters;
+        let quality = config.settings.quality;
+        let enc = match encoder {
+            Some(e) => e,
+            None => match Encoder::new(quality) {
+                Ok(e) => encoder.insert(e),
+                Err(e) => {
+                    self.failed(&e, config);
+                    return false;
+                }
+            },
+        };
+        let started = Instant::now();
+        let jpeg = enc.set_quality(quality).and_then(|()| enc.encode(frame));
+        let us = started.elapsed().as_micros() as u64;
+        match jpeg {
+            Ok(jpeg) => {
+                c.encoded.fetch_add(1, Ordering::Relaxed);
+                c.encode_us_total.fetch_add(us, Ordering::Relaxed);
+                c.encode_us_last.store(us, Ordering::Relaxed);
+                self.publish(jpeg, frame.width, frame.height, frame.captured_ms, false);
+            }
+            Err(e) => self.failed(&e, config),
+        }
+        true
+    }
+
+    fn publish_picture(&self, i420: I420) {
+        let mut s = self.state();
+        let seq = s.picture.as_ref().map_or(0, |p| p.seq) + 1;
+        s.picture = Some(Arc::new(Picture { seq, i420 }));
+        s.picture_run = s.run;
+        drop(s);
+        self.0.published.notify_all();
     }
 
     /// The source failed or could not open: viewers get the "no signal" picture.
@@ -394,6 +455,7 @@ impl Capture {
 pub struct Status {
     pub running: bool,
     pub viewers: usize,
+    pub encoders: usize,
     pub source: String,
     pub error: Option<String>,
     pub width: usize,
@@ -453,5 +515,57 @@ impl Drop for Viewer {
     fn drop(&mut self) {
         let mut s = self.capture.state();
         s.viewers = s.viewers.saturating_sub(1);
+    }
+}
+
+/// One video encoder's view of the capture; dropping it leaves.
+pub struct PictureViewer {
+    capture: Capture,
+    run: u64,
+}
+
+impl PictureViewer {
+    /// The newest picture after `after` (a seq; 0 for any), waiting up to `timeout`.
+    /// `None` on timeout, at unload, or as soon as `kick` is set and
+    /// [`Capture::wake`] called (a keyframe is wanted now, or the encoder stops).
+    pub fn next(&self, after: u64, timeout: Duration, kick: &AtomicBool) -> Option<Arc<Picture>> {
+        let deadline = Instant::now() + timeout;
+        let mut s = self.capture.state();
+        loop {
+            if s.closing || kick.load(Ordering::Acquire) {
+                return None;
+            }
+            if let Some(p) = &s.picture {
+                if p.seq > after && s.picture_run >= self.run {
+                    return Some(p.clone());
+                }
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            s = self
+                .capture
+                .0
+                .published
+                .wait_timeout(s, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
+    pub fn closing(&self) -> bool {
+        self.capture.state().closing
+    }
+
+    pub fn capture(&self) -> &Capture {
+        &self.capture
+    }
+}
+
+impl Drop for PictureViewer {
+    fn drop(&mut self) {
+        let mut s = self.capture.state();
+        s.encoders = s.encoders.saturating_sub(1);
     }
 }

@@ -1,11 +1,13 @@
 //! `conf/stream/stream.ini`: the source, and the settings `POST /stream/v1/settings`
 //! changes at run time.
 
+use std::net::IpAddr;
 use std::path::Path;
 
 use jsipd_kvm_support::ini::Ini;
 use jsipd_plugin_api::serde_json::{Map, Value};
 
+pub use crate::peer::connection::NetConfig;
 use crate::source::rfb::Rfb;
 use crate::source::testsrc::TestSource;
 use crate::source::v4l2::{V4l2, Want};
@@ -57,6 +59,8 @@ pub struct Settings {
     /// QEMU's screen is as large as the guest's mode).
     pub width: usize,
     pub height: usize,
+    /// The WebRTC encoders' target, kbit/s (constant bitrate).
+    pub bitrate: u32,
 }
 
 impl Default for Settings {
@@ -67,6 +71,7 @@ impl Default for Settings {
             drop_same: true,
             width: 1280,
             height: 720,
+            bitrate: 4000,
         }
     }
 }
@@ -74,19 +79,39 @@ impl Default for Settings {
 const KNOWN: &[(&str, &[&str])] = &[
     (
         "",
-        &["source", "fps", "quality", "drop_same", "width", "height"],
+        &[
+            "source",
+            "fps",
+            "quality",
+            "drop_same",
+            "width",
+            "height",
+            "bitrate",
+        ],
+    ),
+    (
+        "webrtc",
+        &[
+            "addresses",
+            "ports",
+            "announce",
+            "ice_servers",
+            "turn_user",
+            "turn_password",
+        ],
     ),
     ("testsrc", &["motion"]),
     ("qemu", &["vnc"]),
     ("v4l2", &["device", "format"]),
 ];
 
-pub const SETTING_KEYS: &str = "fps, quality, drop_same, width, height";
+pub const SETTING_KEYS: &str = "fps, quality, drop_same, width, height, bitrate";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     pub source: SourceConfig,
     pub settings: Settings,
+    pub net: NetConfig,
 }
 
 impl Config {
@@ -126,6 +151,7 @@ impl Config {
             drop_same: ini.flag("", "drop_same", d.drop_same)?,
             width: ini.parse_or("", "width", d.width, "pixels")?,
             height: ini.parse_or("", "height", d.height, "pixels")?,
+            bitrate: ini.parse_or("", "bitrate", d.bitrate, "kbit/s")?,
         };
         // The same limits as the API's, named after the file.
         let mut object = Map::new();
@@ -133,10 +159,16 @@ impl Config {
         object.insert("quality".into(), settings.quality.into());
         object.insert("width".into(), settings.width.into());
         object.insert("height".into(), settings.height.into());
+        object.insert("bitrate".into(), settings.bitrate.into());
         settings = settings
             .with(&object, true)
             .map_err(|e| format!("{file}: {e}"))?;
-        Ok(Config { source, settings })
+        let net = net_config(&ini).map_err(|e| format!("{file}: [webrtc] {e}"))?;
+        Ok(Config {
+            source,
+            settings,
+            net,
+        })
     }
 }
 
@@ -154,6 +186,7 @@ impl Settings {
             match key.as_str() {
                 "fps" => s.fps = number(key, v, 1, 120)? as u32,
                 "quality" => s.quality = number(key, v, 1, 100)? as u8,
+                "bitrate" => s.bitrate = number(key, v, 100, 50_000)? as u32,
                 "drop_same" => {
                     s.drop_same = v
                         .as_bool()
@@ -192,8 +225,102 @@ impl Settings {
             "drop_same": self.drop_same,
             "width": self.width,
             "height": self.height,
+            "bitrate": self.bitrate,
         })
     }
+}
+
+/// `[webrtc]`: where peer connections bind and what they announce.
+fn net_config(ini: &Ini) -> Result<NetConfig, String> {
+    let list = |key: &str| -> Vec<String> {
+        ini.get("webrtc", key)
+            .unwrap_or("")
+            .split([',', ' '])
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect()
+    };
+    let mut addresses = Vec::new();
+    for a in list("addresses") {
+        addresses.push(a.parse::<IpAddr>().map_err(|_| {
+            format!("addresses: {a:?} is not an IP address (list the addresses browsers reach this host on)")
+        })?);
+    }
+    if addresses.is_empty() {
+        addresses = default_addresses();
+    }
+    let ports = match ini.get("webrtc", "ports") {
+        None => None,
+        Some(r) => {
+            let parsed = r.split_once('-').and_then(|(a, b)| {
+                Some((a.trim().parse::<u16>().ok()?, b.trim().parse::<u16>().ok()?))
+            });
+            match parsed {
+                Some((lo, hi)) if lo >= 1024 && lo <= hi => Some((lo, hi)),
+                _ => {
+                    return Err(format!(
+                        "ports = {r}: give a range like 20000-20099 (from 1024 up)"
+                    ))
+                }
+            }
+        }
+    };
+    let ice_servers = list("ice_servers");
+    if let Some(bad) = ice_servers
+        .iter()
+        .find(|u| !(u.starts_with("stun:") || u.starts_with("turn:") || u.starts_with("turns:")))
+    {
+        return Err(format!(
+            "ice_servers: {bad:?} must be a stun:, turn: or turns: URL"
+        ));
+    }
+    Ok(NetConfig {
+        addresses,
+        ports,
+        announce: list("announce"),
+        ice_servers,
+        turn_user: ini.get("webrtc", "turn_user").unwrap_or("").to_string(),
+        turn_password: ini.get("webrtc", "turn_password").unwrap_or("").to_string(),
+    })
+}
+
+/// Every address of this host's interfaces that are up, loopback included (a browser
+/// on the box itself), IPv4 and IPv6 except link-local (fe80::, which needs a scope).
+pub fn default_addresses() -> Vec<IpAddr> {
+    let mut out = Vec::new();
+    // SAFETY: getifaddrs fills a list that freeifaddrs releases; entries are only read.
+    unsafe {
+        let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
+        if libc::getifaddrs(&mut list) != 0 {
+            return vec![IpAddr::from([127, 0, 0, 1])];
+        }
+        let mut p = list;
+        while !p.is_null() {
+            let ifa = &*p;
+            p = ifa.ifa_next;
+            if ifa.ifa_addr.is_null() || ifa.ifa_flags & libc::IFF_UP as u32 == 0 {
+                continue;
+            }
+            match (*ifa.ifa_addr).sa_family as i32 {
+                libc::AF_INET => {
+                    let sa = &*(ifa.ifa_addr as *const libc::sockaddr_in);
+                    out.push(IpAddr::from(u32::from_be(sa.sin_addr.s_addr).to_be_bytes()));
+                }
+                libc::AF_INET6 => {
+                    let sa = &*(ifa.ifa_addr as *const libc::sockaddr_in6);
+                    let ip = std::net::Ipv6Addr::from(sa.sin6_addr.s6_addr);
+                    if ip.segments()[0] & 0xffc0 != 0xfe80 {
+                        out.push(IpAddr::V6(ip));
+                    }
+                }
+                _ => {}
+            }
+        }
+        libc::freeifaddrs(list);
+    }
+    out.sort();
+    out.dedup();
+    out
 }
 
 #[cfg(test)]
@@ -231,6 +358,21 @@ mod tests {
         assert!(e.contains("line 3") && e.contains("colour"), "{e}");
         let e = read("source = v4l2\n[v4l2]\nformat = h264\n").unwrap_err();
         assert!(e.contains("format = h264"), "{e}");
+        let c = read("bitrate = 2500\n[webrtc]\naddresses = 127.0.0.1, ::1\nports = 20000-20009\nannounce = 203.0.113.7\n").unwrap();
+        assert_eq!(c.settings.bitrate, 2500);
+        assert_eq!(c.net.addresses.len(), 2);
+        assert_eq!(c.net.ports, Some((20000, 20009)));
+        assert_eq!(c.net.announce, vec!["203.0.113.7".to_string()]);
+        assert!(!read("").unwrap().net.addresses.is_empty());
+        for (bad, says) in [
+            ("addresses = kvm.local", "not an IP address"),
+            ("ports = 20000", "give a range"),
+            ("ports = 30-40", "from 1024"),
+            ("ice_servers = stun.example.com", "stun:, turn:"),
+        ] {
+            let e = read(&format!("[webrtc]\n{bad}\n")).unwrap_err();
+            assert!(e.contains("[webrtc]") && e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]
@@ -260,6 +402,9 @@ mod tests {
             .contains("set by the source"));
         assert!(change(json!({"bitrate": 1}), true)
             .unwrap_err()
-            .contains("unknown setting \"bitrate\""));
+            .starts_with("bitrate must be"));
+        assert!(change(json!({"colour": 1}), true)
+            .unwrap_err()
+            .contains("unknown setting \"colour\""));
     }
 }

@@ -12,6 +12,7 @@
 //! - `GET|POST /settings`: fps, quality, drop_same, width, height; a bad one is 400
 //!   naming it.
 //! - `GET /`: a page that shows the stream and reads the test source's frame stamps.
+//! - `GET /webrtc`: the same over WebRTC (JSIP INVITE to this plugin's SLP, [`peer`]).
 //!
 //! Sources ([`source`]): `testsrc`, `qemu` (VNC) and `v4l2`, from
 //! `conf/stream/stream.ini`. See [`capture`] for how one capture feeds many viewers.
@@ -21,19 +22,25 @@ pub mod config;
 pub mod framecode;
 pub mod jpeg;
 pub mod nosignal;
+pub mod peer;
 pub mod source;
+pub mod video;
+pub mod yuv;
 
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use jsipd_plugin_api::api::{Api, Request, Response, Role};
 use jsipd_plugin_api::serde_json::{json, Value};
+use jsipd_plugin_api::slp::Slp;
 use jsipd_plugin_api::{export_plugin, tracing, Context, Plugin};
 
 use capture::Capture;
 use config::Config;
+use peer::{StreamSlp, Webrtc};
 
 const BOUNDARY: &str = "jsipdframe";
 /// A viewer that got no new frame for this long is sent the latest again: on an idle
@@ -45,6 +52,7 @@ const SETTINGS_MAX: usize = 4096;
 
 pub struct Stream {
     capture: Capture,
+    webrtc: Arc<Webrtc>,
     config_dir: PathBuf,
 }
 
@@ -58,15 +66,22 @@ impl Plugin for Stream {
             config.settings.quality,
             config.settings.drop_same
         );
+        let capture = Capture::new(config);
         Ok(Stream {
-            capture: Capture::new(config),
+            webrtc: Webrtc::new(capture.clone())?,
+            capture,
             config_dir: context.config_dir().to_owned(),
         })
+    }
+
+    fn slp(&self) -> Option<Box<dyn Slp>> {
+        Some(Box::new(StreamSlp::new(self.webrtc.clone())))
     }
 
     fn api(&self) -> Option<Box<dyn Api>> {
         Some(Box::new(StreamApi {
             capture: self.capture.clone(),
+            webrtc: self.webrtc.clone(),
             config_dir: self.config_dir.clone(),
             draining: AtomicBool::new(false),
         }))
@@ -75,6 +90,7 @@ impl Plugin for Stream {
 
 impl Drop for Stream {
     fn drop(&mut self) {
+        self.webrtc.close();
         self.capture.close();
     }
 }
@@ -84,6 +100,7 @@ impl Drop for Stream {
 /// the same, goes on for theirs.
 struct StreamApi {
     capture: Capture,
+    webrtc: Arc<Webrtc>,
     config_dir: PathBuf,
     draining: AtomicBool,
 }
@@ -101,14 +118,14 @@ impl Api for StreamApi {
         let path = request.path().to_string();
         let method = request.method().to_string();
         let allowed = match path.as_str() {
-            "/" | "/mjpeg" | "/snapshot" | "/status" => "GET",
+            "/" | "/webrtc" | "/framecode.js" | "/mjpeg" | "/snapshot" | "/status" => "GET",
             "/settings" => "GET, POST",
-            _ => {
-                return response.error(
-                    404,
-                    &format!("no {path} here; try /stream/v1/mjpeg, snapshot, status or settings"),
-                )
-            }
+            _ => return response.error(
+                404,
+                &format!(
+                    "no {path} here; try /stream/v1/mjpeg, webrtc, snapshot, status or settings"
+                ),
+            ),
         };
         if !allowed.split(", ").any(|m| m == method) {
             return response.error(405, &format!("{path} answers {allowed}"));
@@ -119,6 +136,18 @@ impl Api for StreamApi {
                     .status(200)
                     .header("content-type", "text/html; charset=utf-8");
                 let _ = response.write_all(include_str!("watch.html").as_bytes());
+            }
+            ("/webrtc", _) => {
+                response
+                    .status(200)
+                    .header("content-type", "text/html; charset=utf-8");
+                let _ = response.write_all(include_str!("webrtc.html").as_bytes());
+            }
+            ("/framecode.js", _) => {
+                response
+                    .status(200)
+                    .header("content-type", "text/javascript; charset=utf-8");
+                let _ = response.write_all(include_str!("framecode.js").as_bytes());
             }
             ("/mjpeg", _) => self.mjpeg(request, response),
             ("/snapshot", _) => self.snapshot(response),
@@ -137,6 +166,8 @@ impl Api for StreamApi {
         match Config::read(&self.config_dir) {
             Ok(c) => {
                 tracing::info!("stream.ini re-read: source {}", c.source.name());
+                self.webrtc.set_net(c.net.clone());
+                self.webrtc.hub.set_target(peer::target(&c.settings));
                 self.capture.set_config(c);
             }
             Err(e) => tracing::warn!("stream.ini rejected, keeping the running config: {e}"),
@@ -271,6 +302,7 @@ impl StreamApi {
                 "source_errors": c.source_errors.load(Ordering::Relaxed),
             },
             "settings": config.settings.to_json(),
+            "webrtc": self.webrtc_status(),
         });
         let wants_text = request
             .header("accept")
@@ -311,11 +343,68 @@ impl StreamApi {
         match config.settings.with(changes, sizable) {
             Ok(new) => {
                 tracing::info!("settings: {}", new.to_json());
+                self.webrtc.hub.set_target(peer::target(&new));
                 self.capture.set_settings(new.clone());
                 ok(response, new.to_json());
             }
             Err(e) => response.error(400, &e),
         }
+    }
+}
+
+impl StreamApi {
+    /// The WebRTC part of `GET /status`: encoders per codec and each viewer.
+    fn webrtc_status(&self) -> Value {
+        let round = |v: f64| (v * 10.0).round() / 10.0;
+        let encoders: Vec<Value> = self
+            .webrtc
+            .hub
+            .status()
+            .into_iter()
+            .map(|e| {
+                json!({
+                    "codec": e.codec.name(),
+                    "viewers": e.viewers,
+                    "frames": e.frames,
+                    "keyframes": e.keyframes,
+                    "encode_ms": {
+                        "last": round(e.encode_us_last as f64 / 1000.0),
+                        "mean": round(e.encode_us_total as f64 / e.frames.max(1) as f64 / 1000.0),
+                    },
+                    "bytes": e.bytes,
+                })
+            })
+            .collect();
+        let viewers: Vec<Value> = self
+            .webrtc
+            .viewers()
+            .into_iter()
+            .map(|v| {
+                let secs = v
+                    .since
+                    .map_or(0.0, |s| s.elapsed().as_secs_f64())
+                    .max(0.001);
+                let bytes = v.bytes_sent.load(Ordering::Relaxed);
+                json!({
+                    "who": v.who,
+                    "codec": v.codec.map(|c| c.name()),
+                    "connected": v.connected.load(Ordering::Relaxed),
+                    "frames_sent": v.frames_sent.load(Ordering::Relaxed),
+                    "keyframes_sent": v.keyframes_sent.load(Ordering::Relaxed),
+                    "keyframe_requests": v.keyframe_requests.load(Ordering::Relaxed),
+                    "frames_skipped": v.frames_skipped.load(Ordering::Relaxed),
+                    "kbps": round(bytes as f64 * 8.0 / 1000.0 / secs),
+                    "rtt_ms": round(v.rtt_us.load(Ordering::Relaxed) as f64 / 1000.0),
+                })
+            })
+            .collect();
+        let target = self.webrtc.hub.target();
+        json!({
+            "viewers": viewers.len(),
+            "bitrate_kbps": target.kbps,
+            "encoders": encoders,
+            "peers": viewers,
+        })
     }
 }
 

@@ -1,0 +1,271 @@
+//! `stream` over WebRTC, end to end: the real daemon loads `stream.so` as an SLP and an
+//! API, real headless Chromium signs in on the people's port, sends its JSIP INVITE with
+//! a complete offer over `/rtc`, plays the video, and reads the frame stamps back from
+//! decoded frames (`requestVideoFrameCallback` + canvas).
+
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use jsipd_e2e::http::{get, request};
+use jsipd_e2e::webdriver::{self, Browser};
+use jsipd_e2e::ws::Ws;
+use jsipd_e2e::{loopback_config, Daemon, Prefix};
+
+const PLAY: Duration = Duration::from_secs(30);
+
+fn start(stream_ini: &str) -> (Prefix, Daemon) {
+    let prefix = Prefix::with_config(&format!(
+        "{}\n[Plugins]\ndrain_timeout = 60s\n",
+        loopback_config("").replace("auth = none\n", "auth = session, none\n")
+    ));
+    prefix.add_user("vic", "viewer", "viewer-password");
+    prefix.add_plugin("stream", "stream.so");
+    std::fs::create_dir_all(prefix.path().join("conf/stream")).unwrap();
+    std::fs::write(
+        prefix.path().join("conf/stream/stream.ini"),
+        format!("{stream_ini}\n[webrtc]\naddresses = 127.0.0.1\n"),
+    )
+    .unwrap();
+    let d = Daemon::start(&prefix);
+    load(&d);
+    (prefix, d)
+}
+
+fn load(d: &Daemon) {
+    for what in [
+        "/apim/v1/stream.v1?file=stream.so",
+        "/slpm/v1/stream?file=stream.so",
+    ] {
+        let r = request(d.api, "POST", what, &[], "");
+        assert_eq!(r.status, 200, "{what}: {}", r.body);
+    }
+}
+
+fn status(d: &Daemon) -> Value {
+    get(d.api, "/stream/v1/status").json()["data"].clone()
+}
+
+fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Chromium, signed in as the viewer on the people's port.
+fn browser(d: &Daemon) -> (Browser, String) {
+    assert!(
+        webdriver::available(),
+        "needs Debian chromium and chromium-driver (test.sh installs them)"
+    );
+    let site = format!("http://{}", d.rtc.expect("people's port"));
+    let b = Browser::start();
+    b.goto(&format!("{site}/"));
+    b.wait_for(
+        "the sign-in form",
+        "return !!document.querySelector('#signin')",
+        Duration::from_secs(10),
+    );
+    b.type_into("#username", "vic");
+    b.type_into("#password", "viewer-password\u{E007}");
+    b.wait_for(
+        "the signed-in page",
+        "return !!document.querySelector('#user')",
+        Duration::from_secs(10),
+    );
+    (b, site)
+}
+
+fn frames(b: &Browser) -> Vec<(u64, i64)> {
+    b.eval("return window.stamps")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| (s["frame"].as_u64().unwrap(), s["age"].as_i64().unwrap()))
+        .collect()
+}
+
+fn percentile(sorted: &[i64], p: f64) -> i64 {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[test]
+fn chromium_plays_the_screen_over_webrtc_and_a_joining_viewer_gets_a_keyframe() {
+    let (_p, d) = start("fps = 30\n");
+    let (b, site) = browser(&d);
+    b.goto(&format!("{site}/stream/v1/webrtc"));
+    b.wait_for(
+        "90 decoded frames with stamps",
+        "return window.stamps.length >= 90",
+        PLAY,
+    );
+    assert_eq!(b.eval("return window.rtc.codec"), "VP8");
+    assert_eq!(b.eval("return window.rtc.state"), "live");
+    let stamps = frames(&b);
+    assert!(
+        stamps.windows(2).all(|w| w[1].0 > w[0].0),
+        "frame numbers advance: {:?}",
+        stamps.iter().map(|s| s.0).collect::<Vec<_>>()
+    );
+    let mut ages: Vec<i64> = stamps.iter().map(|s| s.1).collect();
+    ages.sort();
+    eprintln!(
+        "glass to glass, VP8 720p30 (testsrc → decoded frame in Chromium): p50 {} ms, p95 {} ms",
+        percentile(&ages, 0.5),
+        percentile(&ages, 0.95)
+    );
+    assert!(percentile(&ages, 0.5) < 250, "median age: {ages:?}");
+    let s = status(&d);
+    assert_eq!(s["webrtc"]["viewers"], 1, "{s}");
+    assert_eq!(s["webrtc"]["peers"][0]["connected"], true, "{s}");
+    assert_eq!(s["webrtc"]["encoders"][0]["codec"], "VP8", "{s}");
+    b.screenshot("webrtc-vp8");
+
+    // A second viewer joins the same encoder; the keyframe it asks for reaches the
+    // first one too (the one encoder makes it for both).
+    let keys_before = b
+        .eval("return window.rtc.keyFramesDecoded")
+        .as_u64()
+        .unwrap();
+    assert!(keys_before >= 1);
+    let first = b.tab();
+    let second = b.new_tab();
+    b.switch_to(&second);
+    b.goto(&format!("{site}/stream/v1/webrtc"));
+    b.wait_for(
+        "the second viewer's frames",
+        "return window.stamps.length >= 30",
+        PLAY,
+    );
+    let s = status(&d);
+    assert_eq!(s["webrtc"]["viewers"], 2, "{s}");
+    assert_eq!(
+        s["webrtc"]["encoders"].as_array().unwrap().len(),
+        1,
+        "one shared encoder: {s}"
+    );
+    assert_eq!(s["webrtc"]["encoders"][0]["viewers"], 2, "{s}");
+    b.switch_to(&first);
+    b.wait_for(
+        "a keyframe for the first viewer after the second joined",
+        &format!("return window.rtc.keyFramesDecoded > {keys_before}"),
+        Duration::from_secs(10),
+    );
+    // Keyframes only at the start and on requests: not one per second.
+    let s = status(&d);
+    let keyframes = s["webrtc"]["encoders"][0]["keyframes"].as_u64().unwrap();
+    let frames_encoded = s["webrtc"]["encoders"][0]["frames"].as_u64().unwrap();
+    assert!(
+        keyframes <= 6 && frames_encoded > 100,
+        "{keyframes} keyframes in {frames_encoded} frames"
+    );
+
+    // A BYE from the page ends its session and frees its share.
+    b.eval("window.hangUp(); return true");
+    wait_until("one viewer left", Duration::from_secs(10), || {
+        status(&d)["webrtc"]["viewers"] == 1
+    });
+}
+
+#[test]
+fn h264_when_the_offer_prefers_it() {
+    let (_p, d) = start("fps = 30\n");
+    let (b, site) = browser(&d);
+    b.goto(&format!("{site}/stream/v1/webrtc?codec=h264"));
+    b.wait_for(
+        "60 decoded H.264 frames",
+        "return window.stamps.length >= 60",
+        PLAY,
+    );
+    assert_eq!(b.eval("return window.rtc.codec"), "H264");
+    let mut ages: Vec<i64> = frames(&b).iter().map(|s| s.1).collect();
+    ages.sort();
+    eprintln!(
+        "glass to glass, H.264 720p30: p50 {} ms, p95 {} ms",
+        percentile(&ages, 0.5),
+        percentile(&ages, 0.95)
+    );
+    assert_eq!(status(&d)["webrtc"]["encoders"][0]["codec"], "H264");
+    b.screenshot("webrtc-h264");
+}
+
+/// The INVITE as a program sends it, over a token-less `auth = none` socket.
+fn invite(ws: &mut Ws, cseq: u64, content_type: Option<&str>, body: Value) -> Value {
+    let mut m = json!({"Type": "INVITE", "Request-URI": "screen@stream", "From": "prog",
+        "To": "screen@stream", "DialogueID": format!("d-{cseq}"), "CSeq": cseq, "Body": body});
+    if let Some(t) = content_type {
+        m["Content-Type"] = json!(t);
+    }
+    ws.send(&m);
+    loop {
+        let r = ws.recv();
+        if r["Type"] == "RESPONSE" && r["Code"].as_u64().unwrap() >= 200 {
+            return r;
+        }
+    }
+}
+
+#[test]
+fn bad_offers_get_488_naming_what_is_missing_and_the_stream_serves_on() {
+    let (_p, d) = start("");
+    let mut ws = Ws::connect(d.rtc.unwrap(), "prog");
+    let good = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\n\
+a=candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host\r\n\
+a=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdef012345\r\n\
+a=fingerprint:sha-256 AA:BB\r\na=setup:actpass\r\na=mid:0\r\na=recvonly\r\n\
+a=rtpmap:96 VP8/90000\r\n";
+    for (cseq, (ct, body, says)) in [
+        (Some("sdp"), json!("hello"), "v=0"),
+        (None, json!(good), "Content-Type: sdp"),
+        (Some("sdp"), json!({"sdp": good}), "Content-Type: sdp"),
+        (Some("sdp"), json!(good.replace("VP8", "AV1")), "offers AV1"),
+        (
+            Some("sdp"),
+            json!(good.replace("m=video", "m=audio")),
+            "no video section",
+        ),
+        (
+            Some("sdp"),
+            json!(good.replace("a=fingerprint:sha-256 AA:BB\r\n", "")),
+            "fingerprint",
+        ),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let r = invite(&mut ws, cseq as u64 + 1, ct, body);
+        assert_eq!(r["Code"], 488, "{r}");
+        let reason = r["Reason"].as_str().unwrap_or_default();
+        assert!(reason.contains(says), "{says:?} not in {reason:?}");
+    }
+    // Still serving: the MJPEG API answers and no peer is left behind.
+    assert_eq!(get(d.api, "/stream/v1/status").status, 200);
+    assert_eq!(status(&d)["webrtc"]["viewers"], 0);
+}
+
+#[test]
+fn a_reloaded_plugin_says_bye_to_its_webrtc_viewers_and_a_new_invite_works() {
+    let (_p, d) = start("fps = 30\n");
+    let (b, site) = browser(&d);
+    b.goto(&format!("{site}/stream/v1/webrtc"));
+    b.wait_for("frames", "return window.stamps.length >= 30", PLAY);
+    let loaded = Instant::now();
+    load(&d);
+    b.wait_for(
+        "the BYE of the replaced generation",
+        "return window.rtc.ended === 'BYE'",
+        Duration::from_secs(10),
+    );
+    eprintln!("BYE {} ms after the reload", loaded.elapsed().as_millis());
+    // A new page, a new INVITE, on the new generation.
+    b.goto(&format!("{site}/stream/v1/webrtc"));
+    b.wait_for(
+        "frames after the reload",
+        "return window.stamps.length >= 30",
+        PLAY,
+    );
+    assert_eq!(status(&d)["webrtc"]["viewers"], 1);
+}
