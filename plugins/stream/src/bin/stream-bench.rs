@@ -3,6 +3,10 @@
 //!
 //! - `encode [FRAMES]`: the plugin's JPEG encoder against libjpeg-turbo called directly
 //!   with the same settings on the same test-pattern frames, at 720p and 1080p.
+//! - `video [FRAMES]`: per frame at 720p and 1080p, VP8 and H.264: the plugin's whole
+//!   WebRTC path (the capture's BGRX → I420 conversion, then the encoder as the shared
+//!   encoder drives it) against the codec alone on the same, already converted frames
+//!   (libvpx's and OpenH264's own speed: the limit).
 //! - `mjpeg ADDR PATH VIEWERS SECS`: VIEWERS MJPEG clients at once: each one's frames/s
 //!   and its first frame's delay after connecting.
 //! - `vnc SOCKET SECS`: frames/s read from a VNC server with the plugin's RFB client.
@@ -30,6 +34,7 @@ fn main() {
     };
     match args.first().map(String::as_str) {
         Some("encode") => encode(args.get(1).map_or(60, |n| n.parse().unwrap_or(60))),
+        Some("video") => video(args.get(1).map_or(60, |n| n.parse().unwrap_or(60))),
         Some("mjpeg") => mjpeg(
             &arg(1, "ADDR"),
             &arg(2, "PATH"),
@@ -47,7 +52,7 @@ fn main() {
             &arg(3, "FORMAT"),
         ),
         _ => die(
-            "usage: stream-bench encode [FRAMES] | mjpeg ADDR PATH VIEWERS SECS | vnc SOCKET SECS | v4l2 DEVICE FRAMES FORMAT",
+            "usage: stream-bench encode [FRAMES] | video [FRAMES] | mjpeg ADDR PATH VIEWERS SECS | vnc SOCKET SECS | v4l2 DEVICE FRAMES FORMAT",
         ),
     }
 }
@@ -103,6 +108,73 @@ fn encode(frames: usize) {
             r#"{{"size":"{w}x{h}","plugin_us":{o:.0},"turbojpeg_us":{l:.0},"ratio":{:.3},"jpeg_bytes":{bytes}}}"#,
             o / l
         ));
+    }
+    println!("[{}]", rows.join(","));
+}
+
+fn video(frames: usize) {
+    use stream::video::{self, Codec, Target};
+    use stream::yuv::I420;
+    let mut rows = Vec::new();
+    for (w, h) in [(1280, 720), (1920, 1080)] {
+        let mut src = TestSource::new(w, h, true);
+        let pictures: Vec<Frame> = (0..frames)
+            .map(|_| {
+                let mut f = Frame::empty();
+                src.next(&mut f, Instant::now()).unwrap();
+                f
+            })
+            .collect();
+        let converted: Vec<I420> = pictures
+            .iter()
+            .map(|f| {
+                let mut p = I420::default();
+                p.convert(f).unwrap();
+                p
+            })
+            .collect();
+        for codec in [Codec::Vp8, Codec::H264] {
+            let target = Target {
+                kbps: 4000,
+                fps: 30,
+            };
+            let mut ours = video::open(codec, target).unwrap();
+            let mut limit = video::open(codec, target).unwrap();
+            let (mut ours_us, mut limit_us, mut convert_us, mut bytes) =
+                (Vec::new(), Vec::new(), Vec::new(), 0usize);
+            let mut pts = 0u64;
+            for round in 0..5 {
+                let t = Instant::now();
+                for p in &converted {
+                    pts += 33;
+                    bytes += limit
+                        .encode(p, pts, round == 0 && pts == 33)
+                        .unwrap()
+                        .data
+                        .len();
+                }
+                limit_us.push(t.elapsed().as_secs_f64() * 1e6 / frames as f64);
+                let t = Instant::now();
+                let mut conv = 0.0;
+                for f in &pictures {
+                    let c = Instant::now();
+                    let mut p = I420::default();
+                    p.convert(f).unwrap();
+                    conv += c.elapsed().as_secs_f64();
+                    ours.encode(&p, pts, false).unwrap();
+                }
+                ours_us.push(t.elapsed().as_secs_f64() * 1e6 / frames as f64);
+                convert_us.push(conv * 1e6 / frames as f64);
+            }
+            let (o, l) = (median(ours_us), median(limit_us));
+            rows.push(format!(
+                r#"{{"codec":"{}","size":"{w}x{h}","plugin_us":{o:.0},"codec_alone_us":{l:.0},"convert_us":{:.0},"ratio":{:.3},"kbps_at_30fps":{:.0}}}"#,
+                codec.name(),
+                median(convert_us),
+                o / l,
+                bytes as f64 * 8.0 / 1000.0 / (5.0 * frames as f64 / 30.0)
+            ));
+        }
     }
     println!("[{}]", rows.join(","));
 }

@@ -169,7 +169,6 @@ fn codec_parameters(choice: &Choice) -> RTCRtpCodecParameters {
             ],
         },
         payload_type: choice.payload_type,
-        ..Default::default()
     }
 }
 

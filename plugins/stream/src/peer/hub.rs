@@ -216,6 +216,13 @@ impl Hub {
             let t0 = Instant::now();
             let pts = started.elapsed().as_millis() as u64;
             match encoder.encode(&picture.i420, pts, keyframe) {
+                Ok(packet) if keyframe && !packet.keyframe => {
+                    // Skipped by the codec's rate control: ask again with the next one.
+                    shared.keyframe_wanted.store(true, Ordering::Release);
+                    if !packet.data.is_empty() {
+                        tracing::debug!("{}: a delta where a keyframe was asked", codec.name());
+                    }
+                }
                 Ok(packet) if !packet.data.is_empty() => {
                     let us = t0.elapsed().as_micros() as u64;
                     let st = &shared.stats;

@@ -34,7 +34,11 @@ impl H264 {
             .rate_control_mode(RateControlMode::Bitrate)
             .usage_type(UsageType::ScreenContentRealTime)
             .complexity(Complexity::Low)
-            .skip_frames(false)
+            // OpenH264 controls its bitrate only by skipping frames; a skipped frame
+            // is an empty packet, and a keyframe asked for is asked again (hub).
+            .skip_frames(true)
+            .adaptive_quantization(false)
+            .background_detection(false)
             .sps_pps_strategy(SpsPpsStrategy::ConstantId)
             .intra_frame_period(IntraFramePeriod::auto())
             .num_threads(threads(w) as u16);
