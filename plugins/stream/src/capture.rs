@@ -182,6 +182,36 @@ impl Capture {
         run
     }
 
+    /// Waits up to `timeout` for `pick` to find something in the state; `None` on
+    /// timeout, at unload, or once `stop` is set (and [`Capture::wake`] called).
+    fn wait<T>(
+        &self,
+        timeout: Duration,
+        stop: &AtomicBool,
+        pick: impl Fn(&State) -> Option<T>,
+    ) -> Option<T> {
+        let deadline = Instant::now() + timeout;
+        let mut s = self.state();
+        loop {
+            if s.closing || stop.load(Ordering::Acquire) {
+                return None;
+            }
+            if let Some(found) = pick(&s) {
+                return Some(found);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return None;
+            }
+            s = self
+                .0
+                .published
+                .wait_timeout(s, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+
     /// Wakes every waiting viewer, so each looks at its own stop flag.
     pub fn wake(&self) {
         let _guard = self.state();
@@ -477,29 +507,12 @@ impl Viewer {
     /// [`Capture::wake`] called). The first frame a viewer gets comes from the capture
     /// run it joined, never a stale one from an earlier run.
     pub fn next(&self, after: u64, timeout: Duration, stop: &AtomicBool) -> Option<Arc<Encoded>> {
-        let deadline = Instant::now() + timeout;
-        let mut s = self.capture.state();
-        loop {
-            if s.closing || stop.load(Ordering::Acquire) {
-                return None;
-            }
-            if let Some(f) = &s.latest {
-                if f.seq > after && s.latest_run >= self.run {
-                    return Some(f.clone());
-                }
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            s = self
-                .capture
-                .0
-                .published
-                .wait_timeout(s, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+        self.capture.wait(timeout, stop, |s| {
+            s.latest
+                .as_ref()
+                .filter(|f| f.seq > after && s.latest_run >= self.run)
+                .cloned()
+        })
     }
 
     pub fn closing(&self) -> bool {
@@ -529,29 +542,12 @@ impl PictureViewer {
     /// `None` on timeout, at unload, or as soon as `kick` is set and
     /// [`Capture::wake`] called (a keyframe is wanted now, or the encoder stops).
     pub fn next(&self, after: u64, timeout: Duration, kick: &AtomicBool) -> Option<Arc<Picture>> {
-        let deadline = Instant::now() + timeout;
-        let mut s = self.capture.state();
-        loop {
-            if s.closing || kick.load(Ordering::Acquire) {
-                return None;
-            }
-            if let Some(p) = &s.picture {
-                if p.seq > after && s.picture_run >= self.run {
-                    return Some(p.clone());
-                }
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            s = self
-                .capture
-                .0
-                .published
-                .wait_timeout(s, left)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+        self.capture.wait(timeout, kick, |s| {
+            s.picture
+                .as_ref()
+                .filter(|p| p.seq > after && s.picture_run >= self.run)
+                .cloned()
+        })
     }
 
     pub fn closing(&self) -> bool {
