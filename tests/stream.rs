@@ -347,7 +347,8 @@ fn settings_apply_live_and_bad_input_is_named() {
         (r#"{"fps":500}"#, "fps must be"),
         (r#"{"quality":"best"}"#, "quality must be"),
         (r#"{"width":641}"#, "even"),
-        (r#"{"bitrate":1}"#, "unknown setting \"bitrate\""),
+        (r#"{"bitrate":1}"#, "bitrate must be"),
+        (r#"{"colour":1}"#, "unknown setting \"colour\""),
         (r#"[1,2]"#, "JSON object"),
         ("not json", "JSON object"),
     ] {

@@ -35,8 +35,9 @@ const POLL: Duration = Duration::from_millis(250);
 /// What the SLP and the API share: the async runtime the peer connections run on, the
 /// encoders, and the viewers for `GET /status`.
 pub struct Webrtc {
+    /// Made with the first INVITE: a plugin loaded only for MJPEG starts no threads
+    /// (and its image leaves memory at unload, which threads with TLS would prevent).
     runtime: Mutex<Option<tokio::runtime::Runtime>>,
-    handle: tokio::runtime::Handle,
     pub hub: Hub,
     net: Mutex<NetConfig>,
     viewers: Mutex<Vec<Weak<PeerState>>>,
@@ -47,20 +48,29 @@ pub struct Webrtc {
 impl Webrtc {
     pub fn new(capture: Capture) -> Result<Arc<Webrtc>, String> {
         let config = capture.config();
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("stream-rtc")
-            .enable_all()
-            .build()
-            .map_err(|e| format!("the WebRTC runtime: {e}"))?;
         Ok(Arc::new(Webrtc {
-            handle: runtime.handle().clone(),
-            runtime: Mutex::new(Some(runtime)),
+            runtime: Mutex::new(None),
             hub: Hub::new(capture, target(&config.settings)),
             net: Mutex::new(config.net),
             viewers: Mutex::default(),
             generation: Mutex::new(Arc::new(AtomicBool::new(false))),
         }))
+    }
+
+    /// The runtime's handle, starting it on first use.
+    fn handle(&self) -> Result<tokio::runtime::Handle, String> {
+        let mut rt = self.runtime.lock().unwrap_or_else(|p| p.into_inner());
+        if rt.is_none() {
+            *rt = Some(
+                tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("stream-rtc")
+                    .enable_all()
+                    .build()
+                    .map_err(|e| format!("the WebRTC runtime: {e}"))?,
+            );
+        }
+        Ok(rt.as_ref().expect("made above").handle().clone())
     }
 
     pub fn set_net(&self, net: NetConfig) {
@@ -166,7 +176,11 @@ impl ViewerInstance {
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let who = m.from.clone();
-        let answered = self.webrtc.handle.block_on(connection::answer(
+        let handle = match self.webrtc.handle() {
+            Ok(h) => h,
+            Err(e) => return host.send(m.refusal(500, e)),
+        };
+        let answered = handle.block_on(connection::answer(
             sdp,
             &choice,
             &self.webrtc.hub,
