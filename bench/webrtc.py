@@ -86,18 +86,20 @@ try:
     sid = http("POST", f"{wd}/session", caps)["value"]["sessionId"]
     s = f"{wd}/session/{sid}"
     js = lambda script: http("POST", f"{s}/execute/sync", {"script": script, "args": []})["value"]
-    site = f"http://127.0.0.1:{people}"
-    http("POST", f"{s}/url", {"url": f"{site}/"})
-    time.sleep(0.5)
-    js("return fetch('/auth/login', {method: 'POST', headers: {'Content-Type': 'application/json'},"
-       " body: JSON.stringify({username: 'bench', password: 'bench-password'})}).then(r => r.status)")
-
     def settle(cond, timeout=30):
         t = time.time()
         while not js(f"return {cond}"):
             if time.time() - t > timeout:
                 sys.exit(f"timed out: {cond}")
             time.sleep(0.1)
+
+    site = f"http://127.0.0.1:{people}"
+    http("POST", f"{s}/url", {"url": f"{site}/"})
+    settle("!!document.querySelector('#signin')")
+    signed_in = js("return fetch('/auth/login', {method: 'POST', headers: {'Content-Type': 'application/json'},"
+                   " body: JSON.stringify({username: 'bench', password: 'bench-password'})}).then(r => r.status)")
+    if signed_in != 200:
+        sys.exit(f"sign-in answered {signed_in}")
 
     def pct(v, p):
         v = sorted(v)

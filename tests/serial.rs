@@ -423,14 +423,11 @@ fn the_console_page_in_chromium_types_and_shows_the_output() {
     d.wait_log("sessions of changed or deleted users end", WAIT);
     let site = format!("http://{}", d.rtc.unwrap());
     let browser = Browser::start();
-    browser.goto(&format!("{site}/?next=/serial/v1/"));
-    browser.wait_for(
-        "the sign-in form",
-        "return !!document.querySelector('#signin')",
-        WAIT,
+    browser.sign_in(
+        &format!("{site}/?next=/serial/v1/"),
+        "olga",
+        "console-password",
     );
-    browser.type_into("#username", "olga");
-    browser.type_into("#password", "console-password\u{e007}");
     browser.wait_for(
         "the page to join",
         "return document.getElementById('state').textContent.startsWith('connected')",

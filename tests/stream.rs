@@ -13,7 +13,7 @@ use jsipd_e2e::http::{get, request};
 use jsipd_e2e::mjpeg::Mjpeg;
 use jsipd_e2e::webdriver::{self, Browser};
 use jsipd_e2e::ws::WAIT;
-use jsipd_e2e::{loopback_config, Daemon, Prefix};
+use jsipd_e2e::{loopback_config, wait_until, Daemon, Prefix};
 use stream::framecode::{self, Stamp};
 
 fn start(stream_ini: &str, plugins_section: &str) -> (Prefix, Daemon) {
@@ -36,14 +36,6 @@ fn load(d: &Daemon) {
 
 fn status(d: &Daemon) -> Value {
     get(d.api, "/stream/v1/status").json()["data"].clone()
-}
-
-fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn decode(jpeg: &[u8]) -> (usize, usize, Vec<u8>) {

@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use jsipd_e2e::http::{get, request};
 use jsipd_e2e::webdriver::{self, Browser};
 use jsipd_e2e::ws::Ws;
-use jsipd_e2e::{loopback_config, Daemon, Prefix};
+use jsipd_e2e::{loopback_config, wait_until, Daemon, Prefix};
 
 const PLAY: Duration = Duration::from_secs(30);
 
@@ -46,14 +46,6 @@ fn status(d: &Daemon) -> Value {
     get(d.api, "/stream/v1/status").json()["data"].clone()
 }
 
-fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
 /// Chromium, signed in as the viewer on the people's port.
 fn browser(d: &Daemon) -> (Browser, String) {
     assert!(
@@ -62,14 +54,7 @@ fn browser(d: &Daemon) -> (Browser, String) {
     );
     let site = format!("http://{}", d.rtc.expect("people's port"));
     let b = Browser::start();
-    b.goto(&format!("{site}/"));
-    b.wait_for(
-        "the sign-in form",
-        "return !!document.querySelector('#signin')",
-        Duration::from_secs(10),
-    );
-    b.type_into("#username", "vic");
-    b.type_into("#password", "viewer-password\u{E007}");
+    b.sign_in(&format!("{site}/"), "vic", "viewer-password");
     b.wait_for(
         "the signed-in page",
         "return !!document.querySelector('#user')",
@@ -252,19 +237,32 @@ a=rtpmap:96 VP8/90000\r\n";
 
 #[test]
 fn a_reloaded_plugin_says_bye_to_its_webrtc_viewers_and_a_new_invite_works() {
-    let (_p, d) = start("fps = 30\n");
+    let (p, d) = start("fps = 30\n");
     let (b, site) = browser(&d);
-    b.goto(&format!("{site}/stream/v1/webrtc"));
-    b.wait_for("frames", "return window.stamps.length >= 30", PLAY);
-    let loaded = Instant::now();
-    load(&d);
-    b.wait_for(
-        "the BYE of the replaced generation",
-        "return window.rtc.ended === 'BYE'",
-        Duration::from_secs(10),
-    );
-    eprintln!("BYE {} ms after the reload", loaded.elapsed().as_millis());
-    // A new page, a new INVITE, on the new generation.
+    // The same file again (one shared image), then a new build under the same name
+    // (another image: the old generation learns it drains only from the host).
+    for rebuilt in [false, true] {
+        if rebuilt {
+            let so = p.path().join("plugins/stream.so");
+            let mut bytes = std::fs::read(&so).unwrap();
+            bytes.extend_from_slice(b"another build");
+            std::fs::write(&so, bytes).unwrap();
+        }
+        b.goto(&format!("{site}/stream/v1/webrtc"));
+        b.wait_for("frames", "return window.stamps.length >= 30", PLAY);
+        let loaded = Instant::now();
+        load(&d);
+        b.wait_for(
+            "the BYE of the replaced generation",
+            "return window.rtc.ended === 'BYE'",
+            Duration::from_secs(10),
+        );
+        eprintln!(
+            "BYE {} ms after the reload (new build: {rebuilt})",
+            loaded.elapsed().as_millis()
+        );
+    }
+    // A new page, a new INVITE, on the newest generation.
     b.goto(&format!("{site}/stream/v1/webrtc"));
     b.wait_for(
         "frames after the reload",

@@ -201,6 +201,7 @@ unsafe extern "C" fn instance_event(
             ffi::event::PEER_DISCONNECTED => Event::PeerDisconnected {
                 dialogue_id: text.into_owned(),
             },
+            ffi::event::DRAINING => Event::Draining,
             other => panic!("unknown event kind {other} (plugin-api is older than the host)"),
         };
         instance.on_event(event, &mut ForeignHost(host));

@@ -45,7 +45,7 @@ pub const ABI_MAGIC: [u8; 16] = *b"jsipd-plugin-abi";
 /// Changes when the boundary changes incompatibly; the loader refuses another major.
 pub const ABI_MAJOR: u32 = 1;
 /// Grows when something is added compatibly.
-pub const ABI_MINOR: u32 = 3;
+pub const ABI_MINOR: u32 = 4;
 
 /// Read by the loader before anything else (a `#[no_mangle] static`).
 #[repr(C)]
@@ -232,6 +232,8 @@ pub mod event {
     /// `message` is the message as [`FfiMessage`](super::FfiMessage); replaces
     /// [`MESSAGE`] for plugins of ABI minor 2 and later.
     pub const MESSAGE_FIELDS: u8 = 5;
+    /// The instance's generation drains (no text). Since ABI minor 4.
+    pub const DRAINING: u8 = 6;
 
     /// The ABI minor that introduced event `kind`: the host does not send a plugin an event
     /// kind newer than the plugin's own ABI, so an old plugin never sees one it cannot read.
@@ -239,6 +241,7 @@ pub mod event {
         match kind {
             PEER_DISCONNECTED => 1,
             MESSAGE_FIELDS => 2,
+            DRAINING => 4,
             _ => 0,
         }
     }
@@ -367,6 +370,7 @@ mod tests {
         }
         assert_eq!(event::since_minor(event::PEER_DISCONNECTED), 1);
         assert_eq!(event::since_minor(event::MESSAGE_FIELDS), 2);
-        assert!(event::since_minor(event::MESSAGE_FIELDS) <= ABI_MINOR);
+        assert_eq!(event::since_minor(event::DRAINING), 4);
+        assert!(event::since_minor(event::DRAINING) <= ABI_MINOR);
     }
 }

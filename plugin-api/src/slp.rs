@@ -76,6 +76,13 @@ pub enum Event {
     /// as keys it holds down on a remote keyboard. A replaced socket (a reconnect) is not
     /// a disconnect.
     PeerDisconnected { dialogue_id: String },
+    /// This instance's SLP generation drains: a newer one was loaded, or the SLP is
+    /// being unloaded. New dialogs go elsewhere; this instance's go on until they end
+    /// or `drain_timeout` ends them. An instance whose dialogs last as long as someone
+    /// watches (a video, a console) should end them now ([`Host::end`]), so that its
+    /// peers come back on the new generation at once. Since ABI minor 4; instances
+    /// that ignore it drain as before.
+    Draining,
 }
 
 /// Services the host offers an instance while it handles an event.

@@ -188,6 +188,18 @@ pub fn copy_plugin(from: &Path, to: &Path) {
 /// A config that logs to stdout and listens on loopback ports chosen by the kernel. Its
 /// `/rtc` takes any userid (`auth = none`), as most tests' clients are programs with
 /// made-up names; the people's port's own tests replace that line.
+/// Polls `cond` until it holds, or panics naming `what` after `timeout`.
+pub fn wait_until(what: &str, timeout: Duration, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + timeout;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 pub fn loopback_config(extra_top: &str) -> String {
     format!(
         "logfile = stdout\n{extra_top}\n[APIServer]\nlisten = 127.0.0.1:0\naccesslog = off\n[RTCServer]\nlisten = 127.0.0.1:0\nauth = none\n"

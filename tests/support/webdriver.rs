@@ -181,6 +181,20 @@ impl Browser {
         );
     }
 
+    /// Signs in on the people's port through its form: opens `url` (its sign-in page,
+    /// `/` or `/?next=…`) and types the name and the password with Enter. The caller
+    /// waits for what the signed-in page shows.
+    pub fn sign_in(&self, url: &str, user: &str, password: &str) {
+        self.goto(url);
+        self.wait_for(
+            "the sign-in form",
+            "return !!document.querySelector('#signin')",
+            Duration::from_secs(10),
+        );
+        self.type_into("#username", user);
+        self.type_into("#password", &format!("{password}\u{E007}"));
+    }
+
     /// Evaluates `script` until it returns true, or panics after `timeout`.
     pub fn wait_for(&self, what: &str, script: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;

@@ -317,6 +317,10 @@ impl Stack {
             }
             self.relids.retain(|_, owner| *owner != id);
             self.end_instance_if_idle(id);
+            // The ones with dialogs left hear it, and may end them now.
+            if self.instances.contains_key(&id) {
+                self.deliver_to(id, Event::Draining);
+            }
         }
     }
 

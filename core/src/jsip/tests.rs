@@ -624,3 +624,29 @@ fn a_peer_disconnect_is_told_to_its_dialogs_which_live_on() {
     let out = h.peer("p", req("INFO", "d", 3, ""));
     assert_eq!(to_slps(&out), [(i, "INFO".into())]);
 }
+
+#[test]
+fn a_draining_generation_tells_the_instances_that_still_have_dialogs() {
+    let mut h = Harness::new();
+    let (i, _) = confirmed_invite(&mut h, "");
+    h.stack.drain("echo");
+    let told: Vec<InstanceId> = h
+        .drain()
+        .iter()
+        .filter_map(|o| match o {
+            Output::ToSlp {
+                instance,
+                event: Event::Draining,
+                ..
+            } => Some(*instance),
+            _ => None,
+        })
+        .collect();
+    // The session's instance hears it; the idle on-load instance just ends.
+    assert_eq!(told, [i]);
+    assert_eq!(
+        h.stack.dialog_count(),
+        1,
+        "its dialog goes on until it ends it"
+    );
+}

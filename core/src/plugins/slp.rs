@@ -114,6 +114,7 @@ impl Instance for ForeignInstance {
             Event::PeerDisconnected { dialogue_id } => {
                 (ffi::event::PEER_DISCONNECTED, dialogue_id.as_str(), 0)
             }
+            Event::Draining => (ffi::event::DRAINING, "", 0),
         };
         if !self.image.knows_event(kind) {
             return;

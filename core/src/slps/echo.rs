@@ -88,7 +88,10 @@ impl Instance for EchoInstance {
                     answer(&req, 200, host);
                 }
             }
-            Event::Loaded | Event::DialogEnded { .. } | Event::PeerDisconnected { .. } => {}
+            Event::Loaded
+            | Event::DialogEnded { .. }
+            | Event::PeerDisconnected { .. }
+            | Event::Draining => {}
         }
     }
 }

@@ -385,7 +385,7 @@ impl Instance for ChatInstance {
                     format!("a chat room takes SUBSCRIBE and MESSAGE, not {other}"),
                 )),
             },
-            Event::DialogEnded { .. } | Event::PeerDisconnected { .. } => {}
+            Event::DialogEnded { .. } | Event::PeerDisconnected { .. } | Event::Draining => {}
         }
     }
 }

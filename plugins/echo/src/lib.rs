@@ -103,7 +103,10 @@ impl Instance for EchoInstance {
                     host.send(answer);
                 }
             }
-            Event::Loaded | Event::DialogEnded { .. } | Event::PeerDisconnected { .. } => {}
+            Event::Loaded
+            | Event::DialogEnded { .. }
+            | Event::PeerDisconnected { .. }
+            | Event::Draining => {}
         }
     }
 }

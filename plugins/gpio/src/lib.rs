@@ -358,7 +358,7 @@ impl Instance for GpioInstance {
                 self.notifying.remove(&dialogue_id);
             }
             // A subscriber that went away ends with its NOTIFY's 480 (or a reconnect).
-            Event::PeerDisconnected { .. } => {}
+            Event::PeerDisconnected { .. } | Event::Draining => {}
         }
     }
 }

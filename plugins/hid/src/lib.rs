@@ -510,7 +510,8 @@ impl Instance for HidInstance {
             Event::PeerDisconnected { dialogue_id } => {
                 self.release(host, &dialogue_id, "its peer's socket closed")
             }
-            Event::Loaded | Event::Timer(_) => {}
+            // A draining generation keeps its keyboards until their dialogs end.
+            Event::Loaded | Event::Timer(_) | Event::Draining => {}
         }
     }
 }

@@ -362,7 +362,8 @@ impl Instance for Client {
             }
             Event::DialogEnded { .. } => self.leave(host, "its dialog ended"),
             Event::PeerDisconnected { .. } => self.leave(host, "its socket closed"),
-            Event::Loaded => {}
+            // A console client keeps its old generation until it leaves.
+            Event::Loaded | Event::Draining => {}
         }
     }
 }

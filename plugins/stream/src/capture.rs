@@ -238,7 +238,6 @@ impl Capture {
         Status {
             running: s.running,
             viewers: s.viewers,
-            encoders: s.encoders,
             source: s.source.clone(),
             error: s.error.clone(),
             width: s.latest.as_ref().map_or(0, |f| f.width),
@@ -485,7 +484,6 @@ impl Capture {
 pub struct Status {
     pub running: bool,
     pub viewers: usize,
-    pub encoders: usize,
     pub source: String,
     pub error: Option<String>,
     pub width: usize,
@@ -552,10 +550,6 @@ impl PictureViewer {
 
     pub fn closing(&self) -> bool {
         self.capture.state().closing
-    }
-
-    pub fn capture(&self) -> &Capture {
-        &self.capture
     }
 }
 

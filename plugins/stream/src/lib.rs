@@ -68,14 +68,16 @@ impl Plugin for Stream {
         );
         let capture = Capture::new(config);
         Ok(Stream {
-            webrtc: Webrtc::new(capture.clone())?,
+            webrtc: Webrtc::new(capture.clone()),
             capture,
             config_dir: context.config_dir().to_owned(),
         })
     }
 
     fn slp(&self) -> Option<Box<dyn Slp>> {
-        Some(Box::new(StreamSlp::new(self.webrtc.clone())))
+        Some(Box::new(StreamSlp {
+            webrtc: self.webrtc.clone(),
+        }))
     }
 
     fn api(&self) -> Option<Box<dyn Api>> {
@@ -118,7 +120,8 @@ impl Api for StreamApi {
         let path = request.path().to_string();
         let method = request.method().to_string();
         let allowed = match path.as_str() {
-            "/" | "/webrtc" | "/framecode.js" | "/mjpeg" | "/snapshot" | "/status" => "GET",
+            "/" | "/webrtc" | "/framecode.js" | "/stream.css" | "/mjpeg" | "/snapshot"
+            | "/status" => "GET",
             "/settings" => "GET, POST",
             _ => {
                 return response.error(
@@ -133,24 +136,10 @@ impl Api for StreamApi {
             return response.error(405, &format!("{path} answers {allowed}"));
         }
         match (path.as_str(), method.as_str()) {
-            ("/", _) => {
-                response
-                    .status(200)
-                    .header("content-type", "text/html; charset=utf-8");
-                let _ = response.write_all(include_str!("watch.html").as_bytes());
-            }
-            ("/webrtc", _) => {
-                response
-                    .status(200)
-                    .header("content-type", "text/html; charset=utf-8");
-                let _ = response.write_all(include_str!("webrtc.html").as_bytes());
-            }
-            ("/framecode.js", _) => {
-                response
-                    .status(200)
-                    .header("content-type", "text/javascript; charset=utf-8");
-                let _ = response.write_all(include_str!("framecode.js").as_bytes());
-            }
+            ("/", _) => asset(response, HTML, include_str!("watch.html")),
+            ("/webrtc", _) => asset(response, HTML, include_str!("webrtc.html")),
+            ("/framecode.js", _) => asset(response, JS, include_str!("framecode.js")),
+            ("/stream.css", _) => asset(response, CSS, include_str!("stream.css")),
             ("/mjpeg", _) => self.mjpeg(request, response),
             ("/snapshot", _) => self.snapshot(response),
             ("/status", _) => self.status(request, response),
@@ -175,6 +164,16 @@ impl Api for StreamApi {
             Err(e) => tracing::warn!("stream.ini rejected, keeping the running config: {e}"),
         }
     }
+}
+
+const HTML: &str = "text/html; charset=utf-8";
+const JS: &str = "text/javascript; charset=utf-8";
+const CSS: &str = "text/css; charset=utf-8";
+
+/// One of the pages' files, compiled in.
+fn asset(response: &mut Response<'_>, content_type: &str, body: &str) {
+    response.status(200).header("content-type", content_type);
+    let _ = response.write_all(body.as_bytes());
 }
 
 fn ok(response: &mut Response<'_>, data: Value) {
@@ -382,14 +381,11 @@ impl StreamApi {
             .viewers()
             .into_iter()
             .map(|v| {
-                let secs = v
-                    .since
-                    .map_or(0.0, |s| s.elapsed().as_secs_f64())
-                    .max(0.001);
+                let secs = v.since.elapsed().as_secs_f64().max(0.001);
                 let bytes = v.bytes_sent.load(Ordering::Relaxed);
                 json!({
                     "who": v.who,
-                    "codec": v.codec.map(|c| c.name()),
+                    "codec": v.codec.name(),
                     "connected": v.connected.load(Ordering::Relaxed),
                     "frames_sent": v.frames_sent.load(Ordering::Relaxed),
                     "keyframes_sent": v.keyframes_sent.load(Ordering::Relaxed),

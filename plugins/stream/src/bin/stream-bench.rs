@@ -67,17 +67,22 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
+/// `n` moving test-pattern frames, as the capture gets them from testsrc.
+fn test_frames(w: usize, h: usize, n: usize) -> Vec<Frame> {
+    let mut src = TestSource::new(w, h, true);
+    (0..n)
+        .map(|_| {
+            let mut f = Frame::empty();
+            src.next(&mut f, Instant::now()).unwrap();
+            f
+        })
+        .collect()
+}
+
 fn encode(frames: usize) {
     let mut rows = Vec::new();
     for (w, h) in [(1280, 720), (1920, 1080)] {
-        let mut src = TestSource::new(w, h, true);
-        let pictures: Vec<Frame> = (0..frames)
-            .map(|_| {
-                let mut f = Frame::empty();
-                src.next(&mut f, Instant::now()).unwrap();
-                f
-            })
-            .collect();
+        let pictures = test_frames(w, h, frames);
         let mut ours = Encoder::new(80).unwrap();
         let mut limit = turbojpeg::Compressor::new().unwrap();
         limit.set_quality(80).unwrap();
@@ -117,14 +122,7 @@ fn video(frames: usize) {
     use stream::yuv::I420;
     let mut rows = Vec::new();
     for (w, h) in [(1280, 720), (1920, 1080)] {
-        let mut src = TestSource::new(w, h, true);
-        let pictures: Vec<Frame> = (0..frames)
-            .map(|_| {
-                let mut f = Frame::empty();
-                src.next(&mut f, Instant::now()).unwrap();
-                f
-            })
-            .collect();
+        let pictures = test_frames(w, h, frames);
         let converted: Vec<I420> = pictures
             .iter()
             .map(|f| {

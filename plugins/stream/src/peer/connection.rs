@@ -63,10 +63,10 @@ pub struct NetConfig {
 }
 
 /// What a viewer's connection reports to `GET /status` and to its instance.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct PeerState {
     pub who: String,
-    pub codec: Option<Codec>,
+    pub codec: Codec,
     pub connected: AtomicBool,
     /// Why it ended, once it did (ICE failed, closed, …).
     pub ended: Mutex<Option<String>>,
@@ -76,7 +76,7 @@ pub struct PeerState {
     pub frames_skipped: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub rtt_us: AtomicU64,
-    pub since: Option<Instant>,
+    pub since: Instant,
 }
 
 impl PeerState {
@@ -174,10 +174,10 @@ fn codec_parameters(choice: &Choice) -> RTCRtpCodecParameters {
 
 /// A free UDP port on `ip` from the range (the socket is bound again by webrtc-rs
 /// right after; a port taken in between fails that build, which is tried again).
-fn pick_port(ip: IpAddr, ports: Option<(u16, u16)>, skip: usize) -> Result<u16, String> {
+fn pick_port(ip: IpAddr, ports: Option<(u16, u16)>) -> Result<u16, String> {
     let Some((lo, hi)) = ports else { return Ok(0) };
     let span = (hi - lo) as usize + 1;
-    let start = (std::process::id() as usize + skip * 7919 + now_ms() as usize) % span;
+    let start = random_u32() as usize % span;
     for i in 0..span {
         let port = lo + ((start + i) % span) as u16;
         if UdpSocket::bind(SocketAddr::new(ip, port)).is_ok() {
@@ -187,12 +187,6 @@ fn pick_port(ip: IpAddr, ports: Option<(u16, u16)>, skip: usize) -> Result<u16, 
     Err(format!(
         "no free UDP port on {ip} in {lo}-{hi}: raise [webrtc] ports or lower the viewers"
     ))
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Answers `offer` with one video track of `choice`'s codec; the answer's SDP and the
@@ -206,9 +200,16 @@ pub async fn answer(
 ) -> Result<(Peer, String), (u16, String)> {
     let state = Arc::new(PeerState {
         who: who.to_string(),
-        codec: Some(choice.codec),
-        since: Some(Instant::now()),
-        ..Default::default()
+        codec: choice.codec,
+        since: Instant::now(),
+        connected: AtomicBool::new(false),
+        ended: Mutex::new(None),
+        frames_sent: AtomicU64::new(0),
+        keyframes_sent: AtomicU64::new(0),
+        keyframe_requests: AtomicU64::new(0),
+        frames_skipped: AtomicU64::new(0),
+        bytes_sent: AtomicU64::new(0),
+        rtt_us: AtomicU64::new(0),
     });
     let gathered = Arc::new(Notify::new());
     let connected = Arc::new(Notify::new());
@@ -218,40 +219,8 @@ pub async fn answer(
         connected: connected.clone(),
     });
     let codec = codec_parameters(choice);
-    let mut last_err = String::new();
-    let mut built = None;
-    for attempt in 0..4 {
-        let mut addrs = Vec::new();
-        for ip in &net.addresses {
-            let port = pick_port(*ip, net.ports, attempt).map_err(|e| (503, e))?;
-            addrs.push(SocketAddr::new(*ip, port));
-        }
-        let mut media = MediaEngine::default();
-        media
-            .register_codec(codec.clone(), RtpCodecKind::Video)
-            .map_err(|e| (500, format!("codec: {e}")))?;
-        let registry = register_default_interceptors(Registry::new(), &mut media)
-            .map_err(|e| (500, format!("interceptors: {e}")))?;
-        let b = PeerConnectionBuilder::new()
-            .with_configuration(rtc_config(net))
-            .with_media_engine(media)
-            .with_setting_engine(setting_engine(net))
-            .with_interceptor_registry(registry)
-            .with_handler(handler.clone())
-            .with_udp_addrs(addrs)
-            .build()
-            .await;
-        match b {
-            Ok(pc) => {
-                built = Some(pc);
-                break;
-            }
-            Err(e) => last_err = e.to_string(),
-        }
-    }
-    let pc: Arc<dyn PeerConnection> =
-        Arc::new(built.ok_or_else(|| (503, format!("no peer connection: {last_err}")))?);
-    let ssrc = rand_ssrc();
+    let pc = build(net, &codec, handler).await?;
+    let ssrc = random_u32();
     let track = Arc::new(
         TrackLocalStaticSample::new(
             Instant::now(),
@@ -272,57 +241,18 @@ pub async fn answer(
         )
         .map_err(|e| (500, format!("track: {e}")))?,
     );
-    let close = |pc: &Arc<dyn PeerConnection>| {
-        let pc = pc.clone();
-        tokio::spawn(async move {
+    let local = match negotiate(&pc, &track, offer, &gathered, who).await {
+        Ok(sdp) => sdp,
+        Err(e) => {
             let _ = pc.close().await;
-        });
-    };
-    let fail = |code: u16, what: &str, e: &dyn std::fmt::Display| (code, format!("{what}: {e}"));
-    if let Err(e) = pc.add_track(track.clone() as Arc<dyn TrackLocal>).await {
-        close(&pc);
-        return Err(fail(500, "add the video track", &e));
-    }
-    let offer = match RTCSessionDescription::offer(offer.to_string()) {
-        Ok(o) => o,
-        Err(e) => {
-            close(&pc);
-            return Err(fail(488, "the offer", &e));
+            return Err(e);
         }
     };
-    if let Err(e) = pc.set_remote_description(offer).await {
-        close(&pc);
-        return Err(fail(488, "the offer", &e));
-    }
-    let answer = match pc.create_answer(None).await {
-        Ok(a) => a,
-        Err(e) => {
-            close(&pc);
-            return Err(fail(488, "no answer to the offer", &e));
-        }
-    };
-    let gathered_wait = gathered.notified();
-    if let Err(e) = pc.set_local_description(answer).await {
-        close(&pc);
-        return Err(fail(500, "the answer", &e));
-    }
-    // Host candidates only (and a STUN server when configured): milliseconds.
-    if tokio::time::timeout(Duration::from_secs(5), gathered_wait)
-        .await
-        .is_err()
-    {
-        tracing::warn!("{who}: ICE gathering did not complete in 5 s; answering with what it has");
-    }
-    let Some(local) = pc.local_description().await else {
-        close(&pc);
-        return Err((500, "no local description after gathering".into()));
-    };
-    let subscription = hub.join(choice.codec);
     let sender = tokio::spawn(send(
         track,
         ssrc,
         choice.payload_type,
-        subscription,
+        hub.join(choice.codec),
         state.clone(),
         connected,
     ));
@@ -333,8 +263,85 @@ pub async fn answer(
             sender,
             runtime: tokio::runtime::Handle::current(),
         },
-        local.sdp,
+        local,
     ))
+}
+
+/// A peer connection bound to the configured addresses, on ports from the range (a
+/// port taken between the probe and the bind is tried again with another).
+async fn build(
+    net: &NetConfig,
+    codec: &RTCRtpCodecParameters,
+    handler: Arc<Events>,
+) -> Result<Arc<dyn PeerConnection>, (u16, String)> {
+    let mut last_err = String::new();
+    for _ in 0..4 {
+        let mut addrs = Vec::new();
+        for ip in &net.addresses {
+            let port = pick_port(*ip, net.ports).map_err(|e| (503, e))?;
+            addrs.push(SocketAddr::new(*ip, port));
+        }
+        let mut media = MediaEngine::default();
+        media
+            .register_codec(codec.clone(), RtpCodecKind::Video)
+            .map_err(|e| (500, format!("codec: {e}")))?;
+        let registry = register_default_interceptors(Registry::new(), &mut media)
+            .map_err(|e| (500, format!("interceptors: {e}")))?;
+        let built = PeerConnectionBuilder::new()
+            .with_configuration(rtc_config(net))
+            .with_media_engine(media)
+            .with_setting_engine(setting_engine(net))
+            .with_interceptor_registry(registry)
+            .with_handler(handler.clone())
+            .with_udp_addrs(addrs)
+            .build()
+            .await;
+        match built {
+            Ok(pc) => return Ok(Arc::new(pc)),
+            Err(e) => last_err = e.to_string(),
+        }
+    }
+    Err((503, format!("no peer connection: {last_err}")))
+}
+
+/// Offer in, answer out, once ICE gathering is complete (JSIP has no trickle).
+async fn negotiate(
+    pc: &Arc<dyn PeerConnection>,
+    track: &Arc<TrackLocalStaticSample>,
+    offer: &str,
+    gathered: &Notify,
+    who: &str,
+) -> Result<String, (u16, String)> {
+    let fail = |code: u16, what: &'static str| {
+        move |e: webrtc::error::Error| (code, format!("{what}: {e}"))
+    };
+    pc.add_track(track.clone() as Arc<dyn TrackLocal>)
+        .await
+        .map_err(fail(500, "add the video track"))?;
+    let offer = RTCSessionDescription::offer(offer.to_string())
+        .map_err(|e| (488, format!("the offer: {e}")))?;
+    pc.set_remote_description(offer)
+        .await
+        .map_err(fail(488, "the offer"))?;
+    let answer = pc
+        .create_answer(None)
+        .await
+        .map_err(fail(488, "no answer to the offer"))?;
+    let gathered_wait = gathered.notified();
+    pc.set_local_description(answer)
+        .await
+        .map_err(fail(500, "the answer"))?;
+    // Host candidates only (and a STUN server when configured): milliseconds.
+    if tokio::time::timeout(Duration::from_secs(5), gathered_wait)
+        .await
+        .is_err()
+    {
+        tracing::warn!("{who}: ICE gathering did not complete in 5 s; answering with what it has");
+    }
+    pc.local_description()
+        .await
+        .map(|d| d.sdp)
+        .ok_or_else(|| (500, "no local description after gathering".into()))
 }
 
 fn setting_engine(
@@ -366,19 +373,12 @@ fn rtc_config(net: &NetConfig) -> rtc::peer_connection::configuration::RTCConfig
     config.build()
 }
 
-fn rand_ssrc() -> u32 {
+/// A random number: an SSRC, or where a port search starts. Should the kernel have no
+/// randomness to give, every call gets 0, which only makes SSRCs and ports repeat.
+fn random_u32() -> u32 {
     let mut b = [0u8; 4];
-    if getrandom(&mut b) {
-        u32::from_ne_bytes(b) | 1
-    } else {
-        (now_ms() as u32).wrapping_mul(2654435761) | 1
-    }
-}
-
-fn getrandom(buf: &mut [u8]) -> bool {
-    // SAFETY: getrandom(2) writes at most buf.len() bytes into buf.
-    let n = unsafe { libc::getrandom(buf.as_mut_ptr().cast(), buf.len(), 0) };
-    n == buf.len() as isize
+    let _ = getrandom::fill(&mut b);
+    u32::from_ne_bytes(b)
 }
 
 /// NTP time's middle 32 bits (16.16 seconds), as RTCP's LSR and DLSR count.

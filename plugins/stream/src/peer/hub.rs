@@ -30,8 +30,6 @@ const CHANNEL: usize = 4;
 pub struct VideoFrame {
     pub data: Bytes,
     pub keyframe: bool,
-    /// When the source had the picture, ms since the Unix epoch.
-    pub captured_ms: u64,
     /// When it left the encoder (RTP timing is derived from it).
     pub encoded_at: Instant,
 }
@@ -107,8 +105,9 @@ impl Hub {
         *self.0.target.lock().unwrap_or_else(|p| p.into_inner()) = target;
     }
 
-    /// Joins `codec`'s encoder, starting it if this is its first viewer, and asks for
-    /// a keyframe.
+    /// Joins `codec`'s encoder, starting it if this is its first viewer. The viewer
+    /// asks for its keyframe once its connection is up ([`Subscription::request_keyframe`]):
+    /// one made before would be lost, and cost every other viewer its size.
     pub fn join(&self, codec: Codec) -> Subscription {
         let mut encoders = self.encoders();
         let shared = encoders
@@ -136,13 +135,11 @@ impl Hub {
         shared.viewers.fetch_add(1, Ordering::AcqRel);
         let frames = shared.tx.subscribe();
         drop(encoders);
-        let sub = Subscription {
+        Subscription {
             hub: self.clone(),
             shared,
             frames,
-        };
-        sub.request_keyframe();
-        sub
+        }
     }
 
     /// Per codec: viewers and the encoder's counters, for `GET /status`.
@@ -216,32 +213,15 @@ impl Hub {
             let t0 = Instant::now();
             let pts = started.elapsed().as_millis() as u64;
             match encoder.encode(&picture.i420, pts, keyframe) {
-                Ok(packet) if keyframe && !packet.keyframe => {
-                    // Skipped by the codec's rate control: ask again with the next one.
-                    shared.keyframe_wanted.store(true, Ordering::Release);
+                Ok(packet) => {
+                    if keyframe && !packet.keyframe {
+                        // The codec's rate control skipped it: ask again with the next.
+                        shared.keyframe_wanted.store(true, Ordering::Release);
+                    }
                     if !packet.data.is_empty() {
-                        tracing::debug!("{}: a delta where a keyframe was asked", codec.name());
+                        shared.publish(packet, t0.elapsed());
                     }
                 }
-                Ok(packet) if !packet.data.is_empty() => {
-                    let us = t0.elapsed().as_micros() as u64;
-                    let st = &shared.stats;
-                    st.frames.fetch_add(1, Ordering::Relaxed);
-                    st.keyframes
-                        .fetch_add(packet.keyframe as u64, Ordering::Relaxed);
-                    st.encode_us_total.fetch_add(us, Ordering::Relaxed);
-                    st.encode_us_last.store(us, Ordering::Relaxed);
-                    st.bytes
-                        .fetch_add(packet.data.len() as u64, Ordering::Relaxed);
-                    // No receiver is fine: the last viewer is leaving.
-                    let _ = shared.tx.send(Arc::new(VideoFrame {
-                        data: Bytes::from(packet.data),
-                        keyframe: packet.keyframe,
-                        captured_ms: picture.i420.captured_ms,
-                        encoded_at: Instant::now(),
-                    }));
-                }
-                Ok(_) => {}
                 Err(e) => {
                     tracing::warn!("{} encoder: {e}", codec.name());
                     shared.keyframe_wanted.store(true, Ordering::Release);
@@ -250,6 +230,27 @@ impl Hub {
             last = Some(picture);
         }
         tracing::info!("{} encoder stopped: no viewers", codec.name());
+    }
+}
+
+impl Shared {
+    /// Counts and sends one encoded frame to every viewer of this codec.
+    fn publish(&self, packet: video::Packet, took: Duration) {
+        let us = took.as_micros() as u64;
+        let st = &self.stats;
+        st.frames.fetch_add(1, Ordering::Relaxed);
+        st.keyframes
+            .fetch_add(packet.keyframe as u64, Ordering::Relaxed);
+        st.encode_us_total.fetch_add(us, Ordering::Relaxed);
+        st.encode_us_last.store(us, Ordering::Relaxed);
+        st.bytes
+            .fetch_add(packet.data.len() as u64, Ordering::Relaxed);
+        // No receiver is fine: the last viewer is leaving.
+        let _ = self.tx.send(Arc::new(VideoFrame {
+            data: Bytes::from(packet.data),
+            keyframe: packet.keyframe,
+            encoded_at: Instant::now(),
+        }));
     }
 }
 

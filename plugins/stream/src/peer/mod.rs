@@ -4,9 +4,10 @@
 //! SDP offer as the Body (`Content-Type: sdp`, JSIP.md §6); the `200` carries the
 //! answer. The dialog is the viewer: `BYE`, a dropped socket, the session timer, or a
 //! browser that stops answering ICE (noticed in seconds) ends it and frees its share
-//! of the encoder. A new SLP generation (the operator loads the plugin again) ends
-//! the older generation's viewers with a `BYE` at once, so pages reconnect to the new
-//! one instead of hanging on to a retired generation until `drain_timeout`.
+//! of the encoder. When its generation drains (the operator loads the plugin again,
+//! or unloads it) each viewer gets a `BYE` at once ([`Event::Draining`]), so pages
+//! come back on the new generation instead of watching a retired one until
+//! `drain_timeout`.
 //!
 //! - [`offer`]: what an offer must have and which codec it gets (sans-IO).
 //! - [`connection`]: one peer connection and its sender task.
@@ -16,7 +17,6 @@ pub mod connection;
 pub mod hub;
 pub mod offer;
 
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
@@ -29,7 +29,7 @@ use crate::capture::Capture;
 use connection::{NetConfig, Peer, PeerState};
 use hub::Hub;
 
-/// How often an instance looks at its connection (ended, or superseded).
+/// How often an instance looks at its connection.
 const POLL: Duration = Duration::from_millis(250);
 
 /// What the SLP and the API share: the async runtime the peer connections run on, the
@@ -41,20 +41,17 @@ pub struct Webrtc {
     pub hub: Hub,
     net: Mutex<NetConfig>,
     viewers: Mutex<Vec<Weak<PeerState>>>,
-    /// The newest SLP generation's flag; set on the older one's when a newer starts.
-    generation: Mutex<Arc<AtomicBool>>,
 }
 
 impl Webrtc {
-    pub fn new(capture: Capture) -> Result<Arc<Webrtc>, String> {
+    pub fn new(capture: Capture) -> Arc<Webrtc> {
         let config = capture.config();
-        Ok(Arc::new(Webrtc {
+        Arc::new(Webrtc {
             runtime: Mutex::new(None),
             hub: Hub::new(capture, target(&config.settings)),
             net: Mutex::new(config.net),
             viewers: Mutex::default(),
-            generation: Mutex::new(Arc::new(AtomicBool::new(false))),
-        }))
+        })
     }
 
     /// The runtime's handle, starting it on first use.
@@ -107,52 +104,26 @@ pub fn target(settings: &crate::config::Settings) -> crate::video::Target {
 
 /// One SLP generation.
 pub struct StreamSlp {
-    webrtc: Arc<Webrtc>,
-    superseded: Arc<AtomicBool>,
-}
-
-impl StreamSlp {
-    /// A new generation: the one before it is superseded from now on.
-    pub fn new(webrtc: Arc<Webrtc>) -> StreamSlp {
-        let superseded = Arc::new(AtomicBool::new(false));
-        let old = std::mem::replace(
-            &mut *webrtc.generation.lock().unwrap_or_else(|p| p.into_inner()),
-            superseded.clone(),
-        );
-        old.store(true, Ordering::Release);
-        StreamSlp { webrtc, superseded }
-    }
+    pub webrtc: Arc<Webrtc>,
 }
 
 impl Slp for StreamSlp {
     fn new_instance(&mut self) -> Box<dyn Instance> {
         Box::new(ViewerInstance {
             webrtc: self.webrtc.clone(),
-            superseded: self.superseded.clone(),
             peer: None,
         })
-    }
-
-    fn on_unload(&mut self) {
-        self.superseded.store(true, Ordering::Release);
     }
 }
 
 /// One viewer's dialog.
 struct ViewerInstance {
     webrtc: Arc<Webrtc>,
-    superseded: Arc<AtomicBool>,
     peer: Option<Peer>,
 }
 
 impl ViewerInstance {
     fn invite(&mut self, m: &Message, host: &mut dyn Host) {
-        if self.superseded.load(Ordering::Acquire) {
-            return host.send(m.refusal(
-                503,
-                "this stream generation is being replaced; INVITE again",
-            ));
-        }
         let sdp_type = m.content_type.as_deref().is_some_and(|t| {
             t.eq_ignore_ascii_case("sdp") || t.eq_ignore_ascii_case("application/sdp")
         });
@@ -209,23 +180,21 @@ impl ViewerInstance {
         }
     }
 
-    /// The poll: a connection that ended, or a superseded generation, ends the dialog
-    /// with a BYE.
+    /// The poll: a connection that ended ends the dialog with a BYE.
     fn check(&mut self, host: &mut dyn Host) {
-        let Some(peer) = &self.peer else { return };
-        let why = if self.superseded.load(Ordering::Acquire) {
-            Some("the stream plugin was reloaded".to_string())
-        } else {
-            peer.state.ended()
-        };
-        match why {
-            Some(why) => {
-                tracing::info!("{}'s WebRTC session ends: {why}", peer.state.who);
-                self.peer = None;
-                host.end();
-            }
-            None => host.set_timer(POLL, 0),
+        match self.peer.as_ref().map(|p| p.state.ended()) {
+            Some(Some(why)) => self.end(host, &why),
+            Some(None) => host.set_timer(POLL, 0),
+            None => {}
         }
+    }
+
+    /// Ends the session: the connection closes, the dialog gets its BYE.
+    fn end(&mut self, host: &mut dyn Host, why: &str) {
+        if let Some(p) = self.peer.take() {
+            tracing::info!("{}'s WebRTC session ends: {why}", p.state.who);
+        }
+        host.end();
     }
 }
 
@@ -258,12 +227,8 @@ impl Instance for ViewerInstance {
             },
             Event::Timer(_) => self.check(host),
             Event::DialogEnded { .. } => self.peer = None,
-            Event::PeerDisconnected { .. } => {
-                if let Some(p) = self.peer.take() {
-                    tracing::info!("{}'s socket closed; its WebRTC session ends", p.state.who);
-                }
-                host.end();
-            }
+            Event::PeerDisconnected { .. } => self.end(host, "its signalling socket closed"),
+            Event::Draining => self.end(host, "the stream plugin was reloaded or unloaded"),
         }
     }
 }
