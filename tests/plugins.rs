@@ -8,6 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use jsipd_plugin_api::ffi;
 use serde_json::{json, Value};
 
 use jsipd_e2e::http::{get, request};
@@ -244,11 +245,13 @@ fn refusals_name_the_problem_and_the_daemon_keeps_serving() {
     refused("/slpm/v1/echo?file=%2Fetc%2Fpasswd", 400, "absolute path");
     refused("/slpm/v1/echo?file=missing.so", 404, "does not exist");
     refused("/slpm/v1/echo?file=plain.so", 400, "not a jsipd plugin");
-    refused(
-        "/slpm/v1/echo?file=next.so",
-        400,
-        "(ABI 2.0), but this jsipd speaks ABI 1.3",
+    let speaks = format!(
+        "(ABI {}.0), but this jsipd speaks ABI {}.{}",
+        ffi::ABI_MAJOR + 1,
+        ffi::ABI_MAJOR,
+        ffi::ABI_MINOR
     );
+    refused("/slpm/v1/echo?file=next.so", 400, &speaks);
     refused("/apim/v1/echo.v1?file=next.so", 400, "rebuild it");
     refused("/slpm/v1/echo", 400, "file= is missing");
     refused(
