@@ -13,4 +13,6 @@ jsipd_check_rust test.sh
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The console page's own logic (JSIP client, reconnect, key and pointer mapping), offline.
+(cd core/src/web/console && node --test test/*.test.js)
 cargo test --workspace --locked

@@ -11,7 +11,6 @@
 //! per-name bounded queue, a slow peer cannot hold it up.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -28,7 +27,7 @@ use crate::plugins::image::Image;
 use crate::plugins::{refuse, GenState, Generation, Refusal};
 use crate::stats::JsipStats;
 use crate::transport::dial;
-use crate::transport::registry::{Outbox, Registry, Send as Queued};
+use crate::transport::registry::{Outbox, Registry, Send as Queued, SocketFlags};
 use crate::transport::ws::{ConnId, SocketParams};
 use jsipd_plugin_api::slp::Slp;
 
@@ -47,10 +46,16 @@ pub enum Input {
         conn: ConnId,
         remote: String,
         replaced: CancellationToken,
-        /// Bad frames seen on this socket, shown by jstack.
-        bad_frames: Arc<AtomicU64>,
+        flags: Arc<SocketFlags>,
         reply: oneshot::Sender<Arc<tokio::sync::Mutex<Outbox>>>,
     },
+    /// An operator closes `name`'s socket; the reply says whether it had one.
+    Disconnect {
+        name: PeerName,
+        reply: oneshot::Sender<bool>,
+    },
+    /// The signed-in people connected now: user and tabs.
+    People(oneshot::Sender<Vec<(String, usize)>>),
     Disconnected {
         name: PeerName,
         conn: ConnId,
@@ -102,7 +107,7 @@ impl NodeHandle {
         conn: ConnId,
         remote: String,
         replaced: CancellationToken,
-        bad_frames: Arc<AtomicU64>,
+        flags: Arc<SocketFlags>,
     ) -> Option<Arc<tokio::sync::Mutex<Outbox>>> {
         let (reply, rx) = oneshot::channel();
         let input = Input::Connected {
@@ -110,10 +115,24 @@ impl NodeHandle {
             conn,
             remote,
             replaced,
-            bad_frames,
+            flags,
             reply,
         };
         self.tx.send(input).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Closes `name`'s socket (4001); `None` when the node has stopped.
+    pub async fn disconnect(&self, name: PeerName) -> Option<bool> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Input::Disconnect { name, reply }).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Who is signed in with a socket now (user, tabs); `None` when the node has stopped.
+    pub async fn people(&self) -> Option<Vec<(String, usize)>> {
+        let (reply, rx) = oneshot::channel();
+        self.tx.send(Input::People(reply)).await.ok()?;
         rx.await.ok()
     }
 
@@ -488,13 +507,17 @@ impl Node {
                 conn,
                 remote,
                 replaced,
-                bad_frames,
+                flags,
                 reply,
             } => {
-                let outbox = self
-                    .registry
-                    .attach(&name, conn, remote, replaced, bad_frames);
+                let outbox = self.registry.attach(&name, conn, remote, replaced, flags);
                 let _ = reply.send(outbox);
+            }
+            Input::Disconnect { name, reply } => {
+                let _ = reply.send(self.registry.disconnect(&name));
+            }
+            Input::People(reply) => {
+                let _ = reply.send(self.registry.people());
             }
             Input::Disconnected { name, conn } => {
                 if let Some(epoch) = self.registry.detach(&name, conn) {

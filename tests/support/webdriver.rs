@@ -161,24 +161,80 @@ impl Browser {
         )
     }
 
-    /// Types `text` into the element `css` selects, as keystrokes ("\u{E007}" is Enter).
-    pub fn type_into(&self, css: &str, text: &str) {
+    /// The WebDriver id of the element `css` selects.
+    fn element(&self, css: &str) -> String {
         let found = self.command(
             "POST",
             "/element",
             json!({"using": "css selector", "value": css}),
         );
-        let id = found
+        found
             .as_object()
             .and_then(|o| o.values().next())
             .and_then(Value::as_str)
             .unwrap_or_else(|| panic!("no element {css}: {found}"))
-            .to_string();
+            .to_string()
+    }
+
+    /// Types `text` into the element `css` selects, as keystrokes ("\u{E007}" is Enter).
+    /// For a file input, `text` is the file's path.
+    pub fn type_into(&self, css: &str, text: &str) {
+        let id = self.element(css);
         self.command(
             "POST",
             &format!("/element/{id}/value"),
             json!({ "text": text }),
         );
+    }
+
+    /// Clicks the element `css` selects, as a person's mouse would (WebDriver Element
+    /// Click: scrolled into view, refused when something covers it).
+    pub fn click(&self, css: &str) {
+        let id = self.element(css);
+        self.command("POST", &format!("/element/{id}/click"), json!({}));
+    }
+
+    /// Key actions on whatever has the focus: `keys` as WebDriver key values, each
+    /// `(value, down)`. The browser makes real key events of them (with `code` set).
+    pub fn key_actions(&self, keys: &[(String, bool)]) {
+        let actions: Vec<Value> = keys
+            .iter()
+            .map(|(value, down)| {
+                json!({"type": if *down { "keyDown" } else { "keyUp" }, "value": value})
+            })
+            .collect();
+        self.command(
+            "POST",
+            "/actions",
+            json!({"actions": [{"type": "key", "id": "keyboard", "actions": actions}]}),
+        );
+    }
+
+    /// Types `text` on the focused element key by key as on a US keyboard: Shift is
+    /// pressed around the characters that need it, as a person's hand would.
+    pub fn type_keys(&self, text: &str) {
+        let mut keys = Vec::new();
+        for c in text.chars() {
+            let value = match c {
+                '\n' => "\u{E007}".to_string(),
+                c => c.to_string(),
+            };
+            let shifted = c.is_ascii_uppercase() || "~!@#$%^&*()_+{}|:\"<>?".contains(c);
+            if shifted {
+                keys.push(("\u{E008}".to_string(), true));
+            }
+            keys.push((value.clone(), true));
+            keys.push((value, false));
+            if shifted {
+                keys.push(("\u{E008}".to_string(), false));
+            }
+        }
+        self.key_actions(&keys);
+    }
+
+    /// Lets go of every key and button the action state holds.
+    pub fn release_actions(&self) {
+        self.command("DELETE", "/actions", Value::Null);
     }
 
     /// Signs in on the people's port through its form: opens `url` (its sign-in page,

@@ -31,6 +31,7 @@ const BUILT_INS: &[(&str, &[Method])] = &[
     ("/runtime/v1/stack", &[Method::GET]),
     ("/runtime/v1/jstack", &[Method::GET]),
     ("/runtime/v1/loglevel", &[Method::PUT]),
+    ("/runtime/v1/connections", &[Method::DELETE]),
     ("/apim/v1/apis", &[Method::GET]),
     ("/slpm/v1/slps", &[Method::GET]),
 ];
@@ -132,6 +133,14 @@ fn routes(
                 runtime::set_loglevel(&app, body).await.render(f)
             });
     let raw_query = warp::query::raw().or(warp::any().map(String::new)).unify();
+    let disconnect = warp::path!("runtime" / "v1" / "connections")
+        .and(warp::delete())
+        .and(with_app.clone())
+        .and(raw_query)
+        .and(format)
+        .then(|app: Arc<App>, q: String, f| async move {
+            runtime::disconnect(&app, &q).await.render(f)
+        });
     let slps = warp::path!("slpm" / "v1" / "slps")
         .and(warp::get())
         .and(with_app.clone())
@@ -183,6 +192,8 @@ fn routes(
         .or(jstack)
         .unify()
         .or(loglevel)
+        .unify()
+        .or(disconnect)
         .unify()
         .or(slps)
         .unify()

@@ -98,6 +98,36 @@ pub async fn jstack(app: &App) -> Answer {
     Answer::ok(data, text)
 }
 
+/// `DELETE /runtime/v1/connections?name=NAME`: closes that JSIP socket with 4001. The
+/// name is then away as after a network drop, and its client may come back within
+/// `reconnect_window`; what a plugin does on a drop (hid releases held keys) happens now.
+pub async fn disconnect(app: &App, query: &str) -> Answer {
+    let Some(name) = form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "name")
+        .map(|(_, v)| v.into_owned())
+        .filter(|n| !n.is_empty())
+    else {
+        return Answer::error(
+            StatusCode::BAD_REQUEST,
+            "say which: ?name=NAME (GET /runtime/v1/jstack lists the connections)",
+        );
+    };
+    match app.node.disconnect(name.as_str().into()).await {
+        Some(true) => {
+            tracing::info!("JSIP socket {name} disconnected by an operator");
+            Answer::ok(
+                json!({ "disconnected": name }),
+                format!("disconnected {name}\n"),
+            )
+        }
+        Some(false) => Answer::error(
+            StatusCode::NOT_FOUND,
+            format!("no JSIP socket named {name} is connected"),
+        ),
+        None => Answer::error(StatusCode::SERVICE_UNAVAILABLE, "the JSIP node has stopped"),
+    }
+}
+
 pub async fn stack() -> Answer {
     let threads = threads();
     let tasks = tasks().await;

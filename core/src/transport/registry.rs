@@ -7,7 +7,7 @@
 //! a replacing socket waits for that lock, so two sockets never drain one queue.
 
 use crate::hash::Map;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -36,7 +36,16 @@ struct Socket {
     remote: String,
     replaced: CancellationToken,
     since: Instant,
-    bad_frames: Arc<AtomicU64>,
+    flags: Arc<SocketFlags>,
+}
+
+/// What the node and a socket's task both see of the socket.
+#[derive(Default)]
+pub struct SocketFlags {
+    /// Bad frames seen on this socket, shown by jstack.
+    pub bad_frames: AtomicU64,
+    /// An operator closed it ([`Registry::disconnect`]): it closes with 4001, not 4000.
+    pub disconnected: AtomicBool,
 }
 
 struct Entry {
@@ -99,7 +108,7 @@ impl Registry {
         conn: ConnId,
         remote: String,
         replaced: CancellationToken,
-        bad_frames: Arc<AtomicU64>,
+        flags: Arc<SocketFlags>,
     ) -> Arc<tokio::sync::Mutex<Outbox>> {
         let e = self.entry(name);
         if let Some(old) = e.socket.take() {
@@ -110,12 +119,41 @@ impl Registry {
             remote,
             replaced,
             since: Instant::now(),
-            bad_frames,
+            flags,
         });
         e.epoch += 1;
         e.dialing = false;
         e.away_since = None;
         e.outbox.clone()
+    }
+
+    /// Tells `name`'s socket to close (an operator's `DELETE /runtime/v1/connections/NAME`).
+    /// The name then is away as after any drop: its dialogs wait `reconnect_window` for
+    /// the client to come back. False when `name` has no socket.
+    pub fn disconnect(&mut self, name: &PeerName) -> bool {
+        match self.entries.get(name).and_then(|e| e.socket.as_ref()) {
+            Some(s) => {
+                s.flags.disconnected.store(true, Ordering::Relaxed);
+                s.replaced.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The signed-in people with a socket now (names `USER~TAB`, which only a session
+    /// may take): each user with how many tabs, sorted by user.
+    pub fn people(&self) -> Vec<(String, usize)> {
+        let mut people: std::collections::BTreeMap<&str, usize> = Default::default();
+        for (name, e) in &self.entries {
+            if let (Some(_), Some((user, _))) = (&e.socket, name.split_once('~')) {
+                *people.entry(user).or_default() += 1;
+            }
+        }
+        people
+            .into_iter()
+            .map(|(u, n)| (u.to_string(), n))
+            .collect()
     }
 
     /// Socket `conn` of `name` is gone. Returns the epoch that starts the reconnect
@@ -181,7 +219,7 @@ impl Registry {
                 let bad = e
                     .socket
                     .as_ref()
-                    .map_or(0, |s| s.bad_frames.load(Ordering::Relaxed));
+                    .map_or(0, |s| s.flags.bad_frames.load(Ordering::Relaxed));
                 let (state, remote, secs) = match (&e.socket, e.dialing) {
                     (Some(s), _) => ("connected", s.remote.clone(), now - s.since),
                     (None, true) => ("dialing", String::new(), Default::default()),

@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 use crate::jsip::PeerName;
 use crate::node::NodeHandle;
 use crate::stats::{JsipStats, OpenSocket};
-use crate::transport::registry::Queued;
+use crate::transport::registry::{Queued, SocketFlags};
 
 /// Who is on the other end of a socket.
 pub struct Identity {
@@ -66,6 +66,10 @@ fn next_conn_id() -> ConnId {
 /// Close code for a socket replaced by a newer one with the same userid (JSIP.md §1).
 pub const CLOSE_REPLACED: u16 = 4000;
 
+/// Close code for a socket an operator closed (`DELETE /runtime/v1/connections/NAME`).
+/// A client reconnects as after a network drop; its dialogs wait `reconnect_window`.
+pub const CLOSE_DISCONNECTED: u16 = 4001;
+
 /// Serves a socket until it closes, is replaced, or the daemon stops.
 pub async fn serve<S>(
     mut ws: WebSocketStream<S>,
@@ -84,7 +88,7 @@ pub async fn serve<S>(
     // A child of `shutdown`: cancelled when this socket is replaced or the daemon stops,
     // so the loop waits on one token, not two.
     let replaced = shutdown.child_token();
-    let bad_frames = Arc::new(AtomicU64::new(0));
+    let flags = Arc::new(SocketFlags::default());
     // Rare or one-time waits are boxed, so that the state an idle socket keeps while it
     // waits (the task's size) does not include theirs.
     let Some(outbox) = Box::pin(node.connected(
@@ -92,7 +96,7 @@ pub async fn serve<S>(
         conn,
         remote.clone(),
         replaced.clone(),
-        bad_frames.clone(),
+        flags.clone(),
     ))
     .await
     else {
@@ -127,6 +131,8 @@ pub async fn serve<S>(
             // the task for its whole life: +0.45 KiB per idle connection.)
             _ = replaced.cancelled() => if shutdown.is_cancelled() {
                 Event::Shutdown
+            } else if flags.disconnected.load(Ordering::Relaxed) {
+                Event::Disconnected
             } else {
                 Event::Replaced
             },
@@ -139,6 +145,10 @@ pub async fn serve<S>(
                 JsipStats::count(&stats.replaced);
                 close(&mut ws, CLOSE_REPLACED, "replaced").await;
                 break "replaced by a newer connection with the same userid".into();
+            }
+            Event::Disconnected => {
+                close(&mut ws, CLOSE_DISCONNECTED, "disconnected by an operator").await;
+                break "disconnected by an operator".into();
             }
             Event::Shutdown => {
                 close(&mut ws, 1001, "server stopping").await;
@@ -184,7 +194,7 @@ pub async fn serve<S>(
                     Some(Err(e)) => break format!("read error: {e}"),
                 };
                 if let Some(e) = bad {
-                    bad_frames.fetch_add(1, Ordering::Relaxed);
+                    flags.bad_frames.fetch_add(1, Ordering::Relaxed);
                     if reject(&mut ws, *e, &stats).await.is_err() {
                         break "write failed".into();
                     }
@@ -213,13 +223,14 @@ pub async fn serve<S>(
     };
     drop(outbox);
     Box::pin(node.disconnected(name.clone(), conn)).await;
-    let bad = bad_frames.load(Ordering::Relaxed);
+    let bad = flags.bad_frames.load(Ordering::Relaxed);
     tracing::debug!("JSIP socket {name} from {remote} closed ({why}); {bad} bad frames");
 }
 
 /// What woke a socket task.
 enum Event {
     Replaced,
+    Disconnected,
     Shutdown,
     Frame(Option<Result<Frame, WsError>>),
     Queued(Option<Queued>),

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use warp::http::{header, HeaderValue, Method, StatusCode};
 
 use super::sessions::Gate;
-use super::{totp, users, People, SignedIn, COOKIE};
+use super::{console, escape, totp, users, People, SignedIn, COOKIE};
 use crate::api::{Answer, Format};
 use crate::app::App;
 use crate::config::Config;
@@ -34,21 +34,13 @@ pub async fn serve(
     let method = req.method().clone();
     match (path.as_str(), &method) {
         ("/", &Method::GET | &Method::HEAD) => {
-            let who = app.people.signed_in(req.headers(), config);
-            let notice = match (&who, app.people.users().is_empty()) {
-                (None, true) => Some(
-                    "No account exists yet. On the server, run: jsipd user add NAME --role admin"
-                        .to_string(),
-                ),
-                _ => None,
-            };
-            page(
-                StatusCode::OK,
-                who.as_ref(),
-                notice.as_deref(),
-                &next_of(&req),
-                "",
-            )
+            if let Some(who) = app.people.signed_in(req.headers(), config) {
+                return console::page(&who);
+            }
+            let notice = app.people.users().is_empty().then_some(
+                "No account exists yet. On the server, run: jsipd user add NAME --role admin",
+            );
+            page(StatusCode::OK, notice, &next_of(&req), "")
         }
         ("/auth/login", &Method::POST) => login(app, config, req, peer, format).await,
         ("/auth/logout", &Method::POST) => logout(app, config, req, peer, format),
@@ -61,12 +53,39 @@ pub async fn serve(
             .render(format),
             None => unauthorized(format),
         },
+        ("/auth/people", &Method::GET) => match app.people.signed_in(req.headers(), config) {
+            Some(_) => people(app, format).await,
+            None => unauthorized(format),
+        },
         _ => Answer::error(
             StatusCode::METHOD_NOT_ALLOWED,
             format!("{path} does not answer {method}"),
         )
         .render(format),
     }
+}
+
+/// `GET /auth/people`: who is signed in with a JSIP socket now (a console page open),
+/// with the role their account has and how many tabs. Any signed-in person may ask: the
+/// console shows it so that people sharing a machine know of each other.
+async fn people(app: &App, format: Format) -> Response {
+    let Some(list) = app.node.people().await else {
+        return Answer::error(StatusCode::SERVICE_UNAVAILABLE, "the JSIP node has stopped")
+            .render(format);
+    };
+    let users = app.people.users();
+    let rows: Vec<Value> = list
+        .iter()
+        .map(|(user, tabs)| {
+            let role = users.get(user).map(|u| u.role.as_str());
+            json!({"user": user, "role": role, "tabs": tabs})
+        })
+        .collect();
+    let text: String = list
+        .iter()
+        .map(|(user, tabs)| format!("{user} ({tabs} tabs)\n"))
+        .collect();
+    Answer::ok(json!({ "people": rows }), text).render(format)
 }
 
 /// A plugin route without a session: a page gets the sign-in form (then comes back), a
@@ -216,7 +235,7 @@ async fn login(app: &App, config: &Config, req: Request, peer: &Peer, format: Fo
                 ),
             };
             if login.from_form {
-                let mut resp = page(status, None, Some(&reason), &login.next, &login.username);
+                let mut resp = page(status, Some(&reason), &login.next, &login.username);
                 *resp.status_mut() = status;
                 resp
             } else {
@@ -341,41 +360,18 @@ fn redirect(to: &str) -> Response {
     resp
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
-/// The page: the sign-in form, or who is signed in with a sign-out button.
-fn page(
-    status: StatusCode,
-    who: Option<&SignedIn>,
-    message: Option<&str>,
-    next: &str,
-    username: &str,
-) -> Response {
-    let body = match who {
-        Some(who) => format!(
-            "<p class=\"who\">Signed in as <b id=\"user\">{}</b> (<span id=\"role\">{}</span>).</p>\n\
-             <p>The console comes here.</p>\n\
-             <form method=\"post\" action=\"/auth/logout\"><button id=\"signout\">Sign out</button></form>",
-            escape(&who.user),
-            who.role
-        ),
-        None => format!(
+/// The sign-in form (signed in, `/` is the console instead).
+fn page(status: StatusCode, message: Option<&str>, next: &str, username: &str) -> Response {
+    let body = format!(
             "<form id=\"signin\" method=\"post\" action=\"/auth/login\">\n\
              <label>User name <input name=\"username\" id=\"username\" value=\"{}\" autocomplete=\"username\" required autofocus></label>\n\
              <label>Password <input name=\"password\" id=\"password\" type=\"password\" autocomplete=\"current-password\" required></label>\n\
              <label>One-time code, if you set one up <input name=\"totp\" id=\"totp\" inputmode=\"numeric\" autocomplete=\"one-time-code\" maxlength=\"6\"></label>\n\
              <input type=\"hidden\" name=\"next\" value=\"{}\">\n\
              <button id=\"submit\">Sign in</button>\n</form>",
-            escape(username),
-            escape(safe_next(next))
-        ),
-    };
+        escape(username),
+        escape(safe_next(next))
+    );
     let message = message
         .map(|m| {
             format!(

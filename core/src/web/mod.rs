@@ -5,6 +5,7 @@
 //! - a state-changing request from another origin is refused here, before any route,
 //!   so no route can forget the CSRF check;
 //! - `/auth/login`, `/auth/logout`, `/auth/me` and the sign-in page are `auth.rs`;
+//! - `/` signed in is the console (`console.rs`), its files are `/console/…`;
 //! - `/NAME/vN/…` reaches a plugin's API only with a good session, and the plugin is
 //!   told the user and role (it states which role each of its routes needs).
 //!
@@ -16,6 +17,7 @@
 
 mod auth;
 pub mod cli;
+pub mod console;
 pub mod sessions;
 pub mod totp;
 pub mod users;
@@ -85,6 +87,15 @@ impl People {
         self.sessions()
             .check(id, &users, config.rtc.session_idle, Instant::now())
     }
+}
+
+/// Text made safe for HTML, attribute values included.
+fn escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+        .replace('\'', "&#39;")
 }
 
 /// The value of cookie `name` in the request's `Cookie` headers.
@@ -161,8 +172,11 @@ async fn serve(app: Arc<App>, req: Request, peer: Peer) -> Response {
         }
     }
     match req.uri().path() {
-        "/" | "/auth/login" | "/auth/logout" | "/auth/me" => {
+        "/" | "/auth/login" | "/auth/logout" | "/auth/me" | "/auth/people" => {
             auth::serve(&app, &config, req, &peer, format).await
+        }
+        path if path.starts_with("/console/") && req.method() == Method::GET => {
+            console::asset(&path["/console/".len()..])
         }
         path => match app.plugins.route(path) {
             Some((api, rest)) => match app.people.signed_in(req.headers(), &config) {
