@@ -344,6 +344,45 @@ fn a_person_runs_the_guest_from_the_console_page() {
     );
     b.screenshot("console-5-pasted");
 
+    // The mouse: a click on the picture, a quarter across and three quarters down,
+    // reaches the guest's USB tablet at that place (0..=32767 on both axes).
+    serial.run(
+        "ev=$(grep -A5 'QEMU USB Tablet' /proc/bus/input/devices | grep -o 'event[0-9]*'); \
+         dd if=/dev/input/$ev bs=24 2>/dev/null | hexdump -v -e '24/1 \"%02x\" \"\\n\"' & \
+         while ! ls -l /proc/[0-9]*/fd 2>/dev/null | grep -q input/$ev; do usleep 10000; done; \
+         echo tablet-$((5*5))-open",
+    );
+    serial.wait_for("tablet-25-open", Duration::from_secs(20));
+    let r = b.eval(
+        "const v = document.getElementById('video'), r = v.getBoundingClientRect();
+         const s = Math.min(r.width / v.videoWidth, r.height / v.videoHeight);
+         const w = v.videoWidth * s, h = v.videoHeight * s;
+         return [r.left + (r.width - w) / 2, r.top + (r.height - h) / 2, w, h]",
+    );
+    let f = |i: usize| r[i].as_f64().unwrap();
+    let (x, y) = ((f(0) + f(2) * 0.25).round(), (f(1) + f(3) * 0.75).round());
+    b.click_at(x as i64, y as i64);
+    // struct input_event on x86_64: 16 bytes of time, then type, code (u16), value (i32).
+    let event = |kind: &str, code: &str, value: i32| {
+        let v: String = value
+            .to_le_bytes()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        format!("{kind}{code}{v}")
+    };
+    let abs = |at: f64, from: f64, size: f64| (((at - from) / size) * 32767.0).round() as i32;
+    serial.wait_for(
+        &event("0300", "0000", abs(x, f(0), f(2))),
+        Duration::from_secs(20),
+    );
+    serial.wait_for(
+        &event("0300", "0100", abs(y, f(1), f(3))),
+        Duration::from_secs(20),
+    );
+    serial.wait_for(&event("0100", "1001", 1), Duration::from_secs(20)); // BTN_LEFT down
+    serial.wait_for(&event("0100", "1001", 0), Duration::from_secs(20)); // and up
+
     // Virtual media: upload through the file input, progress to 100%, plug in as CD,
     // and the guest mounts it and prints its marker.
     b.click("#open-media");

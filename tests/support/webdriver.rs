@@ -232,6 +232,21 @@ impl Browser {
         self.key_actions(&keys);
     }
 
+    /// A left click at viewport position (`x`, `y`), the pointer moved there first.
+    pub fn click_at(&self, x: i64, y: i64) {
+        self.command(
+            "POST",
+            "/actions",
+            json!({"actions": [{"type": "pointer", "id": "mouse",
+            "parameters": {"pointerType": "mouse"},
+            "actions": [
+                {"type": "pointerMove", "x": x, "y": y, "origin": "viewport", "duration": 0},
+                {"type": "pointerDown", "button": 0},
+                {"type": "pointerUp", "button": 0},
+            ]}]}),
+        );
+    }
+
     /// Lets go of every key and button the action state holds.
     pub fn release_actions(&self) {
         self.command("DELETE", "/actions", Value::Null);

@@ -97,7 +97,9 @@ async function connected() {
   if (note.textContent.startsWith("The connection")) note.textContent = "";
   subscribeLeds();
   if (canOperate) openHid();
-  if (!videoPlaying()) startVideo();
+  // A WebRTC session ends with the signalling socket it was set up on (the stream
+  // plugin hangs up when its peer's socket closes): ask again on every connect.
+  if (videoNeedsJsip() || !seen.video.mode) startVideo();
   people();
 }
 
@@ -147,53 +149,65 @@ function incoming(m) {
   }
   if (m.Type === "BYE" && m.DialogueID === videoDialog) {
     // The stream ended (its plugin was reloaded, or it stopped): ask again shortly.
+    videoDialog = null; // ended by the other side: no BYE back
     stopVideo();
     note.textContent = `The video ended (${m.Reason || "BYE"}); asking again…`;
-    setTimeout(startVideo, 1000);
+    restartVideo(1000);
     return 200;
   }
   return 200;
 }
 
 // ---- video ---------------------------------------------------------------------
-let pc = null, videoDialog = null, videoGen = 0, frameTimes = [];
+// One video at a time: each start bumps `videoGen`, and an attempt that finds the
+// generation changed under it gives up (and hangs up a session it got meanwhile).
+let pc = null, videoDialog = null, videoGen = 0, restartTimer = null, frameTimes = [];
 const videoMode = $("video-mode");
 videoMode.value = localStorage.getItem("jsipd.video") || "auto";
 videoMode.onchange = () => {
   localStorage.setItem("jsipd.video", videoMode.value);
-  stopVideo();
   startVideo();
 };
 
-function videoPlaying() {
-  return (seen.video.mode === "webrtc" && pc && pc.connectionState !== "failed" && pc.connectionState !== "closed")
-    || seen.video.mode === "mjpeg";
+function hangUp(dialog) {
+  if (dialog && jsip.connected) {
+    jsip.request({ Type: "BYE", "Request-URI": "screen@stream", DialogueID: dialog }).catch(() => {});
+  }
 }
 
 function stopVideo() {
   videoGen++;
-  if (pc) {
-    if (videoDialog && jsip.connected) {
-      jsip.request({ Type: "BYE", "Request-URI": "screen@stream", DialogueID: videoDialog }).catch(() => {});
-    }
-    pc.close();
-    pc = null;
-  }
+  clearTimeout(restartTimer);
+  if (pc) pc.close();
+  pc = null;
+  hangUp(videoDialog);
   videoDialog = null;
+  mjpeg.onerror = null;
   mjpeg.removeAttribute("src");
   seen.video.mode = null;
   screen.dataset.video = "";
 }
 
+function restartVideo(ms) {
+  clearTimeout(restartTimer);
+  restartTimer = setTimeout(startVideo, ms);
+}
+
+/** Whether the video rides on the JSIP socket (and so ends with it). */
+function videoNeedsJsip() {
+  return videoMode.value === "webrtc" || (videoMode.value === "auto" && !!window.RTCPeerConnection && seen.video.mode !== "mjpeg");
+}
+
 function startVideo() {
+  stopVideo();
   const mode = videoMode.value;
   if (mode === "mjpeg" || (mode === "auto" && !window.RTCPeerConnection)) return startMjpeg("");
   if (!jsip.connected) return; // connected() starts it
-  const gen = ++videoGen;
+  const gen = videoGen;
   webrtc(gen).catch((e) => {
     if (gen !== videoGen) return;
     seen.video.error = String(e.message || e);
-    if (pc) { pc.close(); pc = null; }
+    stopVideo();
     if (mode === "auto") startMjpeg(`WebRTC did not play (${seen.video.error}); showing MJPEG`);
     else note.textContent = `The video did not start: ${seen.video.error}`;
   });
@@ -201,27 +215,30 @@ function startVideo() {
 
 async function webrtc(gen) {
   note.textContent = "Asking for the video…";
-  pc = new RTCPeerConnection({ iceServers: [] });
-  const mine = pc;
-  pc.addTransceiver("video", { direction: "recvonly" });
-  pc.ontrack = (ev) => { video.srcObject = ev.streams[0] || new MediaStream([ev.track]); };
-  pc.getReceivers().forEach((r) => { if ("playoutDelayHint" in r) r.playoutDelayHint = 0; });
-  await pc.setLocalDescription(await pc.createOffer());
-  if (pc.iceGatheringState !== "complete") {
+  const dialog = (videoDialog = randomId("video-"));
+  const mine = (pc = new RTCPeerConnection({ iceServers: [] }));
+  mine.addTransceiver("video", { direction: "recvonly" });
+  mine.ontrack = (ev) => { video.srcObject = ev.streams[0] || new MediaStream([ev.track]); };
+  mine.getReceivers().forEach((r) => { if ("playoutDelayHint" in r) r.playoutDelayHint = 0; });
+  await mine.setLocalDescription(await mine.createOffer());
+  if (mine.iceGatheringState !== "complete") {
     // A complete offer (JSIP has no trickle); host candidates take milliseconds.
     await new Promise((done) => {
-      pc.addEventListener("icegatheringstatechange", () => pc.iceGatheringState === "complete" && done());
+      mine.addEventListener("icegatheringstatechange", () => mine.iceGatheringState === "complete" && done());
       setTimeout(done, 3000);
     });
   }
-  videoDialog = randomId("video-");
-  const r = await jsip.request({ Type: "INVITE", "Request-URI": "screen@stream", DialogueID: videoDialog, "Content-Type": "sdp", Body: pc.localDescription.sdp });
   if (gen !== videoGen) return;
+  const r = await jsip.request({ Type: "INVITE", "Request-URI": "screen@stream", DialogueID: dialog, "Content-Type": "sdp", Body: mine.localDescription.sdp });
+  if (r.Code === 200) jsip.notify({ Type: "ACK", "Request-URI": "screen@stream", DialogueID: dialog, RelatedID: r.CSeq });
+  if (gen !== videoGen) {
+    if (r.Code === 200) hangUp(dialog);
+    return;
+  }
   if (r.Code !== 200) throw new Error(`${r.Code} ${r.Reason || ""}`.trim());
-  jsip.notify({ Type: "ACK", "Request-URI": "screen@stream", DialogueID: videoDialog, RelatedID: r.CSeq });
   const codec = /a=rtpmap:\d+ ([A-Za-z0-9]+)\/90000/.exec(r.Body);
   seen.video.codec = codec ? codec[1] : null;
-  await pc.setRemoteDescription({ type: "answer", sdp: r.Body });
+  await mine.setRemoteDescription({ type: "answer", sdp: r.Body });
   seen.video.mode = "webrtc";
   screen.dataset.video = "webrtc";
   await new Promise((ok, fail) => {
@@ -235,16 +252,15 @@ async function webrtc(gen) {
   note.textContent = "";
   seen.video.error = null;
   mine.addEventListener("connectionstatechange", () => {
-    if (mine === pc && mine.connectionState === "failed") {
+    if (gen === videoGen && mine.connectionState === "failed") {
       note.textContent = "The video connection failed; asking again…";
       stopVideo();
-      setTimeout(startVideo, 1000);
+      restartVideo(1000);
     }
   });
 }
 
 function startMjpeg(why) {
-  videoGen++;
   seen.video.mode = "mjpeg";
   seen.video.codec = "MJPEG";
   screen.dataset.video = "mjpeg";
