@@ -189,7 +189,7 @@ fn a_person_runs_the_guest_from_the_console_page() {
     guest::available().expect("the test guest needs its packages (see test.sh)");
     let mut g = Guest::start(&["hid", "gpio", "storage"]);
     let serial = g.serial();
-    let (_p, d) = start(&g);
+    let (p, d) = start(&g);
     let site = format!("http://{}", d.rtc.expect("people's port"));
 
     // The page and its files, as the browser gets them: the size a person downloads.
@@ -406,6 +406,29 @@ fn a_person_runs_the_guest_from_the_console_page() {
         SHOWS,
     );
     b.screenshot("console-6-media");
+    // Unplug, then delete (it asks once more).
+    b.click("#mounted button");
+    serial.wait_for("jsipd-guest: cdrom gone", Duration::from_secs(60));
+    b.wait_for(
+        "nothing plugged in",
+        "return document.querySelector('#mounted').textContent === 'Nothing is plugged in.'",
+        SHOWS,
+    );
+    let delete = "li[data-name=\"marker.iso\"] .actions button:last-child";
+    assert_eq!(
+        b.eval(&format!(
+            "return document.querySelector({delete:?}).textContent"
+        )),
+        "Delete"
+    );
+    b.click(delete);
+    b.click(delete);
+    b.wait_for(
+        "the image gone from the list",
+        "return !document.querySelector('li[data-name=\"marker.iso\"]')",
+        SHOWS,
+    );
+    assert!(!p.path().join("images/marker.iso").exists());
 
     // A viewer, at the same time: sees the screen and who is here, no controls, and the
     // server refuses what the page does not show.
@@ -492,4 +515,70 @@ fn iso_with_marker(dir: &std::path::Path, marker: &str) -> std::path::PathBuf {
         String::from_utf8_lossy(&out.stderr)
     );
     iso
+}
+
+/// The console without WebRTC and through a reload of the stream plugin: with the
+/// stream loaded as an API only (no SLP to take the INVITE), the page says so and shows
+/// MJPEG; with the SLP loaded, WebRTC; and when the plugin is reloaded, the page gets a
+/// BYE and asks again by itself, without a reload of the page.
+#[test]
+fn the_console_falls_back_to_mjpeg_and_survives_a_stream_reload() {
+    let p = Prefix::with_config(&format!(
+        "{}\n[Plugins]\ndrain_timeout = 60s\n",
+        loopback_config("").replace("auth = none\n", "auth = session\n")
+    ));
+    p.add_user("vic", "viewer", "viewer-password-1");
+    p.add_plugin("stream", "stream.so");
+    write_conf(&p, "stream", "fps = 30\n[webrtc]\naddresses = 127.0.0.1\n");
+    let d = Daemon::start(&p);
+    let api = request(d.api, "POST", "/apim/v1/stream.v1?file=stream.so", &[], "");
+    assert_eq!(api.status, 200, "{}", api.body);
+    let site = format!("http://{}", d.rtc.expect("people's port"));
+
+    // Without a session the files are there (they hold nothing secret), who is here is not.
+    assert_eq!(get(d.rtc.unwrap(), "/console/app.js").status, 200);
+    assert_eq!(get(d.rtc.unwrap(), "/console/nothing.js").status, 404);
+    assert_eq!(get(d.rtc.unwrap(), "/auth/people").status, 401);
+
+    let b = browser();
+    b.sign_in(&format!("{site}/"), "vic", "viewer-password-1");
+    wait_seen(
+        &b,
+        "the MJPEG fallback",
+        "c.video.mode === 'mjpeg' && c.video.width > 0",
+        SHOWS,
+    );
+    let why = b.eval("return document.querySelector('#screen-note').textContent + ' / ' + document.querySelector('#video-info').title");
+    assert!(
+        why.as_str().unwrap().contains("WebRTC did not play (404"),
+        "the page says why: {why}"
+    );
+    assert!(shown(&b, "#mjpeg") && !shown(&b, "#video"));
+    b.screenshot("console-mjpeg-fallback");
+
+    // With the SLP, WebRTC, chosen in the page's Video menu.
+    let slp = request(d.api, "POST", "/slpm/v1/stream?file=stream.so", &[], "");
+    assert_eq!(slp.status, 200, "{}", slp.body);
+    b.eval("const s = document.querySelector('#video-mode'); s.value = 'webrtc'; s.dispatchEvent(new Event('change')); return true");
+    wait_seen(
+        &b,
+        "WebRTC frames",
+        "c.video.mode === 'webrtc' && c.frames > 10",
+        SHOWS,
+    );
+    assert!(shown(&b, "#video") && !shown(&b, "#mjpeg"));
+
+    // A reload: the page is told (BYE), and plays again on the new generation.
+    let frames = seen(&b, "frames").as_u64().unwrap();
+    let r = request(d.api, "POST", "/slpm/v1/stream?file=stream.so", &[], "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    d.wait_log("WebRTC session ends", SHOWS);
+    wait_seen(
+        &b,
+        "WebRTC frames after the reload",
+        &format!("c.video.mode === 'webrtc' && c.frames > {frames} + 30"),
+        SHOWS,
+    );
+    let status = get(d.api, "/stream/v1/status").json();
+    assert_eq!(status["data"]["webrtc"]["viewers"], 1, "{status}");
 }

@@ -241,3 +241,49 @@ impl Registry {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn attach(r: &mut Registry, name: &str, conn: ConnId) -> (Arc<SocketFlags>, CancellationToken) {
+        let flags = Arc::new(SocketFlags::default());
+        let token = CancellationToken::new();
+        r.attach(
+            &name.into(),
+            conn,
+            "peer".into(),
+            token.clone(),
+            flags.clone(),
+        );
+        (flags, token)
+    }
+
+    #[test]
+    fn people_are_the_signed_in_names_with_a_socket() {
+        let mut r = Registry::new(8);
+        attach(&mut r, "ada~t1", 1);
+        attach(&mut r, "ada~t2", 2);
+        attach(&mut r, "vic~t1", 3);
+        attach(&mut r, "program", 4);
+        r.detach(&"vic~t1".into(), 3);
+        assert_eq!(r.people(), vec![("ada".to_string(), 2)]);
+    }
+
+    #[test]
+    fn disconnect_tells_the_socket_why_and_only_a_connected_one() {
+        let mut r = Registry::new(8);
+        let (flags, token) = attach(&mut r, "ada~t1", 1);
+        assert!(r.disconnect(&"ada~t1".into()));
+        assert!(token.is_cancelled());
+        assert!(flags.disconnected.load(Ordering::Relaxed));
+        r.detach(&"ada~t1".into(), 1);
+        assert!(!r.disconnect(&"ada~t1".into()), "away: nothing to close");
+        assert!(!r.disconnect(&"nobody".into()));
+        // A replaced socket is told to close too, but not as disconnected.
+        let (old, old_token) = attach(&mut r, "bob", 2);
+        attach(&mut r, "bob", 3);
+        assert!(old_token.is_cancelled());
+        assert!(!old.disconnected.load(Ordering::Relaxed));
+    }
+}

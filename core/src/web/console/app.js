@@ -268,6 +268,14 @@ function startMjpeg(why) {
   mjpeg.onload = () => {
     if (!seen.firstFrameAt) seen.firstFrameAt = Date.now();
     if (note.textContent === "Loading the video…") note.textContent = "";
+    // Why WebRTC did not play stays readable for a moment, then leaves the picture
+    // free (it stays in the footer's tooltip).
+    if (why) {
+      $("video-info").title = why;
+      const shown = note.textContent;
+      setTimeout(() => { if (note.textContent === shown) note.textContent = ""; }, 6000);
+      why = "";
+    }
     seen.video.width = mjpeg.naturalWidth;
     seen.video.height = mjpeg.naturalHeight;
   };
