@@ -581,4 +581,30 @@ fn the_console_falls_back_to_mjpeg_and_survives_a_stream_reload() {
     );
     let status = get(d.api, "/stream/v1/status").json();
     assert_eq!(status["data"]["webrtc"]["viewers"], 1, "{status}");
+
+    // The session ends elsewhere, then the socket drops: the page cannot come back, so it
+    // goes to the sign-in form instead of retrying for ever.
+    assert_eq!(page_fetch(&b, "POST", "/auth/logout", ""), 200);
+    let jstack = get(d.api, "/runtime/v1/jstack").json();
+    let name = jstack["data"]["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .find(|n| n.starts_with("vic~"))
+        .expect("the page's socket")
+        .to_string();
+    let cut = request(
+        d.api,
+        "DELETE",
+        &format!("/runtime/v1/connections?name={}", name.replace('~', "%7E")),
+        &[],
+        "",
+    );
+    assert_eq!(cut.status, 200, "{}", cut.body);
+    b.wait_for(
+        "the sign-in form",
+        "return !!document.querySelector('#signin')",
+        SHOWS,
+    );
 }

@@ -326,3 +326,112 @@ fn the_qemu_guest_screen_in_the_webrtc_video_follows_what_the_guest_draws() {
     }
     b.screenshot("webrtc-qemu-red");
 }
+
+/// Frames decoded so far by the page's video.
+fn decoded(b: &Browser) -> u64 {
+    b.eval("return window.rtc.framesDecoded")
+        .as_u64()
+        .unwrap_or(0)
+}
+
+#[test]
+fn a_stalled_webrtc_viewer_does_not_slow_the_others_down() {
+    use jsipd_e2e::mjpeg::Mjpeg;
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    use std::sync::Arc;
+
+    let (_p, d) = start("fps = 30\nwidth = 640\nheight = 360\n");
+    // Three viewers over WebRTC, each its own browser (one of them will freeze), and
+    // ten over MJPEG, each counting the parts it reads.
+    let viewers: Vec<(Browser, String)> = (0..3).map(|_| browser(&d)).collect();
+    for (b, site) in &viewers {
+        b.goto(&format!("{site}/stream/v1/webrtc"));
+    }
+    for (b, _) in &viewers {
+        b.wait_for("frames", "return window.rtc.framesDecoded >= 30", PLAY);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts: Vec<Arc<AtomicU64>> = (0..10).map(|_| Arc::new(AtomicU64::new(0))).collect();
+    let readers: Vec<_> = counts
+        .iter()
+        .map(|count| {
+            let (count, stop, api) = (count.clone(), stop.clone(), d.api);
+            std::thread::spawn(move || {
+                let mut m = Mjpeg::open(api, "/stream/v1/mjpeg");
+                while !stop.load(Ordering::Relaxed) {
+                    assert!(m.next_part().is_some(), "an MJPEG stream ended");
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    wait_until(
+        "every MJPEG viewer's first parts",
+        Duration::from_secs(20),
+        || counts.iter().all(|c| c.load(Ordering::Relaxed) >= 5),
+    );
+    assert_eq!(status(&d)["webrtc"]["peers"].as_array().unwrap().len(), 3);
+
+    // Frame rates over a window of `secs`: the two live WebRTC viewers and the ten
+    // MJPEG viewers.
+    let window = |secs: u64| -> (Vec<f64>, Vec<f64>) {
+        let webrtc0: Vec<u64> = viewers[..2].iter().map(|(b, _)| decoded(b)).collect();
+        let mjpeg0: Vec<u64> = counts.iter().map(|c| c.load(Ordering::Relaxed)).collect();
+        let started = Instant::now();
+        std::thread::sleep(Duration::from_secs(secs));
+        let took = started.elapsed().as_secs_f64();
+        let webrtc = viewers[..2]
+            .iter()
+            .zip(webrtc0)
+            .map(|((b, _), f0)| (decoded(b) - f0) as f64 / took)
+            .collect();
+        let mjpeg = counts
+            .iter()
+            .zip(mjpeg0)
+            .map(|(c, f0)| (c.load(Ordering::Relaxed) - f0) as f64 / took)
+            .collect();
+        (webrtc, mjpeg)
+    };
+    let (webrtc_before, mjpeg_before) = window(5);
+    // The third browser freezes: it reads no packet, sends no RTCP, answers no STUN.
+    viewers[2].0.freeze(true);
+    let (webrtc_stalled, mjpeg_stalled) = window(8);
+    // A browser that went dark without a BYE is noticed (ICE consent fails) and its
+    // share freed: two peers and one encoder remain.
+    let frozen_at = Instant::now();
+    wait_until("the stalled peer freed", Duration::from_secs(60), || {
+        status(&d)["webrtc"]["peers"].as_array().unwrap().len() == 2
+    });
+    let noticed = frozen_at.elapsed() + Duration::from_secs(8);
+    assert_eq!(
+        status(&d)["webrtc"]["encoders"].as_array().unwrap().len(),
+        1
+    );
+    viewers[2].0.freeze(false);
+    viewers[2].0.wait_for(
+        "the BYE, once the frozen page runs again",
+        "return window.rtc.ended === 'BYE'",
+        PLAY,
+    );
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        r.join().unwrap();
+    }
+    eprintln!(
+        "fps before the stall: WebRTC {webrtc_before:.1?}, MJPEG {mjpeg_before:.1?}; \
+         with one WebRTC viewer stalled: WebRTC {webrtc_stalled:.1?}, MJPEG {mjpeg_stalled:.1?}; \
+         the stalled peer freed {noticed:.1?} after it froze"
+    );
+    let min = |v: &[f64]| v.iter().cloned().fold(f64::INFINITY, f64::min);
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len() as f64;
+    // Each live viewer keeps at least 80% of the mean rate of its kind before the stall
+    // (the source's 30 fps is the ceiling on both sides).
+    assert!(
+        min(&webrtc_stalled) >= 0.8 * mean(&webrtc_before),
+        "WebRTC viewers slowed: {webrtc_before:?} → {webrtc_stalled:?}"
+    );
+    assert!(
+        min(&mjpeg_stalled) >= 0.8 * mean(&mjpeg_before),
+        "MJPEG viewers slowed: {mjpeg_before:?} → {mjpeg_stalled:?}"
+    );
+}

@@ -290,8 +290,57 @@ impl Browser {
     }
 }
 
+impl Browser {
+    /// Stops (`SIGSTOP`) or resumes (`SIGCONT`) every process of this browser, as if its
+    /// machine froze or its network went dark: it sends nothing, answers nothing and
+    /// reads nothing until resumed.
+    pub fn freeze(&self, frozen: bool) {
+        let signal = if frozen { libc::SIGSTOP } else { libc::SIGCONT };
+        for pid in descendants(self.driver.id() as i32) {
+            // SAFETY: kill(2) with a pid and a signal number has no memory effects.
+            unsafe { libc::kill(pid, signal) };
+        }
+    }
+}
+
+/// Every process below `root` (not `root` itself), from /proc's parent links.
+fn descendants(root: i32) -> Vec<i32> {
+    let mut parent_of = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid …": comm may hold spaces and parentheses.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<i32>().ok());
+        if let Some(ppid) = ppid {
+            parent_of.push((pid, ppid));
+        }
+    }
+    let mut found = vec![root];
+    let mut i = 0;
+    while i < found.len() {
+        let p = found[i];
+        found.extend(parent_of.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
+    }
+    found.remove(0);
+    found
+}
+
 impl Drop for Browser {
     fn drop(&mut self) {
+        // A frozen browser would not quit.
+        self.freeze(false);
         let _ = call(
             self.addr,
             "DELETE",

@@ -87,6 +87,9 @@ function connectionState(state, detail) {
     seen.hidReady = false;
     hidDialog = null;
     note.textContent = "The connection to the KVM was lost. Reconnecting…";
+    // A session that ended (idle timeout, sign-out elsewhere, a changed account) can
+    // never reconnect: back to the sign-in form, which returns here.
+    api("GET", "/auth/me").then((r) => { if (r.status === 401) location.assign("/"); });
   }
 }
 
