@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use jsipd_e2e::guest::{self, Guest, Serial, BOOT_TIMEOUT};
+use jsipd_e2e::guest::{self, iso_with_marker, Guest, Serial, BOOT_TIMEOUT};
 use jsipd_e2e::http::{get, request};
 use jsipd_e2e::webdriver::{self, Browser};
 use jsipd_e2e::{loopback_config, Daemon, Prefix};
@@ -179,6 +179,28 @@ fn type_and_compare(b: &Browser, serial: &Serial, text: &str) -> Vec<u64> {
     latencies
 }
 
+/// Closes the page's JSIP socket from the server side, as an operator does
+/// (`DELETE /runtime/v1/connections`): the socket of `user`'s one console tab.
+fn cut_socket(d: &Daemon, user: &str) {
+    let jstack = get(d.api, "/runtime/v1/jstack").json();
+    let name = jstack["data"]["connections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|c| c["name"].as_str())
+        .find(|n| n.starts_with(&format!("{user}~")))
+        .expect("the page's socket")
+        .to_string();
+    let cut = request(
+        d.api,
+        "DELETE",
+        &format!("/runtime/v1/connections?name={}", name.replace('~', "%7E")),
+        &[],
+        "",
+    );
+    assert_eq!(cut.status, 200, "{}", cut.body);
+}
+
 fn percentile(v: &mut [u64], p: f64) -> u64 {
     v.sort_unstable();
     v[((v.len() - 1) as f64 * p).round() as usize]
@@ -278,23 +300,7 @@ fn a_person_runs_the_guest_from_the_console_page() {
     ]);
     let shifted = serial.bytes_after(from, 1, Duration::from_secs(20));
     assert_eq!(String::from_utf8_lossy(&shifted), "A", "Shift is held");
-    let jstack = get(d.api, "/runtime/v1/jstack").json();
-    let name = jstack["data"]["connections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|c| c["name"].as_str())
-        .find(|n| n.starts_with("ada~"))
-        .expect("the page's socket")
-        .to_string();
-    let cut = request(
-        d.api,
-        "DELETE",
-        &format!("/runtime/v1/connections?name={}", name.replace('~', "%7E")),
-        &[],
-        "",
-    );
-    assert_eq!(cut.status, 200, "{}", cut.body);
+    cut_socket(&d, "ada");
     wait_seen(&b, "the page to see the loss", "c.conn === 'lost'", SHOWS);
     assert!(b
         .eval("return document.querySelector('#conn').textContent")
@@ -346,13 +352,7 @@ fn a_person_runs_the_guest_from_the_console_page() {
 
     // The mouse: a click on the picture, a quarter across and three quarters down,
     // reaches the guest's USB tablet at that place (0..=32767 on both axes).
-    serial.run(
-        "ev=$(grep -A5 'QEMU USB Tablet' /proc/bus/input/devices | grep -o 'event[0-9]*'); \
-         dd if=/dev/input/$ev bs=24 2>/dev/null | hexdump -v -e '24/1 \"%02x\" \"\\n\"' & \
-         while ! ls -l /proc/[0-9]*/fd 2>/dev/null | grep -q input/$ev; do usleep 10000; done; \
-         echo tablet-$((5*5))-open",
-    );
-    serial.wait_for("tablet-25-open", Duration::from_secs(20));
+    serial.watch_tablet();
     let r = b.eval(
         "const v = document.getElementById('video'), r = v.getBoundingClientRect();
          const s = Math.min(r.width / v.videoWidth, r.height / v.videoHeight);
@@ -497,26 +497,6 @@ fn a_person_runs_the_guest_from_the_console_page() {
     assert!(p50 < 1000, "key to serial p50 {p50} ms");
 }
 
-/// Builds an ISO whose `marker.txt` holds `marker`; returns its path.
-fn iso_with_marker(dir: &std::path::Path, marker: &str) -> std::path::PathBuf {
-    let root = dir.join("iso-root");
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::write(root.join("marker.txt"), marker).unwrap();
-    let iso = dir.join("marker.iso");
-    let out = std::process::Command::new("xorriso")
-        .args(["-as", "mkisofs", "-quiet", "-R", "-J", "-V", "JSIPD", "-o"])
-        .arg(&iso)
-        .arg(&root)
-        .output()
-        .expect("run xorriso (Debian xorriso)");
-    assert!(
-        out.status.success(),
-        "xorriso: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    iso
-}
-
 /// The console without WebRTC and through a reload of the stream plugin: with the
 /// stream loaded as an API only (no SLP to take the INVITE), the page says so and shows
 /// MJPEG; with the SLP loaded, WebRTC; and when the plugin is reloaded, the page gets a
@@ -585,23 +565,7 @@ fn the_console_falls_back_to_mjpeg_and_survives_a_stream_reload() {
     // The session ends elsewhere, then the socket drops: the page cannot come back, so it
     // goes to the sign-in form instead of retrying for ever.
     assert_eq!(page_fetch(&b, "POST", "/auth/logout", ""), 200);
-    let jstack = get(d.api, "/runtime/v1/jstack").json();
-    let name = jstack["data"]["connections"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|c| c["name"].as_str())
-        .find(|n| n.starts_with("vic~"))
-        .expect("the page's socket")
-        .to_string();
-    let cut = request(
-        d.api,
-        "DELETE",
-        &format!("/runtime/v1/connections?name={}", name.replace('~', "%7E")),
-        &[],
-        "",
-    );
-    assert_eq!(cut.status, 200, "{}", cut.body);
+    cut_socket(&d, "vic");
     b.wait_for(
         "the sign-in form",
         "return !!document.querySelector('#signin')",

@@ -572,14 +572,7 @@ fn qemu_guest_receives_exact_text_in_us_and_german_ctrl_c_interrupts_and_the_poi
             .any(|m| m["absolute"] == true && m["current"] == true),
         "the current mouse is not absolute: {mice}"
     );
-    serial.run(
-        "ev=$(grep -A5 'QEMU USB Tablet' /proc/bus/input/devices | grep -o 'event[0-9]*'); \
-         dd if=/dev/input/$ev bs=24 2>/dev/null | hexdump -v -e '24/1 \"%02x\" \"\\n\"' & \
-         while ! ls -l /proc/[0-9]*/fd 2>/dev/null | grep -q input/$ev; do usleep 10000; done; \
-         echo tablet-$((5*5))-open",
-    );
-    // Events sent before the reader has the device open would be lost.
-    serial.wait_for("tablet-25-open", Duration::from_secs(20));
+    serial.watch_tablet();
     let (status, v) = call(&d, "POST", "/hid/v1/mouse", r#"{"x":12345,"y":23456}"#);
     assert_eq!(status, 200, "{v}");
     // struct input_event on x86_64: 16 bytes of time, then type, code (u16) and value (i32).

@@ -311,26 +311,6 @@ fn a_two_gib_upload_grows_the_server_by_less_than_64_mib() {
     assert_eq!(tail, [0x5a; 4]);
 }
 
-/// Builds an ISO whose `marker.txt` holds `marker`.
-fn iso_with_marker(dir: &Path, marker: &str) -> Vec<u8> {
-    let root = dir.join("iso-root");
-    std::fs::create_dir_all(&root).unwrap();
-    std::fs::write(root.join("marker.txt"), marker).unwrap();
-    let iso = dir.join("marker.iso");
-    let out = std::process::Command::new("xorriso")
-        .args(["-as", "mkisofs", "-quiet", "-R", "-J", "-V", "JSIPD", "-o"])
-        .arg(&iso)
-        .arg(&root)
-        .output()
-        .expect("run xorriso (Debian xorriso)");
-    assert!(
-        out.status.success(),
-        "xorriso: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    std::fs::read(iso).unwrap()
-}
-
 #[test]
 fn qemu_guest_power_reset_leds_and_virtual_media() {
     guest::available().expect("the test guest needs its packages (see test.sh)");
@@ -371,7 +351,7 @@ fn qemu_guest_power_reset_leds_and_virtual_media() {
     serial.wait_for("dd-done", Duration::from_secs(60));
 
     // Virtual media: upload an ISO, mount it, the guest prints its marker.
-    let iso = iso_with_marker(g.dir(), "marker-7f3a");
+    let iso = std::fs::read(guest::iso_with_marker(g.dir(), "marker-7f3a")).unwrap();
     assert_eq!(upload(&d, "marker.iso", &iso).0, 201);
     let (status, v) = call(
         &d,

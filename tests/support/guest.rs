@@ -679,6 +679,19 @@ impl Serial {
         self.wait_for_count(needle, 1, timeout)
     }
 
+    /// Starts printing the guest's USB tablet events on this port, one hex line per
+    /// `struct input_event`, and returns once the reader has the device open (events
+    /// sent before that would be lost).
+    pub fn watch_tablet(&self) {
+        self.run(
+            "ev=$(grep -A5 'QEMU USB Tablet' /proc/bus/input/devices | grep -o 'event[0-9]*'); \
+             dd if=/dev/input/$ev bs=24 2>/dev/null | hexdump -v -e '24/1 \"%02x\" \"\\n\"' & \
+             while ! ls -l /proc/[0-9]*/fd 2>/dev/null | grep -q input/$ev; do usleep 10000; done; \
+             echo tablet-$((5*5))-open",
+        );
+        self.wait_for("tablet-25-open", Duration::from_secs(20));
+    }
+
     /// Types a line into the serial shell.
     pub fn run(&self, command: &str) {
         (&self.writer)
@@ -712,4 +725,25 @@ pub fn binary_for_the_guest(binary: &Path) -> Vec<(String, Vec<u8>)> {
         }
     }
     files
+}
+
+/// Builds `marker.iso` in `dir` (Debian xorriso), its `marker.txt` holding `marker`: the
+/// guest's CD watcher prints that file when the image is inserted. Returns its path.
+pub fn iso_with_marker(dir: &Path, marker: &str) -> PathBuf {
+    let root = dir.join("iso-root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("marker.txt"), marker).unwrap();
+    let iso = dir.join("marker.iso");
+    let out = Command::new("xorriso")
+        .args(["-as", "mkisofs", "-quiet", "-R", "-J", "-V", "JSIPD", "-o"])
+        .arg(&iso)
+        .arg(&root)
+        .output()
+        .expect("run xorriso (Debian xorriso)");
+    assert!(
+        out.status.success(),
+        "xorriso: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    iso
 }

@@ -222,7 +222,11 @@ async function webrtc(gen) {
   const mine = (pc = new RTCPeerConnection({ iceServers: [] }));
   mine.addTransceiver("video", { direction: "recvonly" });
   mine.ontrack = (ev) => { video.srcObject = ev.streams[0] || new MediaStream([ev.track]); };
-  mine.getReceivers().forEach((r) => { if ("playoutDelayHint" in r) r.playoutDelayHint = 0; });
+  mine.getReceivers().forEach((r) => {
+    // The newest frame, not a smooth one: no jitter buffer beyond what decoding needs.
+    if ("jitterBufferTarget" in r) r.jitterBufferTarget = 0;
+    if ("playoutDelayHint" in r) r.playoutDelayHint = 0;
+  });
   await mine.setLocalDescription(await mine.createOffer());
   if (mine.iceGatheringState !== "complete") {
     // A complete offer (JSIP has no trickle); host candidates take milliseconds.
