@@ -547,6 +547,16 @@ fn the_console_falls_back_to_mjpeg_and_survives_a_stream_reload() {
         SHOWS,
     );
     assert!(shown(&b, "#video") && !shown(&b, "#mjpeg"));
+    // The page's keepalive: an UPDATE in its video dialog is answered 200 (the stack
+    // resets the session timer); in a dialog the server does not know, 481.
+    let update = |dialog: &str| {
+        b.eval(&format!(
+            "return window.jsipdConsole.jsip.request({{Type: 'UPDATE', 'Request-URI': 'screen@stream', \
+             DialogueID: {dialog}, Expire: 120}}).then(r => r.Code)"
+        ))
+    };
+    assert_eq!(update("window.jsipdConsole.video.dialog"), 200);
+    assert_eq!(update("'no-such-dialog'"), 481);
 
     // A reload: the page is told (BYE), and plays again on the new generation.
     let frames = seen(&b, "frames").as_u64().unwrap();

@@ -9,7 +9,7 @@
 // - keyboard and mouse: JSIP INVITE to kbd@hid, then INFO with Content-Type hid;
 // - LEDs: JSIP SUBSCRIBE (Event: led) to led@gpio, then NOTIFYs;
 // - buttons, paste, media, people: the plugins' HTTP APIs on this port.
-import { Jsip, randomId } from "./jsip.js";
+import { Jsip, randomId, SESSION_EXPIRE_S } from "./jsip.js";
 import { Keyboard, COMBOS } from "./keys.js";
 import { BUTTONS, pictureRect, absolute, Wheel, Moves } from "./pointer.js";
 
@@ -108,21 +108,39 @@ async function connected() {
 
 async function openHid() {
   const dialog = randomId("hid-");
-  const r = await jsip.request({ Type: "INVITE", "Request-URI": "kbd@hid", DialogueID: dialog }).catch((e) => ({ Code: 0, Reason: e.message }));
+  const r = await jsip.request({ Type: "INVITE", "Request-URI": "kbd@hid", DialogueID: dialog, Expire: SESSION_EXPIRE_S })
+    .catch((e) => ({ Code: 0, Reason: e.message }));
   if (r.Code === 200) {
     jsip.notify({ Type: "ACK", "Request-URI": "kbd@hid", DialogueID: dialog, RelatedID: r.CSeq });
     hidDialog = dialog;
     seen.hidReady = true;
+    jsip.keepalive(dialog, "kbd@hid", SESSION_EXPIRE_S, () => hidGone(dialog));
   } else {
     flash(`Keyboard and mouse are not available: ${r.Code} ${r.Reason || ""}`, "bad");
   }
 }
 
+/** The server ended the keyboard session (hid reloaded, say): the server released its
+ *  keys with it; open a new one. */
+function hidGone(dialog) {
+  if (hidDialog !== dialog) return;
+  jsip.endKeepalive(dialog);
+  hidDialog = null;
+  seen.hidReady = false;
+  keyboard.forget();
+  heldButtons.clear();
+  if (jsip.connected) openHid();
+}
+
 /** Sends hid events in the keyboard and mouse dialog; dropped while there is none. */
 function hid(events) {
   if (!hidDialog || !events.length) return;
-  jsip.request({ Type: "INFO", "Request-URI": "kbd@hid", DialogueID: hidDialog, "Content-Type": "hid", Body: events })
-    .then((r) => { if (r.Code >= 300) flash(`The target refused input: ${r.Code} ${r.Reason || ""}`, "bad"); })
+  const dialog = hidDialog;
+  jsip.request({ Type: "INFO", "Request-URI": "kbd@hid", DialogueID: dialog, "Content-Type": "hid", Body: events })
+    .then((r) => {
+      if (r.Code === 481) hidGone(dialog); // the session ended on the server's side
+      else if (r.Code >= 300) flash(`The target refused input: ${r.Code} ${r.Reason || ""}`, "bad");
+    })
     .catch(() => {});
 }
 
@@ -150,8 +168,13 @@ function incoming(m) {
     try { showLeds(m.Body); } catch { return 400; }
     return 200;
   }
+  if (m.Type === "BYE" && m.DialogueID === hidDialog) {
+    hidGone(m.DialogueID);
+    return 200;
+  }
   if (m.Type === "BYE" && m.DialogueID === videoDialog) {
     // The stream ended (its plugin was reloaded, or it stopped): ask again shortly.
+    jsip.endKeepalive(m.DialogueID);
     videoDialog = null; // ended by the other side: no BYE back
     stopVideo();
     note.textContent = `The video ended (${m.Reason || "BYE"}); asking again…`;
@@ -173,6 +196,7 @@ videoMode.onchange = () => {
 };
 
 function hangUp(dialog) {
+  if (dialog) jsip.endKeepalive(dialog);
   if (dialog && jsip.connected) {
     jsip.request({ Type: "BYE", "Request-URI": "screen@stream", DialogueID: dialog }).catch(() => {});
   }
@@ -236,13 +260,19 @@ async function webrtc(gen) {
     });
   }
   if (gen !== videoGen) return;
-  const r = await jsip.request({ Type: "INVITE", "Request-URI": "screen@stream", DialogueID: dialog, "Content-Type": "sdp", Body: mine.localDescription.sdp });
-  if (r.Code === 200) jsip.notify({ Type: "ACK", "Request-URI": "screen@stream", DialogueID: dialog, RelatedID: r.CSeq });
+  const r = await jsip.request({ Type: "INVITE", "Request-URI": "screen@stream", DialogueID: dialog, Expire: SESSION_EXPIRE_S, "Content-Type": "sdp", Body: mine.localDescription.sdp });
+  if (r.Code === 200) {
+    jsip.notify({ Type: "ACK", "Request-URI": "screen@stream", DialogueID: dialog, RelatedID: r.CSeq });
+    jsip.keepalive(dialog, "screen@stream", SESSION_EXPIRE_S, () => {
+      if (dialog === videoDialog) { videoDialog = null; restartVideo(500); }
+    });
+  }
   if (gen !== videoGen) {
     if (r.Code === 200) hangUp(dialog);
     return;
   }
   if (r.Code !== 200) throw new Error(`${r.Code} ${r.Reason || ""}`.trim());
+  seen.video.dialog = dialog;
   const codec = /a=rtpmap:\d+ ([A-Za-z0-9]+)\/90000/.exec(r.Body);
   seen.video.codec = codec ? codec[1] : null;
   await mine.setRemoteDescription({ type: "answer", sdp: r.Body });

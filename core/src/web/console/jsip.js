@@ -13,6 +13,11 @@ export function backoff(n, random = Math.random) {
 /** How long a request waits for its final response before it fails. */
 export const REQUEST_TIMEOUT_MS = 15000;
 
+/** The session interval the console asks for in its INVITEs (JSIP `Expire`, seconds).
+ *  The answering side ends a dialog with no refresh within it, so the page sends an
+ *  UPDATE every third of it (JSIP.md §4, the calling side's keepalive). */
+export const SESSION_EXPIRE_S = 120;
+
 export class Jsip {
   /**
    * @param {object} o
@@ -42,6 +47,7 @@ export class Jsip {
     this.stopped = false;
     this.retryTimer = null;
     this.state = "connecting";
+    this.keepalives = new Map(); // dialog → timer
   }
 
   start() {
@@ -93,7 +99,38 @@ export class Jsip {
     };
   }
 
+  /**
+   * Keeps INVITE dialog `dialog` alive: an UPDATE every `expireS / 3` seconds. When an
+   * UPDATE is refused (481: the server ended the dialog) or unanswered, `gone(reason)`
+   * is called and the keepalive stops. Stops too with endKeepalive() and on a drop.
+   */
+  keepalive(dialog, uri, expireS, gone) {
+    this.endKeepalive(dialog);
+    const tick = () => {
+      this.request({ Type: "UPDATE", "Request-URI": uri, DialogueID: dialog, Expire: expireS })
+        .then((r) => {
+          if (!this.keepalives.has(dialog)) return;
+          if (r.Code >= 300) {
+            this.keepalives.delete(dialog);
+            gone(`${r.Code} ${r.Reason || ""}`.trim());
+          } else {
+            this.keepalives.set(dialog, this.setTimeout(tick, (expireS * 1000) / 3));
+          }
+        })
+        .catch(() => {}); // the socket dropped: every keepalive stops with it
+    };
+    this.keepalives.set(dialog, this.setTimeout(tick, (expireS * 1000) / 3));
+  }
+
+  endKeepalive(dialog) {
+    const t = this.keepalives.get(dialog);
+    if (t !== undefined) this.clearTimeout(t);
+    this.keepalives.delete(dialog);
+  }
+
   failPending(why) {
+    for (const t of this.keepalives.values()) this.clearTimeout(t);
+    this.keepalives.clear();
     for (const p of this.pending.values()) {
       this.clearTimeout(p.timer);
       p.reject(new Error(why));

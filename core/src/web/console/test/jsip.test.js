@@ -154,3 +154,43 @@ test("backoff doubles to 8 s and adds at most 20% jitter", () => {
   assert.deepEqual([0, 1, 2, 3, 4, 5, 9].map((n) => backoff(n, () => 0)), [500, 1000, 2000, 4000, 8000, 8000, 8000]);
   assert.equal(backoff(0, () => 1), 600);
 });
+
+test("a dialog is kept alive with an UPDATE every third of Expire, until it is gone", async () => {
+  const { jsip, s, c } = client();
+  jsip.start();
+  s.made[0].open();
+  const gone = [];
+  jsip.keepalive("h1", "kbd@hid", 120, (why) => gone.push(why));
+  c.advance(39999);
+  assert.equal(s.made[0].sent.length, 0);
+  c.advance(1);
+  const first = s.made[0].sent.at(-1);
+  assert.deepEqual([first.Type, first.DialogueID, first.Expire, first["Request-URI"]], ["UPDATE", "h1", 120, "kbd@hid"]);
+  s.made[0].feed({ Type: "RESPONSE", Code: 200, DialogueID: "h1", CSeq: first.CSeq });
+  await flush();
+  c.advance(40000);
+  const second = s.made[0].sent.at(-1);
+  assert.equal(second.Type, "UPDATE");
+  assert.equal(second.CSeq, first.CSeq + 1);
+  // The server ended the dialog: the page hears of it once, and the UPDATEs stop.
+  s.made[0].feed({ Type: "RESPONSE", Code: 481, Reason: "no such dialog", DialogueID: "h1", CSeq: second.CSeq });
+  await flush();
+  assert.deepEqual(gone, ["481 no such dialog"]);
+  const sent = s.made[0].sent.length;
+  c.advance(200000);
+  assert.equal(s.made[0].sent.length, sent);
+});
+
+test("keepalives stop when asked and when the socket drops", () => {
+  const { jsip, s, c } = client();
+  jsip.start();
+  s.made[0].open();
+  jsip.keepalive("a", "kbd@hid", 120, () => {});
+  jsip.keepalive("b", "screen@stream", 120, () => {});
+  jsip.endKeepalive("a");
+  s.made[0].drop();
+  c.advance(40000); // the reconnect happens; no UPDATE for either dialog
+  s.made[1].open();
+  c.advance(200000);
+  assert.equal(s.made[0].sent.length + s.made[1].sent.length, 0);
+});
