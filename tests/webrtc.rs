@@ -15,8 +15,13 @@ use jsipd_e2e::{loopback_config, wait_until, Daemon, Prefix};
 const PLAY: Duration = Duration::from_secs(30);
 
 fn start(stream_ini: &str) -> (Prefix, Daemon) {
+    start_with(stream_ini, "")
+}
+
+/// As [`start`], with more lines for jsipd.ini (whole sections).
+fn start_with(stream_ini: &str, more_config: &str) -> (Prefix, Daemon) {
     let prefix = Prefix::with_config(&format!(
-        "{}\n[Plugins]\ndrain_timeout = 60s\n",
+        "{}\n[Plugins]\ndrain_timeout = 60s\n{more_config}",
         loopback_config("").replace("auth = none\n", "auth = session, none\n")
     ));
     prefix.add_user("vic", "viewer", "viewer-password");
@@ -433,5 +438,35 @@ fn a_stalled_webrtc_viewer_does_not_slow_the_others_down() {
     assert!(
         min(&mjpeg_stalled) >= 0.8 * mean(&mjpeg_before),
         "MJPEG viewers slowed: {mjpeg_before:?} → {mjpeg_stalled:?}"
+    );
+}
+
+#[test]
+fn a_webrtc_session_nobody_refreshes_ends_with_its_session_timer() {
+    // The page's INVITE names no Expire, so the stack's sessiontimer applies: 10 s here,
+    // and the page refreshes only every 200 s. The stack ends the dialog (BYE both ways)
+    // and the stream frees the viewer's share.
+    let (_p, d) = start_with("fps = 30\n", "[JSIPStack]\nsessiontimer = 10s\n");
+    let (b, site) = browser(&d);
+    b.goto(&format!("{site}/stream/v1/webrtc"));
+    b.wait_for("frames", "return window.rtc.framesDecoded >= 1", PLAY);
+    let playing = Instant::now();
+    b.wait_for(
+        "the BYE of the expired session",
+        "return window.rtc.ended === 'BYE'",
+        Duration::from_secs(30),
+    );
+    let said = b.eval("return document.getElementById('state').textContent");
+    assert!(
+        said.as_str().unwrap_or("").contains("session timer"),
+        "the BYE names the session timer: {said}"
+    );
+    d.wait_log("stopped watching", Duration::from_secs(10));
+    wait_until("the share freed", Duration::from_secs(10), || {
+        status(&d)["webrtc"]["viewers"] == 0
+    });
+    eprintln!(
+        "the unrefreshed session ended {:?} after it played",
+        playing.elapsed()
     );
 }
