@@ -504,6 +504,17 @@ fn two_hundred_load_unload_cycles_under_traffic() {
             .count()
             == cycles as usize + 1
     });
+    // Each retired image's fate (unmapped, or still mapped) is logged after its
+    // retirement, so wait for the last one's line too.
+    let fates = |d: &Daemon| {
+        d.log()
+            .iter()
+            .filter(|l| l.contains("its image left memory") || l.contains("is still mapped"))
+            .count()
+    };
+    wait_until("every image's fate logged", || {
+        fates(&d) >= cycles as usize + 1
+    });
     let round_trips = done.load(Ordering::Relaxed);
     let rss_after = rss_kib(&d);
     let unmapped = d
