@@ -49,8 +49,8 @@ impl I420 {
         let (y, chroma) = self.data.split_at_mut(w * h);
         let (u, v) = chroma.split_at_mut(w * h / 4);
         match frame.format {
-            PixelFormat::Bgrx => bgrx(frame, y, u, v),
-            PixelFormat::Yuyv => yuyv(frame, y, u, v),
+            PixelFormat::Bgrx => packed(frame, 4, libyuv::ARGBToI420, (y, u, v)),
+            PixelFormat::Yuyv => packed(frame, 2, libyuv::YUY2ToI420, (y, u, v)),
             PixelFormat::Nv12 => nv12(frame, y, u, v),
             PixelFormat::Jpeg => Err(
                 "the grabber sends MJPEG, which WebRTC cannot pass on; set [v4l2] format = yuyv or nv12"
@@ -137,32 +137,32 @@ fn checked(
     }
 }
 
-fn bgrx(frame: &Frame, y: &mut [u8], u: &mut [u8], v: &mut [u8]) -> Result<(), String> {
-    let (w, h, s) = checked(frame, 4, frame.height & !1, y)?;
+/// libyuv's signature for a packed source (one plane) to I420.
+type PackedToI420 = unsafe extern "C" fn(
+    *const u8,
+    std::ffi::c_int,
+    *mut u8,
+    std::ffi::c_int,
+    *mut u8,
+    std::ffi::c_int,
+    *mut u8,
+    std::ffi::c_int,
+    std::ffi::c_int,
+    std::ffi::c_int,
+) -> std::ffi::c_int;
+
+/// A packed frame (BGRX: 4 bytes per pixel, YUYV: 2) through libyuv's `convert`.
+fn packed(
+    frame: &Frame,
+    bytes_per_pixel: usize,
+    convert: PackedToI420,
+    (y, u, v): (&mut [u8], &mut [u8], &mut [u8]),
+) -> Result<(), String> {
+    let (w, h, s) = checked(frame, bytes_per_pixel, frame.height & !1, y)?;
     // SAFETY: `checked` showed the source holds h rows of w pixels at its stride, and the
     // planes were sized w×h and (w/2)×(h/2) by the caller.
     unsafe {
-        libyuv::ARGBToI420(
-            frame.data.as_ptr(),
-            s,
-            y.as_mut_ptr(),
-            w,
-            u.as_mut_ptr(),
-            w / 2,
-            v.as_mut_ptr(),
-            w / 2,
-            w,
-            h,
-        );
-    }
-    Ok(())
-}
-
-fn yuyv(frame: &Frame, y: &mut [u8], u: &mut [u8], v: &mut [u8]) -> Result<(), String> {
-    let (w, h, s) = checked(frame, 2, frame.height & !1, y)?;
-    // SAFETY: as in `bgrx`, with 2 bytes per pixel.
-    unsafe {
-        libyuv::YUY2ToI420(
+        convert(
             frame.data.as_ptr(),
             s,
             y.as_mut_ptr(),
@@ -183,7 +183,8 @@ fn nv12(frame: &Frame, y: &mut [u8], u: &mut [u8], v: &mut [u8]) -> Result<(), S
     let rows = frame.height + (frame.height & !1) / 2;
     let (w, h, s) = checked(frame, 1, rows, y)?;
     let chroma = &frame.data[frame.stride * frame.height..];
-    // SAFETY: `checked` covered the Y rows and the h/2 chroma rows after them.
+    // SAFETY: `checked` covered the Y rows and the h/2 chroma rows after them, and the
+    // planes were sized by the caller.
     unsafe {
         libyuv::NV12ToI420(
             frame.data.as_ptr(),

@@ -93,10 +93,10 @@ function connectionState(state, detail) {
   }
 }
 
-let hidDialog = null, ledDialog = null, ledRefresh = null;
+let hidDialog = null, ledDialog = null, ledRefresh = null, everConnected = false;
 async function connected() {
-  seen.reconnects += jsip.everConnected ? 1 : 0;
-  jsip.everConnected = true;
+  if (everConnected) seen.reconnects++;
+  everConnected = true;
   if (note.textContent.startsWith("The connection")) note.textContent = "";
   subscribeLeds();
   if (canOperate) openHid();
