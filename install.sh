@@ -42,7 +42,7 @@ fi
 jsipd_check_rust install.sh || exit 1
 
 echo "building jsipd (release)..."
-cargo build --release --locked --manifest-path "$src/Cargo.toml" -p jsipd -p jsip-bench -p jsipd-echo -p jsipd-chatroom -p jsipd-gpio -p jsipd-storage -p jsipd-hid -p jsipd-stream -p jsipd-serial
+cargo build --release --locked --manifest-path "$src/Cargo.toml" -p jsipd -p jsip-bench -p jsipd-echo -p jsipd-chatroom -p jsipd-gpio -p jsipd-storage -p jsipd-hid -p jsipd-stream -p jsipd-serial -p jsipd-nanokvm
 target=${CARGO_TARGET_DIR:-$src/target}
 
 if [[ $deb == yes ]]; then
@@ -85,7 +85,7 @@ mv "$prefix/sdk/vendor.new" "$prefix/sdk/vendor"
 
 # The plugins (loaded with curl; see README): the examples and the KVM suite, and their
 # config, never overwritten.
-for p in echo chatroom gpio storage hid stream serial; do
+for p in echo chatroom gpio storage hid stream serial nanokvm; do
     cp "$target/release/lib$p.so" "$prefix/plugins/.$p.so.new"
     chmod 0644 "$prefix/plugins/.$p.so.new"
     mv -f "$prefix/plugins/.$p.so.new" "$prefix/plugins/$p.so"

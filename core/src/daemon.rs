@@ -144,6 +144,14 @@ async fn start_and_run(
         tls_slots,
         stats,
     ));
+    // Kept for the daemon's lifetime: plugins reach other plugins' APIs and the
+    // people's sessions through it.
+    let host_services: Arc<dyn crate::plugins::host::Services> =
+        Arc::new(crate::web::HostServices {
+            app: app.clone(),
+            runtime: tokio::runtime::Handle::current(),
+        });
+    crate::plugins::host::register(Arc::downgrade(&host_services));
     tasks.spawn(node.run(node_inputs));
     plugins.restore().await;
     let api = Serving {

@@ -14,6 +14,10 @@ use serde_json::Value;
 /// may, so a route states the lowest role it needs ([`Api::role_needed`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Role {
+    /// Not signed in. Only a plugin mounted at a root of the people's port
+    /// (`Plugin::PEOPLE_ROOT`) is ever called by nobody, so that it can offer its own
+    /// sign-in; a route that states no role keeps nobody out like everyone else below it.
+    Nobody,
     /// Watches: video and state that only shows.
     Viewer,
     /// Also drives the target: keyboard, mouse, power, paste, mounting media.
@@ -23,10 +27,12 @@ pub enum Role {
 }
 
 impl Role {
+    /// The roles an account can have (not [`Role::Nobody`]).
     pub const ALL: [Role; 3] = [Role::Viewer, Role::Operator, Role::Admin];
 
     pub fn as_str(self) -> &'static str {
         match self {
+            Role::Nobody => "nobody",
             Role::Viewer => "viewer",
             Role::Operator => "operator",
             Role::Admin => "admin",
@@ -37,14 +43,19 @@ impl Role {
         Role::ALL.into_iter().find(|r| r.as_str() == s)
     }
 
-    /// The number that crosses the `.so` boundary (`ffi::FfiRequest::caller_role`).
+    /// The number that crosses the `.so` boundary (`ffi::FfiRequest::caller_role`):
+    /// 1, 2, 3 for the account roles since ABI 1.3; 0 for nobody since ABI 1.5 (before
+    /// it, 0 meant "not told", which no host a plugin runs on sends).
     pub fn to_ffi(self) -> u8 {
-        self as u8 + 1
+        self as u8
     }
 
-    /// `None` for 0 (no caller told, as from a host before ABI 1.3) or an unknown number.
+    /// `None` for an unknown number.
     pub fn from_ffi(n: u8) -> Option<Role> {
-        Role::ALL.get(usize::from(n).checked_sub(1)?).copied()
+        match n {
+            0 => Some(Role::Nobody),
+            n => Role::ALL.get(usize::from(n) - 1).copied(),
+        }
     }
 }
 
@@ -111,6 +122,7 @@ pub struct Request<'a> {
     headers: Vec<(&'a str, &'a str)>,
     body: &'a mut dyn Read,
     caller: Caller<'a>,
+    remote: &'a str,
 }
 
 impl<'a> Request<'a> {
@@ -129,7 +141,20 @@ impl<'a> Request<'a> {
             headers,
             body,
             caller: Caller::OPERATOR,
+            remote: "",
         }
+    }
+
+    /// The same request from the client address `remote` (an IP address as text).
+    pub fn with_remote(mut self, remote: &'a str) -> Request<'a> {
+        self.remote = remote;
+        self
+    }
+
+    /// The client's IP address as text; empty when the host did not say (a host
+    /// before ABI 1.5, or a unit test).
+    pub fn remote(&self) -> &'a str {
+        self.remote
     }
 
     /// The same request from `caller` (without it, the management port's operator).
@@ -184,6 +209,12 @@ impl<'a> Request<'a> {
         self.body
     }
 
+    /// The headers and the body at once, for passing the request on
+    /// ([`crate::host::call_api`]).
+    pub(crate) fn headers_and_body(&mut self) -> (&[(&'a str, &'a str)], &mut dyn Read) {
+        (&self.headers, &mut *self.body)
+    }
+
     /// The whole body, refused with `InvalidData` when it is longer than `limit` bytes.
     pub fn read_body(&mut self, limit: usize) -> io::Result<Vec<u8>> {
         let mut buf = Vec::new();
@@ -229,6 +260,11 @@ impl<'a> Response<'a> {
     pub fn header(&mut self, name: &str, value: &str) -> &mut Self {
         self.sink.add_header(name, value);
         self
+    }
+
+    /// Where the answer goes, for handing it on whole ([`crate::host::call_api`]).
+    pub fn sink(&mut self) -> &mut dyn ResponseSink {
+        self.sink
     }
 
     /// A complete JSON answer.

@@ -37,6 +37,12 @@ macro_rules! export_plugin {
         #[no_mangle]
         pub static JSIPD_SLP_NEVER_BLOCKS: u8 = <$plugin as $crate::Plugin>::SLP_NEVER_BLOCKS as u8;
 
+        /// Read by jsipd's loader when present (older plugins lack it): the top-level
+        /// path of the people's port the API is also served at ([`Plugin::PEOPLE_ROOT`]).
+        #[no_mangle]
+        pub static JSIPD_PEOPLE_ROOT: [u8; 32] =
+            $crate::ffi::padded(<$plugin as $crate::Plugin>::PEOPLE_ROOT);
+
         /// Read by jsipd's loader when present (older plugins lack it): tells an API
         /// object its generation drains ([`Api::on_drain`](crate::api::Api::on_drain)).
         ///
@@ -70,6 +76,7 @@ pub unsafe fn entry<P: Plugin>(args: *const LoadArgs) -> PluginVTable {
     // SAFETY: the caller's contract.
     let args = unsafe { &*args };
     crate::log::install(args);
+    crate::host::install(args);
     // SAFETY: valid for this call.
     let (name, dir) = unsafe { (args.name.to_text(), args.config_dir.to_text()) };
     let context = Context::new(name.into_owned(), dir.into_owned());
@@ -308,10 +315,10 @@ unsafe extern "C" fn api_handle(
             .map(|(k, v)| (k.as_ref(), v.as_ref()))
             .collect();
         // SAFETY: valid for this call.
-        let user = unsafe { req.caller_user.to_text() };
-        // A host that sends no role (none exists: the host refuses plugins newer than
-        // itself) would get the least.
-        let role = Role::from_ffi(req.caller_role).unwrap_or(Role::Viewer);
+        let (user, remote) = unsafe { (req.caller_user.to_text(), req.remote.to_text()) };
+        // An unknown number (none exists: the host refuses plugins newer than itself)
+        // gets the least.
+        let role = Role::from_ffi(req.caller_role).unwrap_or(Role::Nobody);
         let caller = Caller { user: &user, role };
         let mut sink = ForeignSink(res);
         let mut response = Response::new(&mut sink);
@@ -319,8 +326,9 @@ unsafe extern "C" fn api_handle(
             return;
         }
         let mut body = ForeignBody(req);
-        let mut request =
-            Request::new(&method, &path, &query, headers, &mut body).with_caller(caller);
+        let mut request = Request::new(&method, &path, &query, headers, &mut body)
+            .with_caller(caller)
+            .with_remote(&remote);
         api.handle(&mut request, &mut response);
     })
 }

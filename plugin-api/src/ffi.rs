@@ -16,6 +16,10 @@
 //!   terms (JSON text, no events newer than its minor).
 //! - ABI 1.3 appended the caller (user and role) to [`FfiRequest`]: the host fills it
 //!   for every plugin, and one built before it reads only the fields it knows.
+//! - ABI 1.5 appended host services to [`LoadArgs`] (one plugin calling another's API
+//!   in-process; signing people in and checking their sessions), the client's address
+//!   to [`FfiRequest`], and the optional [`PEOPLE_ROOT_SYMBOL`]. Appending is safe
+//!   because a plugin only ever runs on a host of its own minor or newer.
 //! - Every borrowed pointer is valid only during the call it is passed to. Nothing is
 //!   freed on the other side of the boundary: strings the host hands back (new
 //!   DialogueIDs) are written into a buffer the plugin owns.
@@ -35,6 +39,11 @@ pub const NEVER_BLOCKS_SYMBOL: &[u8] = b"JSIPD_SLP_NEVER_BLOCKS\0";
 /// The symbol of an optional [`ApiDrainFn`] (plugins built before it lack it, and the
 /// loader then calls nothing): the API generation stopped getting new requests.
 pub const API_DRAIN_SYMBOL: &[u8] = b"jsipd_api_drain\0";
+/// The symbol of an optional NUL-padded `[u8; 32]` static (ABI 1.5): the top-level path
+/// (`/api`) at which the plugin's API is also served on the people's port, for
+/// compatibility with another product's URLs. Requests there reach the plugin even
+/// without a session, as [`Role::Nobody`](crate::api::Role::Nobody).
+pub const PEOPLE_ROOT_SYMBOL: &[u8] = b"JSIPD_PEOPLE_ROOT\0";
 /// Tells an API object (an `api` pointer of [`PluginVTable`]) that its generation
 /// drains; `false` when the plugin panicked.
 pub type ApiDrainFn = unsafe extern "C" fn(api: *const c_void) -> bool;
@@ -45,7 +54,7 @@ pub const ABI_MAGIC: [u8; 16] = *b"jsipd-plugin-abi";
 /// Changes when the boundary changes incompatibly; the loader refuses another major.
 pub const ABI_MAJOR: u32 = 1;
 /// Grows when something is added compatibly.
-pub const ABI_MINOR: u32 = 4;
+pub const ABI_MINOR: u32 = 5;
 
 /// Read by the loader before anything else (a `#[no_mangle] static`).
 #[repr(C)]
@@ -175,6 +184,67 @@ pub struct LoadArgs {
     pub log: unsafe extern "C" fn(ctx: *const c_void, level: u8, target: FfiStr, text: FfiStr),
     /// Reports why loading failed, when the entry point returns a null plugin.
     pub error: unsafe extern "C" fn(ctx: *const c_void, text: FfiStr),
+
+    // Since ABI minor 5.
+    /// Calls the API mounted as `target` (`hid/v1`) with `request`, on this thread, and
+    /// writes its answer to `response`: 0 when the API handled it (whatever its status),
+    /// else why it could not be called, as an HTTP status (404 nothing mounted there,
+    /// 508 calls nested too deep, 500 the callee panicked before answering). The
+    /// callee checks `request`'s caller against its routes' roles as for any request.
+    pub call_api: unsafe extern "C" fn(
+        ctx: *const c_void,
+        target: FfiStr,
+        request: *const FfiRequest,
+        response: *const FfiResponse,
+    ) -> u16,
+    /// Checks a user name and password against the people's accounts, with the same
+    /// lock-out as the sign-in page, and opens a session; the answer goes to `out`.
+    /// Blocks while the password is hashed.
+    pub sign_in: unsafe extern "C" fn(
+        ctx: *const c_void,
+        user: FfiStr,
+        password: FfiStr,
+        remote: FfiStr,
+        out: *mut FfiSignIn,
+    ),
+    /// The session `token` names, if it is good: the user (written into `user`, its
+    /// length into `user_len`) and the role as `Role::to_ffi`; 0 (nobody) if it is not.
+    pub session: unsafe extern "C" fn(
+        ctx: *const c_void,
+        token: FfiStr,
+        user: *mut u8,
+        cap: usize,
+        user_len: *mut usize,
+    ) -> u8,
+    /// Ends the session `token` names (nothing if there is none).
+    pub sign_out: unsafe extern "C" fn(ctx: *const c_void, token: FfiStr),
+}
+
+/// What [`LoadArgs::sign_in`] answers.
+#[repr(C)]
+pub struct FfiSignIn {
+    /// One of [`sign_in`].
+    pub outcome: u8,
+    /// The session token (ASCII), when signed in.
+    pub token: [u8; 64],
+    pub token_len: usize,
+    /// The account's role as `Role::to_ffi`, when signed in.
+    pub role: u8,
+    /// For [`sign_in::LOCKED`]: seconds until the next try.
+    pub retry_after_s: u32,
+}
+
+/// [`FfiSignIn::outcome`].
+pub mod sign_in {
+    pub const SIGNED_IN: u8 = 0;
+    /// Wrong user name or password (which one is not told).
+    pub const WRONG: u8 = 1;
+    /// Too many failures from this address.
+    pub const LOCKED: u8 = 2;
+    /// The account has a one-time code, which this way of signing in cannot take.
+    pub const NEEDS_CODE: u8 = 3;
+    /// The host could not do it (no session store, no randomness).
+    pub const FAILED: u8 = 4;
 }
 
 /// The plugin's entry point ([`ENTRY_SYMBOL`]).
@@ -337,6 +407,9 @@ pub struct FfiRequest {
     /// user (empty on the management port) and their role as `Role::to_ffi`.
     pub caller_user: FfiStr,
     pub caller_role: u8,
+    /// Since ABI minor 5: the client's IP address as text (empty when none, as in a call
+    /// from another plugin that did not pass its own on).
+    pub remote: FfiStr,
 }
 
 /// Where a plugin's HTTP answer goes. The status and headers are sent with the first

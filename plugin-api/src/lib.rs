@@ -108,6 +108,7 @@ pub mod api;
 #[doc(hidden)]
 pub mod export;
 pub mod ffi;
+pub mod host;
 pub mod jsip;
 mod log;
 mod plugin;

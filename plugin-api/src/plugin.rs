@@ -27,6 +27,14 @@ pub trait Plugin: Send + Sync + Sized + 'static {
     /// [`Host::set_timer`]: crate::slp::Host::set_timer
     const SLP_NEVER_BLOCKS: bool = false;
 
+    /// A top-level path of the people's port (`"/api"`, at most 31 bytes) at which the
+    /// plugin's API is served as well as at `/NAME/vN/`, for another product's URLs
+    /// that existing scripts call. Requests there reach [`Api::handle`] even without a
+    /// session, as [`Role::Nobody`](crate::api::Role::Nobody), so the plugin can take
+    /// that product's own sign-in ([`crate::host::sign_in`]); any route whose
+    /// [`Api::role_needed`] is above nobody still refuses them. Empty: none.
+    const PEOPLE_ROOT: &'static str = "";
+
     /// Called once, when the image is loaded. An `Err` refuses the load with that reason.
     fn load(context: &Context) -> Result<Self, String>;
 

@@ -63,7 +63,14 @@ pub fn plugin_lib(lib: &str) -> PathBuf {
             .args(["build", "--quiet", "--lib", "--bins"])
             .args(["-p", "jsipd-echo", "-p", "jsipd-chatroom"])
             .args(["-p", "jsipd-gpio", "-p", "jsipd-storage", "-p", "jsipd-hid"])
-            .args(["-p", "jsipd-stream", "-p", "jsipd-serial"])
+            .args([
+                "-p",
+                "jsipd-stream",
+                "-p",
+                "jsipd-serial",
+                "-p",
+                "jsipd-nanokvm",
+            ])
             .args([
                 "-p",
                 "jsipd-fixture-abi-1-1",

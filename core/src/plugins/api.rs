@@ -5,6 +5,10 @@
 //! workers. The body is read on that thread with `Handle::block_on` one frame at a time,
 //! and the answer goes back through a small bounded channel: memory stays at a few
 //! chunks whatever the size, and a slow client slows the handler, not the daemon.
+//!
+//! A handler that answers `101 Switching Protocols` to an upgrade request gets the
+//! connection itself: after the answer, its body reads and answer writes are the raw
+//! bytes of the socket (the plugin speaks WebSocket, say, with a library of its own).
 
 use std::ffi::c_void;
 use std::sync::atomic::Ordering;
@@ -14,6 +18,7 @@ use std::thread::JoinHandle;
 use bytes::Bytes;
 use http_body::Body as _;
 use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
 use jsipd_plugin_api::api::Role;
 use jsipd_plugin_api::ffi::{FfiHeader, FfiRequest, FfiResponse, FfiStr};
 use tokio::sync::{mpsc, oneshot};
@@ -30,6 +35,8 @@ pub struct Caller {
     /// The signed-in user; empty for the management port's operator.
     pub user: Arc<str>,
     pub role: Role,
+    /// The client's address, for the plugin's own logs and lock-outs (ABI 1.5).
+    pub remote: Option<std::net::IpAddr>,
 }
 
 impl Caller {
@@ -38,6 +45,7 @@ impl Caller {
         Caller {
             user: Arc::from(""),
             role: Role::Admin,
+            remote: None,
         }
     }
 }
@@ -98,6 +106,29 @@ impl ForeignApi {
             });
     }
 
+    /// `Plugin::PEOPLE_ROOT` of the plugin, if it has one.
+    pub fn people_root(&self) -> Option<&str> {
+        self.image.people_root()
+    }
+
+    /// Another plugin's request, on its thread (`LoadArgs::call_api`): the callee gets
+    /// the caller's request and response as they are. `false` when the callee panicked.
+    ///
+    /// # Safety
+    /// `request` and `response` are valid for the call.
+    pub unsafe fn call_direct(&self, request: &FfiRequest, response: &FfiResponse) -> bool {
+        let usage = &self.generation.usage;
+        usage.using.fetch_add(1, Ordering::AcqRel);
+        // SAFETY: our live API; the caller's values are valid for the call.
+        let ok = unsafe { (self.image.vtable().api_handle)(self.api, request, response) };
+        if !ok {
+            usage.panics.fetch_add(1, Ordering::Relaxed);
+        }
+        usage.used.fetch_add(1, Ordering::Relaxed);
+        usage.using.fetch_sub(1, Ordering::AcqRel);
+        ok
+    }
+
     /// Joins every request thread; then nothing of this API runs any more.
     pub fn join_requests(&self) {
         let threads = std::mem::take(&mut *self.threads.lock().unwrap_or_else(|p| p.into_inner()));
@@ -128,7 +159,10 @@ impl ForeignApi {
                 ),
             );
         }
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
+        // A plugin that answers 101 gets the raw connection (a WebSocket it speaks
+        // itself, as NanoKVM's `/api/ws`).
+        let upgrade = parts.extensions.remove::<hyper::upgrade::OnUpgrade>();
         let (head_tx, head_rx) = oneshot::channel();
         let (body_tx, body_rx) = mpsc::channel(4);
         let usage = &self.generation.usage;
@@ -156,6 +190,8 @@ impl ForeignApi {
             head_tx: Some(head_tx),
             buffer: Vec::new(),
             body_tx,
+            upgrade,
+            upgraded: None,
         };
         let tag = self.image.tag().to_string();
         let api = self.clone();
@@ -201,6 +237,11 @@ impl ForeignApi {
 
     /// On the request thread: runs the handler. `false` when it panicked.
     fn call(&self, mut call: Call) -> bool {
+        let remote = call
+            .caller
+            .remote
+            .map(|ip| ip.to_string())
+            .unwrap_or_default();
         let headers: Vec<FfiHeader> = call
             .headers
             .iter()
@@ -219,6 +260,7 @@ impl ForeignApi {
             read_body,
             caller_user: FfiStr::new(&call.caller.user),
             caller_role: call.caller.role.to_ffi(),
+            remote: FfiStr::new(&remote),
         };
         let response = FfiResponse {
             ctx: (&mut call as *mut Call).cast(),
@@ -284,11 +326,74 @@ struct Call {
     /// Body written before the head was sent.
     buffer: Vec<u8>,
     body_tx: mpsc::Sender<Result<Bytes, std::io::Error>>,
+    /// Resolves to the connection once a 101 answer went out.
+    upgrade: Option<hyper::upgrade::OnUpgrade>,
+    /// After a 101: the connection itself, which the plugin's body reads and answer
+    /// writes now go to.
+    upgraded: Option<TokioIo<hyper::upgrade::Upgraded>>,
 }
 
 impl Call {
+    fn switching(&self) -> bool {
+        self.head.status == Some(101)
+    }
+
+    /// Sends the 101 answer and waits for the connection. `false` when there is none
+    /// (not an upgrade request, or the client left).
+    fn upgrade_now(&mut self) -> bool {
+        let Some(upgrade) = self.upgrade.take() else {
+            tracing::warn!("a plugin answered 101 to a request that asked for no upgrade");
+            return false;
+        };
+        if let Some(tx) = self.head_tx.take() {
+            let mut head = std::mem::take(&mut self.head);
+            head.complete = Some(Bytes::new());
+            let _ = tx.send(head);
+        }
+        let cancel = self.cancel.clone();
+        let upgraded = self.runtime.block_on(async {
+            tokio::select! {
+                u = upgrade => u.ok(),
+                _ = cancel.cancelled() => None,
+            }
+        });
+        self.upgraded = upgraded.map(TokioIo::new);
+        self.upgraded.is_some()
+    }
+
+    /// Reads from the upgraded connection: the count, or `None` when it failed.
+    fn read_upgraded(&mut self, buf: &mut [u8]) -> Option<usize> {
+        use tokio::io::AsyncReadExt;
+        let (io, cancel) = (self.upgraded.as_mut()?, self.cancel.clone());
+        self.runtime.block_on(async {
+            tokio::select! {
+                r = io.read(buf) => r.ok(),
+                _ = cancel.cancelled() => None,
+            }
+        })
+    }
+
+    /// Writes to the upgraded connection; `false` once it failed.
+    fn write_upgraded(&mut self, data: &[u8]) -> bool {
+        use tokio::io::AsyncWriteExt;
+        let (Some(io), cancel) = (self.upgraded.as_mut(), self.cancel.clone()) else {
+            return false;
+        };
+        self.runtime.block_on(async {
+            tokio::select! {
+                r = async { io.write_all(data).await?; io.flush().await } => r.is_ok(),
+                _ = cancel.cancelled() => false,
+            }
+        })
+    }
+
     /// The handler returned: a body that was never streamed goes out whole.
     fn finish(&mut self) {
+        if self.switching() && self.head_tx.is_some() {
+            // 101 and nothing else: the connection is handed over and closed.
+            self.upgrade_now();
+            return;
+        }
         if let Some(tx) = self.head_tx.take() {
             let mut head = std::mem::take(&mut self.head);
             head.complete = Some(Bytes::from(std::mem::take(&mut self.buffer)));
@@ -362,6 +467,11 @@ unsafe fn call<'a>(ctx: *mut c_void) -> &'a mut Call {
 unsafe extern "C" fn read_body(ctx: *mut c_void, buf: *mut u8, cap: usize) -> isize {
     // SAFETY: called by the plugin during its request.
     let c = unsafe { call(ctx) };
+    if c.upgraded.is_some() {
+        // SAFETY: `buf` has room for `cap` bytes.
+        let buf = unsafe { std::slice::from_raw_parts_mut(buf, cap) };
+        return c.read_upgraded(buf).map_or(-1, |n| n as isize);
+    }
     let Some(mut chunk) = c.next_chunk() else {
         return -1;
     };
@@ -387,6 +497,12 @@ unsafe extern "C" fn add_header(ctx: *mut c_void, name: FfiStr, value: FfiStr) {
 unsafe extern "C" fn write(ctx: *mut c_void, data: FfiStr) -> bool {
     // SAFETY: as in `read_body`.
     let (c, data) = unsafe { (call(ctx), data.as_bytes()) };
+    if c.head_tx.is_some() && c.switching() && !c.upgrade_now() {
+        return false;
+    }
+    if c.upgraded.is_some() {
+        return data.is_empty() || c.write_upgraded(data);
+    }
     if c.head_tx.is_some() {
         if !data.is_empty() && c.buffer.len() + data.len() <= BUFFERED {
             c.buffer.extend_from_slice(data);

@@ -52,6 +52,8 @@ pub struct Image {
     api_drain: Option<ffi::ApiDrainFn>,
     /// The plugin says its SLP never blocks (`JSIPD_SLP_NEVER_BLOCKS`).
     never_blocks: bool,
+    /// `Plugin::PEOPLE_ROOT` (`JSIPD_PEOPLE_ROOT`), when the plugin asks for one.
+    people_root: Option<String>,
 }
 
 // SAFETY: the plugin object is `Send + Sync` (the `Plugin` trait requires it); the
@@ -102,6 +104,21 @@ impl Image {
         let api_drain = unsafe { library.get::<ffi::ApiDrainFn>(ffi::API_DRAIN_SYMBOL) }
             .map(|sym| *sym)
             .ok();
+        // SAFETY: an optional NUL-padded `[u8; 32]` static (export_plugin!, ABI 1.5).
+        let people_root = unsafe { library.get::<*const [u8; 32]>(ffi::PEOPLE_ROOT_SYMBOL) }
+            .map(|sym| ffi::unpadded(unsafe { &**sym }))
+            .ok()
+            .filter(|r| !r.is_empty());
+        if let Some(root) = &people_root {
+            if let Err(why) = check_people_root(root) {
+                return Err(refuse(
+                    400,
+                    format!(
+                        "plugins/{file} asks to be served at {root:?} on the people's port: {why}"
+                    ),
+                ));
+            }
+        }
         let host = Box::new(HostContext {
             tag: format!("{name}#{id}"),
             error: Mutex::new(None),
@@ -114,6 +131,10 @@ impl Image {
             max_level: host_max_level(),
             log: host_log,
             error: host_error,
+            call_api: super::host::call_api,
+            sign_in: super::host::sign_in,
+            session: super::host::session,
+            sign_out: super::host::sign_out,
         });
         // SAFETY: `args` and everything it points to live in the image until `Drop`.
         let vtable = unsafe { entry(&*args) };
@@ -134,6 +155,7 @@ impl Image {
             abi_minor: record.minor,
             never_blocks,
             api_drain,
+            people_root,
         };
         if image.vtable.plugin.is_null() {
             let why = image
@@ -160,6 +182,11 @@ impl Image {
     /// The plugin's `jsipd_api_drain`, if it has one.
     pub fn api_drain(&self) -> Option<ffi::ApiDrainFn> {
         self.api_drain
+    }
+
+    /// The top-level people's port path the plugin's API is also served at (`/api`).
+    pub fn people_root(&self) -> Option<&str> {
+        self.people_root.as_deref()
     }
 
     /// Whether the plugin says its SLP never blocks, so it may run on the node task.
@@ -295,6 +322,25 @@ pub fn is_mapped(path: &Path) -> bool {
         .unwrap_or(false)
 }
 
+/// A people's root is one path segment of letters, digits and `-`, and none of the
+/// port's own (`/auth`, `/console`; `/rtc` is matched before any plugin).
+fn check_people_root(root: &str) -> Result<(), String> {
+    let Some(name) = root.strip_prefix('/') else {
+        return Err("it must start with /".into());
+    };
+    if name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err("it must be one segment of a-z, 0-9 and -, such as /api".into());
+    }
+    if matches!(name, "auth" | "console" | "rtc") {
+        return Err("that path is the people's port's own".into());
+    }
+    Ok(())
+}
+
 fn host_max_level() -> u8 {
     use tracing::level_filters::LevelFilter;
     match LevelFilter::current() {
@@ -342,6 +388,17 @@ mod tests {
             major,
             minor,
             ..AbiRecord::current("test")
+        }
+    }
+
+    #[test]
+    fn a_people_root_is_one_plain_segment_and_not_the_ports_own() {
+        assert_eq!(check_people_root("/api"), Ok(()));
+        assert_eq!(check_people_root("/nano-kvm2"), Ok(()));
+        for bad in [
+            "api", "/", "/api/v1", "/API", "/a.b", "/..", "/auth", "/console",
+        ] {
+            assert!(check_people_root(bad).is_err(), "{bad}");
         }
     }
 

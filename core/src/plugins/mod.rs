@@ -18,6 +18,7 @@
 
 pub mod api;
 pub mod file;
+pub mod host;
 pub mod image;
 pub mod slp;
 pub use api::Caller;
@@ -320,8 +321,21 @@ impl Plugins {
             })
             .await?;
         let generation = api.generation.clone();
+        let root = api.people_root().map(str::to_string);
         let old = {
             let mut state = self.state();
+            if let Some(root) = &root {
+                let taken = state.apis.iter().find(|(other, e)| {
+                    other.as_str() != full
+                        && e.current.as_ref().and_then(|a| a.people_root()) == Some(root)
+                });
+                if let Some((other, _)) = taken {
+                    return Err(refuse(
+                        409,
+                        format!("{full} asks for {root} on the people's port, which {other} is served at; unload {other} first"),
+                    ));
+                }
+            }
             let entry = state.apis.entry(full.to_string()).or_default();
             entry.generations.push(generation.clone());
             trim(&mut entry.generations);
@@ -332,8 +346,10 @@ impl Plugins {
         }
         self.persist();
         tracing::info!(
-            "API {full} generation {id} mounted at /{}/",
-            full.replace('.', "/")
+            "API {full} generation {id} mounted at /{}/{}",
+            full.replace('.', "/"),
+            root.map(|r| format!(" and at {r}/ on the people's port"))
+                .unwrap_or_default()
         );
         Ok(json!({"name": full, "generation": generation.view()}))
     }
@@ -366,13 +382,61 @@ impl Plugins {
         let mut parts = path.trim_start_matches('/').splitn(3, '/');
         let (name, version) = (parts.next()?, parts.next()?);
         let rest = format!("/{}", parts.next().unwrap_or(""));
-        let api = self
-            .state()
-            .apis
-            .get(&format!("{name}.{version}"))?
-            .current
-            .clone()?;
+        let api = self.mounted(&format!("{name}.{version}"))?;
         Some((api, rest))
+    }
+
+    /// The current generation of the API `NAME.vN`.
+    fn mounted(&self, full: &str) -> Option<Arc<ForeignApi>> {
+        self.state().apis.get(full)?.current.clone()
+    }
+
+    /// The API served at a people's root (`Plugin::PEOPLE_ROOT`) that `path` is under,
+    /// and the path below that root: `/api/vm/info` → (nanokvm's API, `/vm/info`).
+    pub fn route_people_root(&self, path: &str) -> Option<(Arc<ForeignApi>, String)> {
+        let segment = path.trim_start_matches('/').split('/').next()?;
+        let rest = &path[1 + segment.len()..];
+        let state = self.state();
+        let api = state.apis.values().find_map(|e| {
+            let api = e.current.as_ref()?;
+            (api.people_root()?.strip_prefix('/') == Some(segment)).then(|| api.clone())
+        })?;
+        Some((
+            api,
+            if rest.is_empty() {
+                "/".into()
+            } else {
+                rest.into()
+            },
+        ))
+    }
+
+    /// A plugin's in-process call of the API mounted as `target` (`hid/v1`), on the
+    /// calling plugin's thread: 0 when the API answered, else why not (see
+    /// `LoadArgs::call_api`).
+    ///
+    /// # Safety
+    /// `request` and `response` are valid for the call.
+    pub unsafe fn call_api(
+        self: &Arc<Self>,
+        target: &str,
+        request: &jsipd_plugin_api::ffi::FfiRequest,
+        response: &jsipd_plugin_api::ffi::FfiResponse,
+    ) -> u16 {
+        let Some(api) = self.mounted(&target.replacen('/', ".", 1)) else {
+            return 404;
+        };
+        // SAFETY: forwarded.
+        let ok = unsafe { api.call_direct(request, response) };
+        let draining = api.generation.state() == GenState::Draining;
+        if draining && api.generation.usage.using.load(Ordering::Acquire) == 0 {
+            self.retire_api(&api.generation);
+        }
+        if ok {
+            0
+        } else {
+            500
+        }
     }
 
     /// Serves a request for a mounted API (see [`Plugins::route`]).

@@ -7,7 +7,9 @@
 //! - `/auth/login`, `/auth/logout`, `/auth/me` and the sign-in page are `auth.rs`;
 //! - `/` signed in is the console (`console.rs`), its files are `/console/…`;
 //! - `/NAME/vN/…` reaches a plugin's API only with a good session, and the plugin is
-//!   told the user and role (it states which role each of its routes needs).
+//!   told the user and role (it states which role each of its routes needs);
+//! - a plugin's people's root (`/api/…` for the NanoKVM facade) reaches it with or
+//!   without a session: it takes its product's own sign-in through the host.
 //!
 //! The operators' port (`api/`) is untouched by any of this: loopback or API key.
 //!
@@ -86,6 +88,60 @@ impl People {
         let users = self.users();
         self.sessions()
             .check(id, &users, config.rtc.session_idle, Instant::now())
+    }
+}
+
+/// What plugins reach through the host (`plugins::host`): other plugins' APIs and the
+/// people's sessions. The daemon keeps it alive and registers it at start.
+pub struct HostServices {
+    pub app: Arc<App>,
+    /// Plugin threads are not the runtime's; sign-in's hashing waits on it.
+    pub runtime: tokio::runtime::Handle,
+}
+
+impl crate::plugins::host::Services for HostServices {
+    unsafe fn call_api(
+        &self,
+        target: &str,
+        request: &jsipd_plugin_api::ffi::FfiRequest,
+        response: &jsipd_plugin_api::ffi::FfiResponse,
+    ) -> u16 {
+        // SAFETY: forwarded.
+        unsafe { self.app.plugins.call_api(target, request, response) }
+    }
+
+    fn sign_in(&self, user: &str, password: &str, remote: &str) -> crate::plugins::host::SignIn {
+        // A call that names no client counts its failures against an address no
+        // client has, so it cannot lock anyone else out.
+        let from = remote
+            .parse()
+            .unwrap_or(std::net::IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED));
+        let config = self.app.config();
+        self.runtime.block_on(auth::sign_in_for_plugin(
+            &self.app.people,
+            &config,
+            user,
+            password,
+            from,
+        ))
+    }
+
+    fn session(&self, token: &str) -> Option<(Arc<str>, jsipd_plugin_api::api::Role)> {
+        let config = self.app.config();
+        let users = self.app.people.users();
+        let who = self.app.people.sessions().check(
+            token,
+            &users,
+            config.rtc.session_idle,
+            Instant::now(),
+        )?;
+        Some((who.user, who.role))
+    }
+
+    fn sign_out(&self, token: &str) {
+        if let Some(user) = self.app.people.sessions().remove(token) {
+            tracing::info!("sign-out: {user}, through a plugin");
+        }
     }
 }
 
@@ -178,26 +234,47 @@ async fn serve(app: Arc<App>, req: Request, peer: Peer) -> Response {
         path if path.starts_with("/console/") && req.method() == Method::GET => {
             console::asset(&path["/console/".len()..])
         }
-        path => match app.plugins.route(path) {
-            Some((api, rest)) => match app.people.signed_in(req.headers(), &config) {
-                Some(who) => {
-                    let caller = Caller {
+        path => {
+            let who = app.people.signed_in(req.headers(), &config);
+            if let Some((api, rest)) = app.plugins.route_people_root(path) {
+                // A people's root takes its product's own sign-in, so it is reached
+                // without a session too, as nobody (its routes say what nobody may do).
+                let caller = match who {
+                    Some(who) => Caller {
                         user: who.user,
                         role: who.role,
-                    };
-                    app.plugins.serve(api, req, rest, caller).await
-                }
-                None => auth::sign_in_first(&req, format),
-            },
-            None => Answer::error(
-                StatusCode::NOT_FOUND,
-                format!(
-                    "nothing at {path}: JSIP is at {}, the sign-in page at /",
-                    config.rtc_location
-                ),
-            )
-            .render(format),
-        },
+                        remote: Some(peer.remote.ip()),
+                    },
+                    None => Caller {
+                        user: Arc::from(""),
+                        role: jsipd_plugin_api::api::Role::Nobody,
+                        remote: Some(peer.remote.ip()),
+                    },
+                };
+                return app.plugins.serve(api, req, rest, caller).await;
+            }
+            match app.plugins.route(path) {
+                Some((api, rest)) => match who {
+                    Some(who) => {
+                        let caller = Caller {
+                            user: who.user,
+                            role: who.role,
+                            remote: Some(peer.remote.ip()),
+                        };
+                        app.plugins.serve(api, req, rest, caller).await
+                    }
+                    None => auth::sign_in_first(&req, format),
+                },
+                None => Answer::error(
+                    StatusCode::NOT_FOUND,
+                    format!(
+                        "nothing at {path}: JSIP is at {}, the sign-in page at /",
+                        config.rtc_location
+                    ),
+                )
+                .render(format),
+            }
+        }
     }
 }
 

@@ -9,6 +9,9 @@
 //!     them in reverse.
 //!   - `POST /mouse` `{"x","y"}` or `{"dx","dy"}`, `"buttons":["left"]` (held afterwards),
 //!     `"click":"left"`, `"wheel":N`.
+//!   - `POST /hold` `{"holder":NAME,"usages":[225,4]}` makes NAME hold exactly those
+//!     keys (a USB keyboard report's state); `POST /mouse` takes a `"holder"` too;
+//!     `POST /release` `{"holder":NAME}` lets go of all NAME holds (a socket dropped).
 //!   - `POST /reset` releases every key and button of everyone and stops a paste.
 //!   - `GET /layouts`, `GET /stats` (report counts, failures, input→report latency, and
 //!     the target's keyboard LEDs when the backend sees them).
@@ -289,6 +292,10 @@ impl HidApi {
             Ok(b) => b,
             Err((code, e)) => return response.error(code, &e),
         };
+        let holder = match api_holder(&body, API_MOUSE) {
+            Ok(h) => h,
+            Err(e) => return response.error(400, &e),
+        };
         match mouse_inputs(&body) {
             Ok(inputs) if inputs.is_empty() => response.error(
                 400,
@@ -298,7 +305,7 @@ impl HidApi {
                 let now = Instant::now();
                 let mut hid = paste::lock(&self.0.hid);
                 for input in inputs {
-                    if let Err(e) = hid.apply(API_MOUSE, input, now) {
+                    if let Err(e) = hid.apply(&holder, input, now) {
                         return response.error(503, &e);
                     }
                 }
@@ -307,15 +314,80 @@ impl HidApi {
             Err(e) => response.error(400, &e),
         }
     }
+
+    /// `POST /hold`: a holder's whole keyboard state at once, as a USB keyboard report
+    /// gives it (another product's input socket, such as NanoKVM's `/api/ws`).
+    fn hold(&self, request: &mut Request<'_>, response: &mut Response<'_>) {
+        let body = match body_object(request, 4096) {
+            Ok(b) => b,
+            Err((code, e)) => return response.error(code, &e),
+        };
+        let holder = match api_holder(&body, "") {
+            Ok(h) if h != "api:" => h,
+            Ok(_) => return response.error(400, "holder is missing: name who holds the keys"),
+            Err(e) => return response.error(400, &e),
+        };
+        let usages: Option<Vec<u8>> = body.get("usages").and_then(Value::as_array).and_then(|a| {
+            a.iter()
+                .map(|u| u.as_u64().and_then(|u| u8::try_from(u).ok()))
+                .collect()
+        });
+        let Some(usages) = usages.filter(|u| u.len() <= 16) else {
+            return response.error(
+                400,
+                "usages must be a list of at most 16 HID keyboard usages (0..=255), such as [225, 4] for Shift+A",
+            );
+        };
+        match paste::lock(&self.0.hid).hold(&holder, &usages) {
+            Ok(()) => ok(
+                response,
+                json!({"holder": body.get("holder"), "usages": usages}),
+            ),
+            Err(e) => response.error(503, &e),
+        }
+    }
+
+    /// `POST /release`: lets go of everything one holder of `/hold` or `/mouse` holds.
+    fn release(&self, request: &mut Request<'_>, response: &mut Response<'_>) {
+        let body = match body_object(request, 4096) {
+            Ok(b) => b,
+            Err((code, e)) => return response.error(code, &e),
+        };
+        let holder = match api_holder(&body, "") {
+            Ok(h) if h != "api:" => h,
+            Ok(_) => return response.error(400, "holder is missing"),
+            Err(e) => return response.error(400, &e),
+        };
+        match paste::lock(&self.0.hid).release(&holder) {
+            Ok(n) => ok(response, json!({"released": n})),
+            Err(e) => response.error(503, &e),
+        }
+    }
 }
 
-/// The holder `POST /mouse` presses buttons as.
+/// The holder `POST /mouse` presses buttons as when the body names none.
 const API_MOUSE: &str = "api-mouse";
+
+/// The holder a request names (`"holder"`), kept apart from the SLP's dialog holders by
+/// its `api:` prefix; `default` when it names none.
+fn api_holder(o: &serde_json::Map<String, Value>, default: &str) -> Result<String, String> {
+    match o.get("holder") {
+        None => Ok(if default.is_empty() {
+            "api:".into()
+        } else {
+            default.into()
+        }),
+        Some(Value::String(h)) if !h.is_empty() && h.len() <= 64 => Ok(format!("api:{h}")),
+        Some(h) => Err(format!(
+            "holder must be a name of 1 to 64 characters, not {h}"
+        )),
+    }
+}
 
 /// The inputs of a `POST /mouse` body, in the order a hand would do them: move, set the
 /// held buttons, click, turn the wheel.
 fn mouse_inputs(o: &serde_json::Map<String, Value>) -> Result<Vec<Input>, String> {
-    let known = ["x", "y", "dx", "dy", "buttons", "click", "wheel"];
+    let known = ["x", "y", "dx", "dy", "buttons", "click", "wheel", "holder"];
     if let Some(k) = o.keys().find(|k| !known.contains(&k.as_str())) {
         return Err(format!(
             "unknown field {k}; the fields are {}",
@@ -372,6 +444,8 @@ impl Api for HidApi {
             ("POST", "/paste") => self.paste(request, response),
             ("POST", "/keys") => self.keys(request, response),
             ("POST", "/mouse") => self.mouse(request, response),
+            ("POST", "/hold") => self.hold(request, response),
+            ("POST", "/release") => self.release(request, response),
             ("POST", "/reset") => {
                 self.0.turns.reset();
                 match paste::lock(&self.0.hid).reset() {
@@ -417,7 +491,9 @@ impl Api for HidApi {
                     }),
                 )
             }
-            (_, "/paste" | "/keys" | "/mouse" | "/reset") => response.error(405, "use POST"),
+            (_, "/paste" | "/keys" | "/mouse" | "/reset" | "/hold" | "/release") => {
+                response.error(405, "use POST")
+            }
             (_, "/layouts" | "/stats") => response.error(405, "use GET"),
             (_, path) => response.error(
                 404,

@@ -2,7 +2,7 @@
 //! as a CD-ROM or a USB stick.
 //!
 //! API (`/storage/v1`):
-//! - `GET /images`: `[{"name","size","mtime"}]` of the images folder;
+//! - `GET /images`: `{"folder", "images": [{"name","size","mtime"}]}` of the images folder;
 //! - `POST /images/NAME`: the body, streamed to disk (64 KiB of memory whatever the
 //!   size); `201`, or `409` if NAME exists; a cut-off upload leaves nothing;
 //! - `DELETE /images/NAME`: `409` while it is mounted;
@@ -283,7 +283,10 @@ impl Api for StorageApi {
                 Ok(list) => ok(
                     response,
                     200,
-                    json!({"images": list.iter().map(listed_json).collect::<Vec<_>>()}),
+                    json!({
+                        "folder": self.0.images.dir(),
+                        "images": list.iter().map(listed_json).collect::<Vec<_>>(),
+                    }),
                 ),
                 Err(e) => response.error(e.status(), e.reason()),
             },
