@@ -85,19 +85,18 @@ pub fn decode(frame: &[u8]) -> Result<Report, String> {
 }
 
 /// The connection after the 101: reads are the request's body, writes the answer's.
-struct Connection<'r, 'a, 'b> {
+struct Connection<'r, 'a> {
     body: &'r mut dyn Read,
     response: &'r mut Response<'a>,
-    _request: std::marker::PhantomData<&'b ()>,
 }
 
-impl Read for Connection<'_, '_, '_> {
+impl Read for Connection<'_, '_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         self.body.read(buf)
     }
 }
 
-impl Write for Connection<'_, '_, '_> {
+impl Write for Connection<'_, '_> {
     fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
         self.response.write(buf)
     }
@@ -146,7 +145,6 @@ pub fn serve(request: &mut Request<'_>, response: &mut Response<'_>, person: &Pe
     let connection = Connection {
         body: request.body(),
         response,
-        _request: std::marker::PhantomData,
     };
     let mut socket = WebSocket::from_raw_socket(connection, WsRole::Server, None);
     let why = loop {
