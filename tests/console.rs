@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use jsipd_e2e::guest::{self, iso_with_marker, Guest, Serial, BOOT_TIMEOUT};
 use jsipd_e2e::http::{get, request};
 use jsipd_e2e::webdriver::{self, Browser};
-use jsipd_e2e::{loopback_config, Daemon, Prefix};
+use jsipd_e2e::{kvm, loopback_config, Daemon, Prefix};
 
 const SHOWS: Duration = Duration::from_secs(30);
 
@@ -23,58 +23,12 @@ fn now_ms() -> u64 {
         .as_millis() as u64
 }
 
-fn write_conf(p: &Prefix, plugin: &str, text: &str) {
-    let dir = p.path().join("conf").join(plugin);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(format!("{plugin}.ini")), text).unwrap();
-}
-
 /// The daemon with the four KVM plugins on the guest, and two accounts.
 fn start(g: &Guest) -> (Prefix, Daemon) {
-    let p = Prefix::with_config(&loopback_config("").replace("auth = none\n", "auth = session\n"));
-    p.add_user("ada", "admin", "admin-password-1");
-    p.add_user("vic", "viewer", "viewer-password-1");
-    for plugin in ["stream", "hid", "gpio", "storage"] {
-        p.add_plugin(plugin, &format!("{plugin}.so"));
-    }
-    let qmp = |name| {
-        format!(
-            "backend = qemu\n[qemu]\nqmp = {}\n",
-            g.plugin_qmp(name).display()
-        )
-    };
-    write_conf(&p, "hid", &qmp("hid"));
-    write_conf(&p, "gpio", &qmp("gpio"));
-    write_conf(&p, "storage", &(qmp("storage") + "cdrom = cd0\n"));
-    write_conf(
-        &p,
-        "stream",
-        &format!(
-            "source = qemu\nfps = 30\n[qemu]\nvnc = {}\n[webrtc]\naddresses = 127.0.0.1\n",
-            g.vnc().display()
-        ),
-    );
+    let p = kvm::guest_prefix(g, &[]);
     let d = Daemon::start(&p);
-    for plugin in ["stream", "hid", "gpio", "storage"] {
-        let r = request(
-            d.api,
-            "POST",
-            &format!("/apim/v1/{plugin}.v1?file={plugin}.so"),
-            &[],
-            "",
-        );
-        assert_eq!(r.status, 200, "{plugin} API: {}", r.body);
-    }
-    for plugin in ["stream", "hid", "gpio"] {
-        let r = request(
-            d.api,
-            "POST",
-            &format!("/slpm/v1/{plugin}?file={plugin}.so"),
-            &[],
-            "",
-        );
-        assert_eq!(r.status, 200, "{plugin} SLP: {}", r.body);
-    }
+    kvm::load(&d, &kvm::PLUGINS, false);
+    kvm::load(&d, &["stream", "hid", "gpio"], true);
     (p, d)
 }
 
@@ -509,7 +463,7 @@ fn the_console_falls_back_to_mjpeg_and_survives_a_stream_reload() {
     ));
     p.add_user("vic", "viewer", "viewer-password-1");
     p.add_plugin("stream", "stream.so");
-    write_conf(&p, "stream", "fps = 30\n[webrtc]\naddresses = 127.0.0.1\n");
+    p.write_plugin_conf("stream", "fps = 30\n[webrtc]\naddresses = 127.0.0.1\n");
     let d = Daemon::start(&p);
     let api = request(d.api, "POST", "/apim/v1/stream.v1?file=stream.so", &[], "");
     assert_eq!(api.status, 200, "{}", api.body);

@@ -32,12 +32,6 @@ fn load(d: &Daemon, what: &str) {
     assert_eq!(status, 200, "{what}: {v}");
 }
 
-fn write_conf(p: &Prefix, plugin: &str, text: &str) {
-    let dir = p.path().join("conf").join(plugin);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(format!("{plugin}.ini")), text).unwrap();
-}
-
 fn leds(d: &Daemon) -> Value {
     let (status, v) = call(d, "GET", "/gpio/v1/led", "");
     assert_eq!(status, 200, "{v}");
@@ -86,11 +80,11 @@ fn next_notify(ws: &mut Ws) -> Value {
 fn gpio_sim_presses_validates_refuses_a_second_press_and_notifies_led_changes() {
     let (p, d) = start();
     // A broken config refuses the load with the file and line, and loses nothing.
-    write_conf(&p, "gpio", "backend = sim\n[qemu]\nqmp_socket = /x\n");
+    p.write_plugin_conf("gpio", "backend = sim\n[qemu]\nqmp_socket = /x\n");
     let (status, v) = call(&d, "POST", "/apim/v1/gpio.v1?file=gpio.so", "");
     assert!(status >= 400, "{v}");
     assert!(v.to_string().contains("gpio.ini line 3"), "{v}");
-    write_conf(&p, "gpio", "backend = sim\n");
+    p.write_plugin_conf("gpio", "backend = sim\n");
     load(&d, "/apim/v1/gpio.v1?file=gpio.so");
     load(&d, "/slpm/v1/gpio?file=gpio.so");
 
@@ -316,16 +310,14 @@ fn qemu_guest_power_reset_leds_and_virtual_media() {
     guest::available().expect("the test guest needs its packages (see test.sh)");
     let mut g = Guest::start(&["gpio", "storage"]);
     let (p, d) = start();
-    write_conf(
-        &p,
+    p.write_plugin_conf(
         "gpio",
         &format!(
             "backend = qemu\n[qemu]\nqmp = {}\n",
             g.plugin_qmp("gpio").display()
         ),
     );
-    write_conf(
-        &p,
+    p.write_plugin_conf(
         "storage",
         &format!(
             "backend = qemu\n[qemu]\nqmp = {}\ncdrom = cd0\n",

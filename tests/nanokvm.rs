@@ -14,49 +14,13 @@ use tungstenite::{Message, WebSocket};
 
 use jsipd_e2e::guest::{self, iso_with_marker, Guest, BOOT_TIMEOUT};
 use jsipd_e2e::http::request;
-use jsipd_e2e::{loopback_config, repo_root, wait_until, Daemon, Prefix};
-
-fn write_conf(p: &Prefix, plugin: &str, text: &str) {
-    let dir = p.path().join("conf").join(plugin);
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join(format!("{plugin}.ini")), text).unwrap();
-}
+use jsipd_e2e::{kvm, repo_root, wait_until, Daemon, Prefix};
 
 fn start(g: &Guest) -> (Prefix, Daemon) {
-    let p = Prefix::with_config(&loopback_config("").replace("auth = none\n", "auth = session\n"));
-    p.add_user("ada", "admin", "admin-password-1");
-    p.add_user("vic", "viewer", "viewer-password-1");
-    for plugin in ["stream", "hid", "gpio", "storage", "nanokvm"] {
-        p.add_plugin(plugin, &format!("{plugin}.so"));
-    }
-    let qmp = |name| {
-        format!(
-            "backend = qemu\n[qemu]\nqmp = {}\n",
-            g.plugin_qmp(name).display()
-        )
-    };
-    write_conf(&p, "hid", &qmp("hid"));
-    write_conf(&p, "gpio", &qmp("gpio"));
-    write_conf(&p, "storage", &(qmp("storage") + "cdrom = cd0\n"));
-    write_conf(
-        &p,
-        "stream",
-        &format!(
-            "source = qemu\nfps = 30\n[qemu]\nvnc = {}\n",
-            g.vnc().display()
-        ),
-    );
+    let p = kvm::guest_prefix(g, &["nanokvm"]);
     let d = Daemon::start(&p);
-    for plugin in ["stream", "hid", "gpio", "storage", "nanokvm"] {
-        let r = request(
-            d.api,
-            "POST",
-            &format!("/apim/v1/{plugin}.v1?file={plugin}.so"),
-            &[],
-            "",
-        );
-        assert_eq!(r.status, 200, "{plugin} API: {}", r.body);
-    }
+    kvm::load(&d, &kvm::PLUGINS, false);
+    kvm::load(&d, &["nanokvm"], false);
     d.wait_log("and at /api/ on the people's port", Duration::from_secs(10));
     (p, d)
 }
@@ -275,18 +239,30 @@ fn a_nanokvm_users_script_runs_unchanged_against_the_guest() {
     assert_eq!(success(&a, "mounted-too"), json!({"file": wanted}));
     assert_eq!(
         success(&a, "virtual"),
-        json!({"network": false, "disk": true})
+        json!({"network": true, "disk": true})
     );
+    serial.wait_for("jsipd-guest: eth0 carrier 1", Duration::from_secs(10));
+
+    // Phase 3: pull the target's network cable (QMP set_link) and eject the disk.
     let a = script(&d, out.path(), "ada", "admin-password-1", "eject");
-    assert_eq!(
-        a["virtual-network"]["code"],
-        json!(-2),
-        "{}",
-        a["virtual-network"]
-    );
+    assert_eq!(success(&a, "virtual-network"), json!({"on": false}));
+    serial.wait_for("jsipd-guest: eth0 carrier 0", Duration::from_secs(10));
     assert_eq!(success(&a, "virtual-disk"), json!({"on": false}));
     serial.wait_for("jsipd-guest: cdrom gone", Duration::from_secs(60));
     assert_eq!(success(&a, "mounted-after"), json!({"file": ""}));
+    assert_eq!(
+        success(&a, "virtual-after"),
+        json!({"network": false, "disk": false})
+    );
+
+    // Phase 4: plug the cable back in, sign out.
+    let a = script(&d, out.path(), "ada", "admin-password-1", "network");
+    assert_eq!(success(&a, "virtual-network-again"), json!({"on": true}));
+    serial.wait_for_count("jsipd-guest: eth0 carrier 1", 2, Duration::from_secs(10));
+    assert_eq!(
+        success(&a, "virtual-again"),
+        json!({"network": true, "disk": false})
+    );
     success(&a, "logout");
     assert_eq!(
         a["after-logout"],
@@ -386,6 +362,19 @@ fn a_nanokvm_users_script_runs_unchanged_against_the_guest() {
         r#"{"type":"power"}"#,
     );
     assert_eq!((status, &v["code"]), (403, &json!(-1)), "{v}");
+    let (status, v) = people(
+        &d,
+        "POST",
+        "/api/vm/device/virtual",
+        Some(&viewer),
+        r#"{"device":"network"}"#,
+    );
+    assert_eq!((status, &v["code"]), (403, &json!(-1)), "{v}");
+    assert_eq!(
+        serial.count("jsipd-guest: eth0 carrier 0"),
+        1,
+        "a viewer pulled the cable"
+    );
     let (_, v) = people(&d, "GET", "/api/vm/gpio/led", Some(&viewer), "");
     assert_eq!(v["data"]["pwr"], json!(true), "the LED changed: {v}");
     assert_eq!(people(&d, "GET", "/api/nothing", t, "").0, 404);

@@ -6,6 +6,7 @@
 #   KVM=http://host:port KVM_USER=ada KVM_PASS=secret OUT=/tmp/x ./nanokvm-script.sh power
 #   ... ./nanokvm-script.sh media      (after the target booted)
 #   ... ./nanokvm-script.sh eject      (after the target saw the CD)
+#   ... ./nanokvm-script.sh network    (after the target lost its link)
 #
 # Each answer is printed as "NAME JSON" on one line.
 set -euo pipefail
@@ -68,11 +69,16 @@ eject)
     echo "virtual-network $(api POST /vm/device/virtual '{"device":"network"}')"
     echo "virtual-disk $(api POST /vm/device/virtual '{"device":"disk"}')"
     echo "mounted-after $(api GET /storage/image/mounted)"
+    echo "virtual-after $(api GET /vm/device/virtual)"
+    ;;
+network)
+    echo "virtual-network-again $(api POST /vm/device/virtual '{"device":"network"}')"
+    echo "virtual-again $(api GET /vm/device/virtual)"
     echo "logout $(api POST /auth/logout)"
     echo "after-logout $(api GET /vm/info)"
     ;;
 *)
-    echo "usage: $0 power|media|eject" >&2
+    echo "usage: $0 power|media|eject|network" >&2
     exit 2
     ;;
 esac

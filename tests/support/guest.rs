@@ -11,8 +11,9 @@
 //!   its own connection;
 //! - the serial port ([`Guest::serial`]): everything the guest prints, and a shell that
 //!   reads commands from it;
-//! - VNC on loopback, a 64 MiB IDE disk (`/dev/sda`), an empty IDE CD-ROM (qdev id `cd0`)
-//!   and a USB controller.
+//! - VNC on loopback, a 64 MiB IDE disk (`/dev/sda`), an empty IDE CD-ROM (qdev id `cd0`),
+//!   a USB controller and an e1000 network card (qdev id `nic0`) with nothing behind it,
+//!   whose carrier the guest reports on serial (`jsipd-guest: eth0 carrier 1`).
 //!
 //! Guest init (see [`INIT`]) loads the modules it needs, runs busybox `acpid` so the ACPI
 //! power button powers off, a shell on tty1 (typed text can be made visible with
@@ -45,6 +46,8 @@ const MODULES: &[&str] = &[
     "button",
     "xhci-pci",
     "usbhid",
+    // The network card (qdev id `nic0`) whose link gpio switches with QMP set_link.
+    "e1000",
     "hid-generic",
     // A USB gadget on the guest's own dummy controller, for jsipd-gadget.
     "configfs",
@@ -129,6 +132,19 @@ while ! ls -l /proc/$acpid/fd 2>/dev/null | grep -q /dev/input/event && [ $n -lt
             echo "jsipd-guest: cdrom gone"
         fi
         sleep 1
+    done
+) > /dev/ttyS0 2>&1 &
+# The network card: report its carrier on every change (gpio's set_link pulls the cable).
+ip link set eth0 up 2>/dev/null
+# The link comes up a moment after boot: wait for it, so the first line says 1.
+(
+    n=0
+    while [ "$(cat /sys/class/net/eth0/carrier 2>/dev/null)" != 1 ] && [ $n -lt 100 ]; do usleep 100000; n=$((n+1)); done
+    carrier=
+    while true; do
+        now=$(cat /sys/class/net/eth0/carrier 2>/dev/null)
+        if [ "$now" != "$carrier" ]; then carrier=$now; echo "jsipd-guest: eth0 carrier $carrier"; fi
+        usleep 200000
     done
 ) > /dev/ttyS0 2>&1 &
 # A shell on tty1 (the console keyboard), and one on the serial port for the tests.
@@ -427,6 +443,8 @@ impl Guest {
             .args(["-vga", "std", "-display", "none"])
             // The display, for the stream plugin's VNC source.
             .args(["-vnc", &format!("unix:{}", sock("vnc.sock"))])
+            // A network card with no network behind it: only its link matters.
+            .args(["-device", "e1000,id=nic0"])
             .arg("-kernel")
             .arg(&kernel)
             .arg("-initrd")

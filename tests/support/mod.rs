@@ -8,6 +8,7 @@
 
 pub mod guest;
 pub mod http;
+pub mod kvm;
 pub mod mjpeg;
 pub mod webdriver;
 pub mod ws;
@@ -132,6 +133,13 @@ impl Prefix {
     /// by rename (as pcompile does), so a loaded copy is never written over.
     pub fn add_plugin(&self, lib: &str, file: &str) {
         copy_plugin(&plugin_lib(lib), &self.path().join("plugins").join(file));
+    }
+
+    /// Writes `conf/PLUGIN/PLUGIN.ini`.
+    pub fn write_plugin_conf(&self, plugin: &str, text: &str) {
+        let dir = self.path().join("conf").join(plugin);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(format!("{plugin}.ini")), text).unwrap();
     }
 
     /// Runs `jsipd -p PREFIX ARGS…` to completion (`-t`, `-s`, `gencert`, or a start

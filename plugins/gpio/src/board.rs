@@ -56,6 +56,11 @@ impl Board {
         self.target.describe()
     }
 
+    /// The target's network cable: the board only passes it on, it has no panel state.
+    pub fn target(&self) -> &dyn Target {
+        &*self.target
+    }
+
     fn log(&self) -> MutexGuard<'_, LedLog> {
         self.leds.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -14,8 +14,15 @@ use crate::target::Target;
 #[derive(Debug, Clone, PartialEq)]
 pub enum Backend {
     Sim,
-    Qemu { qmp: String },
-    Gpiochip { wiring: Wiring, debounce: Duration },
+    /// `nic`: the qdev id of the target's network card, for its link.
+    Qemu {
+        qmp: String,
+        nic: Option<String>,
+    },
+    Gpiochip {
+        wiring: Wiring,
+        debounce: Duration,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -27,7 +34,7 @@ pub struct Settings {
 
 const KNOWN: &[(&str, &[&str])] = &[
     ("", &["backend", "max_expire"]),
-    ("qemu", &["qmp"]),
+    ("qemu", &["qmp", "nic"]),
     (
         "gpiochip",
         &[
@@ -59,6 +66,7 @@ impl Settings {
                         )
                     })?
                     .to_string(),
+                nic: ini.get("qemu", "nic").map(str::to_string),
             },
             "gpiochip" => {
                 let line = |key: &str| -> Result<u32, String> {
@@ -105,7 +113,7 @@ impl Settings {
     pub fn target(&self) -> Box<dyn Target> {
         match &self.backend {
             Backend::Sim => Box::new(Sim::default()),
-            Backend::Qemu { qmp } => Box::new(Qemu::new(Qmp::new(qmp))),
+            Backend::Qemu { qmp, nic } => Box::new(Qemu::new(Qmp::new(qmp), nic.clone())),
             Backend::Gpiochip { wiring, debounce } => {
                 let description = format!(
                     "gpiochip ({}: power {}, reset {}, pwr_led {}, hdd_led {})",
@@ -146,7 +154,8 @@ mod tests {
                 .unwrap()
                 .backend,
             Backend::Qemu {
-                qmp: "/run/q.sock".into()
+                qmp: "/run/q.sock".into(),
+                nic: None,
             }
         );
         assert!(read("backend = qemu\n")

@@ -3,7 +3,9 @@
 //! - API (`/gpio/v1`):
 //!   - `POST /power` with `{"duration":MS}` (default 800; 5000 or more forces off);
 //!   - `POST /reset` with `{"duration":MS}` (default 300);
-//!   - `GET /led` → `{"pwr":bool,"hdd":bool,"busy":bool}`, busy while a button is held.
+//!   - `GET /led` → `{"pwr":bool,"hdd":bool,"busy":bool}`, busy while a button is held;
+//!   - `GET /network` → `{"up":bool}` and `POST /network` with `{"up":bool}`: the
+//!     target's network link, where the backend owns the card (QEMU's `set_link`).
 //!
 //!   Durations outside 50..=30000 ms get `400`, a press while another is held `409`, and a
 //!   backend that cannot act (QEMU not running, no GPIO chip) `503` with the reason.
@@ -184,11 +186,38 @@ impl GpioApi {
     }
 }
 
+impl GpioApi {
+    fn set_network(&self, request: &mut Request<'_>, response: &mut Response<'_>) {
+        let body = match request.read_body(4096) {
+            Ok(b) => b,
+            Err(e) => return response.error(400, &e.to_string()),
+        };
+        let up = match serde_json::from_slice::<Value>(&body) {
+            Ok(v) => match v.get("up").and_then(Value::as_bool) {
+                Some(up) => up,
+                None => return response.error(400, "the body needs \"up\": true or false"),
+            },
+            Err(e) => return response.error(400, &format!("the body is not JSON: {e}")),
+        };
+        match self.0.board.target().set_network_link(up) {
+            Ok(()) => {
+                tracing::info!(
+                    "the target's network link is {}",
+                    if up { "up" } else { "down" }
+                );
+                response.json(200, &json!({"code": 0, "msg": "OK", "data": {"up": up}}))
+            }
+            Err(reason) => response.error(503, &reason),
+        }
+    }
+}
+
 impl Api for GpioApi {
-    /// Anyone signed in sees the LEDs; pressing a button takes an operator.
+    /// Anyone signed in sees the LEDs; pressing a button or pulling the cable takes an
+    /// operator.
     fn role_needed(&self, method: &str, path: &str) -> Role {
         match (method, path) {
-            ("POST", "/power" | "/reset") => Role::Operator,
+            ("POST", "/power" | "/reset" | "/network") => Role::Operator,
             _ => Role::Viewer,
         }
     }
@@ -205,11 +234,17 @@ impl Api for GpioApi {
                 }
                 Err(reason) => response.error(503, &reason),
             },
+            ("GET", "/network") => match self.0.board.target().network_link() {
+                Ok(up) => response.json(200, &json!({"code": 0, "msg": "OK", "data": {"up": up}})),
+                Err(reason) => response.error(503, &reason),
+            },
+            ("POST", "/network") => self.set_network(request, response),
             (_, "/power" | "/reset") => response.error(405, "press with POST"),
             (_, "/led") => response.error(405, "/led answers GET"),
+            (_, "/network") => response.error(405, "/network answers GET and POST"),
             (_, path) => response.error(
                 404,
-                &format!("no {path} here; try POST /gpio/v1/power, POST /gpio/v1/reset or GET /gpio/v1/led"),
+                &format!("no {path} here; try POST /gpio/v1/power, POST /gpio/v1/reset, GET /gpio/v1/led or GET /gpio/v1/network"),
             ),
         }
     }

@@ -8,7 +8,10 @@
 //! - power, at least 5 s: `stop` + `system_reset` when the hold ends, a forced off;
 //! - reset: `system_reset`, when the machine is on;
 //! - the pwr LED is QEMU's run state `running`; the hdd LED is lit when the block
-//!   devices' operation counters (`query-blockstats`) moved in the last 100 ms.
+//!   devices' operation counters (`query-blockstats`) moved in the last 100 ms;
+//! - the network link (with `[qemu] nic = ID`, the `-device …,id=ID` of the target's
+//!   card): `set_link`. QMP offers no query of a link, so its state is the one this
+//!   plugin last set; QEMU starts every card with its link up.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -23,7 +26,10 @@ const DISK_LIT: Duration = Duration::from_millis(100);
 
 pub struct Qemu {
     qmp: Qmp,
+    nic: Option<String>,
     disk: Mutex<Disk>,
+    /// The link state last set with `set_link`; up until then.
+    link_up: Mutex<bool>,
 }
 
 #[derive(Default)]
@@ -33,11 +39,20 @@ struct Disk {
 }
 
 impl Qemu {
-    pub fn new(qmp: Qmp) -> Qemu {
+    pub fn new(qmp: Qmp, nic: Option<String>) -> Qemu {
         Qemu {
             qmp,
+            nic,
             disk: Mutex::default(),
+            link_up: Mutex::new(true),
         }
+    }
+
+    /// The card's qdev id, or why the link cannot be switched.
+    fn nic(&self) -> Result<&str, String> {
+        self.nic.as_deref().ok_or_else(|| {
+            "gpio's qemu backend has no [qemu] nic = ID (the -device …,id=ID of the target's network card), so it cannot switch the link".to_string()
+        })
     }
 
     fn run(&self, command: &str) -> Result<Value, String> {
@@ -110,7 +125,28 @@ impl Target for Qemu {
     }
 
     fn describe(&self) -> String {
-        format!("qemu (QMP {})", self.qmp.path().display())
+        match &self.nic {
+            Some(nic) => format!(
+                "qemu (QMP {}, network card {nic})",
+                self.qmp.path().display()
+            ),
+            None => format!("qemu (QMP {})", self.qmp.path().display()),
+        }
+    }
+
+    fn network_link(&self) -> Result<bool, String> {
+        self.nic()?;
+        Ok(*self.link_up.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    fn set_network_link(&self, up: bool) -> Result<(), String> {
+        let nic = self.nic()?;
+        let mut link_up = self.link_up.lock().unwrap_or_else(|p| p.into_inner());
+        self.qmp
+            .execute("set_link", json!({"name": nic, "up": up}))
+            .map_err(|e| e.to_string())?;
+        *link_up = up;
+        Ok(())
     }
 }
 
@@ -126,5 +162,19 @@ mod tests {
         ]);
         assert_eq!(operations(&stats), 18);
         assert_eq!(operations(&json!({})), 0);
+    }
+
+    #[test]
+    fn without_a_nic_the_link_is_refused_with_the_key_to_set() {
+        let q = Qemu::new(Qmp::new("/nonexistent/qmp.sock"), None);
+        assert!(q.network_link().unwrap_err().contains("[qemu] nic = ID"));
+        assert!(q
+            .set_network_link(false)
+            .unwrap_err()
+            .contains("[qemu] nic = ID"));
+        // With a card but no QEMU, the switch fails and the remembered state stays.
+        let q = Qemu::new(Qmp::new("/nonexistent/qmp.sock"), Some("nic0".into()));
+        assert!(q.set_network_link(false).is_err());
+        assert_eq!(q.network_link(), Ok(true));
     }
 }

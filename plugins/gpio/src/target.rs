@@ -40,4 +40,21 @@ pub trait Target: Send + Sync {
 
     /// One line for the log: the backend and what it drives.
     fn describe(&self) -> String;
+
+    /// Whether the target's network card has its link up. Only a backend that owns the
+    /// card can say (QEMU's `set_link`); the others answer why not, for a `503`.
+    fn network_link(&self) -> Result<bool, String> {
+        Err(format!(
+            "{} cannot switch the target's network link",
+            self.describe()
+        ))
+    }
+
+    /// Plugs (`up`) or unplugs the target's network cable.
+    fn set_network_link(&self, _up: bool) -> Result<(), String> {
+        Err(format!(
+            "{} cannot switch the target's network link",
+            self.describe()
+        ))
+    }
 }

@@ -268,7 +268,11 @@ impl Api for NanoKvmApi {
                 }
             }
             ("GET", "/vm/device/virtual") => match mounted(&person) {
-                Ok(file) => success(response, json!({"network": false, "disk": !file.is_empty()})),
+                // A backend that cannot switch the link has no virtual network device.
+                Ok(file) => success(
+                    response,
+                    json!({"network": network_link(&person).unwrap_or(false), "disk": !file.is_empty()}),
+                ),
                 Err(e) => refused(response, e),
             },
             ("POST", "/vm/device/virtual") => virtual_device(request, response, &person),
@@ -427,6 +431,14 @@ fn mount(request: &mut Request<'_>, response: &mut Response<'_>, person: &Person
     }
 }
 
+/// The target's network link, from `gpio` (QEMU's `set_link`).
+fn network_link(person: &Person) -> Result<bool, (u16, String)> {
+    let d = called("gpio/v1", "GET", "/network", None, person)?;
+    d["up"]
+        .as_bool()
+        .ok_or_else(|| (500, format!("gpio's /network answered {d}")))
+}
+
 fn virtual_device(request: &mut Request<'_>, response: &mut Response<'_>, person: &Person) {
     let Some(o) = body_object(request, response) else {
         return;
@@ -445,12 +457,17 @@ fn virtual_device(request: &mut Request<'_>, response: &mut Response<'_>, person
             },
             Err(e) => refused(response, e),
         },
-        Some("network") => failure(
-            response,
-            200,
-            -2,
-            "jsipd's backends cannot switch the target's network link",
-        ),
+        Some("network") => {
+            let switched = network_link(person).and_then(|up| {
+                let body = json!({"up": !up});
+                called("gpio/v1", "POST", "/network", Some(&body), person)?;
+                Ok(!up)
+            });
+            match switched {
+                Ok(on) => success(response, json!({"on": on})),
+                Err(e) => refused(response, e),
+            }
+        }
         _ => failure(response, 200, -1, "invalid arguments"),
     }
 }
