@@ -178,6 +178,14 @@ fn load_list_call_and_delete_an_slp_and_an_api() {
 
     // The plugin's own tracing reached the host log, tagged with name and generation.
     d.wait_log(&format!("[echo#{g}] echo: echo plugin loaded"), WAIT);
+    // It allocates with the host's allocator: the entry point, which runs before that
+    // line, would have said otherwise.
+    assert!(
+        !d.log()
+            .iter()
+            .any(|l| l.contains("keeps the C library's allocator")),
+        "echo.so allocated before its entry point"
+    );
 
     // Delete both: they retire, the image leaves memory, and the names are gone.
     let (status, v) = delete(&d, "/apim/v1/echo.v1");

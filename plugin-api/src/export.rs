@@ -26,6 +26,11 @@ use crate::slp::{Event, Host, Instance, Slp};
 #[macro_export]
 macro_rules! export_plugin {
     ($plugin:ty) => {
+        /// The plugin allocates with the host's allocator (ABI 1.6; see `alloc.rs`). A
+        /// plugin cannot have a global allocator of its own.
+        #[global_allocator]
+        static JSIPD_ALLOCATOR: $crate::alloc::HostAllocator = $crate::alloc::HostAllocator;
+
         /// Read by jsipd's loader before anything else.
         #[no_mangle]
         pub static JSIPD_PLUGIN_ABI: $crate::ffi::AbiRecord = $crate::ffi::AbiRecord::current(
@@ -75,7 +80,14 @@ macro_rules! export_plugin {
 pub unsafe fn entry<P: Plugin>(args: *const LoadArgs) -> PluginVTable {
     // SAFETY: the caller's contract.
     let args = unsafe { &*args };
+    // First, before this image allocates anything it could not free afterwards.
+    let host_allocator = crate::alloc::CHOICE.offer_host(args.alloc, args.dealloc, args.realloc);
     crate::log::install(args);
+    if !host_allocator {
+        tracing::warn!(
+            "this plugin allocated before its entry point, so it keeps the C library's allocator (slower than the host's)"
+        );
+    }
     crate::host::install(args);
     // SAFETY: valid for this call.
     let (name, dir) = unsafe { (args.name.to_text(), args.config_dir.to_text()) };

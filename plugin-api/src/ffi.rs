@@ -20,6 +20,9 @@
 //!   in-process; signing people in and checking their sessions), the client's address
 //!   to [`FfiRequest`], and the optional [`PEOPLE_ROOT_SYMBOL`]. Appending is safe
 //!   because a plugin only ever runs on a host of its own minor or newer.
+//! - ABI 1.6 appended the host's allocator to [`LoadArgs`]: a plugin allocates with the
+//!   daemon's mimalloc instead of the C library's `malloc` (`alloc.rs`). Each side still
+//!   frees only what it allocated.
 //! - Every borrowed pointer is valid only during the call it is passed to. Nothing is
 //!   freed on the other side of the boundary: strings the host hands back (new
 //!   DialogueIDs) are written into a buffer the plugin owns.
@@ -54,7 +57,7 @@ pub const ABI_MAGIC: [u8; 16] = *b"jsipd-plugin-abi";
 /// Changes when the boundary changes incompatibly; the loader refuses another major.
 pub const ABI_MAJOR: u32 = 1;
 /// Grows when something is added compatibly.
-pub const ABI_MINOR: u32 = 5;
+pub const ABI_MINOR: u32 = 6;
 
 /// Read by the loader before anything else (a `#[no_mangle] static`).
 #[repr(C)]
@@ -218,7 +221,22 @@ pub struct LoadArgs {
     ) -> u8,
     /// Ends the session `token` names (nothing if there is none).
     pub sign_out: unsafe extern "C" fn(ctx: *const c_void, token: FfiStr),
+
+    // Since ABI minor 6.
+    /// The host's allocator, which the plugin's global allocator uses from its entry
+    /// point on (see `alloc.rs`): as `GlobalAlloc`, with the layout's size and align.
+    pub alloc: HostAllocFn,
+    pub dealloc: HostDeallocFn,
+    pub realloc: HostReallocFn,
 }
+
+/// `GlobalAlloc::alloc` of the host, by size and align.
+pub type HostAllocFn = unsafe extern "C" fn(size: usize, align: usize) -> *mut u8;
+/// `GlobalAlloc::dealloc` of the host.
+pub type HostDeallocFn = unsafe extern "C" fn(ptr: *mut u8, size: usize, align: usize);
+/// `GlobalAlloc::realloc` of the host.
+pub type HostReallocFn =
+    unsafe extern "C" fn(ptr: *mut u8, size: usize, align: usize, new_size: usize) -> *mut u8;
 
 /// What [`LoadArgs::sign_in`] answers.
 #[repr(C)]

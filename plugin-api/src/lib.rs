@@ -104,6 +104,7 @@
 //! curl http://127.0.0.1:2539/hello/v1/world
 //! ```
 
+pub mod alloc;
 pub mod api;
 #[doc(hidden)]
 pub mod export;

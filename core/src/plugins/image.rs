@@ -135,6 +135,9 @@ impl Image {
             sign_in: super::host::sign_in,
             session: super::host::session,
             sign_out: super::host::sign_out,
+            alloc: host_alloc,
+            dealloc: host_dealloc,
+            realloc: host_realloc,
         });
         // SAFETY: `args` and everything it points to live in the image until `Drop`.
         let vtable = unsafe { entry(&*args) };
@@ -350,6 +353,39 @@ fn host_max_level() -> u8 {
         LevelFilter::INFO => ffi::level::INFO,
         LevelFilter::DEBUG => ffi::level::DEBUG,
         _ => ffi::level::TRACE,
+    }
+}
+
+/// The plugin's allocations, made with the daemon's own global allocator (mimalloc): a
+/// plugin's many small strings cost what the host's do (ABI 1.6, `plugin-api/src/alloc.rs`).
+unsafe extern "C" fn host_alloc(size: usize, align: usize) -> *mut u8 {
+    // SAFETY: the plugin's `GlobalAlloc` passes a valid, non-zero layout.
+    unsafe { std::alloc::alloc(std::alloc::Layout::from_size_align_unchecked(size, align)) }
+}
+
+unsafe extern "C" fn host_dealloc(ptr: *mut u8, size: usize, align: usize) {
+    // SAFETY: `ptr` came from `host_alloc` or `host_realloc` with this layout.
+    unsafe {
+        std::alloc::dealloc(
+            ptr,
+            std::alloc::Layout::from_size_align_unchecked(size, align),
+        )
+    }
+}
+
+unsafe extern "C" fn host_realloc(
+    ptr: *mut u8,
+    size: usize,
+    align: usize,
+    new_size: usize,
+) -> *mut u8 {
+    // SAFETY: as in `host_dealloc`; `new_size` is valid for `align`.
+    unsafe {
+        std::alloc::realloc(
+            ptr,
+            std::alloc::Layout::from_size_align_unchecked(size, align),
+            new_size,
+        )
     }
 }
 

@@ -55,7 +55,11 @@ impl Serialize for UnknownKeys<'_> {
 impl Message {
     /// This message as boundary fields, borrowing its strings.
     pub fn lend(&self) -> LentMessage<'_> {
-        let body = self.body.as_ref().map(Value::to_string);
+        // serde_json's own writer, not `Display`: no formatter between it and the buffer.
+        let body = self
+            .body
+            .as_ref()
+            .map(|b| serde_json::to_string(b).expect("JSON values"));
         // A key in `extra` that names a known field is skipped, as in the frame text:
         // the typed field wins.
         let extra = self
