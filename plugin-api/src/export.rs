@@ -187,8 +187,8 @@ unsafe extern "C" fn instance_event(
         // SAFETY: the vtable's contract: valid for this call.
         let (instance, event, host) =
             unsafe { (&mut *instance.cast::<Box<dyn Instance>>(), &*event, &*host) };
-        // SAFETY: valid for this call.
-        let text = unsafe { event.text.to_text() };
+        // SAFETY: valid for this call; read only by the kinds that carry text.
+        let text = || unsafe { event.text.to_text() }.into_owned();
         let event = match event.kind {
             ffi::event::LOADED => Event::Loaded,
             // The host only sends what its own parser accepted: a refusal here means the
@@ -196,12 +196,11 @@ unsafe extern "C" fn instance_event(
             ffi::event::MESSAGE_FIELDS => {
                 // SAFETY: the vtable's contract: this kind carries a message, valid for
                 // this call.
-                match unsafe { Message::from_ffi(&*event.message) } {
+                match unsafe { Message::from_host(&*event.message) } {
                     Ok(m) => Event::Message(m),
-                    Err(e) => panic!(
-                        "the host passed a message this plugin-api rejects: {}",
-                        e.reason()
-                    ),
+                    Err(reason) => {
+                        panic!("the host passed a message this plugin-api rejects: {reason}")
+                    }
                 }
             }
             // Only a host older than ABI 1.2 sends a message as JSON to a plugin of this
@@ -214,11 +213,11 @@ unsafe extern "C" fn instance_event(
                 ffi::ABI_MINOR
             ),
             ffi::event::DIALOG_ENDED => Event::DialogEnded {
-                dialogue_id: text.into_owned(),
+                dialogue_id: text(),
             },
             ffi::event::TIMER => Event::Timer(event.token),
             ffi::event::PEER_DISCONNECTED => Event::PeerDisconnected {
-                dialogue_id: text.into_owned(),
+                dialogue_id: text(),
             },
             ffi::event::DRAINING => Event::Draining,
             other => panic!("unknown event kind {other} (plugin-api is older than the host)"),

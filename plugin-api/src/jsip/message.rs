@@ -197,14 +197,45 @@ impl std::error::Error for ParseError {}
 /// The key the daemon puts on a signed-in person's requests: `{"user":…,"role":…}`.
 pub const CALLER_KEY: &str = "Caller";
 
-/// Pulls typed fields out of the frame's slots; the rest is `extra`.
-struct Fields<'a> {
-    slots: &'a mut Slots,
+/// Where a message's fields are read from: a frame's slots, or the fields a plugin
+/// passed across the boundary. Both go through the same checks
+/// ([`Message::from_source`]), so the reasons read the same.
+trait FieldSource {
+    /// The string at `key`, taken; an error says what else it was.
+    fn string(&mut self, key: Key) -> Result<Option<String>, String>;
+
+    /// Whether `key` holds a non-empty string, leaving it in place.
+    fn peek_string(&self, key: Key) -> Result<Option<&str>, String>;
+
+    /// The whole number at `key`, taken.
+    fn number(&mut self, key: Key) -> Result<Option<u64>, String>;
+
+    fn take_body(&mut self) -> Option<Value>;
+
+    fn take_extra(&mut self) -> Map<String, Value>;
+
+    fn required_string(&mut self, key: Key) -> Result<String, String> {
+        match self.string(key)? {
+            Some(s) if !s.is_empty() => Ok(s),
+            Some(_) => Err(format!("{} is empty", key.name())),
+            None => Err(format!("{} is missing", key.name())),
+        }
+    }
+
+    /// Checks what [`FieldSource::required_string`] would take, leaving it in place.
+    fn peek_required_string(&self, key: Key) -> Result<(), String> {
+        match self.peek_string(key)? {
+            Some(s) if !s.is_empty() => Ok(()),
+            Some(_) => Err(format!("{} is empty", key.name())),
+            None => Err(format!("{} is missing", key.name())),
+        }
+    }
 }
 
-impl Fields<'_> {
+/// A frame's slots as a [`FieldSource`]; the keys JSIP does not know are `extra`.
+impl FieldSource for Slots {
     fn string(&mut self, key: Key) -> Result<Option<String>, String> {
-        match self.slots.take(key) {
+        match self.take(key) {
             None => Ok(None),
             Some(Value::String(s)) => Ok(Some(s)),
             Some(other) => Err(format!(
@@ -215,20 +246,10 @@ impl Fields<'_> {
         }
     }
 
-    fn required_string(&mut self, key: Key) -> Result<String, String> {
-        match self.string(key)? {
-            Some(s) if !s.is_empty() => Ok(s),
-            Some(_) => Err(format!("{} is empty", key.name())),
-            None => Err(format!("{} is missing", key.name())),
-        }
-    }
-
-    /// Checks what [`Fields::required_string`] would take, leaving it in its slot.
-    fn peek_required_string(&self, key: Key) -> Result<(), String> {
-        match self.slots.peek(key) {
-            Some(Value::String(s)) if !s.is_empty() => Ok(()),
-            Some(Value::String(_)) => Err(format!("{} is empty", key.name())),
-            None => Err(format!("{} is missing", key.name())),
+    fn peek_string(&self, key: Key) -> Result<Option<&str>, String> {
+        match self.peek(key) {
+            None => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s)),
             Some(other) => Err(format!(
                 "{} must be a string, not {}",
                 key.name(),
@@ -238,7 +259,7 @@ impl Fields<'_> {
     }
 
     fn number(&mut self, key: Key) -> Result<Option<u64>, String> {
-        match self.slots.take(key) {
+        match self.take(key) {
             None => Ok(None),
             Some(Value::Number(n)) => n.as_u64().map(Some).ok_or_else(|| {
                 format!(
@@ -252,6 +273,14 @@ impl Fields<'_> {
                 kind_of(&other)
             )),
         }
+    }
+
+    fn take_body(&mut self) -> Option<Value> {
+        self.take(Key::Body)
+    }
+
+    fn take_extra(&mut self) -> Map<String, Value> {
+        std::mem::take(&mut self.extra)
     }
 }
 
@@ -289,7 +318,11 @@ impl Message {
     }
 
     fn from_slots(slots: &mut Slots) -> Result<Message, ParseError> {
-        let mut f = Fields { slots };
+        Message::from_source(slots)
+    }
+
+    /// The checks of JSIP.md §2 over any [`FieldSource`].
+    fn from_source(f: &mut impl FieldSource) -> Result<Message, ParseError> {
         let unaddressable = |reason: String| ParseError::Unaddressable { reason };
         if let Err(e) = f.peek_required_string(Key::DialogueId) {
             return Err(unaddressable(e));
@@ -302,19 +335,22 @@ impl Message {
         // From here on the frame names its transaction: errors answer on it, with the
         // From and To it had. Those and the DialogueID stay in their slots until every
         // check passed, so the usual case copies nothing for an error it never makes.
-        Message::fields(&mut f, cseq).map_err(|reason| {
-            let text = |key| f.slots.peek(key).and_then(Value::as_str).map(String::from);
-            ParseError::Invalid {
-                dialogue_id: text(Key::DialogueId).unwrap_or_default(),
-                cseq,
-                from: text(Key::From),
-                to: text(Key::To),
-                reason,
+        match Message::fields(f, cseq) {
+            Ok(m) => Ok(m),
+            Err(reason) => {
+                let text = |key| f.peek_string(key).ok().flatten().map(String::from);
+                Err(ParseError::Invalid {
+                    dialogue_id: text(Key::DialogueId).unwrap_or_default(),
+                    cseq,
+                    from: text(Key::From),
+                    to: text(Key::To),
+                    reason,
+                })
             }
-        })
+        }
     }
 
-    fn fields(f: &mut Fields<'_>, cseq: u64) -> Result<Message, String> {
+    fn fields(f: &mut impl FieldSource, cseq: u64) -> Result<Message, String> {
         let ty = f.required_string(Key::Type)?;
         let kind = if ty == "RESPONSE" {
             let code = f
@@ -361,12 +397,12 @@ impl Message {
             router,
             related_id,
             expire,
-            body: f.slots.take(Key::Body),
+            body: f.take_body(),
             content_type,
             p_asserted_identity,
             event,
             reason,
-            extra: std::mem::take(&mut f.slots.extra),
+            extra: f.take_extra(),
         })
     }
 

@@ -10,8 +10,8 @@ use std::marker::PhantomData;
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use super::wire::{Key, Slots};
-use super::{Kind, Message, ParseError};
+use super::wire::Key;
+use super::{FieldSource, Kind, Message, Method, ParseError};
 use crate::ffi::{FfiMessage, FfiNumber, FfiStr};
 
 /// A message lent to the other side of the boundary for one call: the [`FfiMessage`]
@@ -104,62 +104,157 @@ impl Message {
     /// Every [`FfiStr`] in `m` is absent or valid for this call.
     pub unsafe fn from_ffi(m: &FfiMessage) -> Result<Message, ParseError> {
         // SAFETY: the caller's contract.
-        let mut slots =
-            unsafe { slots_of(m) }.map_err(|reason| ParseError::Unaddressable { reason })?;
-        Message::from_slots(&mut slots)
+        let mut fields = unsafe { LentFields::read(m) }
+            .map_err(|reason| ParseError::Unaddressable { reason })?;
+        Message::from_source(&mut fields)
     }
 }
 
-/// # Safety
-/// As [`Message::from_ffi`].
-unsafe fn slots_of(m: &FfiMessage) -> Result<Slots, String> {
-    let mut slots = Slots::empty();
-    let text = |key: Key, s: FfiStr| {
+impl Message {
+    /// A message the host lent a plugin: built field by field, without the frame's
+    /// checks, because the host's own parser already made them (the same code, this
+    /// crate). What it still refuses is what a plugin cannot take: a `Type` it does not
+    /// know (a newer host), text that is not UTF-8, a `Body` or unknown keys that are not
+    /// JSON, and a message without the fields every message has.
+    ///
+    /// # Safety
+    /// As [`Message::from_ffi`].
+    pub unsafe fn from_host(m: &FfiMessage) -> Result<Message, String> {
+        // SAFETY: the caller's contract, for every `FfiStr` read below.
+        let text = |key: Key, s: FfiStr| -> Result<Option<String>, String> {
+            unsafe { s.to_optional_str() }
+                .map(|t| t.map(str::to_owned))
+                .map_err(|e| format!("{} is not UTF-8: {e}", key.name()))
+        };
+        let required = |key: Key, s: FfiStr| -> Result<String, String> {
+            text(key, s)?.ok_or_else(|| format!("{} is missing", key.name()))
+        };
+        let number = |n: FfiNumber| n.present.then_some(n.value);
+        let type_ = required(Key::Type, m.type_)?;
+        let kind = if type_ == "RESPONSE" {
+            Kind::Response(m.code)
+        } else {
+            Kind::Request(Method::parse(&type_).ok_or_else(|| format!("unknown Type '{type_}'"))?)
+        };
+        let body = match unsafe { m.body.to_optional_str() } {
+            Ok(None) => None,
+            Ok(Some(b)) => {
+                Some(serde_json::from_str(b).map_err(|e| format!("Body is not JSON: {e}"))?)
+            }
+            Err(e) => return Err(format!("Body is not UTF-8: {e}")),
+        };
+        let extra = match unsafe { m.extra.to_optional_str() } {
+            Ok(None) => Map::new(),
+            Ok(Some(x)) => serde_json::from_str(x)
+                .map_err(|e| format!("the unknown keys are not one JSON object: {e}"))?,
+            Err(e) => return Err(format!("the unknown keys are not UTF-8: {e}")),
+        };
+        Ok(Message {
+            kind,
+            request_uri: text(Key::RequestUri, m.request_uri)?,
+            desc: text(Key::Desc, m.desc)?,
+            from: required(Key::From, m.from)?,
+            to: required(Key::To, m.to)?,
+            dialogue_id: required(Key::DialogueId, m.dialogue_id)?,
+            cseq: m.cseq,
+            router: text(Key::Router, m.router)?,
+            related_id: number(m.related_id),
+            expire: number(m.expire),
+            body,
+            content_type: text(Key::ContentType, m.content_type)?,
+            p_asserted_identity: text(Key::PAssertedIdentity, m.p_asserted_identity)?,
+            event: text(Key::Event, m.event)?,
+            reason: text(Key::Reason, m.reason)?,
+            extra,
+        })
+    }
+}
+
+/// A lent message's fields, as a [`FieldSource`]: its text checked for UTF-8 and its
+/// JSON parsed up front (so those errors are unaddressable, as a frame's would be), its
+/// strings copied only when taken.
+struct LentFields<'a> {
+    strings: [Option<&'a str>; 16],
+    numbers: [Option<u64>; 16],
+    body: Option<Value>,
+    extra: Map<String, Value>,
+}
+
+impl<'a> LentFields<'a> {
+    /// # Safety
+    /// As [`Message::from_ffi`], for `'a`.
+    unsafe fn read(m: &'a FfiMessage) -> Result<LentFields<'a>, String> {
+        let mut f = LentFields {
+            strings: [None; 16],
+            numbers: [None; 16],
+            body: None,
+            extra: Map::new(),
+        };
+        let strings = [
+            (Key::Type, m.type_),
+            (Key::RequestUri, m.request_uri),
+            (Key::Desc, m.desc),
+            (Key::From, m.from),
+            (Key::To, m.to),
+            (Key::DialogueId, m.dialogue_id),
+            (Key::Router, m.router),
+            (Key::ContentType, m.content_type),
+            (Key::PAssertedIdentity, m.p_asserted_identity),
+            (Key::Event, m.event),
+            (Key::Reason, m.reason),
+        ];
+        for (key, s) in strings {
+            // SAFETY: the caller's contract.
+            f.strings[key as usize] = unsafe { s.to_optional_str() }
+                .map_err(|e| format!("{} is not UTF-8: {e}", key.name()))?;
+        }
+        if f.strings[Key::Type as usize] == Some("RESPONSE") {
+            f.numbers[Key::Code as usize] = Some(m.code.into());
+        }
+        f.numbers[Key::CSeq as usize] = Some(m.cseq);
+        for (key, n) in [(Key::RelatedId, m.related_id), (Key::Expire, m.expire)] {
+            f.numbers[key as usize] = n.present.then_some(n.value);
+        }
         // SAFETY: the caller's contract.
-        unsafe { s.to_optional_str() }.map_err(|e| format!("{} is not UTF-8: {e}", key.name()))
-    };
-    let strings = [
-        (Key::Type, m.type_),
-        (Key::RequestUri, m.request_uri),
-        (Key::Desc, m.desc),
-        (Key::From, m.from),
-        (Key::To, m.to),
-        (Key::DialogueId, m.dialogue_id),
-        (Key::Router, m.router),
-        (Key::ContentType, m.content_type),
-        (Key::PAssertedIdentity, m.p_asserted_identity),
-        (Key::Event, m.event),
-        (Key::Reason, m.reason),
-    ];
-    for (key, s) in strings {
-        if let Some(s) = text(key, s)? {
-            slots.set(key, Value::String(s.to_owned()));
+        let body =
+            unsafe { m.body.to_optional_str() }.map_err(|e| format!("Body is not UTF-8: {e}"))?;
+        if let Some(body) = body {
+            f.body =
+                Some(serde_json::from_str(body).map_err(|e| format!("Body is not JSON: {e}"))?);
         }
-    }
-    if slots.peek(Key::Type).and_then(Value::as_str) == Some("RESPONSE") {
-        slots.set(Key::Code, Value::from(m.code));
-    }
-    slots.set(Key::CSeq, Value::from(m.cseq));
-    for (key, n) in [(Key::RelatedId, m.related_id), (Key::Expire, m.expire)] {
-        if n.present {
-            slots.set(key, Value::from(n.value));
+        // SAFETY: the caller's contract.
+        let extra = unsafe { m.extra.to_optional_str() }
+            .map_err(|e| format!("the unknown keys are not UTF-8: {e}"))?;
+        if let Some(extra) = extra {
+            let mut extra: Map<String, Value> = serde_json::from_str(extra)
+                .map_err(|e| format!("the unknown keys are not one JSON object: {e}"))?;
+            extra.retain(|k, _| Key::of(k).is_none());
+            f.extra = extra;
         }
+        Ok(f)
     }
-    if let Some(body) = text(Key::Body, m.body)? {
-        let body = serde_json::from_str(body).map_err(|e| format!("Body is not JSON: {e}"))?;
-        slots.set(Key::Body, body);
+}
+
+impl FieldSource for LentFields<'_> {
+    fn string(&mut self, key: Key) -> Result<Option<String>, String> {
+        Ok(self.strings[key as usize].take().map(str::to_owned))
     }
-    // SAFETY: the caller's contract.
-    let extra = unsafe { m.extra.to_optional_str() }
-        .map_err(|e| format!("the unknown keys are not UTF-8: {e}"))?;
-    if let Some(extra) = extra {
-        let extra: Map<String, Value> = serde_json::from_str(extra)
-            .map_err(|e| format!("the unknown keys are not one JSON object: {e}"))?;
-        let mut extra = extra;
-        extra.retain(|k, _| Key::of(k).is_none());
-        slots.extra = extra;
+
+    fn peek_string(&self, key: Key) -> Result<Option<&str>, String> {
+        Ok(self.strings[key as usize])
     }
-    Ok(slots)
+
+    fn number(&mut self, key: Key) -> Result<Option<u64>, String> {
+        Ok(self.numbers[key as usize].take())
+    }
+
+    fn take_body(&mut self) -> Option<Value> {
+        self.body.take()
+    }
+
+    fn take_extra(&mut self) -> Map<String, Value> {
+        std::mem::take(&mut self.extra)
+    }
 }
 
 #[cfg(test)]
@@ -197,6 +292,36 @@ mod tests {
         assert_eq!(through_the_boundary(&r).unwrap(), r);
         let r = m.response(200);
         assert_eq!(through_the_boundary(&r).unwrap(), r);
+    }
+
+    #[test]
+    fn what_the_host_lends_a_plugin_arrives_whole_without_the_frame_checks() {
+        let mut m = Message::request(Method::Invite, "sip:a@b", "c@d", "a@b", "d1", 7);
+        m.router = Some("echo, other".into());
+        m.expire = Some(90);
+        m.body = Some(json!({"sdp": "v=0\r\n", "n": [1, 2.5, null]}));
+        m.p_asserted_identity = Some("alice".into());
+        m.extra.insert("X-Trace".into(), json!({"hop": 1}));
+        let lent = m.lend();
+        // SAFETY: `lent` lives across the call.
+        assert_eq!(unsafe { Message::from_host(lent.as_ffi()) }.unwrap(), m);
+        let r = m.response(486);
+        let lent = r.lend();
+        // SAFETY: as above.
+        assert_eq!(unsafe { Message::from_host(lent.as_ffi()) }.unwrap(), r);
+        // A Type this plugin-api does not know (a newer host) is refused, not guessed.
+        let mut f = copy(lent.as_ffi());
+        f.type_ = FfiStr::new("FROB");
+        // SAFETY: as above.
+        let e = unsafe { Message::from_host(&f) }.unwrap_err();
+        assert!(e.starts_with("unknown Type 'FROB'"), "{e}");
+        let bad_utf8 = [0xffu8];
+        let mut f = copy(lent.as_ffi());
+        f.from = FfiStr::bytes(&bad_utf8);
+        // SAFETY: as above.
+        assert!(unsafe { Message::from_host(&f) }
+            .unwrap_err()
+            .starts_with("From is not UTF-8"));
     }
 
     #[test]

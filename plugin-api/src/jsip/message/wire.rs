@@ -74,10 +74,6 @@ impl Slots {
         }
     }
 
-    pub(super) fn set(&mut self, key: Key, value: Value) {
-        self.known[key as usize] = Some(value);
-    }
-
     pub(super) fn from_map(mut map: Map<String, Value>) -> Slots {
         let mut known: [Option<Value>; 16] = Default::default();
         for (key, name) in Key::ALL {
