@@ -470,3 +470,121 @@ fn a_webrtc_session_nobody_refreshes_ends_with_its_session_timer() {
         playing.elapsed()
     );
 }
+
+/// Debian's coturn on loopback: a TURN server with one long-term credential, for as
+/// long as the value lives.
+struct Turn {
+    child: std::process::Child,
+    address: std::net::IpAddr,
+    port: u16,
+    log: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Turn {
+    const USER: &'static str = "jsipd";
+    const PASSWORD: &'static str = "turn-secret";
+
+    /// Listening and relaying on this host's first IPv4 address that is not loopback:
+    /// Chromium pairs its candidates on that network with the relayed ones there, and
+    /// coturn relays to no loopback peer unless told to.
+    fn start() -> Turn {
+        let address = stream::config::default_addresses()
+            .into_iter()
+            .find(|a| a.is_ipv4() && !a.is_loopback())
+            .expect("an IPv4 address besides loopback, for the TURN server");
+        let dir = tempfile::tempdir().unwrap();
+        // A port the kernel just gave out and took back: free unless a race takes it.
+        let port = std::net::UdpSocket::bind((address, 0))
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let log = dir.path().join("turn.log");
+        let child = std::process::Command::new("turnserver")
+            // -v: the sessions go to the log, with their user names.
+            .args([
+                "-n",
+                "-v",
+                "--no-cli",
+                "--no-tls",
+                "--no-dtls",
+                "--simple-log",
+            ])
+            .arg(format!("--listening-ip={address}"))
+            .arg(format!("--relay-ip={address}"))
+            .arg(format!("--listening-port={port}"))
+            .args(["--lt-cred-mech", "--realm=jsipd.test"])
+            .arg(format!("--user={}:{}", Turn::USER, Turn::PASSWORD))
+            .arg(format!(
+                "--pidfile={}",
+                dir.path().join("turn.pid").display()
+            ))
+            .arg(format!("--userdb={}", dir.path().join("turn.db").display()))
+            .arg("--log-file=stdout")
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("turnserver (Debian coturn; test.sh installs it)");
+        let turn = Turn {
+            child,
+            address,
+            port,
+            log,
+            _dir: dir,
+        };
+        wait_until("coturn's servers are up", Duration::from_secs(10), || {
+            turn.log_text().contains("Total General servers")
+        });
+        turn
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn with_relay_only_the_video_reaches_the_browser_through_a_turn_server() {
+    let turn = Turn::start();
+    let (_p, d) = start(&format!(
+        "fps = 30\n[webrtc]\nice_servers = turn:{}:{}\nturn_user = {}\nturn_password = {}\nrelay_only = yes\n",
+        turn.address,
+        turn.port,
+        Turn::USER,
+        Turn::PASSWORD
+    ));
+    let (b, site) = browser(&d);
+    b.goto(&format!("{site}/stream/v1/webrtc"));
+    b.wait_for(
+        "60 decoded frames through the relay",
+        "return window.stamps.length >= 60",
+        PLAY,
+    );
+    // The pair the browser uses: its remote end is the TURN server's relayed address.
+    b.wait_for(
+        "the page knows its candidate pair",
+        "return !!(window.rtc.path && window.rtc.path.state === 'succeeded')",
+        Duration::from_secs(10),
+    );
+    let pair = b.eval("return window.rtc.path");
+    assert_eq!(pair["state"], "succeeded", "{pair}");
+    assert_eq!(pair["type"], "relay", "{pair}");
+    assert_eq!(pair["address"], turn.address.to_string(), "{pair}");
+    // coturn saw jsipd's allocation under the configured user.
+    let log = turn.log_text();
+    assert!(
+        log.contains(&format!("username=<{}>", Turn::USER)),
+        "no allocation for {} in coturn's log:\n{log}",
+        Turn::USER
+    );
+    assert_eq!(status(&d)["webrtc"]["peers"][0]["connected"], true);
+    b.screenshot("webrtc-relay");
+}

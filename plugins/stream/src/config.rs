@@ -98,6 +98,7 @@ const KNOWN: &[(&str, &[&str])] = &[
             "ice_servers",
             "turn_user",
             "turn_password",
+            "relay_only",
         ],
     ),
     ("testsrc", &["motion"]),
@@ -274,6 +275,13 @@ fn net_config(ini: &Ini) -> Result<NetConfig, String> {
             "ice_servers: {bad:?} must be a stun:, turn: or turns: URL"
         ));
     }
+    let relay_only = ini.flag("webrtc", "relay_only", false)?;
+    if relay_only && !ice_servers.iter().any(|u| u.starts_with("turn")) {
+        return Err(
+            "relay_only = yes needs a turn: or turns: URL in ice_servers (and turn_user, turn_password)"
+                .into(),
+        );
+    }
     Ok(NetConfig {
         addresses,
         ports,
@@ -281,6 +289,7 @@ fn net_config(ini: &Ini) -> Result<NetConfig, String> {
         ice_servers,
         turn_user: ini.get("webrtc", "turn_user").unwrap_or("").to_string(),
         turn_password: ini.get("webrtc", "turn_password").unwrap_or("").to_string(),
+        relay_only,
     })
 }
 
@@ -369,6 +378,10 @@ mod tests {
             ("ports = 20000", "give a range"),
             ("ports = 30-40", "from 1024"),
             ("ice_servers = stun.example.com", "stun:, turn:"),
+            (
+                "relay_only = yes\nice_servers = stun:s.example.com",
+                "needs a turn:",
+            ),
         ] {
             let e = read(&format!("[webrtc]\n{bad}\n")).unwrap_err();
             assert!(e.contains("[webrtc]") && e.contains(says), "{bad}: {e}");

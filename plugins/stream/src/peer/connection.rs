@@ -25,7 +25,7 @@ use rtc::peer_connection::configuration::media_engine::{
     MediaEngine, MIME_TYPE_H264, MIME_TYPE_VP8,
 };
 use rtc::peer_connection::configuration::setting_engine::SettingEngineBuilder;
-use rtc::peer_connection::configuration::RTCConfigurationBuilder;
+use rtc::peer_connection::configuration::{RTCConfigurationBuilder, RTCIceTransportPolicy};
 use rtc::peer_connection::sdp::RTCSessionDescription;
 use rtc::peer_connection::transport::{RTCIceCandidateType, RTCIceServer};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
@@ -60,6 +60,9 @@ pub struct NetConfig {
     pub ice_servers: Vec<String>,
     pub turn_user: String,
     pub turn_password: String,
+    /// Only relay candidates (through the TURN server): the browser never learns this
+    /// host's addresses, and a path through the relay is all a firewall must allow.
+    pub relay_only: bool,
 }
 
 /// What a viewer's connection reports to `GET /status` and to its instance.
@@ -369,6 +372,9 @@ fn rtc_config(net: &NetConfig) -> rtc::peer_connection::configuration::RTCConfig
             username: net.turn_user.clone(),
             credential: net.turn_password.clone(),
         }]);
+    }
+    if net.relay_only {
+        config = config.with_ice_transport_policy(RTCIceTransportPolicy::Relay);
     }
     config.build()
 }
