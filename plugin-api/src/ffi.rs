@@ -406,6 +406,19 @@ pub struct FfiHeader {
     pub value: FfiStr,
 }
 
+impl FfiHeader {
+    /// `headers` lent as a list for [`FfiRequest::headers`], valid while they are.
+    pub fn lend_all<K: AsRef<str>, V: AsRef<str>>(headers: &[(K, V)]) -> Vec<FfiHeader> {
+        headers
+            .iter()
+            .map(|(k, v)| FfiHeader {
+                name: FfiStr::new(k.as_ref()),
+                value: FfiStr::new(v.as_ref()),
+            })
+            .collect()
+    }
+}
+
 /// One HTTP request to a plugin's API.
 #[repr(C)]
 pub struct FfiRequest {

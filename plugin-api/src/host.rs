@@ -137,14 +137,7 @@ fn call_raw(
             reason: format!("no host to call {target} through (not loaded by jsipd)"),
         });
     };
-    let headers: Vec<FfiHeader> = out
-        .headers
-        .iter()
-        .map(|(k, v)| FfiHeader {
-            name: FfiStr::new(k),
-            value: FfiStr::new(v),
-        })
-        .collect();
+    let headers = FfiHeader::lend_all(out.headers);
     let request = FfiRequest {
         method: FfiStr::new(out.method),
         path: FfiStr::new(out.path),

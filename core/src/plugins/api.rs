@@ -242,14 +242,7 @@ impl ForeignApi {
             .remote
             .map(|ip| ip.to_string())
             .unwrap_or_default();
-        let headers: Vec<FfiHeader> = call
-            .headers
-            .iter()
-            .map(|(k, v)| FfiHeader {
-                name: FfiStr::new(k),
-                value: FfiStr::new(v),
-            })
-            .collect();
+        let headers = FfiHeader::lend_all(&call.headers);
         let request = FfiRequest {
             method: FfiStr::new(&call.method),
             path: FfiStr::new(&call.path),

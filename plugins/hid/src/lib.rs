@@ -318,14 +318,8 @@ impl HidApi {
     /// `POST /hold`: a holder's whole keyboard state at once, as a USB keyboard report
     /// gives it (another product's input socket, such as NanoKVM's `/api/ws`).
     fn hold(&self, request: &mut Request<'_>, response: &mut Response<'_>) {
-        let body = match body_object(request, 4096) {
-            Ok(b) => b,
-            Err((code, e)) => return response.error(code, &e),
-        };
-        let holder = match api_holder(&body, "") {
-            Ok(h) if h != "api:" => h,
-            Ok(_) => return response.error(400, "holder is missing: name who holds the keys"),
-            Err(e) => return response.error(400, &e),
+        let Some((body, holder)) = named_holder(request, response) else {
+            return;
         };
         let usages: Option<Vec<u8>> = body.get("usages").and_then(Value::as_array).and_then(|a| {
             a.iter()
@@ -349,14 +343,8 @@ impl HidApi {
 
     /// `POST /release`: lets go of everything one holder of `/hold` or `/mouse` holds.
     fn release(&self, request: &mut Request<'_>, response: &mut Response<'_>) {
-        let body = match body_object(request, 4096) {
-            Ok(b) => b,
-            Err((code, e)) => return response.error(code, &e),
-        };
-        let holder = match api_holder(&body, "") {
-            Ok(h) if h != "api:" => h,
-            Ok(_) => return response.error(400, "holder is missing"),
-            Err(e) => return response.error(400, &e),
+        let Some((_, holder)) = named_holder(request, response) else {
+            return;
         };
         match paste::lock(&self.0.hid).release(&holder) {
             Ok(n) => ok(response, json!({"released": n})),
@@ -370,6 +358,31 @@ const API_MOUSE: &str = "api-mouse";
 
 /// The holder a request names (`"holder"`), kept apart from the SLP's dialog holders by
 /// its `api:` prefix; `default` when it names none.
+/// The body of `/hold` and `/release` and the holder it must name, or the 400 answered.
+fn named_holder(
+    request: &mut Request<'_>,
+    response: &mut Response<'_>,
+) -> Option<(serde_json::Map<String, Value>, String)> {
+    let body = match body_object(request, 4096) {
+        Ok(b) => b,
+        Err((code, e)) => {
+            response.error(code, &e);
+            return None;
+        }
+    };
+    match api_holder(&body, "") {
+        Ok(h) if h != "api:" => Some((body, h)),
+        Ok(_) => {
+            response.error(400, "holder is missing: name who holds the keys");
+            None
+        }
+        Err(e) => {
+            response.error(400, &e);
+            None
+        }
+    }
+}
+
 fn api_holder(o: &serde_json::Map<String, Value>, default: &str) -> Result<String, String> {
     match o.get("holder") {
         None => Ok(if default.is_empty() {
