@@ -366,24 +366,15 @@ fn a_nanokvm_users_script_runs_unchanged_against_the_guest() {
         people(&d, "POST", "/api/vm/gpio", t, r#"{"type":"kick"}"#).1,
         invalid
     );
-    // A viewer may look but not press.
+    // A viewer may look but neither press nor pull the cable.
     let viewer = login(&d, "vic", "viewer-password-1");
-    let (status, v) = people(
-        &d,
-        "POST",
-        "/api/vm/gpio",
-        Some(&viewer),
-        r#"{"type":"power"}"#,
-    );
-    assert_eq!((status, &v["code"]), (403, &json!(-1)), "{v}");
-    let (status, v) = people(
-        &d,
-        "POST",
-        "/api/vm/device/virtual",
-        Some(&viewer),
-        r#"{"device":"network"}"#,
-    );
-    assert_eq!((status, &v["code"]), (403, &json!(-1)), "{v}");
+    for (path, body) in [
+        ("/api/vm/gpio", r#"{"type":"power"}"#),
+        ("/api/vm/device/virtual", r#"{"device":"network"}"#),
+    ] {
+        let (status, v) = people(&d, "POST", path, Some(&viewer), body);
+        assert_eq!((status, &v["code"]), (403, &json!(-1)), "{path}: {v}");
+    }
     carrier_becomes(&serial, "after-viewer", 1);
     let (_, v) = people(&d, "GET", "/api/vm/gpio/led", Some(&viewer), "");
     assert_eq!(v["data"]["pwr"], json!(true), "the LED changed: {v}");

@@ -120,52 +120,31 @@ impl Message {
     /// # Safety
     /// As [`Message::from_ffi`].
     pub unsafe fn from_host(m: &FfiMessage) -> Result<Message, String> {
-        // SAFETY: the caller's contract, for every `FfiStr` read below.
-        let text = |key: Key, s: FfiStr| -> Result<Option<String>, String> {
-            unsafe { s.to_optional_str() }
-                .map(|t| t.map(str::to_owned))
-                .map_err(|e| format!("{} is not UTF-8: {e}", key.name()))
-        };
-        let required = |key: Key, s: FfiStr| -> Result<String, String> {
-            text(key, s)?.ok_or_else(|| format!("{} is missing", key.name()))
-        };
-        let number = |n: FfiNumber| n.present.then_some(n.value);
-        let type_ = required(Key::Type, m.type_)?;
+        // SAFETY: the caller's contract.
+        let mut f = unsafe { LentFields::read(m) }?;
+        let type_ = f.required_string(Key::Type)?;
         let kind = if type_ == "RESPONSE" {
             Kind::Response(m.code)
         } else {
             Kind::Request(Method::parse(&type_).ok_or_else(|| format!("unknown Type '{type_}'"))?)
         };
-        let body = match unsafe { m.body.to_optional_str() } {
-            Ok(None) => None,
-            Ok(Some(b)) => {
-                Some(serde_json::from_str(b).map_err(|e| format!("Body is not JSON: {e}"))?)
-            }
-            Err(e) => return Err(format!("Body is not UTF-8: {e}")),
-        };
-        let extra = match unsafe { m.extra.to_optional_str() } {
-            Ok(None) => Map::new(),
-            Ok(Some(x)) => serde_json::from_str(x)
-                .map_err(|e| format!("the unknown keys are not one JSON object: {e}"))?,
-            Err(e) => return Err(format!("the unknown keys are not UTF-8: {e}")),
-        };
         Ok(Message {
             kind,
-            request_uri: text(Key::RequestUri, m.request_uri)?,
-            desc: text(Key::Desc, m.desc)?,
-            from: required(Key::From, m.from)?,
-            to: required(Key::To, m.to)?,
-            dialogue_id: required(Key::DialogueId, m.dialogue_id)?,
+            request_uri: f.string(Key::RequestUri)?,
+            desc: f.string(Key::Desc)?,
+            from: f.required_string(Key::From)?,
+            to: f.required_string(Key::To)?,
+            dialogue_id: f.required_string(Key::DialogueId)?,
             cseq: m.cseq,
-            router: text(Key::Router, m.router)?,
-            related_id: number(m.related_id),
-            expire: number(m.expire),
-            body,
-            content_type: text(Key::ContentType, m.content_type)?,
-            p_asserted_identity: text(Key::PAssertedIdentity, m.p_asserted_identity)?,
-            event: text(Key::Event, m.event)?,
-            reason: text(Key::Reason, m.reason)?,
-            extra,
+            router: f.string(Key::Router)?,
+            related_id: f.number(Key::RelatedId)?,
+            expire: f.number(Key::Expire)?,
+            body: f.take_body(),
+            content_type: f.string(Key::ContentType)?,
+            p_asserted_identity: f.string(Key::PAssertedIdentity)?,
+            event: f.string(Key::Event)?,
+            reason: f.string(Key::Reason)?,
+            extra: f.take_extra(),
         })
     }
 }
