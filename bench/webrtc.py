@@ -118,7 +118,7 @@ try:
             status = http("GET", f"http://127.0.0.1:{api}/stream/v1/status")["data"]
             enc = status["webrtc"]["encoders"][0]
             rows.append((f"{codec.upper()} {w}x{h}", pct(ages, 0.5), pct(ages, 0.95), len(ages) / secs,
-                         enc["encode_ms"]["mean"]))
+                         enc["encode_ms"]["mean"], js("return window.rtc.jitterBufferMs")))
             if w == 1920 and codec == "vp8":
                 # CPU with 1 viewer, then with 3 tabs watching the same encoder.
                 t0 = cpu_ticks(daemon.pid); time.sleep(secs); cpu[1] = (cpu_ticks(daemon.pid) - t0) / secs
@@ -139,10 +139,10 @@ try:
     print("## stream over WebRTC (bench/webrtc.py, via bench/stream.sh)\n")
     print(f"Release build, testsrc at 30 fps, headless Chromium on the same 2 cores (it decodes and")
     print(f"renders while jsipd captures and encodes). {secs:.0f} s per row.\n")
-    print("| codec, size | glass to glass p50 | p95 | frames/s decoded | encode ms/frame (mean) |")
-    print("|---|---|---|---|---|")
-    for name, p50, p95, fps, enc in rows:
-        print(f"| {name} | {p50} ms | {p95} ms | {fps:.1f} | {enc} |")
+    print("| codec, size | glass to glass p50 | p95 | frames/s decoded | encode ms/frame (mean) | Chromium's jitter buffer (mean) |")
+    print("|---|---|---|---|---|---|")
+    for name, p50, p95, fps, enc, jb in rows:
+        print(f"| {name} | {p50} ms | {p95} ms | {fps:.1f} | {enc} | {jb} ms |")
     print(f"\nDaemon CPU at 1080p30 VP8: 1 viewer {cpu[1]:.0f} %, 3 viewers {cpu[3]:.0f} % "
           f"({cpu[3] / max(cpu[1], 1):.2f}x one; goal < 1.3x): one shared encoder.")
 finally:

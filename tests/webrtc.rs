@@ -93,6 +93,16 @@ fn chromium_plays_the_screen_over_webrtc_and_a_joining_viewer_gets_a_keyframe() 
     );
     assert_eq!(b.eval("return window.rtc.codec"), "VP8");
     assert_eq!(b.eval("return window.rtc.state"), "live");
+    // The answer asks Chromium to show each frame once decoded, not to smooth the pace.
+    let extensions = b.eval("return window.rtc.extensions");
+    assert!(
+        extensions
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e == "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay"),
+        "the answer's header extensions: {extensions}"
+    );
     let stamps = frames(&b);
     // A keyframe asked for while the picture did not change repeats its frame number.
     let numbers: Vec<u64> = stamps.iter().map(|s| s.0).collect();

@@ -31,9 +31,11 @@ use rtc::peer_connection::transport::{RTCIceCandidateType, RTCIceServer};
 use rtc::rtcp::payload_feedbacks::full_intra_request::FullIntraRequest;
 use rtc::rtcp::payload_feedbacks::picture_loss_indication::PictureLossIndication;
 use rtc::rtcp::receiver_report::ReceiverReport;
+use rtc::rtp::extension::playout_delay_extension::PlayoutDelayExtension;
+use rtc::rtp::extension::HeaderExtension;
 use rtc::rtp_transceiver::rtp_sender::{
     RTCPFeedback, RTCRtpCodec, RTCRtpCodecParameters, RTCRtpCodingParameters,
-    RTCRtpEncodingParameters, RtpCodecKind,
+    RTCRtpEncodingParameters, RTCRtpHeaderExtensionCapability, RtpCodecKind,
 };
 use tokio::sync::{broadcast, Notify};
 use webrtc::media_stream::track_local::static_sample::TrackLocalStaticSample;
@@ -288,6 +290,15 @@ async fn build(
         media
             .register_codec(codec.clone(), RtpCodecKind::Video)
             .map_err(|e| (500, format!("codec: {e}")))?;
+        media
+            .register_header_extension(
+                RTCRtpHeaderExtensionCapability {
+                    uri: PLAYOUT_DELAY_URI.to_string(),
+                },
+                RtpCodecKind::Video,
+                None,
+            )
+            .map_err(|e| (500, format!("playout-delay extension: {e}")))?;
         let registry = register_default_interceptors(Registry::new(), &mut media)
             .map_err(|e| (500, format!("interceptors: {e}")))?;
         let built = PeerConnectionBuilder::new()
@@ -318,14 +329,18 @@ async fn negotiate(
     let fail = |code: u16, what: &'static str| {
         move |e: webrtc::error::Error| (code, format!("{what}: {e}"))
     };
-    pc.add_track(track.clone() as Arc<dyn TrackLocal>)
-        .await
-        .map_err(fail(500, "add the video track"))?;
     let offer = RTCSessionDescription::offer(offer.to_string())
         .map_err(|e| (488, format!("the offer: {e}")))?;
     pc.set_remote_description(offer)
         .await
         .map_err(fail(488, "the offer"))?;
+    // After the offer, so the track binds to the offer's transceiver with the header
+    // extension ids the browser chose. Bound before it, the track keeps the ids
+    // webrtc-rs numbers before negotiation, and the sender then drops every packet
+    // stamped with an id the browser did not agree to (nothing at all reaches it).
+    pc.add_track(track.clone() as Arc<dyn TrackLocal>)
+        .await
+        .map_err(fail(500, "add the video track"))?;
     let answer = pc
         .create_answer(None)
         .await
@@ -378,6 +393,18 @@ fn rtc_config(net: &NetConfig) -> rtc::peer_connection::configuration::RTCConfig
     }
     config.build()
 }
+
+/// The playout-delay RTP header extension: the sender's wish for how long the browser
+/// holds a frame before showing it. A remote console wants none: 0 to 0 tells Chromium
+/// to render each frame as soon as it is decoded instead of smoothing the pace through
+/// its jitter buffer (PiKVM's Janus sends the same). The browser still waits for a
+/// frame's missing packets; it only stops adding delay for smoothness. Negotiated like
+/// any extension: a browser whose offer lacks it gets packets without it.
+const PLAYOUT_DELAY_URI: &str = "http://www.webrtc.org/experiments/rtp-hdrext/playout-delay";
+const NO_PLAYOUT_DELAY: PlayoutDelayExtension = PlayoutDelayExtension {
+    min_delay: 0,
+    max_delay: 0,
+};
 
 /// A random number: an SSRC, or where a port search starts. Should the kernel have no
 /// randomness to give, every call gets 0, which only makes SSRCs and ports repeat.
@@ -434,7 +461,10 @@ async fn send(
                         duration,
                         ..Sample::new(frame.encoded_at)
                     };
-                    if let Err(e) = track.sample_writer(ssrc, payload_type).write_sample(&sample).await {
+                    let writer = track
+                        .sample_writer(ssrc, payload_type)
+                        .with_extension(HeaderExtension::PlayoutDelay(NO_PLAYOUT_DELAY));
+                    if let Err(e) = writer.write_sample(&sample).await {
                         tracing::debug!("{}: write: {e}", state.who);
                         continue;
                     }
