@@ -45,6 +45,7 @@ daemon = subprocess.Popen([f"{bin_dir}/jsipd", "-p", work])
 driver = subprocess.Popen(["chromedriver", f"--port={(dport := free_port())}"],
                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 profile = tempfile.mkdtemp()
+session = None  # the WebDriver session, ended in `finally` so no Chromium outlives a failed run
 
 
 def http(method, url, body=None):
@@ -84,7 +85,7 @@ try:
                 "--disable-features=WebRtcHideLocalIpsWithMdns",
                 "--autoplay-policy=no-user-gesture-required"]}}}}
     sid = http("POST", f"{wd}/session", caps)["value"]["sessionId"]
-    s = f"{wd}/session/{sid}"
+    s = session = f"{wd}/session/{sid}"
     js = lambda script: http("POST", f"{s}/execute/sync", {"script": script, "args": []})["value"]
     def settle(cond, timeout=30):
         t = time.time()
@@ -135,7 +136,6 @@ try:
                     http("DELETE", f"{s}/window")
                 first = http("GET", f"{s}/window/handles")["value"][0]
                 http("POST", f"{s}/window", {"handle": first})
-    http("DELETE", s)
     print("## stream over WebRTC (bench/webrtc.py, via bench/stream.sh)\n")
     print(f"Release build, testsrc at 30 fps, headless Chromium on the same 2 cores (it decodes and")
     print(f"renders while jsipd captures and encodes). {secs:.0f} s per row.\n")
@@ -146,6 +146,11 @@ try:
     print(f"\nDaemon CPU at 1080p30 VP8: 1 viewer {cpu[1]:.0f} %, 3 viewers {cpu[3]:.0f} % "
           f"({cpu[3] / max(cpu[1], 1):.2f}x one; goal < 1.3x): one shared encoder.")
 finally:
+    if session:
+        try:
+            http("DELETE", session)
+        except OSError as e:
+            print(f"ending the browser session: {e}", file=sys.stderr)
     driver.terminate()
     daemon.terminate()
     daemon.wait()
