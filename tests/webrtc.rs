@@ -211,16 +211,20 @@ fn invite(ws: &mut Ws, cseq: u64, content_type: Option<&str>, body: Value) -> Va
     }
 }
 
-#[test]
-fn bad_offers_get_488_naming_what_is_missing_and_the_stream_serves_on() {
-    let (_p, d) = start("");
-    let mut ws = Ws::connect(d.rtc.unwrap(), "prog");
-    let good = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
+/// An offer as a program would write it: everything `offer::choose` asks for, with a
+/// candidate nobody answers on (its ICE fails later, which these tests do not wait for).
+const HAND_MADE_OFFER: &str = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n\
 m=video 9 UDP/TLS/RTP/SAVPF 96\r\nc=IN IP4 0.0.0.0\r\n\
 a=candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host\r\n\
 a=ice-ufrag:abcd\r\na=ice-pwd:0123456789abcdef012345\r\n\
 a=fingerprint:sha-256 AA:BB\r\na=setup:actpass\r\na=mid:0\r\na=recvonly\r\n\
 a=rtpmap:96 VP8/90000\r\n";
+
+#[test]
+fn bad_offers_get_488_naming_what_is_missing_and_the_stream_serves_on() {
+    let (_p, d) = start("");
+    let mut ws = Ws::connect(d.rtc.unwrap(), "prog");
+    let good = HAND_MADE_OFFER;
     for (cseq, (ct, body, says)) in [
         (Some("sdp"), json!("hello"), "v=0"),
         (None, json!(good), "Content-Type: sdp"),
@@ -248,6 +252,59 @@ a=rtpmap:96 VP8/90000\r\n";
     // Still serving: the MJPEG API answers and no peer is left behind.
     assert_eq!(get(d.api, "/stream/v1/status").status, 200);
     assert_eq!(status(&d)["webrtc"]["viewers"], 0);
+}
+
+#[test]
+fn a_viewer_whose_turn_server_never_answers_holds_up_no_other_viewer() {
+    // A "TURN server" that swallows every request: the first INVITE's ICE gathering
+    // waits for it until its 5 s limit.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let (_p, d) = start(&format!(
+        "[webrtc]\nice_servers = turn:127.0.0.1:{port}\nturn_user = u\nturn_password = p\n"
+    ));
+    let mut slow = Ws::connect(d.rtc.unwrap(), "slow");
+    let sent = Instant::now();
+    slow.send(
+        &json!({"Type": "INVITE", "Request-URI": "screen@stream", "From": "slow",
+        "To": "screen@stream", "DialogueID": "slow-1", "CSeq": 1,
+        "Content-Type": "sdp", "Body": HAND_MADE_OFFER}),
+    );
+    // Another viewer's request to the same SLP meanwhile: answered at once, not after
+    // the first one's gathering.
+    let mut other = Ws::connect(d.rtc.unwrap(), "other");
+    other.send(
+        &json!({"Type": "OPTIONS", "Request-URI": "screen@stream", "From": "other",
+        "To": "screen@stream", "DialogueID": "other-1", "CSeq": 1}),
+    );
+    let options = other
+        .recv_within(Duration::from_secs(10))
+        .expect("an answer to the OPTIONS");
+    let options_took = sent.elapsed();
+    assert_eq!(options["Code"], 200, "{options}");
+    let answer = slow
+        .recv_within(Duration::from_secs(20))
+        .expect("an answer to the INVITE");
+    let invite_took = sent.elapsed();
+    assert_eq!(answer["Code"], 200, "{answer}");
+    assert!(
+        answer["Body"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("a=candidate"),
+        "{answer}"
+    );
+    eprintln!("OPTIONS answered after {options_took:?}, the INVITE after {invite_took:?}");
+    // The INVITE did wait for the silent server (else this test shows nothing), and the
+    // OPTIONS did not wait for the INVITE.
+    assert!(
+        invite_took >= Duration::from_secs(2),
+        "the INVITE was answered after {invite_took:?}: did the TURN server's silence not hold it?"
+    );
+    assert!(
+        options_took < Duration::from_secs(1),
+        "the OPTIONS waited {options_took:?} (the INVITE took {invite_took:?})"
+    );
 }
 
 #[test]

@@ -24,6 +24,7 @@ use jsipd_plugin_api::jsip::{Message, Method};
 use jsipd_plugin_api::serde_json::{json, Value};
 use jsipd_plugin_api::slp::{Event, Host, Instance, Slp};
 use jsipd_plugin_api::tracing;
+use tokio::sync::oneshot;
 
 use crate::capture::Capture;
 use connection::{NetConfig, Peer, PeerState};
@@ -112,6 +113,7 @@ impl Slp for StreamSlp {
         Box::new(ViewerInstance {
             webrtc: self.webrtc.clone(),
             peer: None,
+            answering: None,
         })
     }
 }
@@ -120,10 +122,31 @@ impl Slp for StreamSlp {
 struct ViewerInstance {
     webrtc: Arc<Webrtc>,
     peer: Option<Peer>,
+    /// The INVITE whose answer is being made on the WebRTC runtime.
+    answering: Option<Answering>,
 }
 
+/// An INVITE being answered. Making the answer waits for ICE gathering: milliseconds
+/// with host candidates, a round trip to each STUN or TURN server, and up to 5 s for
+/// one that does not answer. That wait happens on the WebRTC runtime, not on the SLP's
+/// runner, so the other viewers' INVITEs, BYEs and refreshes go on meanwhile. The SLP
+/// contract has no way for another thread to wake an instance, so the instance looks
+/// every [`ANSWER_POLL`]; a look is a channel check, nothing next to ICE's own work.
+struct Answering {
+    invite: Message,
+    codec: crate::video::Codec,
+    result: oneshot::Receiver<Answered>,
+}
+
+type Answered = Result<(Peer, String), (u16, String)>;
+
+const ANSWER_POLL: Duration = Duration::from_millis(5);
+/// Timer tokens: the connection's poll, and the look for a pending answer.
+const TIMER_CONNECTION: u64 = 0;
+const TIMER_ANSWER: u64 = 1;
+
 impl ViewerInstance {
-    fn invite(&mut self, m: &Message, host: &mut dyn Host) {
+    fn invite(&mut self, m: Message, host: &mut dyn Host) {
         let sdp_type = m.content_type.as_deref().is_some_and(|t| {
             t.eq_ignore_ascii_case("sdp") || t.eq_ignore_ascii_case("application/sdp")
         });
@@ -146,36 +169,65 @@ impl ViewerInstance {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
-        let who = m.from.clone();
         let handle = match self.webrtc.handle() {
             Ok(h) => h,
             Err(e) => return host.send(m.refusal(500, e)),
         };
-        let answered = handle.block_on(connection::answer(
-            sdp,
-            &choice,
-            &self.webrtc.hub,
-            &net,
-            &who,
-        ));
+        let (done, result) = oneshot::channel();
+        let (webrtc, sdp, who, codec) = (
+            self.webrtc.clone(),
+            sdp.clone(),
+            m.from.clone(),
+            choice.codec,
+        );
+        handle.spawn(async move {
+            let answered = connection::answer(&sdp, &choice, &webrtc.hub, &net, &who).await;
+            // Nobody waiting (the dialog ended meanwhile): dropping the peer closes it.
+            let _ = done.send(answered);
+        });
+        self.answering = Some(Answering {
+            invite: m,
+            codec,
+            result,
+        });
+        host.set_timer(ANSWER_POLL, TIMER_ANSWER);
+    }
+
+    /// The look for the pending answer: the 200 once it is made, else look again.
+    fn check_answer(&mut self, host: &mut dyn Host) {
+        let Some(answering) = self.answering.as_mut() else {
+            return;
+        };
+        let answered = match answering.result.try_recv() {
+            Err(oneshot::error::TryRecvError::Empty) => {
+                return host.set_timer(ANSWER_POLL, TIMER_ANSWER);
+            }
+            Err(oneshot::error::TryRecvError::Closed) => Err((
+                500,
+                "the WebRTC runtime stopped before answering".to_string(),
+            )),
+            Ok(answered) => answered,
+        };
+        let Answering { invite, codec, .. } = self.answering.take().expect("checked above");
+        let who = &invite.from;
         match answered {
             Ok((peer, answer)) => {
-                tracing::info!("{who} watches over WebRTC ({})", choice.codec.name());
+                tracing::info!("{who} watches over WebRTC ({})", codec.name());
                 self.webrtc
                     .viewers
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .push(Arc::downgrade(&peer.state));
                 self.peer = Some(peer);
-                let mut ok = m.response(200);
+                let mut ok = invite.response(200);
                 ok.content_type = Some("sdp".into());
                 ok.body = Some(Value::String(answer));
                 host.send(ok);
-                host.set_timer(POLL, 0);
+                host.set_timer(POLL, TIMER_CONNECTION);
             }
             Err((code, reason)) => {
                 tracing::info!("{who}: no WebRTC session: {reason}");
-                host.send(m.refusal(code, reason));
+                host.send(invite.refusal(code, reason));
             }
         }
     }
@@ -184,7 +236,7 @@ impl ViewerInstance {
     fn check(&mut self, host: &mut dyn Host) {
         match self.peer.as_ref().map(|p| p.state.ended()) {
             Some(Some(why)) => self.end(host, &why),
-            Some(None) => host.set_timer(POLL, 0),
+            Some(None) => host.set_timer(POLL, TIMER_CONNECTION),
             None => {}
         }
     }
@@ -194,6 +246,7 @@ impl ViewerInstance {
         if let Some(p) = self.peer.take() {
             tracing::info!("{}'s WebRTC session ends: {why}", p.state.who);
         }
+        self.answering = None;
         host.end();
     }
 }
@@ -204,12 +257,17 @@ impl Instance for ViewerInstance {
             Event::Loaded => {}
             Event::Message(m) if !m.is_request() => {}
             Event::Message(m) => match m.method() {
-                Some(Method::Invite) if self.peer.is_some() => host.send(m.refusal(
-                    488,
-                    "this dialog has its video already; BYE and INVITE again to change it",
-                )),
-                Some(Method::Invite) => self.invite(&m, host),
+                Some(Method::Invite) if self.peer.is_some() || self.answering.is_some() => {
+                    host.send(m.refusal(
+                        488,
+                        "this dialog has its video already; BYE and INVITE again to change it",
+                    ))
+                }
+                Some(Method::Invite) => self.invite(m, host),
                 Some(Method::Bye) | Some(Method::Cancel) => {
+                    // A CANCEL comes after the stack answered the INVITE 487: its answer,
+                    // still being made, is dropped when it comes (and its peer closed).
+                    self.answering = None;
                     if let Some(p) = self.peer.take() {
                         tracing::info!("{} stopped watching", p.state.who);
                     }
@@ -225,8 +283,12 @@ impl Instance for ViewerInstance {
                     format!("stream takes INVITE with an SDP offer, not {other}; keyboard and mouse go to hid"),
                 )),
             },
+            Event::Timer(TIMER_ANSWER) => self.check_answer(host),
             Event::Timer(_) => self.check(host),
-            Event::DialogEnded { .. } => self.peer = None,
+            Event::DialogEnded { .. } => {
+                self.peer = None;
+                self.answering = None;
+            }
             Event::PeerDisconnected { .. } => self.end(host, "its signalling socket closed"),
             Event::Draining => self.end(host, "the stream plugin was reloaded or unloaded"),
         }
