@@ -190,7 +190,10 @@ fn load_list_call_and_delete_an_slp_and_an_api() {
     // Delete both: they retire, the image leaves memory, and the names are gone.
     let (status, v) = delete(&d, "/apim/v1/echo.v1");
     assert_eq!(status, 200, "{v}");
-    assert_eq!(v["data"]["generation"]["state"], "retired", "{v}");
+    // On a loaded machine the 413's handler may still be returning after its answer
+    // went out: then the generation drains first (the image's unmapping below waits).
+    let state = &v["data"]["generation"]["state"];
+    assert!(state == "retired" || state == "draining", "{v}");
     let (status, v) = delete(&d, "/slpm/v1/echo");
     assert_eq!(status, 200, "{v}");
     wait_until("echo retired and unmapped", || {

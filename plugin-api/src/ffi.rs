@@ -148,7 +148,29 @@ impl FfiStr {
             return Ok(None);
         }
         // SAFETY: forwarded to the caller.
-        std::str::from_utf8(unsafe { self.as_bytes() }).map(Some)
+        let bytes = unsafe { self.as_bytes() };
+        // JSIP's fields are nearly always ASCII, which `is_ascii` checks a word at a
+        // time; `from_utf8` goes byte by byte through strings this short.
+        if bytes.is_ascii() {
+            // SAFETY: ASCII is UTF-8.
+            return Ok(Some(unsafe { std::str::from_utf8_unchecked(bytes) }));
+        }
+        std::str::from_utf8(bytes).map(Some)
+    }
+
+    /// `Some(text)` or `None` for [`FfiStr::ABSENT`], trusting that it is UTF-8.
+    ///
+    /// # Safety
+    /// As [`FfiStr::as_bytes`], and the bytes are UTF-8.
+    pub unsafe fn to_optional_str_unchecked<'a>(self) -> Option<&'a str> {
+        if self.ptr.is_null() {
+            return None;
+        }
+        // SAFETY: forwarded to the caller.
+        let bytes = unsafe { self.as_bytes() };
+        debug_assert!(std::str::from_utf8(bytes).is_ok(), "lent text is not UTF-8");
+        // SAFETY: the caller guarantees UTF-8.
+        Some(unsafe { std::str::from_utf8_unchecked(bytes) })
     }
 
     /// The text, with invalid UTF-8 replaced (the other side may be buggy; this side
@@ -355,8 +377,10 @@ pub struct FfiNumber {
 
 /// One JSIP message as its fields (JSIP.md §2). Text is UTF-8 and borrowed for the call;
 /// an absent optional field is [`FfiStr::ABSENT`] (a null `ptr`), which is not the same
-/// as an empty string. The receiving side validates it exactly as it would the frame's
-/// JSON (`Message::from_ffi`), so nothing malformed crosses either way.
+/// as an empty string. The host validates what a plugin lends exactly as it would a
+/// frame's JSON (`Message::from_ffi`), so nothing malformed reaches the stack; a plugin
+/// takes the host's as the host's parser left it (`Message::from_host`), trusting its
+/// text to be UTF-8 as it trusts its pointers.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct FfiMessage {

@@ -351,30 +351,35 @@ impl Message {
     }
 
     fn fields(f: &mut impl FieldSource, cseq: u64) -> Result<Message, String> {
-        let ty = f.required_string(Key::Type)?;
-        let kind = if ty == "RESPONSE" {
-            let code = f
-                .number(Key::Code)?
-                .ok_or("Code is missing (a response needs a status code)")?;
-            if !(100..=699).contains(&code) {
-                return Err(format!("Code {code} is outside 100-699"));
-            }
-            Kind::Response(code as u16)
-        } else {
-            let m = Method::parse(&ty).ok_or_else(|| {
+        // Type is only read: a lent message's would be copied just to be compared.
+        f.peek_required_string(Key::Type)?;
+        let method = match f.peek_string(Key::Type)?.unwrap_or_default() {
+            "RESPONSE" => None,
+            ty => Some(Method::parse(ty).ok_or_else(|| {
                 let known: Vec<&str> = Method::ALL.iter().map(|m| m.as_str()).collect();
                 format!("unknown Type '{ty}' (known: {}, RESPONSE)", known.join(" "))
-            })?;
-            Kind::Request(m)
+            })?),
+        };
+        let kind = match method {
+            Some(m) => Kind::Request(m),
+            None => {
+                let code = f
+                    .number(Key::Code)?
+                    .ok_or("Code is missing (a response needs a status code)")?;
+                if !(100..=699).contains(&code) {
+                    return Err(format!("Code {code} is outside 100-699"));
+                }
+                Kind::Response(code as u16)
+            }
         };
         let (request_uri, desc) = match kind {
             Kind::Request(_) => (Some(f.required_string(Key::RequestUri)?), None),
             Kind::Response(_) => (None, f.string(Key::Desc)?),
         };
         let related_id = f.number(Key::RelatedId)?;
-        if matches!(kind, Kind::Request(Method::Ack | Method::Cancel)) && related_id.is_none() {
+        if let (Some(m @ (Method::Ack | Method::Cancel)), None) = (method, related_id) {
             return Err(format!(
-                "RelatedID is missing (an {ty} names the INVITE's CSeq)"
+                "RelatedID is missing (an {m} names the INVITE's CSeq)"
             ));
         }
         f.peek_required_string(Key::From)?;

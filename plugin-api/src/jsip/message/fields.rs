@@ -55,11 +55,7 @@ impl Serialize for UnknownKeys<'_> {
 impl Message {
     /// This message as boundary fields, borrowing its strings.
     pub fn lend(&self) -> LentMessage<'_> {
-        // serde_json's own writer, not `Display`: no formatter between it and the buffer.
-        let body = self
-            .body
-            .as_ref()
-            .map(|b| serde_json::to_string(b).expect("JSON values"));
+        let body = self.body.as_ref().map(json_text);
         // A key in `extra` that names a known field is skipped, as in the frame text:
         // the typed field wins.
         let extra = self
@@ -104,7 +100,7 @@ impl Message {
     /// Every [`FfiStr`] in `m` is absent or valid for this call.
     pub unsafe fn from_ffi(m: &FfiMessage) -> Result<Message, ParseError> {
         // SAFETY: the caller's contract.
-        let mut fields = unsafe { LentFields::read(m) }
+        let mut fields = unsafe { LentFields::read(m, Lender::Plugin) }
             .map_err(|reason| ParseError::Unaddressable { reason })?;
         Message::from_source(&mut fields)
     }
@@ -114,19 +110,20 @@ impl Message {
     /// A message the host lent a plugin: built field by field, without the frame's
     /// checks, because the host's own parser already made them (the same code, this
     /// crate). What it still refuses is what a plugin cannot take: a `Type` it does not
-    /// know (a newer host), text that is not UTF-8, a `Body` or unknown keys that are not
-    /// JSON, and a message without the fields every message has.
+    /// know (a newer host), a `Body` or unknown keys that are not JSON, and a message
+    /// without the fields every message has. Its text is not checked for UTF-8: the host
+    /// lends only Rust strings, and a plugin trusts the host's pointers and lengths
+    /// already, which a bad host could break far worse.
     ///
     /// # Safety
-    /// As [`Message::from_ffi`].
+    /// As [`Message::from_ffi`], and every text in `m` is UTF-8 (the host's side of
+    /// the ABI).
     pub unsafe fn from_host(m: &FfiMessage) -> Result<Message, String> {
         // SAFETY: the caller's contract.
-        let mut f = unsafe { LentFields::read(m) }?;
-        let type_ = f.required_string(Key::Type)?;
-        let kind = if type_ == "RESPONSE" {
-            Kind::Response(m.code)
-        } else {
-            Kind::Request(Method::parse(&type_).ok_or_else(|| format!("unknown Type '{type_}'"))?)
+        let mut f = unsafe { LentFields::read(m, Lender::Host) }?;
+        let kind = match f.peek_string(Key::Type)?.ok_or("Type is missing")? {
+            "RESPONSE" => Kind::Response(m.code),
+            ty => Kind::Request(Method::parse(ty).ok_or_else(|| format!("unknown Type '{ty}'"))?),
         };
         Ok(Message {
             kind,
@@ -149,23 +146,41 @@ impl Message {
     }
 }
 
+/// Who lent a message, which decides whether its text is checked for UTF-8.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Lender {
+    /// A plugin, which may be buggy: its text is checked, as a frame's would be.
+    Plugin,
+    /// The host: its text comes from Rust strings (see [`Message::from_host`]).
+    Host,
+}
+
 /// A lent message's fields, as a [`FieldSource`]: its text checked for UTF-8 and its
 /// JSON parsed up front (so those errors are unaddressable, as a frame's would be), its
 /// strings copied only when taken.
 struct LentFields<'a> {
     strings: [Option<&'a str>; 16],
-    numbers: [Option<u64>; 16],
+    /// Code, CSeq, RelatedID and Expire, the only numbers (see [`LentFields::number_slot`]).
+    numbers: [Option<u64>; 4],
     body: Option<Value>,
     extra: Map<String, Value>,
 }
 
 impl<'a> LentFields<'a> {
     /// # Safety
-    /// As [`Message::from_ffi`], for `'a`.
-    unsafe fn read(m: &'a FfiMessage) -> Result<LentFields<'a>, String> {
+    /// As [`Message::from_ffi`], for `'a`; for [`Lender::Host`], as [`Message::from_host`].
+    unsafe fn read(m: &'a FfiMessage, lender: Lender) -> Result<LentFields<'a>, String> {
+        let text = |s: FfiStr| -> Result<Option<&'a str>, std::str::Utf8Error> {
+            match lender {
+                // SAFETY: the caller's contract.
+                Lender::Plugin => unsafe { s.to_optional_str() },
+                // SAFETY: the caller's contract, UTF-8 included.
+                Lender::Host => Ok(unsafe { s.to_optional_str_unchecked() }),
+            }
+        };
         let mut f = LentFields {
             strings: [None; 16],
-            numbers: [None; 16],
+            numbers: [None; 4],
             body: None,
             extra: Map::new(),
         };
@@ -183,35 +198,123 @@ impl<'a> LentFields<'a> {
             (Key::Reason, m.reason),
         ];
         for (key, s) in strings {
-            // SAFETY: the caller's contract.
-            f.strings[key as usize] = unsafe { s.to_optional_str() }
-                .map_err(|e| format!("{} is not UTF-8: {e}", key.name()))?;
+            f.strings[key as usize] =
+                text(s).map_err(|e| format!("{} is not UTF-8: {e}", key.name()))?;
         }
         if f.strings[Key::Type as usize] == Some("RESPONSE") {
-            f.numbers[Key::Code as usize] = Some(m.code.into());
+            f.numbers[0] = Some(m.code.into());
         }
-        f.numbers[Key::CSeq as usize] = Some(m.cseq);
-        for (key, n) in [(Key::RelatedId, m.related_id), (Key::Expire, m.expire)] {
-            f.numbers[key as usize] = n.present.then_some(n.value);
-        }
-        // SAFETY: the caller's contract.
-        let body =
-            unsafe { m.body.to_optional_str() }.map_err(|e| format!("Body is not UTF-8: {e}"))?;
+        f.numbers[1] = Some(m.cseq);
+        f.numbers[2] = m.related_id.present.then_some(m.related_id.value);
+        f.numbers[3] = m.expire.present.then_some(m.expire.value);
+        let body = text(m.body).map_err(|e| format!("Body is not UTF-8: {e}"))?;
         if let Some(body) = body {
-            f.body =
-                Some(serde_json::from_str(body).map_err(|e| format!("Body is not JSON: {e}"))?);
+            f.body = Some(json_value(body).map_err(|e| format!("Body is not JSON: {e}"))?);
         }
-        // SAFETY: the caller's contract.
-        let extra = unsafe { m.extra.to_optional_str() }
-            .map_err(|e| format!("the unknown keys are not UTF-8: {e}"))?;
+        let extra = text(m.extra).map_err(|e| format!("the unknown keys are not UTF-8: {e}"))?;
         if let Some(extra) = extra {
-            let mut extra: Map<String, Value> = serde_json::from_str(extra)
+            let mut extra = json_object(extra)
                 .map_err(|e| format!("the unknown keys are not one JSON object: {e}"))?;
             extra.retain(|k, _| Key::of(k).is_none());
             f.extra = extra;
         }
         Ok(f)
     }
+
+    /// Where number `key` is kept; `None` for a key that is not a number.
+    fn number_slot(key: Key) -> Option<usize> {
+        match key {
+            Key::Code => Some(0),
+            Key::CSeq => Some(1),
+            Key::RelatedId => Some(2),
+            Key::Expire => Some(3),
+            _ => None,
+        }
+    }
+}
+
+/// Whether JSON writes `s` between quotes as it is (serde_json escapes only `"`, `\`
+/// and control characters).
+fn needs_no_escape(s: &str) -> bool {
+    !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20)
+}
+
+/// `value`'s JSON text, as serde_json writes it. A string with nothing to escape, the
+/// usual `Body`, is put between quotes directly (see [`json_value`]).
+fn json_text(value: &Value) -> String {
+    match value {
+        Value::String(s) if needs_no_escape(s) => {
+            let mut text = String::with_capacity(s.len() + 2);
+            text.push('"');
+            text.push_str(s);
+            text.push('"');
+            text
+        }
+        // serde_json's own writer, not `Display`: no formatter between it and the buffer.
+        other => serde_json::to_string(other).expect("JSON values"),
+    }
+}
+
+/// `text` as a JSON value. A string with nothing escaped in it (a word, a name, a
+/// key's code; not an SDP offer, whose line ends are escaped) is taken as it is: the
+/// value serde_json would make, without setting its parser up for a few bytes.
+fn json_value(text: &str) -> Result<Value, serde_json::Error> {
+    match plain_string(text) {
+        Some((s, "")) => Ok(Value::String(s.to_owned())),
+        _ => serde_json::from_str(text),
+    }
+}
+
+/// `text` as a JSON object. The usual unknown keys, a few plain strings and whole
+/// numbers written as [`Message::lend`] writes them (`{"Echo-Marker":"default"}`), are
+/// read directly, as serde_json would read them; anything else goes to serde_json.
+fn json_object(text: &str) -> Result<Map<String, Value>, serde_json::Error> {
+    match flat_object(text) {
+        Some(map) => Ok(map),
+        None => serde_json::from_str(text),
+    }
+}
+
+/// The object in `text` if it is compact and flat: plain-string keys, plain-string or
+/// whole-number values. `None` for anything else, valid or not.
+fn flat_object(text: &str) -> Option<Map<String, Value>> {
+    let mut map = Map::new();
+    let mut rest = text.strip_prefix('{')?;
+    if rest == "}" {
+        return Some(map);
+    }
+    loop {
+        let (key, after) = plain_string(rest)?;
+        let after = after.strip_prefix(':')?;
+        let (value, after) = match plain_string(after) {
+            Some((s, after)) => (Value::String(s.to_owned()), after),
+            None => {
+                let digits = after.bytes().take_while(u8::is_ascii_digit).count();
+                let number = &after[..digits];
+                // JSON has no leading zeros; a number past u64 is serde_json's (a float).
+                if number.is_empty() || (number.len() > 1 && number.starts_with('0')) {
+                    return None;
+                }
+                (Value::from(number.parse::<u64>().ok()?), &after[digits..])
+            }
+        };
+        map.insert(key.to_owned(), value);
+        match after.as_bytes() {
+            [b',', ..] => rest = &after[1..],
+            [b'}'] => return Some(map),
+            _ => return None,
+        }
+    }
+}
+
+/// The JSON string at the start of `text`, if nothing in it is escaped (no `"`, `\` or
+/// control character between its quotes), and what follows it.
+fn plain_string(text: &str) -> Option<(&str, &str)> {
+    let inner = text.strip_prefix('"')?;
+    let end = inner
+        .bytes()
+        .position(|b| b == b'"' || b == b'\\' || b < 0x20)?;
+    (inner.as_bytes()[end] == b'"').then(|| (&inner[..end], &inner[end + 1..]))
 }
 
 impl FieldSource for LentFields<'_> {
@@ -224,7 +327,7 @@ impl FieldSource for LentFields<'_> {
     }
 
     fn number(&mut self, key: Key) -> Result<Option<u64>, String> {
-        Ok(self.numbers[key as usize].take())
+        Ok(LentFields::number_slot(key).and_then(|i| self.numbers[i].take()))
     }
 
     fn take_body(&mut self) -> Option<Value> {
@@ -294,13 +397,121 @@ mod tests {
         // SAFETY: as above.
         let e = unsafe { Message::from_host(&f) }.unwrap_err();
         assert!(e.starts_with("unknown Type 'FROB'"), "{e}");
-        let bad_utf8 = [0xffu8];
+        // A Body that is not JSON (a buggy host) is refused too.
         let mut f = copy(lent.as_ffi());
-        f.from = FfiStr::bytes(&bad_utf8);
+        f.body = FfiStr::new("{not json");
         // SAFETY: as above.
-        assert!(unsafe { Message::from_host(&f) }
-            .unwrap_err()
-            .starts_with("From is not UTF-8"));
+        let e = unsafe { Message::from_host(&f) }.unwrap_err();
+        assert!(e.starts_with("Body is not JSON"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_are_the_object_serde_json_would_make() {
+        let keys = [
+            r#""a""#,
+            r#""Echo-Marker""#,
+            r#""é""#,
+            r#""""#,
+            r#""q\"x""#,
+            "\"t\tb\"",
+        ];
+        let values = [
+            r#""v""#,
+            r#""""#,
+            r#""say \"hi\"""#,
+            "\"raw\ttab\"",
+            "0",
+            "01",
+            "42",
+            "18446744073709551615",
+            "18446744073709551616",
+            "-1",
+            "2.5",
+            "1e3",
+            "true",
+            "null",
+            "{}",
+            r#"{"in":1}"#,
+            "[1]",
+            "",
+        ];
+        let mut texts = vec![
+            "{}".to_string(),
+            "{ }".into(),
+            "{".into(),
+            "}".into(),
+            "[]".into(),
+            "".into(),
+            r#"{"a":"b"} "#.into(),
+            r#"{"a":"b"}}"#.into(),
+            r#"{"a":"b",}"#.into(),
+        ];
+        for k in keys {
+            for v in values {
+                texts.push(format!("{{{k}:{v}}}"));
+                texts.push(format!("{{{k}: {v}}}"));
+                texts.push(format!("{{{k}:{v},\"z\":7}}"));
+                texts.push(format!("{{\"z\":7,{k}:{v}}}"));
+                texts.push(format!("{{{k}:{v},{k}:\"again\"}}"));
+            }
+        }
+        let mut fast = 0;
+        for text in &texts {
+            fast += usize::from(flat_object(text).is_some());
+            let ours = json_object(text).map_err(|e| e.to_string());
+            let theirs =
+                serde_json::from_str::<Map<String, Value>>(text).map_err(|e| e.to_string());
+            assert_eq!(ours, theirs, "{text:?}");
+        }
+        // The fast path did read the plain ones (else this shows nothing about it).
+        assert!(fast > 50, "only {fast} of {} read directly", texts.len());
+    }
+
+    #[test]
+    fn a_body_is_lent_as_the_text_serde_json_would_write() {
+        for value in [
+            json!("ping"),
+            json!(""),
+            json!("é ☃ \u{7f}"),
+            json!("line\nend"),
+            json!("say \"hi\" \\ back"),
+            json!("\u{1}"),
+            json!({"k": [1, "v", null]}),
+            json!(2.5),
+        ] {
+            assert_eq!(json_text(&value), serde_json::to_string(&value).unwrap());
+        }
+    }
+
+    #[test]
+    fn a_plain_string_body_is_the_value_serde_json_would_make() {
+        for text in [
+            r#""ping""#,
+            r#""""#,
+            r#""é ☃ with spaces""#,
+            r#""line\nend""#,
+            r#""say \"hi\"""#,
+            r#""\u00e9""#,
+            "\"raw\ttab\"",
+            "\"raw\u{1}control\"",
+            r#""a"b""#,
+            r#""unclosed"#,
+            r#"x""#,
+            r#"""#,
+            r#"{"k": [1, "v"]}"#,
+            "42",
+        ] {
+            let ours = json_value(text).map_err(|e| e.to_string());
+            let theirs = serde_json::from_str::<Value>(text).map_err(|e| e.to_string());
+            assert_eq!(
+                ours.is_ok(),
+                theirs.is_ok(),
+                "{text:?}: {ours:?} / {theirs:?}"
+            );
+            if let (Ok(a), Ok(b)) = (ours, theirs) {
+                assert_eq!(a, b, "{text:?}");
+            }
+        }
     }
 
     #[test]
