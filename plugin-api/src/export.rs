@@ -187,8 +187,13 @@ unsafe extern "C" fn instance_event(
         // SAFETY: the vtable's contract: valid for this call.
         let (instance, event, host) =
             unsafe { (&mut *instance.cast::<Box<dyn Instance>>(), &*event, &*host) };
-        // SAFETY: valid for this call; read only by the kinds that carry text.
-        let text = || unsafe { event.text.to_text() }.into_owned();
+        // SAFETY: valid for this call, and UTF-8 as all the host's text (see
+        // `Message::from_host`); read only by the kinds that carry text.
+        let text = || {
+            unsafe { event.text.to_optional_str_unchecked() }
+                .unwrap_or_default()
+                .to_owned()
+        };
         let event = match event.kind {
             ffi::event::LOADED => Event::Loaded,
             // The host only sends what its own parser accepted: a refusal here means the
