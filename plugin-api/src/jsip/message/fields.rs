@@ -147,7 +147,7 @@ impl Message {
 }
 
 /// Who lent a message, which decides whether its text is checked for UTF-8.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy)]
 enum Lender {
     /// A plugin, which may be buggy: its text is checked, as a frame's would be.
     Plugin,
@@ -160,8 +160,10 @@ enum Lender {
 /// strings copied only when taken.
 struct LentFields<'a> {
     strings: [Option<&'a str>; 16],
-    /// Code, CSeq, RelatedID and Expire, the only numbers (see [`LentFields::number_slot`]).
-    numbers: [Option<u64>; 4],
+    code: Option<u64>,
+    cseq: Option<u64>,
+    related_id: Option<u64>,
+    expire: Option<u64>,
     body: Option<Value>,
     extra: Map<String, Value>,
 }
@@ -180,7 +182,10 @@ impl<'a> LentFields<'a> {
         };
         let mut f = LentFields {
             strings: [None; 16],
-            numbers: [None; 4],
+            code: None,
+            cseq: Some(m.cseq),
+            related_id: m.related_id.present.then_some(m.related_id.value),
+            expire: m.expire.present.then_some(m.expire.value),
             body: None,
             extra: Map::new(),
         };
@@ -202,11 +207,8 @@ impl<'a> LentFields<'a> {
                 text(s).map_err(|e| format!("{} is not UTF-8: {e}", key.name()))?;
         }
         if f.strings[Key::Type as usize] == Some("RESPONSE") {
-            f.numbers[0] = Some(m.code.into());
+            f.code = Some(m.code.into());
         }
-        f.numbers[1] = Some(m.cseq);
-        f.numbers[2] = m.related_id.present.then_some(m.related_id.value);
-        f.numbers[3] = m.expire.present.then_some(m.expire.value);
         let body = text(m.body).map_err(|e| format!("Body is not UTF-8: {e}"))?;
         if let Some(body) = body {
             f.body = Some(json_value(body).map_err(|e| format!("Body is not JSON: {e}"))?);
@@ -220,30 +222,19 @@ impl<'a> LentFields<'a> {
         }
         Ok(f)
     }
-
-    /// Where number `key` is kept; `None` for a key that is not a number.
-    fn number_slot(key: Key) -> Option<usize> {
-        match key {
-            Key::Code => Some(0),
-            Key::CSeq => Some(1),
-            Key::RelatedId => Some(2),
-            Key::Expire => Some(3),
-            _ => None,
-        }
-    }
 }
 
-/// Whether JSON writes `s` between quotes as it is (serde_json escapes only `"`, `\`
+/// Whether JSON escapes byte `b` in a string (serde_json escapes only these: `"`, `\`
 /// and control characters).
-fn needs_no_escape(s: &str) -> bool {
-    !s.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20)
+fn escaped(b: u8) -> bool {
+    b == b'"' || b == b'\\' || b < 0x20
 }
 
 /// `value`'s JSON text, as serde_json writes it. A string with nothing to escape, the
 /// usual `Body`, is put between quotes directly (see [`json_value`]).
 fn json_text(value: &Value) -> String {
     match value {
-        Value::String(s) if needs_no_escape(s) => {
+        Value::String(s) if !s.bytes().any(escaped) => {
             let mut text = String::with_capacity(s.len() + 2);
             text.push('"');
             text.push_str(s);
@@ -311,9 +302,7 @@ fn flat_object(text: &str) -> Option<Map<String, Value>> {
 /// control character between its quotes), and what follows it.
 fn plain_string(text: &str) -> Option<(&str, &str)> {
     let inner = text.strip_prefix('"')?;
-    let end = inner
-        .bytes()
-        .position(|b| b == b'"' || b == b'\\' || b < 0x20)?;
+    let end = inner.bytes().position(escaped)?;
     (inner.as_bytes()[end] == b'"').then(|| (&inner[..end], &inner[end + 1..]))
 }
 
@@ -327,7 +316,14 @@ impl FieldSource for LentFields<'_> {
     }
 
     fn number(&mut self, key: Key) -> Result<Option<u64>, String> {
-        Ok(LentFields::number_slot(key).and_then(|i| self.numbers[i].take()))
+        let slot = match key {
+            Key::Code => &mut self.code,
+            Key::CSeq => &mut self.cseq,
+            Key::RelatedId => &mut self.related_id,
+            Key::Expire => &mut self.expire,
+            _ => return Ok(None),
+        };
+        Ok(slot.take())
     }
 
     fn take_body(&mut self) -> Option<Value> {

@@ -195,11 +195,12 @@ impl ViewerInstance {
 
     /// The look for the pending answer: the 200 once it is made, else look again.
     fn check_answer(&mut self, host: &mut dyn Host) {
-        let Some(answering) = self.answering.as_mut() else {
+        let Some(mut answering) = self.answering.take() else {
             return;
         };
         let answered = match answering.result.try_recv() {
             Err(oneshot::error::TryRecvError::Empty) => {
+                self.answering = Some(answering);
                 return host.set_timer(ANSWER_POLL, TIMER_ANSWER);
             }
             Err(oneshot::error::TryRecvError::Closed) => Err((
@@ -208,7 +209,7 @@ impl ViewerInstance {
             )),
             Ok(answered) => answered,
         };
-        let Answering { invite, codec, .. } = self.answering.take().expect("checked above");
+        let Answering { invite, codec, .. } = answering;
         let who = &invite.from;
         match answered {
             Ok((peer, answer)) => {
