@@ -2,6 +2,7 @@
 //!
 //! The parser gets arbitrary text and arbitrary JSON objects built from JSIP's keys; it
 //! must never panic, and what it accepts must survive a serialize/parse round trip.
+//! A message must cross the `.so` boundary unchanged either way.
 //! The stack gets arbitrary interleavings of peer messages, SLP actions, failures and
 //! time; it must never panic, its indexes must stay consistent after every step, and
 //! once inputs stop it must wind down to no dialogs and no timers.
@@ -57,6 +58,8 @@ fn json_value() -> impl Strategy<Value = Value> {
         ]
         .prop_map(Value::from),
         ".{0,12}".prop_map(Value::from),
+        // What JSON escapes, or must not: quotes, backslashes, control characters.
+        r#"[a"\\\t\n\x01\x7fé ]{0,8}"#.prop_map(Value::from),
     ];
     leaf.prop_recursive(2, 8, 3, |inner| {
         prop_oneof![
@@ -94,6 +97,29 @@ proptest! {
                 prop_assert!(!e.reason().is_empty());
             }
         }
+    }
+}
+
+proptest! {
+    /// A message crosses the `.so` boundary unchanged both ways, whatever its Body and
+    /// unknown keys: the fast paths for plain strings and flat objects agree with
+    /// serde_json's writer and parser.
+    #[test]
+    fn a_message_crosses_the_boundary_unchanged(
+        body in prop::option::of(json_value()),
+        extra in prop::collection::btree_map(r#"[a-z"\\\t-]{0,6}"#, json_value(), 0..4),
+        from in r#"[a-z@"\\\x01é]{1,8}"#,
+    ) {
+        let mut m = Message::request(Method::Message, "svc@echo", &from, "svc@echo", "d-1", 1);
+        m.body = body;
+        // Lower case: no unknown key names a JSIP field (those are capitalised).
+        m.extra = extra.into_iter().collect();
+        let lent = m.lend();
+        // SAFETY: `lent` outlives both calls; its text comes from Rust strings.
+        let (to_host, to_plugin) =
+            unsafe { (Message::from_ffi(lent.as_ffi()), Message::from_host(lent.as_ffi())) };
+        prop_assert_eq!(&to_host.expect("a plugin's valid message is accepted"), &m);
+        prop_assert_eq!(&to_plugin.expect("the host's message is taken"), &m);
     }
 }
 

@@ -45,6 +45,20 @@ fn serialize_then_parse_is_identity_and_unknown_keys_survive() {
 }
 
 #[test]
+fn a_float_is_read_to_the_bit_and_written_back_as_sent() {
+    // serde_json without float_roundtrip read this one bit off (…806e243).
+    let mut v = invite();
+    v["Body"] = json!({"x": 1.4312448162570804e243});
+    let m = Message::parse(&v.to_string()).unwrap();
+    assert_eq!(m.body, Some(json!({"x": 1.4312448162570804e243})));
+    assert!(
+        m.to_json().contains("1.4312448162570804e+243"),
+        "{}",
+        m.to_json()
+    );
+}
+
+#[test]
 fn response_copies_the_transaction_and_fills_desc() {
     let req = Message::parse(&invite().to_string()).unwrap();
     let r = req.response(487);
