@@ -64,18 +64,18 @@ impl Browser {
     /// Starts chromedriver on a port it picks and a headless Chromium session, at the
     /// size of a 1366x768 laptop screen.
     pub fn start() -> Browser {
-        let mut driver = Command::new("chromedriver")
-            .arg("--port=0")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("run chromedriver (Debian chromium-driver)");
-        let mut out = BufReader::new(driver.stdout.take().unwrap());
-        let port = loop {
-            let mut line = String::new();
-            assert!(out.read_line(&mut line).unwrap() > 0, "chromedriver exited");
-            if let Some(rest) = line.split("started successfully on port ").nth(1) {
-                break rest.trim().trim_end_matches('.').parse::<u16>().unwrap();
+        // ChromeDriver has been seen, once in CI, to exit before it announced its port.
+        // That is the test rig failing, not the code under test, so it gets two more
+        // tries; what it printed and how it ended goes to the test's output either way.
+        let mut failures = Vec::new();
+        let (driver, out, port) = loop {
+            match Self::start_driver() {
+                Ok(started) => break started,
+                Err(why) => {
+                    eprintln!("chromedriver did not start: {why}");
+                    failures.push(why);
+                    assert!(failures.len() < 3, "chromedriver exited: {failures:?}");
+                }
             }
         };
         // Keep draining its output so it never blocks on a full pipe.
@@ -112,6 +112,42 @@ impl Browser {
             addr,
             session,
             _profile: profile,
+        }
+    }
+
+    /// Runs chromedriver on a port it picks and waits for the line that names the port.
+    /// On failure, says how it ended and what it wrote to stderr.
+    fn start_driver() -> Result<(Child, BufReader<std::process::ChildStdout>, u16), String> {
+        let log = tempfile::NamedTempFile::new().unwrap();
+        let mut driver = Command::new("chromedriver")
+            .arg("--port=0")
+            .stdout(Stdio::piped())
+            .stderr(log.reopen().unwrap())
+            .spawn()
+            .expect("run chromedriver (Debian chromium-driver)");
+        let mut out = BufReader::new(driver.stdout.take().unwrap());
+        let mut said = String::new();
+        let port = loop {
+            let mut line = String::new();
+            if out.read_line(&mut line).unwrap_or(0) == 0 {
+                break None;
+            }
+            if let Some(rest) = line.split("started successfully on port ").nth(1) {
+                break rest.trim().trim_end_matches('.').parse::<u16>().ok();
+            }
+            said.push_str(&line);
+        };
+        match port {
+            Some(port) => Ok((driver, out, port)),
+            None => {
+                let _ = driver.kill();
+                let status = driver.wait().map(|s| s.to_string()).unwrap_or_default();
+                let stderr = std::fs::read_to_string(log.path()).unwrap_or_default();
+                Err(format!(
+                    "{status}; stdout {said:?}; stderr {:?}",
+                    stderr.trim()
+                ))
+            }
         }
     }
 
