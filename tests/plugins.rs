@@ -116,6 +116,10 @@ fn load_list_call_and_delete_an_slp_and_an_api() {
     let e = slp_entry(&d, "echo");
     assert_eq!(e["generations"][0]["state"], "active", "{e}");
     assert_eq!(e["generations"][0]["file"], "echo.so");
+    // Built with today's plugin-api on the host's allocator: its messages cross with
+    // their text, not copied.
+    assert_eq!(e["generations"][0]["abi"], "1.7", "{e}");
+    assert_eq!(e["generations"][0]["messages"], "handed over", "{e}");
     let apis = get(d.api, "/apim/v1/apis").json();
     let names: Vec<&str> = apis["data"]
         .as_array()
@@ -234,6 +238,8 @@ fn a_plugin_built_for_an_older_abi_minor_is_served_json_text() {
     assert!(a.get("Abi").is_none(), "{a}");
     let old = slp_entry(&d, "old");
     assert_eq!(old["generations"][0]["panics"], 0, "{old}");
+    assert_eq!(old["generations"][0]["abi"], "1.1", "{old}");
+    assert_eq!(old["generations"][0]["messages"], "json", "{old}");
 }
 
 #[test]

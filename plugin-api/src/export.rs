@@ -83,7 +83,11 @@ pub unsafe fn entry<P: Plugin>(args: *const LoadArgs) -> PluginVTable {
     // First, before this image allocates anything it could not free afterwards.
     let host_allocator = crate::alloc::CHOICE.offer_host(args.alloc, args.dealloc, args.realloc);
     crate::log::install(args);
-    if !host_allocator {
+    if host_allocator {
+        // SAFETY: the host's function, with its own context (ABI 1.7: this plugin's
+        // minor, which the host accepted, so it has the function).
+        unsafe { (args.shares_allocator)(args.ctx) };
+    } else {
         tracing::warn!(
             "this plugin allocated before its entry point, so it keeps the C library's allocator (slower than the host's)"
         );
@@ -208,6 +212,18 @@ unsafe extern "C" fn instance_event(
                     }
                 }
             }
+            // Handed over only when this image shares the host's allocator (it said so
+            // at its entry point), which frees the message's text.
+            ffi::event::MESSAGE_OWNED => {
+                // SAFETY: the vtable's contract: this kind carries a handed-over message,
+                // whose text is now this side's, from the allocator this image uses.
+                match unsafe { Message::from_host_owned(&*event.owned_message) } {
+                    Ok(m) => Event::Message(m),
+                    Err(reason) => {
+                        panic!("the host passed a message this plugin-api rejects: {reason}")
+                    }
+                }
+            }
             // Only a host older than ABI 1.2 sends a message as JSON to a plugin of this
             // minor, and such a host lacks `send_fields`, which any answer would call.
             // Refusing here (the host sees a failed call) is safe; going on is not.
@@ -254,11 +270,19 @@ impl Host for ForeignHost<'_> {
     }
 
     fn send(&mut self, message: Message) {
-        let lent = message.lend();
-        // SAFETY: the host's function with its context, valid during the event. The host
-        // is of this ABI minor or later: an older one is refused at its first message
-        // (see `instance_event`).
-        unsafe { (self.0.send_fields)(self.0.ctx, lent.as_ffi()) }
+        // The host is of this ABI minor or later: it refuses a newer plugin at load, and
+        // an older host is refused at its first message (see `instance_event`).
+        if crate::alloc::CHOICE.uses_host() {
+            // SAFETY: the host's function with its context, valid during the event; it
+            // takes the text, which came from its own allocator.
+            message
+                .hand_over()
+                .send(|m| unsafe { (self.0.send_owned)(self.0.ctx, m) })
+        } else {
+            let lent = message.lend();
+            // SAFETY: as above; the text is lent for the call.
+            unsafe { (self.0.send_fields)(self.0.ctx, lent.as_ffi()) }
+        }
     }
 
     fn new_dialogue_id(&mut self) -> String {

@@ -57,7 +57,7 @@ pub const ABI_MAGIC: [u8; 16] = *b"jsipd-plugin-abi";
 /// Changes when the boundary changes incompatibly; the loader refuses another major.
 pub const ABI_MAJOR: u32 = 1;
 /// Grows when something is added compatibly.
-pub const ABI_MINOR: u32 = 6;
+pub const ABI_MINOR: u32 = 7;
 
 /// Read by the loader before anything else (a `#[no_mangle] static`).
 #[repr(C)]
@@ -250,6 +250,12 @@ pub struct LoadArgs {
     pub alloc: HostAllocFn,
     pub dealloc: HostDeallocFn,
     pub realloc: HostReallocFn,
+
+    // Since ABI minor 7.
+    /// The plugin calls this from its entry point when it took the host's allocator
+    /// (`alloc` above): from then on the two sides may hand each other messages with
+    /// their text's allocations ([`FfiOwnedMessage`]) instead of lending them.
+    pub shares_allocator: unsafe extern "C" fn(ctx: *const c_void),
 }
 
 /// `GlobalAlloc::alloc` of the host, by size and align.
@@ -344,6 +350,10 @@ pub mod event {
     pub const MESSAGE_FIELDS: u8 = 5;
     /// The instance's generation drains (no text). Since ABI minor 4.
     pub const DRAINING: u8 = 6;
+    /// `owned_message` is the message, handed over ([`FfiOwnedMessage`]); replaces
+    /// [`MESSAGE_FIELDS`] for plugins of ABI minor 7 and later that share the host's
+    /// allocator.
+    pub const MESSAGE_OWNED: u8 = 7;
 
     /// The ABI minor that introduced event `kind`: the host does not send a plugin an event
     /// kind newer than the plugin's own ABI, so an old plugin never sees one it cannot read.
@@ -352,6 +362,7 @@ pub mod event {
             PEER_DISCONNECTED => 1,
             MESSAGE_FIELDS => 2,
             DRAINING => 4,
+            MESSAGE_OWNED => 7,
             _ => 0,
         }
     }
@@ -365,6 +376,8 @@ pub struct FfiEvent {
     /// For [`event::MESSAGE_FIELDS`]; null otherwise. Since ABI minor 2 (older plugins
     /// never read it).
     pub message: *const FfiMessage,
+    /// For [`event::MESSAGE_OWNED`]; null otherwise. Since ABI minor 7.
+    pub owned_message: *const FfiOwnedMessage,
 }
 
 /// An optional JSIP number.
@@ -407,6 +420,68 @@ pub struct FfiMessage {
     pub extra: FfiStr,
 }
 
+impl FfiMessage {
+    /// The text fields, in the order of [`FfiOwnedMessage::capacity`].
+    pub fn texts(&self) -> [FfiStr; TEXTS] {
+        [
+            self.type_,
+            self.request_uri,
+            self.desc,
+            self.from,
+            self.to,
+            self.dialogue_id,
+            self.router,
+            self.content_type,
+            self.p_asserted_identity,
+            self.event,
+            self.reason,
+            self.body,
+            self.extra,
+        ]
+    }
+}
+
+/// How many text fields an [`FfiMessage`] has.
+pub const TEXTS: usize = 13;
+
+/// A message handed over with its text (ABI 1.7), when both sides allocate with the
+/// host's allocator (see [`LoadArgs::shares_allocator`]): each present text field but
+/// `type_` is the buffer of a Rust `String`, of `len` bytes and `capacity` bytes
+/// allocated, and from the call on it belongs to the receiver, who frees it (or keeps
+/// it as its own `String`) whatever it makes of the message. So a message crosses with
+/// no copy of its strings and no free on the sender's side, as a compiled-in SLP's
+/// message moves. `type_` is only lent, as in [`FfiMessage`].
+#[repr(C)]
+pub struct FfiOwnedMessage {
+    /// `fields.extra` is absent when the unknown keys come as `entries`; a receiver
+    /// takes both.
+    pub fields: FfiMessage,
+    /// Each text field's allocated size, in the order of [`FfiMessage::texts`] (the
+    /// first, `type_`'s, is 0: it is lent).
+    pub capacity: [usize; TEXTS],
+    /// Whether `body` is the text of a JSON string (its value, unquoted and unescaped)
+    /// rather than JSON text: the usual `Body` crosses without being written or parsed.
+    pub body_is_string: bool,
+    /// The unknown keys, one entry each: the buffer of a `Vec<FfiOwnedEntry>` (`len`
+    /// entries, `capacity` allocated), handed over with the strings it holds.
+    pub entries: *mut FfiOwnedEntry,
+    pub entries_len: usize,
+    pub entries_capacity: usize,
+}
+
+/// One unknown key of an [`FfiOwnedMessage`]: its name and its value, both handed over
+/// as `String` buffers.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct FfiOwnedEntry {
+    pub key: FfiStr,
+    pub key_capacity: usize,
+    /// The value's JSON text, or, with `value_is_string`, the string it is.
+    pub value: FfiStr,
+    pub value_capacity: usize,
+    pub value_is_string: bool,
+}
+
 /// [`Host`](crate::slp::Host) for one event.
 #[repr(C)]
 pub struct FfiHost {
@@ -422,6 +497,9 @@ pub struct FfiHost {
     pub set_timer: unsafe extern "C" fn(ctx: *mut c_void, after_ms: u64, token: u64),
     /// `send` with the message as fields. Since ABI minor 2.
     pub send_fields: unsafe extern "C" fn(ctx: *mut c_void, message: *const FfiMessage),
+    /// `send` with the message handed over ([`FfiOwnedMessage`]): for a plugin that
+    /// shares the host's allocator. Since ABI minor 7.
+    pub send_owned: unsafe extern "C" fn(ctx: *mut c_void, message: *const FfiOwnedMessage),
 }
 
 #[repr(C)]

@@ -101,9 +101,9 @@ proptest! {
 }
 
 proptest! {
-    /// A message crosses the `.so` boundary unchanged both ways, whatever its Body and
-    /// unknown keys: the fast paths for plain strings and flat objects agree with
-    /// serde_json's writer and parser.
+    /// A message crosses the `.so` boundary unchanged both ways, lent or handed over,
+    /// whatever its Body and unknown keys: the fast paths for plain strings and flat
+    /// objects agree with serde_json's writer and parser.
     #[test]
     fn a_message_crosses_the_boundary_unchanged(
         body in prop::option::of(json_value()),
@@ -118,6 +118,16 @@ proptest! {
         // SAFETY: `lent` outlives both calls; its text comes from Rust strings.
         let (to_host, to_plugin) =
             unsafe { (Message::from_ffi(lent.as_ffi()), Message::from_host(lent.as_ffi())) };
+        prop_assert_eq!(&to_host.expect("a plugin's valid message is accepted"), &m);
+        prop_assert_eq!(&to_plugin.expect("the host's message is taken"), &m);
+        // Handed over with its text (ABI 1.7), both ways: the same message arrives.
+        // SAFETY: a handed-over message from this process's own allocator, taken once.
+        let (to_host, to_plugin) = unsafe {
+            (
+                m.clone().hand_over().send(|h| Message::from_ffi_owned(&*h)),
+                m.clone().hand_over().send(|h| Message::from_host_owned(&*h)),
+            )
+        };
         prop_assert_eq!(&to_host.expect("a plugin's valid message is accepted"), &m);
         prop_assert_eq!(&to_plugin.expect("the host's message is taken"), &m);
     }

@@ -10,6 +10,7 @@
 
 use std::ffi::c_void;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use jsipd_plugin_api::ffi::{self, AbiRecord, EntryFn, FfiStr, LoadArgs, PluginVTable};
@@ -25,6 +26,11 @@ pub struct ImageStatus {
     pub sha256: String,
     /// `name version` of the plugin crate, from its ABI record.
     pub built_from: String,
+    /// `1.7`: the plugin ABI it was built for.
+    pub abi: String,
+    /// How its SLP gets messages: `handed over` (with their text, ABI 1.7 and the
+    /// host's allocator), `lent` (fields copied by the plugin) or `json` (before 1.2).
+    pub messages: &'static str,
     /// Set when the image was closed: whether its mapping left the process.
     pub unmapped: Mutex<Option<bool>>,
 }
@@ -33,6 +39,8 @@ pub struct ImageStatus {
 struct HostContext {
     tag: String,
     error: Mutex<Option<String>>,
+    /// The plugin took the host's allocator (`LoadArgs::shares_allocator`).
+    shares_allocator: AtomicBool,
 }
 
 pub struct Image {
@@ -48,6 +56,8 @@ pub struct Image {
     staging: PathBuf,
     /// The ABI minor the plugin was built with: events added later are not sent to it.
     abi_minor: u32,
+    /// Messages go to its SLP handed over ([`Image::takes_handed_messages`]).
+    handed_over: bool,
     /// `Api::on_drain`, when the plugin was built with a plugin-api that has it.
     api_drain: Option<ffi::ApiDrainFn>,
     /// The plugin says its SLP never blocks (`JSIPD_SLP_NEVER_BLOCKS`).
@@ -122,6 +132,7 @@ impl Image {
         let host = Box::new(HostContext {
             tag: format!("{name}#{id}"),
             error: Mutex::new(None),
+            shares_allocator: AtomicBool::new(false),
         });
         let strings = (name.clone(), config_dir.to_string_lossy().into_owned());
         let args = Box::new(LoadArgs {
@@ -138,15 +149,27 @@ impl Image {
             alloc: host_alloc,
             dealloc: host_dealloc,
             realloc: host_realloc,
+            shares_allocator: host_shares_allocator,
         });
         // SAFETY: `args` and everything it points to live in the image until `Drop`.
         let vtable = unsafe { entry(&*args) };
+        // Set by the entry point, if at all.
+        let handed_over = record.minor >= ffi::event::since_minor(ffi::event::MESSAGE_OWNED)
+            && host.shares_allocator.load(Ordering::Relaxed);
         let image = Image {
             status: Arc::new(ImageStatus {
                 id,
                 file,
                 sha256,
                 built_from: ffi::unpadded(&record.plugin),
+                abi: format!("{}.{}", record.major, record.minor),
+                messages: if handed_over {
+                    "handed over"
+                } else if record.minor >= ffi::event::since_minor(ffi::event::MESSAGE_FIELDS) {
+                    "lent"
+                } else {
+                    "json"
+                },
                 unmapped: Mutex::new(None),
             }),
             vtable,
@@ -156,6 +179,7 @@ impl Image {
             _strings: strings,
             staging: staging.to_owned(),
             abi_minor: record.minor,
+            handed_over,
             never_blocks,
             api_drain,
             people_root,
@@ -200,6 +224,12 @@ impl Image {
     /// Whether the plugin was built with an ABI that has `event` (see `ffi::event`).
     pub fn knows_event(&self, event: u8) -> bool {
         ffi::event::since_minor(event) <= self.abi_minor
+    }
+
+    /// Whether the host may hand this plugin messages with their text (ABI 1.7): the
+    /// plugin said, at its entry point, that it allocates with the host's allocator.
+    pub fn takes_handed_messages(&self) -> bool {
+        self.handed_over
     }
 
     /// Whether the plugin was built to be told who calls its API and to check roles
@@ -387,6 +417,12 @@ unsafe extern "C" fn host_realloc(
             new_size,
         )
     }
+}
+
+unsafe extern "C" fn host_shares_allocator(ctx: *const c_void) {
+    // SAFETY: `ctx` is the image's `HostContext`, alive while the plugin is.
+    let host = unsafe { &*ctx.cast::<HostContext>() };
+    host.shares_allocator.store(true, Ordering::Relaxed);
 }
 
 unsafe extern "C" fn host_log(ctx: *const c_void, level: u8, target: FfiStr, text: FfiStr) {

@@ -129,6 +129,8 @@ impl Generation {
             "file": self.image.file,
             "sha256": self.image.sha256,
             "built_from": self.image.built_from,
+            "abi": self.image.abi,
+            "messages": self.image.messages,
             "loaded": humantime::format_rfc3339_seconds(self.loaded_at).to_string(),
             "state": self.state().as_str(),
             "using": u.using.load(Ordering::Relaxed),

@@ -10,7 +10,7 @@ use std::ffi::c_void;
 use std::sync::Arc;
 use std::time::Duration;
 
-use jsipd_plugin_api::ffi::{self, FfiEvent, FfiHost, FfiMessage, FfiStr};
+use jsipd_plugin_api::ffi::{self, FfiEvent, FfiHost, FfiMessage, FfiOwnedMessage, FfiStr};
 use jsipd_plugin_api::jsip::{Message, ParseError};
 use jsipd_plugin_api::slp::{Event, Host, Instance, Slp};
 
@@ -93,6 +93,27 @@ unsafe impl Send for ForeignInstance {}
 
 impl Instance for ForeignInstance {
     fn on_event(&mut self, event: Event, host: &mut dyn Host) {
+        let event = match event {
+            // The usual way: the message moves across with its text, as it would to a
+            // compiled-in SLP.
+            Event::Message(m) if self.image.takes_handed_messages() => {
+                let handed = m.hand_over();
+                let ok = self.deliver(
+                    &FfiEvent {
+                        kind: ffi::event::MESSAGE_OWNED,
+                        text: FfiStr::new(""),
+                        token: 0,
+                        message: std::ptr::null(),
+                        owned_message: handed.as_ffi(),
+                    },
+                    host,
+                );
+                // The plugin owns the message's text now, whatever the call did.
+                handed.sent();
+                return self.check(ok);
+            }
+            other => other,
+        };
         let (json, lent);
         let mut message: *const FfiMessage = std::ptr::null();
         let (kind, text, token) = match &event {
@@ -124,7 +145,17 @@ impl Instance for ForeignInstance {
             text: FfiStr::new(text),
             token,
             message,
+            owned_message: std::ptr::null(),
         };
+        let ok = self.deliver(&event, host);
+        self.check(ok);
+    }
+}
+
+impl ForeignInstance {
+    /// Calls the plugin's `instance_event` with `host` behind the C function table;
+    /// `false` when the plugin panicked.
+    fn deliver(&mut self, event: &FfiEvent, host: &mut dyn Host) -> bool {
         let mut bridge = Bridge {
             host,
             tag: self.image.tag(),
@@ -137,9 +168,13 @@ impl Instance for ForeignInstance {
             end: bridge_end,
             set_timer: bridge_set_timer,
             send_fields: bridge_send_fields,
+            send_owned: bridge_send_owned,
         };
         // SAFETY: our live instance; `event` and `ffi_host` outlive the call.
-        let ok = unsafe { (self.image.vtable().instance_event)(self.instance, &event, &ffi_host) };
+        unsafe { (self.image.vtable().instance_event)(self.instance, event, &ffi_host) }
+    }
+
+    fn check(&self, ok: bool) {
         if !ok {
             failed(&self.image, "Instance::on_event");
         }
@@ -182,6 +217,20 @@ unsafe extern "C" fn bridge_send_fields(ctx: *mut c_void, message: *const FfiMes
     }
     // SAFETY: a message valid for the call (the vtable's contract).
     b.send(unsafe { Message::from_ffi(&*message) });
+}
+
+/// A plugin's `Host::send` when it shares the host's allocator (ABI 1.7 and later): the
+/// message arrives with its text, which is the host's from now on.
+unsafe extern "C" fn bridge_send_owned(ctx: *mut c_void, message: *const FfiOwnedMessage) {
+    // SAFETY: called by the plugin during the event.
+    let b = unsafe { bridge(ctx) };
+    if message.is_null() {
+        return b.send(Err(ParseError::Unaddressable {
+            reason: "the message pointer was null".into(),
+        }));
+    }
+    // SAFETY: a handed-over message (the vtable's contract), from our allocator.
+    b.send(unsafe { Message::from_ffi_owned(&*message) });
 }
 
 /// A plugin's `Host::send` before ABI 1.2: the message as JSON text.

@@ -1,18 +1,24 @@
 //! The message as [`FfiMessage`], the shape it crosses the `.so` boundary in.
 //!
-//! Lending a message copies nothing but its `Body` and unknown keys (as JSON text);
-//! taking one in copies each field once. Taking one in goes through the same slots and
-//! checks as a frame from a socket (`Message::from_slots`), so a plugin can no more pass
-//! the host a malformed message than a peer can, and the reasons read the same.
+//! It crosses in one of two ways. *Lent* ([`Message::lend`]): the fields point into the
+//! sender's strings for the call, and the receiver copies each field once. *Handed
+//! over* ([`Message::hand_over`], ABI 1.7, when both sides allocate with the host's
+//! allocator): the fields are the sender's own `String` buffers, which the receiver
+//! adopts, so nothing is copied or freed on the way, as when a compiled-in SLP moves a
+//! message. Either way only a `Body` that is not a string and the unknown keys cross as
+//! JSON text. What a plugin sends goes through the same slots and checks as a frame
+//! from a socket (`Message::from_source`), so a plugin can no more pass the host a
+//! malformed message than a peer can, and the reasons read the same.
 
 use std::marker::PhantomData;
+use std::mem::ManuallyDrop;
 
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use super::wire::Key;
 use super::{FieldSource, Kind, Message, Method, ParseError};
-use crate::ffi::{FfiMessage, FfiNumber, FfiStr};
+use crate::ffi::{FfiMessage, FfiNumber, FfiOwnedEntry, FfiOwnedMessage, FfiStr, TEXTS};
 
 /// A message lent to the other side of the boundary for one call: the [`FfiMessage`]
 /// and the JSON text it points to.
@@ -29,6 +35,38 @@ impl LentMessage<'_> {
     /// Valid while `self` is.
     pub fn as_ffi(&self) -> &FfiMessage {
         &self.fields
+    }
+}
+
+/// A message on its way to the other side with its text ([`FfiOwnedMessage`]). Dropped
+/// without being sent, it frees its text itself.
+pub struct HandedMessage {
+    owned: FfiOwnedMessage,
+}
+
+impl HandedMessage {
+    /// Valid while `self` is.
+    pub fn as_ffi(&self) -> *const FfiOwnedMessage {
+        &self.owned
+    }
+
+    /// Says that a call with [`HandedMessage::as_ffi`] was made: the receiver owns the
+    /// message's text now, whatever it did with it.
+    pub fn sent(self) {
+        std::mem::forget(self);
+    }
+
+    /// Calls `receive`, which owns the message's text from then on, whatever it does.
+    pub fn send<R>(self, receive: impl FnOnce(*const FfiOwnedMessage) -> R) -> R {
+        let this = ManuallyDrop::new(self);
+        receive(&this.owned)
+    }
+}
+
+impl Drop for HandedMessage {
+    fn drop(&mut self) {
+        // SAFETY: never sent, so the buffers are still this side's own.
+        unsafe { reclaim_all(&self.owned) };
     }
 }
 
@@ -52,21 +90,28 @@ impl Serialize for UnknownKeys<'_> {
     }
 }
 
+/// The unknown keys' JSON text, if there are any. A key in `extra` that names a known
+/// field is skipped, as in the frame text: the typed field wins.
+fn unknown_keys_text(extra: &Map<String, Value>) -> Option<String> {
+    extra
+        .keys()
+        .any(|k| Key::of(k).is_none())
+        .then(|| serde_json::to_string(&UnknownKeys(extra)).expect("JSON values"))
+}
+
 impl Message {
+    fn type_and_code(&self) -> (&'static str, u16) {
+        match self.kind {
+            Kind::Request(m) => (m.as_str(), 0),
+            Kind::Response(c) => ("RESPONSE", c),
+        }
+    }
+
     /// This message as boundary fields, borrowing its strings.
     pub fn lend(&self) -> LentMessage<'_> {
         let body = self.body.as_ref().map(json_text);
-        // A key in `extra` that names a known field is skipped, as in the frame text:
-        // the typed field wins.
-        let extra = self
-            .extra
-            .keys()
-            .any(|k| Key::of(k).is_none())
-            .then(|| serde_json::to_string(&UnknownKeys(&self.extra)).expect("JSON values"));
-        let (type_, code) = match self.kind {
-            Kind::Request(m) => (m.as_str(), 0),
-            Kind::Response(c) => ("RESPONSE", c),
-        };
+        let extra = unknown_keys_text(&self.extra);
+        let (type_, code) = self.type_and_code();
         let fields = FfiMessage {
             type_: FfiStr::new(type_),
             code,
@@ -94,6 +139,80 @@ impl Message {
         }
     }
 
+    /// This message with its text, for a receiver that allocates with this side's
+    /// allocator (see [`FfiOwnedMessage`]). A string `Body` crosses as its value, and
+    /// each unknown key as its name and value.
+    pub fn hand_over(self) -> HandedMessage {
+        let (type_, code) = self.type_and_code();
+        let (body, body_is_string) = match self.body {
+            Some(Value::String(s)) => (Some(s), true),
+            Some(other) => (Some(json_text(&other)), false),
+            None => (None, false),
+        };
+        let mut capacity = [0; TEXTS];
+        // In the order of `FfiMessage::texts`; `type_` (0) is lent.
+        let mut give = |i: usize, s: Option<String>| match s {
+            None => FfiStr::ABSENT,
+            Some(s) => {
+                let (text, cap) = give_string(s);
+                capacity[i] = cap;
+                text
+            }
+        };
+        let fields = FfiMessage {
+            type_: FfiStr::new(type_),
+            code,
+            cseq: self.cseq,
+            related_id: lend_number(self.related_id),
+            expire: lend_number(self.expire),
+            request_uri: give(1, self.request_uri),
+            desc: give(2, self.desc),
+            from: give(3, Some(self.from)),
+            to: give(4, Some(self.to)),
+            dialogue_id: give(5, Some(self.dialogue_id)),
+            router: give(6, self.router),
+            content_type: give(7, self.content_type),
+            p_asserted_identity: give(8, self.p_asserted_identity),
+            event: give(9, self.event),
+            reason: give(10, self.reason),
+            body: give(BODY, body),
+            extra: FfiStr::ABSENT,
+        };
+        // A key that names a known field is left out, as in the frame text: the typed
+        // field wins.
+        let entries: Vec<FfiOwnedEntry> = self
+            .extra
+            .into_iter()
+            .filter(|(k, _)| Key::of(k).is_none())
+            .map(|(k, v)| {
+                let (value, value_is_string) = match v {
+                    Value::String(s) => (s, true),
+                    other => (json_text(&other), false),
+                };
+                let (key, key_capacity) = give_string(k);
+                let (value, value_capacity) = give_string(value);
+                FfiOwnedEntry {
+                    key,
+                    key_capacity,
+                    value,
+                    value_capacity,
+                    value_is_string,
+                }
+            })
+            .collect();
+        let mut entries = ManuallyDrop::new(entries);
+        HandedMessage {
+            owned: FfiOwnedMessage {
+                fields,
+                capacity,
+                body_is_string,
+                entries: entries.as_mut_ptr(),
+                entries_len: entries.len(),
+                entries_capacity: entries.capacity(),
+            },
+        }
+    }
+
     /// The message the other side lent, validated as a frame would be.
     ///
     /// # Safety
@@ -101,6 +220,19 @@ impl Message {
     pub unsafe fn from_ffi(m: &FfiMessage) -> Result<Message, ParseError> {
         // SAFETY: the caller's contract.
         let mut fields = unsafe { LentFields::read(m, Lender::Plugin) }
+            .map_err(|reason| ParseError::Unaddressable { reason })?;
+        Message::from_source(&mut fields)
+    }
+
+    /// The message the other side handed over, validated as a frame would be. Its text
+    /// is this side's from the call on, whatever the outcome.
+    ///
+    /// # Safety
+    /// `m` is as [`FfiOwnedMessage`] says, and this side allocates with the allocator
+    /// its text came from; `m.fields.type_` is absent or valid for this call.
+    pub unsafe fn from_ffi_owned(m: &FfiOwnedMessage) -> Result<Message, ParseError> {
+        // SAFETY: the caller's contract.
+        let mut fields = unsafe { LentFields::take(m, Lender::Plugin) }
             .map_err(|reason| ParseError::Unaddressable { reason })?;
         Message::from_source(&mut fields)
     }
@@ -120,7 +252,21 @@ impl Message {
     /// the ABI).
     pub unsafe fn from_host(m: &FfiMessage) -> Result<Message, String> {
         // SAFETY: the caller's contract.
-        let mut f = unsafe { LentFields::read(m, Lender::Host) }?;
+        Message::from_host_fields(m, unsafe { LentFields::read(m, Lender::Host) }?)
+    }
+
+    /// A message the host handed over (ABI 1.7), taken as [`Message::from_host`] takes
+    /// a lent one. Its text is this side's from the call on, whatever the outcome.
+    ///
+    /// # Safety
+    /// As [`Message::from_ffi_owned`], and every text in `m` is UTF-8.
+    pub unsafe fn from_host_owned(m: &FfiOwnedMessage) -> Result<Message, String> {
+        // SAFETY: the caller's contract.
+        let fields = unsafe { LentFields::take(m, Lender::Host) }?;
+        Message::from_host_fields(&m.fields, fields)
+    }
+
+    fn from_host_fields<T: Text>(m: &FfiMessage, mut f: LentFields<T>) -> Result<Message, String> {
         let kind = match f.peek_string(Key::Type)?.ok_or("Type is missing")? {
             "RESPONSE" => Kind::Response(m.code),
             ty => Kind::Request(Method::parse(ty).ok_or_else(|| format!("unknown Type '{ty}'"))?),
@@ -155,11 +301,132 @@ enum Lender {
     Host,
 }
 
-/// A lent message's fields, as a [`FieldSource`]: its text checked for UTF-8 and its
-/// JSON parsed up front (so those errors are unaddressable, as a frame's would be), its
-/// strings copied only when taken.
-struct LentFields<'a> {
-    strings: [Option<&'a str>; 16],
+/// The keys of the text fields before `Body`, in the order of [`FfiMessage::texts`].
+const TEXT_KEYS: [Key; 11] = [
+    Key::Type,
+    Key::RequestUri,
+    Key::Desc,
+    Key::From,
+    Key::To,
+    Key::DialogueId,
+    Key::Router,
+    Key::ContentType,
+    Key::PAssertedIdentity,
+    Key::Event,
+    Key::Reason,
+];
+/// Where [`LentFields`] keeps `key`'s text: its place in [`TEXT_KEYS`] less one (`Type`
+/// is kept apart), `None` for a key that is not text.
+fn slot(key: Key) -> Option<usize> {
+    Some(match key {
+        Key::RequestUri => 0,
+        Key::Desc => 1,
+        Key::From => 2,
+        Key::To => 3,
+        Key::DialogueId => 4,
+        Key::Router => 5,
+        Key::ContentType => 6,
+        Key::PAssertedIdentity => 7,
+        Key::Event => 8,
+        Key::Reason => 9,
+        _ => return None,
+    })
+}
+
+/// Where `Body` and the unknown keys are in [`FfiMessage::texts`].
+const BODY: usize = 11;
+const EXTRA: usize = 12;
+
+/// Why text field `i` (of [`FfiMessage::texts`]) was refused.
+fn not_utf8(i: usize, e: std::str::Utf8Error) -> String {
+    match i {
+        BODY => format!("Body is not UTF-8: {e}"),
+        EXTRA => format!("the unknown keys are not UTF-8: {e}"),
+        i => format!("{} is not UTF-8: {e}", TEXT_KEYS[i].name()),
+    }
+}
+
+/// A `String`'s buffer, to be handed over: its text and capacity.
+fn give_string(s: String) -> (FfiStr, usize) {
+    let mut s = ManuallyDrop::new(s);
+    let text = FfiStr {
+        ptr: s.as_mut_ptr(),
+        len: s.len(),
+    };
+    (text, s.capacity())
+}
+
+/// The `String` whose buffer `text` is, `None` for an absent one.
+///
+/// # Safety
+/// `text` and `capacity` are a handed-over `String`'s (see [`FfiOwnedMessage`]), taken
+/// once; without a UTF-8 check, so the text must be UTF-8 or only dropped.
+unsafe fn adopt(text: FfiStr, capacity: usize) -> Option<String> {
+    // SAFETY: the caller's contract.
+    (!text.ptr.is_null())
+        .then(|| unsafe { String::from_raw_parts(text.ptr.cast_mut(), text.len, capacity) })
+}
+
+/// The handed-over entries' buffer, as the `Vec` it was.
+///
+/// # Safety
+/// As [`adopt`], for `m`'s entries.
+unsafe fn adopt_entries(m: &FfiOwnedMessage) -> Vec<FfiOwnedEntry> {
+    if m.entries.is_null() {
+        return Vec::new();
+    }
+    // SAFETY: the caller's contract.
+    unsafe { Vec::from_raw_parts(m.entries, m.entries_len, m.entries_capacity) }
+}
+
+/// Frees every buffer of a handed-over message (one that is refused, or never sent).
+///
+/// # Safety
+/// As [`adopt`], for all of `m` but `type_` (lent).
+unsafe fn reclaim_all(m: &FfiOwnedMessage) {
+    let texts = m.fields.texts().into_iter().zip(m.capacity);
+    for (text, capacity) in texts.skip(1) {
+        // SAFETY: the caller's contract; only dropped.
+        drop(unsafe { adopt(text, capacity) });
+    }
+    // SAFETY: as above.
+    for e in unsafe { adopt_entries(m) } {
+        // SAFETY: as above.
+        unsafe {
+            drop((
+                adopt(e.key, e.key_capacity),
+                adopt(e.value, e.value_capacity),
+            ))
+        };
+    }
+}
+
+/// Text taken from the other side: lent (`&str`, copied when taken) or handed over
+/// (`String`, moved when taken).
+trait Text: AsRef<str> {
+    fn into_string(self) -> String;
+}
+
+impl Text for &str {
+    fn into_string(self) -> String {
+        self.to_owned()
+    }
+}
+
+impl Text for String {
+    fn into_string(self) -> String {
+        self
+    }
+}
+
+/// A message's fields from the other side, as a [`FieldSource`]: its text checked for
+/// UTF-8 and its JSON parsed up front (so those errors are unaddressable, as a frame's
+/// would be), its strings copied (lent) or moved (handed over) only when taken.
+struct LentFields<'a, T> {
+    /// `Type`, always lent: it is only compared, never kept.
+    type_: Option<&'a str>,
+    /// By [`slot`].
+    strings: [Option<T>; 10],
     code: Option<u64>,
     cseq: Option<u64>,
     related_id: Option<u64>,
@@ -168,59 +435,175 @@ struct LentFields<'a> {
     extra: Map<String, Value>,
 }
 
-impl<'a> LentFields<'a> {
+impl<'a> LentFields<'a, &'a str> {
     /// # Safety
     /// As [`Message::from_ffi`], for `'a`; for [`Lender::Host`], as [`Message::from_host`].
-    unsafe fn read(m: &'a FfiMessage, lender: Lender) -> Result<LentFields<'a>, String> {
-        let text = |s: FfiStr| -> Result<Option<&'a str>, std::str::Utf8Error> {
+    unsafe fn read(m: &'a FfiMessage, lender: Lender) -> Result<Self, String> {
+        let texts = m.texts();
+        let text = |i: usize| -> Result<Option<&'a str>, String> {
             match lender {
                 // SAFETY: the caller's contract.
-                Lender::Plugin => unsafe { s.to_optional_str() },
+                Lender::Plugin => unsafe { texts[i].to_optional_str() }.map_err(|e| not_utf8(i, e)),
                 // SAFETY: the caller's contract, UTF-8 included.
-                Lender::Host => Ok(unsafe { s.to_optional_str_unchecked() }),
+                Lender::Host => Ok(unsafe { texts[i].to_optional_str_unchecked() }),
             }
         };
-        let mut f = LentFields {
-            strings: [None; 16],
-            code: None,
+        let mut f = LentFields::empty(m, text(0)?);
+        for i in 1..BODY {
+            f.strings[i - 1] = text(i)?;
+        }
+        f.set_json(text(BODY)?, text(EXTRA)?, false)?;
+        Ok(f)
+    }
+}
+
+impl<'a> LentFields<'a, String> {
+    /// # Safety
+    /// As [`Message::from_ffi_owned`], for `'a`; for [`Lender::Host`], as
+    /// [`Message::from_host_owned`].
+    unsafe fn take(m: &'a FfiOwnedMessage, lender: Lender) -> Result<Self, String> {
+        let texts = m.fields.texts();
+        // A plugin's text is checked before any of it is adopted as a `String`; if one
+        // is not UTF-8, all of it is freed.
+        if let Lender::Plugin = lender {
+            // SAFETY: the caller's contract.
+            if let Err(why) = unsafe { check_utf8(m) } {
+                // SAFETY: as above; nothing was adopted.
+                unsafe { reclaim_all(m) };
+                return Err(why);
+            }
+        }
+        // SAFETY: lent for the call, and UTF-8 (checked above, or the host's).
+        let type_ = unsafe { texts[0].to_optional_str_unchecked() };
+        let mut f = LentFields::empty(&m.fields, type_);
+        let owned = texts.into_iter().zip(m.capacity).skip(1);
+        for (slot, (text, capacity)) in f.strings.iter_mut().zip(owned) {
+            // SAFETY: the caller's contract, UTF-8 included.
+            *slot = unsafe { adopt(text, capacity) };
+        }
+        // SAFETY: as above.
+        let (body, extra) = unsafe {
+            (
+                adopt(texts[BODY], m.capacity[BODY]),
+                adopt(texts[EXTRA], m.capacity[EXTRA]),
+            )
+        };
+        // Every entry is adopted (so freed) even after one is refused.
+        let mut refused = None;
+        // SAFETY: as above.
+        for e in unsafe { adopt_entries(m) } {
+            // SAFETY: as above.
+            let (key, value) = unsafe {
+                (
+                    adopt(e.key, e.key_capacity),
+                    adopt(e.value, e.value_capacity),
+                )
+            };
+            let (Some(key), Some(value)) = (key, value) else {
+                refused.get_or_insert_with(|| "an unknown key or its value is missing".into());
+                continue;
+            };
+            if refused.is_some() || Key::of(&key).is_some() {
+                continue;
+            }
+            let value = if e.value_is_string {
+                Value::String(value)
+            } else {
+                match json_value(&value) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        refused = Some(format!("unknown key {key:?} is not JSON: {e}"));
+                        continue;
+                    }
+                }
+            };
+            f.extra.insert(key, value);
+        }
+        if let Some(why) = refused {
+            return Err(why);
+        }
+        f.set_json(body, extra, m.body_is_string)?;
+        Ok(f)
+    }
+}
+
+/// Whether every text of handed-over `m` is UTF-8, else why not.
+///
+/// # Safety
+/// As [`Message::from_ffi_owned`].
+unsafe fn check_utf8(m: &FfiOwnedMessage) -> Result<(), String> {
+    let texts = m.fields.texts();
+    // SAFETY: the caller's contract; the entries are only read here.
+    let entries: &[FfiOwnedEntry] = if m.entries.is_null() {
+        &[]
+    } else {
+        unsafe { std::slice::from_raw_parts(m.entries, m.entries_len) }
+    };
+    // Nearly always all ASCII: one pass over every byte, no per-field call.
+    let mut high = 0u8;
+    for s in texts
+        .iter()
+        .chain(entries.iter().flat_map(|e| [&e.key, &e.value]))
+    {
+        // SAFETY: the caller's contract.
+        high |= unsafe { s.as_bytes() }.iter().fold(0, |acc, b| acc | b);
+    }
+    if high < 0x80 {
+        return Ok(());
+    }
+    for (i, s) in texts.into_iter().enumerate() {
+        // SAFETY: as above.
+        unsafe { s.to_optional_str() }.map_err(|e| not_utf8(i, e))?;
+    }
+    for e in entries {
+        // SAFETY: as above.
+        unsafe { e.key.to_optional_str().and(e.value.to_optional_str()) }
+            .map_err(|e| format!("an unknown key is not UTF-8: {e}"))?;
+    }
+    Ok(())
+}
+
+impl<'a, T: Text> LentFields<'a, T> {
+    /// `m`'s numbers and `Type`, and no text yet.
+    fn empty(m: &FfiMessage, type_: Option<&'a str>) -> Self {
+        LentFields {
+            type_,
+            strings: Default::default(),
+            code: (type_ == Some("RESPONSE")).then_some(m.code.into()),
             cseq: Some(m.cseq),
             related_id: m.related_id.present.then_some(m.related_id.value),
             expire: m.expire.present.then_some(m.expire.value),
             body: None,
             extra: Map::new(),
-        };
-        let strings = [
-            (Key::Type, m.type_),
-            (Key::RequestUri, m.request_uri),
-            (Key::Desc, m.desc),
-            (Key::From, m.from),
-            (Key::To, m.to),
-            (Key::DialogueId, m.dialogue_id),
-            (Key::Router, m.router),
-            (Key::ContentType, m.content_type),
-            (Key::PAssertedIdentity, m.p_asserted_identity),
-            (Key::Event, m.event),
-            (Key::Reason, m.reason),
-        ];
-        for (key, s) in strings {
-            f.strings[key as usize] =
-                text(s).map_err(|e| format!("{} is not UTF-8: {e}", key.name()))?;
         }
-        if f.strings[Key::Type as usize] == Some("RESPONSE") {
-            f.code = Some(m.code.into());
-        }
-        let body = text(m.body).map_err(|e| format!("Body is not UTF-8: {e}"))?;
+    }
+
+    /// Reads the `Body` (JSON text, or with `body_is_string` the string it is) and the
+    /// unknown keys' JSON text.
+    fn set_json(
+        &mut self,
+        body: Option<T>,
+        extra: Option<T>,
+        body_is_string: bool,
+    ) -> Result<(), String> {
         if let Some(body) = body {
-            f.body = Some(json_value(body).map_err(|e| format!("Body is not JSON: {e}"))?);
+            self.body = Some(if body_is_string {
+                Value::String(body.into_string())
+            } else {
+                json_value(body.as_ref()).map_err(|e| format!("Body is not JSON: {e}"))?
+            });
         }
-        let extra = text(m.extra).map_err(|e| format!("the unknown keys are not UTF-8: {e}"))?;
         if let Some(extra) = extra {
-            let mut extra = json_object(extra)
+            let mut extra = json_object(extra.as_ref())
                 .map_err(|e| format!("the unknown keys are not one JSON object: {e}"))?;
             extra.retain(|k, _| Key::of(k).is_none());
-            f.extra = extra;
+            if self.extra.is_empty() {
+                self.extra = extra;
+            } else {
+                self.extra.extend(extra);
+            }
         }
-        Ok(f)
+        Ok(())
     }
 }
 
@@ -306,13 +689,23 @@ fn plain_string(text: &str) -> Option<(&str, &str)> {
     (inner.as_bytes()[end] == b'"').then(|| (&inner[..end], &inner[end + 1..]))
 }
 
-impl FieldSource for LentFields<'_> {
+impl<T: Text> FieldSource for LentFields<'_, T> {
     fn string(&mut self, key: Key) -> Result<Option<String>, String> {
-        Ok(self.strings[key as usize].take().map(str::to_owned))
+        if key == Key::Type {
+            return Ok(self.type_.map(str::to_owned));
+        }
+        Ok(slot(key)
+            .and_then(|i| self.strings[i].take())
+            .map(Text::into_string))
     }
 
     fn peek_string(&self, key: Key) -> Result<Option<&str>, String> {
-        Ok(self.strings[key as usize])
+        if key == Key::Type {
+            return Ok(self.type_);
+        }
+        Ok(slot(key)
+            .and_then(|i| self.strings[i].as_ref())
+            .map(AsRef::as_ref))
     }
 
     fn number(&mut self, key: Key) -> Result<Option<u64>, String> {
@@ -345,7 +738,118 @@ mod tests {
     fn through_the_boundary(m: &Message) -> Result<Message, ParseError> {
         let lent = m.lend();
         // SAFETY: `lent` lives across the call.
-        unsafe { Message::from_ffi(lent.as_ffi()) }
+        let lent = unsafe { Message::from_ffi(lent.as_ffi()) };
+        // Handed over, the same message must arrive, or the same refusal.
+        // SAFETY: handed over within this process (one allocator), taken once.
+        let handed = m
+            .clone()
+            .hand_over()
+            .send(|h| unsafe { Message::from_ffi_owned(&*h) });
+        assert_eq!(
+            lent.as_ref().map_err(ParseError::reason),
+            handed.as_ref().map_err(ParseError::reason)
+        );
+        lent
+    }
+
+    /// A copy of `m`, handed over.
+    fn handed_over(m: &Message) -> HandedMessage {
+        m.clone().hand_over()
+    }
+
+    #[test]
+    fn each_text_key_has_its_own_slot_in_the_order_of_the_texts() {
+        for (i, key) in TEXT_KEYS.into_iter().enumerate().skip(1) {
+            assert_eq!(slot(key), Some(i - 1), "{}", key.name());
+        }
+        assert_eq!(slot(Key::Type), None);
+        assert_eq!(slot(Key::Body), None);
+    }
+
+    #[test]
+    fn a_handed_over_message_arrives_whole_and_moves_its_strings() {
+        let mut m = Message::request(Method::Invite, "sip:a@b", "c@d", "a@b", "d1", 7);
+        m.body = Some(json!("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n"));
+        m.extra.insert("X-Trace".into(), json!({"hop": 1}));
+        let h = handed_over(&m);
+        // SAFETY: `h` is alive.
+        let (from_ptr, body_ptr, body_is_string) = unsafe {
+            let f = &(*h.as_ffi()).fields;
+            (f.from.ptr, f.body.ptr, (*h.as_ffi()).body_is_string)
+        };
+        // A string Body crosses as its value: no quotes, no escapes, no parse.
+        assert!(body_is_string);
+        // SAFETY: as in `through_the_boundary`.
+        let back = h
+            .send(|h| unsafe { Message::from_host_owned(&*h) })
+            .unwrap();
+        assert_eq!(back, m);
+        // The receiver's strings are the sender's buffers, not copies.
+        assert_eq!(back.from.as_ptr(), from_ptr);
+        assert_eq!(
+            back.body.as_ref().unwrap().as_str().unwrap().as_ptr(),
+            body_ptr
+        );
+
+        // Dropped unsent, a handed-over message frees its own text (a double free
+        // would abort the test binary).
+        drop(handed_over(&m));
+    }
+
+    #[test]
+    fn a_handed_over_message_from_a_buggy_plugin_is_refused_and_its_text_freed() {
+        let good = Message::request(Method::Message, "u@h", "f@h", "t@h", "d", 1);
+        // Not UTF-8: the To buffer holds bytes no String may hold.
+        let mut h = handed_over(&good);
+        let bad = ManuallyDrop::new(vec![0xffu8, 0xfe]).as_mut_ptr();
+        // Swap To for the bad buffer; the good To is freed here, the bad one by the host.
+        // SAFETY: the field is a buffer of this message, replaced by another of ours.
+        unsafe {
+            drop(Vec::from_raw_parts(
+                h.owned.fields.to.ptr.cast_mut(),
+                h.owned.fields.to.len,
+                h.owned.capacity[4],
+            ));
+        }
+        h.owned.fields.to = FfiStr { ptr: bad, len: 2 };
+        h.owned.capacity[4] = 2;
+        // SAFETY: as in `through_the_boundary`.
+        let e = h
+            .send(|h| unsafe { Message::from_ffi_owned(&*h) })
+            .unwrap_err();
+        assert!(e.reason().starts_with("To is not UTF-8"), "{e}");
+
+        // An unknown key whose value is not UTF-8: refused, every buffer freed.
+        let mut m = good.clone();
+        m.extra.insert("x-note".into(), json!("fine"));
+        let h = m.hand_over();
+        // SAFETY: the one entry's value buffer, swapped for another of ours.
+        unsafe {
+            let e = &mut *h.owned.entries;
+            drop(String::from_raw_parts(
+                e.value.ptr.cast_mut(),
+                e.value.len,
+                e.value_capacity,
+            ));
+            e.value = FfiStr {
+                ptr: ManuallyDrop::new(vec![b'o', 0xc0]).as_mut_ptr(),
+                len: 2,
+            };
+            e.value_capacity = 2;
+        }
+        // SAFETY: as in `through_the_boundary`.
+        let e = h
+            .send(|h| unsafe { Message::from_ffi_owned(&*h) })
+            .unwrap_err();
+        assert!(e.reason().starts_with("an unknown key is not UTF-8"), "{e}");
+
+        // Refused for what the frame refuses, with the same reason.
+        let mut m = good.clone();
+        m.from.clear();
+        let e = m
+            .hand_over()
+            .send(|h| unsafe { Message::from_ffi_owned(&*h) });
+        assert_eq!(e.unwrap_err().reason(), "From is empty");
     }
 
     #[test]
