@@ -191,12 +191,18 @@ unsafe extern "C" fn instance_event(
         // SAFETY: the vtable's contract: valid for this call.
         let (instance, event, host) =
             unsafe { (&mut *instance.cast::<Box<dyn Instance>>(), &*event, &*host) };
-        // SAFETY: valid for this call, and UTF-8 as all the host's text (see
-        // `Message::from_host`); read only by the kinds that carry text.
+        // Valid for this call, and UTF-8 as all the host's text (see
+        // `Message::from_host`); read only by the kinds that carry text, at most once.
         let text = || {
-            unsafe { event.text.to_optional_str_unchecked() }
-                .unwrap_or_default()
-                .to_owned()
+            if event.text_handed_over {
+                // SAFETY: handed over from the host's allocator, which this image uses.
+                unsafe { event.text.adopt(event.text_capacity) }.unwrap_or_default()
+            } else {
+                // SAFETY: as above, lent for the call.
+                unsafe { event.text.to_optional_str_unchecked() }
+                    .unwrap_or_default()
+                    .to_owned()
+            }
         };
         let event = match event.kind {
             ffi::event::LOADED => Event::Loaded,

@@ -173,6 +173,27 @@ impl FfiStr {
         Some(unsafe { std::str::from_utf8_unchecked(bytes) })
     }
 
+    /// `s`'s buffer, handed over ([`FfiOwnedMessage`]): its text, and its capacity.
+    pub fn give(s: String) -> (FfiStr, usize) {
+        let mut s = std::mem::ManuallyDrop::new(s);
+        let text = FfiStr {
+            ptr: s.as_mut_ptr(),
+            len: s.len(),
+        };
+        (text, s.capacity())
+    }
+
+    /// The `String` whose buffer this is ([`FfiStr::give`]), `None` for an absent one.
+    ///
+    /// # Safety
+    /// `self` and `capacity` are a handed-over `String`'s from this side's allocator,
+    /// taken once; the text is not checked, so it must be UTF-8 or only dropped.
+    pub unsafe fn adopt(self, capacity: usize) -> Option<String> {
+        // SAFETY: the caller's contract.
+        (!self.ptr.is_null())
+            .then(|| unsafe { String::from_raw_parts(self.ptr.cast_mut(), self.len, capacity) })
+    }
+
     /// The text, with invalid UTF-8 replaced (the other side may be buggy; this side
     /// must not become unsound because of it).
     ///
@@ -378,6 +399,26 @@ pub struct FfiEvent {
     pub message: *const FfiMessage,
     /// For [`event::MESSAGE_OWNED`]; null otherwise. Since ABI minor 7.
     pub owned_message: *const FfiOwnedMessage,
+    /// Whether `text` is handed over ([`FfiStr::give`], `text_capacity` allocated), as
+    /// the DialogueID of [`event::DIALOG_ENDED`] and [`event::PEER_DISCONNECTED`] is to
+    /// a plugin that takes handed-over messages. Since ABI minor 7.
+    pub text_handed_over: bool,
+    pub text_capacity: usize,
+}
+
+impl FfiEvent {
+    /// An event of `kind` with nothing in it.
+    pub fn new(kind: u8) -> FfiEvent {
+        FfiEvent {
+            kind,
+            text: FfiStr::new(""),
+            token: 0,
+            message: std::ptr::null(),
+            owned_message: std::ptr::null(),
+            text_handed_over: false,
+            text_capacity: 0,
+        }
+    }
 }
 
 /// An optional JSIP number.

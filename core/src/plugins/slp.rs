@@ -101,16 +101,21 @@ impl Instance for ForeignInstance {
                 let ok = self.deliver(
                     &FfiEvent {
                         kind: ffi::event::MESSAGE_OWNED,
-                        text: FfiStr::new(""),
-                        token: 0,
-                        message: std::ptr::null(),
                         owned_message: handed.as_ffi(),
+                        ..FfiEvent::new(ffi::event::MESSAGE_OWNED)
                     },
                     host,
                 );
                 // The plugin owns the message's text now, whatever the call did.
                 handed.sent();
                 return self.check(ok);
+            }
+            // Their DialogueID goes the same way.
+            Event::DialogEnded { dialogue_id } if self.image.takes_handed_messages() => {
+                return self.deliver_id(ffi::event::DIALOG_ENDED, dialogue_id, host);
+            }
+            Event::PeerDisconnected { dialogue_id } if self.image.takes_handed_messages() => {
+                return self.deliver_id(ffi::event::PEER_DISCONNECTED, dialogue_id, host);
             }
             other => other,
         };
@@ -141,11 +146,10 @@ impl Instance for ForeignInstance {
             return;
         }
         let event = FfiEvent {
-            kind,
             text: FfiStr::new(text),
             token,
             message,
-            owned_message: std::ptr::null(),
+            ..FfiEvent::new(kind)
         };
         let ok = self.deliver(&event, host);
         self.check(ok);
@@ -172,6 +176,21 @@ impl ForeignInstance {
         };
         // SAFETY: our live instance; `event` and `ffi_host` outlive the call.
         unsafe { (self.image.vtable().instance_event)(self.instance, event, &ffi_host) }
+    }
+
+    /// An event of `kind` whose text, `dialogue_id`, is handed over to the plugin.
+    fn deliver_id(&mut self, kind: u8, dialogue_id: String, host: &mut dyn Host) {
+        let (text, text_capacity) = FfiStr::give(dialogue_id);
+        let ok = self.deliver(
+            &FfiEvent {
+                text,
+                text_handed_over: true,
+                text_capacity,
+                ..FfiEvent::new(kind)
+            },
+            host,
+        );
+        self.check(ok);
     }
 
     fn check(&self, ok: bool) {

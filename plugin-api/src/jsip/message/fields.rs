@@ -154,7 +154,7 @@ impl Message {
         let mut give = |i: usize, s: Option<String>| match s {
             None => FfiStr::ABSENT,
             Some(s) => {
-                let (text, cap) = give_string(s);
+                let (text, cap) = FfiStr::give(s);
                 capacity[i] = cap;
                 text
             }
@@ -189,8 +189,8 @@ impl Message {
                     Value::String(s) => (s, true),
                     other => (json_text(&other), false),
                 };
-                let (key, key_capacity) = give_string(k);
-                let (value, value_capacity) = give_string(value);
+                let (key, key_capacity) = FfiStr::give(k);
+                let (value, value_capacity) = FfiStr::give(value);
                 FfiOwnedEntry {
                     key,
                     key_capacity,
@@ -317,20 +317,21 @@ const TEXT_KEYS: [Key; 11] = [
 ];
 /// Where [`LentFields`] keeps `key`'s text: its place in [`TEXT_KEYS`] less one (`Type`
 /// is kept apart), `None` for a key that is not text.
+#[inline]
 fn slot(key: Key) -> Option<usize> {
-    Some(match key {
-        Key::RequestUri => 0,
-        Key::Desc => 1,
-        Key::From => 2,
-        Key::To => 3,
-        Key::DialogueId => 4,
-        Key::Router => 5,
-        Key::ContentType => 6,
-        Key::PAssertedIdentity => 7,
-        Key::Event => 8,
-        Key::Reason => 9,
-        _ => return None,
-    })
+    // A table, not a `match`: this runs for every field taken, on both sides.
+    const NONE: u8 = u8::MAX;
+    const SLOTS: [u8; 16] = {
+        let mut slots = [NONE; 16];
+        let mut i = 1;
+        while i < TEXT_KEYS.len() {
+            slots[TEXT_KEYS[i] as usize] = (i - 1) as u8;
+            i += 1;
+        }
+        slots
+    };
+    let slot = SLOTS[key as usize];
+    (slot != NONE).then_some(slot as usize)
 }
 
 /// Where `Body` and the unknown keys are in [`FfiMessage::texts`].
@@ -346,31 +347,10 @@ fn not_utf8(i: usize, e: std::str::Utf8Error) -> String {
     }
 }
 
-/// A `String`'s buffer, to be handed over: its text and capacity.
-fn give_string(s: String) -> (FfiStr, usize) {
-    let mut s = ManuallyDrop::new(s);
-    let text = FfiStr {
-        ptr: s.as_mut_ptr(),
-        len: s.len(),
-    };
-    (text, s.capacity())
-}
-
-/// The `String` whose buffer `text` is, `None` for an absent one.
-///
-/// # Safety
-/// `text` and `capacity` are a handed-over `String`'s (see [`FfiOwnedMessage`]), taken
-/// once; without a UTF-8 check, so the text must be UTF-8 or only dropped.
-unsafe fn adopt(text: FfiStr, capacity: usize) -> Option<String> {
-    // SAFETY: the caller's contract.
-    (!text.ptr.is_null())
-        .then(|| unsafe { String::from_raw_parts(text.ptr.cast_mut(), text.len, capacity) })
-}
-
 /// The handed-over entries' buffer, as the `Vec` it was.
 ///
 /// # Safety
-/// As [`adopt`], for `m`'s entries.
+/// As [`FfiStr::adopt`], for `m`'s entries.
 unsafe fn adopt_entries(m: &FfiOwnedMessage) -> Vec<FfiOwnedEntry> {
     if m.entries.is_null() {
         return Vec::new();
@@ -382,22 +362,17 @@ unsafe fn adopt_entries(m: &FfiOwnedMessage) -> Vec<FfiOwnedEntry> {
 /// Frees every buffer of a handed-over message (one that is refused, or never sent).
 ///
 /// # Safety
-/// As [`adopt`], for all of `m` but `type_` (lent).
+/// As [`FfiStr::adopt`], for all of `m` but `type_` (lent).
 unsafe fn reclaim_all(m: &FfiOwnedMessage) {
-    let texts = m.fields.texts().into_iter().zip(m.capacity);
-    for (text, capacity) in texts.skip(1) {
+    let texts = m.fields.texts();
+    for (i, text) in texts.into_iter().enumerate().skip(1) {
         // SAFETY: the caller's contract; only dropped.
-        drop(unsafe { adopt(text, capacity) });
+        drop(unsafe { text.adopt(m.capacity[i]) });
     }
     // SAFETY: as above.
     for e in unsafe { adopt_entries(m) } {
         // SAFETY: as above.
-        unsafe {
-            drop((
-                adopt(e.key, e.key_capacity),
-                adopt(e.value, e.value_capacity),
-            ))
-        };
+        unsafe { drop((e.key.adopt(e.key_capacity), e.value.adopt(e.value_capacity))) };
     }
 }
 
@@ -476,16 +451,15 @@ impl<'a> LentFields<'a, String> {
         // SAFETY: lent for the call, and UTF-8 (checked above, or the host's).
         let type_ = unsafe { texts[0].to_optional_str_unchecked() };
         let mut f = LentFields::empty(&m.fields, type_);
-        let owned = texts.into_iter().zip(m.capacity).skip(1);
-        for (slot, (text, capacity)) in f.strings.iter_mut().zip(owned) {
-            // SAFETY: the caller's contract, UTF-8 included.
-            *slot = unsafe { adopt(text, capacity) };
+        for (i, slot) in f.strings.iter_mut().enumerate() {
+            // SAFETY: the caller's contract, UTF-8 included (slot i is text i + 1).
+            *slot = unsafe { texts[i + 1].adopt(m.capacity[i + 1]) };
         }
         // SAFETY: as above.
         let (body, extra) = unsafe {
             (
-                adopt(texts[BODY], m.capacity[BODY]),
-                adopt(texts[EXTRA], m.capacity[EXTRA]),
+                texts[BODY].adopt(m.capacity[BODY]),
+                texts[EXTRA].adopt(m.capacity[EXTRA]),
             )
         };
         // Every entry is adopted (so freed) even after one is refused.
@@ -493,12 +467,8 @@ impl<'a> LentFields<'a, String> {
         // SAFETY: as above.
         for e in unsafe { adopt_entries(m) } {
             // SAFETY: as above.
-            let (key, value) = unsafe {
-                (
-                    adopt(e.key, e.key_capacity),
-                    adopt(e.value, e.value_capacity),
-                )
-            };
+            let (key, value) =
+                unsafe { (e.key.adopt(e.key_capacity), e.value.adopt(e.value_capacity)) };
             let (Some(key), Some(value)) = (key, value) else {
                 refused.get_or_insert_with(|| "an unknown key or its value is missing".into());
                 continue;
