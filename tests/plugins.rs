@@ -243,6 +243,46 @@ fn a_plugin_built_for_an_older_abi_minor_is_served_json_text() {
 }
 
 #[test]
+fn a_plugin_on_the_c_librarys_allocator_is_lent_its_messages_not_handed_them() {
+    // The fixture allocates at dlopen, before its entry point, so it cannot take the
+    // host's allocator: a buffer handed across would be freed by the wrong allocator.
+    let (p, d) = start("");
+    p.add_plugin("early_alloc", "early.so");
+    let g = load_slp(&d, "early", "early.so");
+    d.wait_log("keeps the C library's allocator", WAIT);
+    let gen = generation(&d, "early", g);
+    assert_eq!(gen["abi"], "1.7", "{gen}");
+    assert_eq!(gen["messages"], "lent", "{gen}");
+    // Every kind of text still crosses whole: fields, a string and an object Body,
+    // non-ASCII text, unknown keys, and (in the answers) the ended dialogs' IDs.
+    let mut ws = Ws::connect(rtc(&d), "alice");
+    let to_early = |dialog: &str, body: Value| {
+        json!({
+            "Type": "MESSAGE", "Request-URI": "svc@early.test", "From": "alice",
+            "To": "svc@early.test", "DialogueID": dialog, "CSeq": 1, "Body": body,
+        })
+    };
+    let a = call(&mut ws, to_early("early-1", json!("héllo \"quoted\"\n")));
+    assert_eq!(a["Code"], 200, "{a}");
+    assert_eq!(a["Body"], "héllo \"quoted\"\n", "{a}");
+    assert_eq!(a["From"], "alice", "{a}");
+    let mut n = 2;
+    wait_until("the first dialog's end in an answer", || {
+        let a = call(
+            &mut ws,
+            to_early(&format!("early-{n}"), json!({"n": n, "x": [1.5]})),
+        );
+        assert_eq!(a["Code"], 200, "{a}");
+        assert_eq!(a["Body"], json!({"n": n, "x": [1.5]}), "{a}");
+        n += 1;
+        a["Early-Alloc"]
+            .as_str()
+            .is_some_and(|ended| ended.split(',').any(|id| id == "early-1"))
+    });
+    assert_eq!(generation(&d, "early", g)["panics"], 0);
+}
+
+#[test]
 fn refusals_name_the_problem_and_the_daemon_keeps_serving() {
     let (p, d) = start("");
     p.add_plugin("not_a_plugin", "plain.so");

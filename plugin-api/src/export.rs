@@ -81,13 +81,16 @@ pub unsafe fn entry<P: Plugin>(args: *const LoadArgs) -> PluginVTable {
     // SAFETY: the caller's contract.
     let args = unsafe { &*args };
     // First, before this image allocates anything it could not free afterwards.
-    let host_allocator = crate::alloc::CHOICE.offer_host(args.alloc, args.dealloc, args.realloc);
+    let offered = crate::alloc::CHOICE.offer_host(args.alloc, args.dealloc, args.realloc);
+    // Whether this image's global allocator is `export_plugin!`'s, which now uses the
+    // host's: only then may the two sides hand each other allocations.
+    let shared = offered && crate::alloc::CHOICE.confirm_global();
     crate::log::install(args);
-    if host_allocator {
+    if shared {
         // SAFETY: the host's function, with its own context (ABI 1.7: this plugin's
         // minor, which the host accepted, so it has the function).
         unsafe { (args.shares_allocator)(args.ctx) };
-    } else {
+    } else if !offered {
         tracing::warn!(
             "this plugin allocated before its entry point, so it keeps the C library's allocator (slower than the host's)"
         );

@@ -81,6 +81,8 @@ pub fn plugin_lib(lib: &str) -> PathBuf {
                 "jsipd-fixture-abi-next",
                 "-p",
                 "jsipd-fixture-not-a-plugin",
+                "-p",
+                "jsipd-fixture-early-alloc",
             ])
             .current_dir(repo_root())
             .status()
