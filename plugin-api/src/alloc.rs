@@ -21,10 +21,6 @@ use crate::ffi::{HostAllocFn, HostDeallocFn, HostReallocFn};
 const UNDECIDED: u8 = 0;
 const HOST: u8 = 1;
 const SYSTEM: u8 = 2;
-/// The host's functions were offered before any allocation; the first allocation
-/// through this `Choice` makes it [`HOST`]. It tells whether the image's global
-/// allocator is [`HostAllocator`] at all (see [`Choice::confirm_global`]).
-const OFFERED: u8 = 3;
 
 /// Which allocator an image uses, decided once.
 pub struct Choice {
@@ -57,24 +53,8 @@ impl Choice {
         self.dealloc.store(dealloc as usize, Ordering::Relaxed);
         self.realloc.store(realloc as usize, Ordering::Relaxed);
         self.mode
-            .compare_exchange(UNDECIDED, OFFERED, Ordering::Release, Ordering::Acquire)
+            .compare_exchange(UNDECIDED, HOST, Ordering::Release, Ordering::Acquire)
             .is_ok()
-    }
-
-    /// After a successful [`Choice::offer_host`]: whether the image's global allocator
-    /// goes through this `Choice` (it is [`HostAllocator`], as `export_plugin!` makes
-    /// it), found by allocating once. Only then may the host and the plugin hand each
-    /// other allocations (ABI 1.7): a plugin that calls the entry point without
-    /// `export_plugin!`'s allocator allocates elsewhere.
-    pub fn confirm_global(&self) -> bool {
-        let layout = Layout::new::<u64>();
-        // SAFETY: a valid, non-zero layout; freed at once with the same.
-        unsafe { std::alloc::dealloc(std::alloc::alloc(layout), layout) };
-        // Not ours: settle on the C library's, which is what such an image uses.
-        let _ = self
-            .mode
-            .compare_exchange(OFFERED, SYSTEM, Ordering::AcqRel, Ordering::Acquire);
-        self.uses_host()
     }
 
     /// Whether the host's allocator is in use.
@@ -86,14 +66,6 @@ impl Choice {
     #[inline]
     fn for_allocation(&self) -> u8 {
         match self.mode.load(Ordering::Acquire) {
-            HOST => HOST,
-            OFFERED => {
-                // The first allocation since the offer: the host's from now on.
-                let _ =
-                    self.mode
-                        .compare_exchange(OFFERED, HOST, Ordering::AcqRel, Ordering::Acquire);
-                HOST
-            }
             UNDECIDED => match self.mode.compare_exchange(
                 UNDECIDED,
                 SYSTEM,
@@ -229,8 +201,7 @@ mod tests {
         let before = HOST_ALLOCS.load(Ordering::Relaxed);
         let offered = Choice::new();
         assert!(offered.offer_host(counting_alloc, system_dealloc, system_realloc));
-        // Not this test's global allocator: nothing allocated through it yet.
-        assert!(!offered.uses_host());
+        assert!(offered.uses_host());
         // SAFETY: as above.
         unsafe {
             let p = offered.alloc(layout);
@@ -238,13 +209,6 @@ mod tests {
             offered.dealloc(p, Layout::from_size_align(64, 8).unwrap());
         }
         assert_eq!(HOST_ALLOCS.load(Ordering::Relaxed), before + 1);
-        assert!(offered.uses_host());
-        // Offered, but the global allocator is another (here, the test binary's): it
-        // is not confirmed, so nothing is handed across as if it were the host's.
-        let elsewhere = Choice::new();
-        assert!(elsewhere.offer_host(counting_alloc, system_dealloc, system_realloc));
-        assert!(!elsewhere.confirm_global());
-        assert!(!elsewhere.uses_host());
         // Offered twice: the first offer stands.
         assert!(!offered.offer_host(counting_alloc, system_dealloc, system_realloc));
     }

@@ -7,6 +7,7 @@
 use std::ffi::c_void;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::ptr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use crate::api::{Api, Caller, Request, Response, ResponseSink, Role};
@@ -67,30 +68,53 @@ macro_rules! export_plugin {
         pub unsafe extern "C" fn jsipd_plugin_entry_v1(
             args: *const $crate::ffi::LoadArgs,
         ) -> $crate::ffi::PluginVTable {
-            // SAFETY: forwarded; the loader passes valid arguments.
-            unsafe { $crate::export::entry::<$plugin>(args) }
+            // SAFETY: forwarded; the loader passes valid arguments, and this image's
+            // global allocator is `JSIPD_ALLOCATOR` above.
+            unsafe { $crate::export::entry_with_host_allocator::<$plugin>(args) }
         }
     };
 }
 
-/// What the entry point does.
+/// What the entry point does, for an image whose global allocator is not known to be
+/// [`HostAllocator`](crate::alloc::HostAllocator) (an entry point written by hand): it
+/// is lent every message, never handed one.
 ///
 /// # Safety
 /// `args` must be valid, and stay valid until `plugin_drop` returns.
 pub unsafe fn entry<P: Plugin>(args: *const LoadArgs) -> PluginVTable {
     // SAFETY: the caller's contract.
+    unsafe { entry_with::<P>(args, false) }
+}
+
+/// [`entry`] for [`export_plugin!`], which makes
+/// [`HostAllocator`](crate::alloc::HostAllocator) the image's global allocator.
+///
+/// # Safety
+/// As [`entry`], and the image's global allocator is `HostAllocator`.
+#[doc(hidden)]
+pub unsafe fn entry_with_host_allocator<P: Plugin>(args: *const LoadArgs) -> PluginVTable {
+    // SAFETY: the caller's contract.
+    unsafe { entry_with::<P>(args, true) }
+}
+
+/// Whether this image and the host hand each other allocations (ABI 1.7): set once, at
+/// the entry point, when the image's global allocator took the host's.
+static SHARES_ALLOCATOR: AtomicBool = AtomicBool::new(false);
+
+/// # Safety
+/// As [`entry`]; `host_allocator`: the image's global allocator is `HostAllocator`.
+unsafe fn entry_with<P: Plugin>(args: *const LoadArgs, host_allocator: bool) -> PluginVTable {
+    // SAFETY: the caller's contract.
     let args = unsafe { &*args };
     // First, before this image allocates anything it could not free afterwards.
     let offered = crate::alloc::CHOICE.offer_host(args.alloc, args.dealloc, args.realloc);
-    // Whether this image's global allocator is `export_plugin!`'s, which now uses the
-    // host's: only then may the two sides hand each other allocations.
-    let shared = offered && crate::alloc::CHOICE.confirm_global();
     crate::log::install(args);
-    if shared {
+    if host_allocator && offered {
+        SHARES_ALLOCATOR.store(true, Ordering::Release);
         // SAFETY: the host's function, with its own context (ABI 1.7: this plugin's
         // minor, which the host accepted, so it has the function).
         unsafe { (args.shares_allocator)(args.ctx) };
-    } else if !offered {
+    } else if host_allocator {
         tracing::warn!(
             "this plugin allocated before its entry point, so it keeps the C library's allocator (slower than the host's)"
         );
@@ -281,7 +305,7 @@ impl Host for ForeignHost<'_> {
     fn send(&mut self, message: Message) {
         // The host is of this ABI minor or later: it refuses a newer plugin at load, and
         // an older host is refused at its first message (see `instance_event`).
-        if crate::alloc::CHOICE.uses_host() {
+        if SHARES_ALLOCATOR.load(Ordering::Acquire) {
             // SAFETY: the host's function with its context, valid during the event; it
             // takes the text, which came from its own allocator.
             message
