@@ -17,6 +17,27 @@ use jsipd_plugin_api::ffi::{self, AbiRecord, EntryFn, FfiStr, LoadArgs, PluginVT
 
 use super::file::{refuse, Refusal};
 
+/// How a plugin's SLP gets each message, fixed at load by its ABI minor and allocator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// With its text (ABI 1.7, and the plugin took the host's allocator).
+    HandedOver,
+    /// As fields lent for the call, which the plugin copies (ABI 1.2 and later).
+    Lent,
+    /// As JSON text (before ABI 1.2).
+    Json,
+}
+
+impl Delivery {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Delivery::HandedOver => "handed over",
+            Delivery::Lent => "lent",
+            Delivery::Json => "json",
+        }
+    }
+}
+
 /// What the listings show about an image; outlives the image itself.
 #[derive(Debug)]
 pub struct ImageStatus {
@@ -28,9 +49,8 @@ pub struct ImageStatus {
     pub built_from: String,
     /// `1.7`: the plugin ABI it was built for.
     pub abi: String,
-    /// How its SLP gets messages: `handed over` (with their text, ABI 1.7 and the
-    /// host's allocator), `lent` (fields copied by the plugin) or `json` (before 1.2).
-    pub messages: &'static str,
+    /// How its SLP gets messages.
+    pub messages: Delivery,
     /// Set when the image was closed: whether its mapping left the process.
     pub unmapped: Mutex<Option<bool>>,
 }
@@ -56,8 +76,6 @@ pub struct Image {
     staging: PathBuf,
     /// The ABI minor the plugin was built with: events added later are not sent to it.
     abi_minor: u32,
-    /// Messages go to its SLP handed over ([`Image::takes_handed_messages`]).
-    handed_over: bool,
     /// `Api::on_drain`, when the plugin was built with a plugin-api that has it.
     api_drain: Option<ffi::ApiDrainFn>,
     /// The plugin says its SLP never blocks (`JSIPD_SLP_NEVER_BLOCKS`).
@@ -153,9 +171,16 @@ impl Image {
         });
         // SAFETY: `args` and everything it points to live in the image until `Drop`.
         let vtable = unsafe { entry(&*args) };
-        // Set by the entry point, if at all.
-        let handed_over = record.minor >= ffi::event::since_minor(ffi::event::MESSAGE_OWNED)
-            && host.shares_allocator.load(Ordering::Relaxed);
+        let since = |kind| record.minor >= ffi::event::since_minor(kind);
+        // `shares_allocator` is set by the entry point, if at all.
+        let messages =
+            if since(ffi::event::MESSAGE_OWNED) && host.shares_allocator.load(Ordering::Relaxed) {
+                Delivery::HandedOver
+            } else if since(ffi::event::MESSAGE_FIELDS) {
+                Delivery::Lent
+            } else {
+                Delivery::Json
+            };
         let image = Image {
             status: Arc::new(ImageStatus {
                 id,
@@ -163,13 +188,7 @@ impl Image {
                 sha256,
                 built_from: ffi::unpadded(&record.plugin),
                 abi: format!("{}.{}", record.major, record.minor),
-                messages: if handed_over {
-                    "handed over"
-                } else if record.minor >= ffi::event::since_minor(ffi::event::MESSAGE_FIELDS) {
-                    "lent"
-                } else {
-                    "json"
-                },
+                messages,
                 unmapped: Mutex::new(None),
             }),
             vtable,
@@ -179,7 +198,6 @@ impl Image {
             _strings: strings,
             staging: staging.to_owned(),
             abi_minor: record.minor,
-            handed_over,
             never_blocks,
             api_drain,
             people_root,
@@ -226,10 +244,9 @@ impl Image {
         ffi::event::since_minor(event) <= self.abi_minor
     }
 
-    /// Whether the host may hand this plugin messages with their text (ABI 1.7): the
-    /// plugin said, at its entry point, that it allocates with the host's allocator.
-    pub fn takes_handed_messages(&self) -> bool {
-        self.handed_over
+    /// How this plugin's SLP gets messages.
+    pub fn delivery(&self) -> Delivery {
+        self.status.messages
     }
 
     /// Whether the plugin was built to be told who calls its API and to check roles

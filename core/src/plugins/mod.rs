@@ -130,7 +130,7 @@ impl Generation {
             "sha256": self.image.sha256,
             "built_from": self.image.built_from,
             "abi": self.image.abi,
-            "messages": self.image.messages,
+            "messages": self.image.messages.as_str(),
             "loaded": humantime::format_rfc3339_seconds(self.loaded_at).to_string(),
             "state": self.state().as_str(),
             "using": u.using.load(Ordering::Relaxed),

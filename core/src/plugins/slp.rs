@@ -14,7 +14,7 @@ use jsipd_plugin_api::ffi::{self, FfiEvent, FfiHost, FfiMessage, FfiOwnedMessage
 use jsipd_plugin_api::jsip::{Message, ParseError};
 use jsipd_plugin_api::slp::{Event, Host, Instance, Slp};
 
-use super::image::Image;
+use super::image::{Delivery, Image};
 
 pub struct ForeignSlp {
     image: Arc<Image>,
@@ -93,28 +93,29 @@ unsafe impl Send for ForeignInstance {}
 
 impl Instance for ForeignInstance {
     fn on_event(&mut self, event: Event, host: &mut dyn Host) {
+        let delivery = self.image.delivery();
+        let handed_over = delivery == Delivery::HandedOver;
         let event = match event {
             // The usual way: the message moves across with its text, as it would to a
             // compiled-in SLP.
-            Event::Message(m) if self.image.takes_handed_messages() => {
-                let handed = m.hand_over();
-                let ok = self.deliver(
-                    &FfiEvent {
-                        kind: ffi::event::MESSAGE_OWNED,
-                        owned_message: handed.as_ffi(),
-                        ..FfiEvent::new(ffi::event::MESSAGE_OWNED)
-                    },
-                    host,
-                );
-                // The plugin owns the message's text now, whatever the call did.
-                handed.sent();
+            Event::Message(m) if handed_over => {
+                // The plugin owns the message's text from the call on, whatever it does.
+                let ok = m.hand_over().send(|owned_message| {
+                    self.deliver(
+                        &FfiEvent {
+                            owned_message,
+                            ..FfiEvent::new(ffi::event::MESSAGE_OWNED)
+                        },
+                        host,
+                    )
+                });
                 return self.check(ok);
             }
             // Their DialogueID goes the same way.
-            Event::DialogEnded { dialogue_id } if self.image.takes_handed_messages() => {
+            Event::DialogEnded { dialogue_id } if handed_over => {
                 return self.deliver_id(ffi::event::DIALOG_ENDED, dialogue_id, host);
             }
-            Event::PeerDisconnected { dialogue_id } if self.image.takes_handed_messages() => {
+            Event::PeerDisconnected { dialogue_id } if handed_over => {
                 return self.deliver_id(ffi::event::PEER_DISCONNECTED, dialogue_id, host);
             }
             other => other,
@@ -123,7 +124,7 @@ impl Instance for ForeignInstance {
         let mut message: *const FfiMessage = std::ptr::null();
         let (kind, text, token) = match &event {
             Event::Loaded => (ffi::event::LOADED, "", 0),
-            Event::Message(m) if self.image.knows_event(ffi::event::MESSAGE_FIELDS) => {
+            Event::Message(m) if delivery == Delivery::Lent => {
                 lent = m.lend();
                 message = lent.as_ffi();
                 (ffi::event::MESSAGE_FIELDS, "", 0)

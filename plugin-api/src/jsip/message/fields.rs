@@ -45,15 +45,9 @@ pub struct HandedMessage {
 }
 
 impl HandedMessage {
-    /// Valid while `self` is.
+    /// Valid while `self` is; for looking, not for sending (that is [`HandedMessage::send`]).
     pub fn as_ffi(&self) -> *const FfiOwnedMessage {
         &self.owned
-    }
-
-    /// Says that a call with [`HandedMessage::as_ffi`] was made: the receiver owns the
-    /// message's text now, whatever it did with it.
-    pub fn sent(self) {
-        std::mem::forget(self);
     }
 
     /// Calls `receive`, which owns the message's text from then on, whatever it does.
@@ -292,7 +286,8 @@ impl Message {
     }
 }
 
-/// Who lent a message, which decides whether its text is checked for UTF-8.
+/// Who sent a message (lent or handed over), which decides whether its text is checked
+/// for UTF-8.
 #[derive(Clone, Copy)]
 enum Lender {
     /// A plugin, which may be buggy: its text is checked, as a frame's would be.
@@ -357,6 +352,18 @@ unsafe fn adopt_entries(m: &FfiOwnedMessage) -> Vec<FfiOwnedEntry> {
     }
     // SAFETY: the caller's contract.
     unsafe { Vec::from_raw_parts(m.entries, m.entries_len, m.entries_capacity) }
+}
+
+/// The handed-over entries, only to be read (they are adopted by [`adopt_entries`]).
+///
+/// # Safety
+/// As [`adopt_entries`], before it.
+unsafe fn entries(m: &FfiOwnedMessage) -> &[FfiOwnedEntry] {
+    if m.entries.is_null() {
+        return &[];
+    }
+    // SAFETY: the caller's contract.
+    unsafe { std::slice::from_raw_parts(m.entries, m.entries_len) }
 }
 
 /// Frees every buffer of a handed-over message (one that is refused, or never sent).
@@ -503,12 +510,8 @@ impl<'a> LentFields<'a, String> {
 /// As [`Message::from_ffi_owned`].
 unsafe fn check_utf8(m: &FfiOwnedMessage) -> Result<(), String> {
     let texts = m.fields.texts();
-    // SAFETY: the caller's contract; the entries are only read here.
-    let entries: &[FfiOwnedEntry] = if m.entries.is_null() {
-        &[]
-    } else {
-        unsafe { std::slice::from_raw_parts(m.entries, m.entries_len) }
-    };
+    // SAFETY: the caller's contract.
+    let entries = unsafe { entries(m) };
     // Nearly always all ASCII: one pass over every byte, no per-field call.
     let mut high = 0u8;
     for s in texts
