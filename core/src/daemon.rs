@@ -114,7 +114,7 @@ async fn start_and_run(
     let tasks = TaskTracker::new();
     let shutdown = CancellationToken::new();
     let stats = crate::stats::Stats::default();
-    let (node, node_inputs) = Node::new(
+    let (node, node_task) = Node::start(
         Arc::new(config.clone()),
         stats.jsip.clone(),
         tasks.clone(),
@@ -126,7 +126,7 @@ async fn start_and_run(
         .collect();
     let plugins = Arc::new(Plugins::new(
         &config,
-        node.handle(),
+        node.clone(),
         node.builtin_usage(),
         shutdown.clone(),
     ));
@@ -139,7 +139,7 @@ async fn start_and_run(
             rtc_secret,
             users,
         },
-        node.handle(),
+        node.clone(),
         plugins.clone(),
         tls_slots,
         stats,
@@ -152,7 +152,7 @@ async fn start_and_run(
             runtime: tokio::runtime::Handle::current(),
         });
     crate::plugins::host::register(Arc::downgrade(&host_services));
-    tasks.spawn(node.run(node_inputs));
+    tasks.spawn(node_task.run());
     plugins.restore().await;
     let api = Serving {
         handler: api::handler(app.clone()),

@@ -27,8 +27,9 @@ pub type Queued = Arc<Message>;
 /// The receiving side of a name's queue.
 pub struct Outbox {
     pub rx: mpsc::Receiver<Queued>,
-    /// A message taken from the queue whose write failed: the next socket sends it first.
-    pub unsent: Option<Queued>,
+    /// Messages taken from the queue (or handed back by the node) whose write failed,
+    /// oldest first: the next socket sends them first.
+    pub unsent: Vec<Queued>,
 }
 
 struct Socket {
@@ -70,6 +71,10 @@ pub enum Send {
 pub struct Registry {
     entries: Map<PeerName, Entry>,
     qsize: usize,
+    /// The socket whose frame the node is handling on its own task, if any: what is sent
+    /// to it while its queue is empty goes to `direct` instead (see `NodeHandle::frame`).
+    direct_to: Option<ConnId>,
+    direct: Vec<Queued>,
 }
 
 impl Registry {
@@ -77,6 +82,8 @@ impl Registry {
         Registry {
             entries: Map::default(),
             qsize,
+            direct_to: None,
+            direct: Vec::new(),
         }
     }
 
@@ -91,7 +98,10 @@ impl Registry {
             let (tx, rx) = mpsc::channel(qsize);
             Entry {
                 tx,
-                outbox: Arc::new(tokio::sync::Mutex::new(Outbox { rx, unsent: None })),
+                outbox: Arc::new(tokio::sync::Mutex::new(Outbox {
+                    rx,
+                    unsent: Vec::new(),
+                })),
                 socket: None,
                 epoch: 0,
                 dialing: false,
@@ -186,7 +196,7 @@ impl Registry {
         // No socket holds the lock once the entry has no socket; if one still does
         // (it is closing), what it holds is lost with it.
         if let Ok(mut outbox) = e.outbox.try_lock() {
-            left.extend(outbox.unsent.take());
+            left.append(&mut outbox.unsent);
             while let Ok(m) = outbox.rx.try_recv() {
                 left.push(m);
             }
@@ -203,10 +213,32 @@ impl Registry {
         let Some(e) = self.entries.get(name) else {
             return Send::Unknown(msg);
         };
+        // Straight back to the socket being served, when nothing queued must go first:
+        // its socket task has taken everything out of the queue (each permit comes back
+        // as the message is received) and writes these before it looks there again.
+        // Bounded like the queue.
+        if self.direct_to.is_some()
+            && e.socket.as_ref().map(|s| s.conn) == self.direct_to
+            && e.tx.capacity() == e.tx.max_capacity()
+            && self.direct.len() < self.qsize
+        {
+            self.direct.push(msg);
+            return Send::Queued;
+        }
         match e.tx.try_send(msg) {
             Ok(()) => Send::Queued,
             Err(TrySendError::Full(m)) | Err(TrySendError::Closed(m)) => Send::Full(m),
         }
+    }
+
+    /// Sends to socket `conn` go straight back to it from now (`Some`), or no longer.
+    pub fn reply_directly_to(&mut self, conn: Option<ConnId>) {
+        self.direct_to = conn;
+    }
+
+    /// What was sent straight back since the last call, oldest first.
+    pub fn take_direct(&mut self) -> Vec<Queued> {
+        std::mem::take(&mut self.direct)
     }
 
     pub fn view(&self) -> Vec<Value> {

@@ -115,9 +115,10 @@ pub async fn serve<S>(
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
     let why: String = loop {
-        if let Some(m) = outbox.unsent.take() {
-            if let Err(m) = write(&mut ws, m, &stats).await {
-                outbox.unsent = Some(m);
+        if !outbox.unsent.is_empty() {
+            let unsent = std::mem::take(&mut outbox.unsent);
+            if let Err(left) = write_all(&mut ws, unsent, &stats).await {
+                outbox.unsent = left;
                 break "write failed".into();
             }
             continue;
@@ -161,14 +162,18 @@ pub async fn serve<S>(
                 let bad = match frame {
                     Some(Ok(Frame::Text(text))) => {
                         JsipStats::count(&stats.frames_in);
-                        match inbound(&node, &name, &text, caller.as_deref()) {
-                            Inbound::Taken => None,
-                            Inbound::Backlog(msg) => {
-                                // The node is behind: wait (backpressure on this peer).
-                                Box::pin(node.frame(name.clone(), *msg)).await;
+                        match inbound(&text, caller.as_deref()) {
+                            Ok(msg) => {
+                                // Handled now; what went straight back to this socket
+                                // is written before anything in its queue.
+                                let replies = node.frame(&name, conn, msg);
+                                if let Err(left) = write_all(&mut ws, replies, &stats).await {
+                                    outbox.unsent = left;
+                                    break "write failed".into();
+                                }
                                 None
                             }
-                            Inbound::Bad(e) => Some(e),
+                            Err(e) => Some(e),
                         }
                     }
                     Some(Ok(Frame::Binary(_))) => Some(Box::new(ParseError::Unaddressable {
@@ -202,7 +207,7 @@ pub async fn serve<S>(
             }
             Event::Queued(Some(m)) => {
                 if let Err(m) = write(&mut ws, m, &stats).await {
-                    outbox.unsent = Some(m);
+                    outbox.unsent.push(m);
                     break "write failed".into();
                 }
             }
@@ -237,35 +242,36 @@ enum Event {
     Ping,
 }
 
-/// What became of a text frame. Large values are boxed: this is held across awaits.
-enum Inbound {
-    /// Parsed and in the node's queue.
-    Taken,
-    /// Parsed, but the node's queue is full.
-    Backlog(Box<Message>),
-    /// Not a valid message: answer 400.
-    Bad(Box<ParseError>),
+/// Parses a text frame. A request from a signed-in person carries `caller` under
+/// [`CALLER_KEY`]; a `Caller` a client wrote itself is removed, so an SLP can trust the
+/// key. The error is boxed: this is held across awaits.
+fn inbound(text: &str, caller: Option<&Value>) -> Result<Message, Box<ParseError>> {
+    let mut msg = Message::parse(text).map_err(Box::new)?;
+    if !msg.extra.is_empty() {
+        msg.extra.remove(CALLER_KEY);
+    }
+    if let (Some(c), true) = (caller, msg.is_request()) {
+        msg.extra.insert(CALLER_KEY.into(), c.clone());
+    }
+    Ok(msg)
 }
 
-/// Parses a text frame and hands it to the node without waiting. A request from a
-/// signed-in person carries `caller` under [`CALLER_KEY`]; a `Caller` a client wrote
-/// itself is removed, so an SLP can trust the key.
-fn inbound(node: &NodeHandle, name: &PeerName, text: &str, caller: Option<&Value>) -> Inbound {
-    match Message::parse(text) {
-        Ok(mut msg) => {
-            if !msg.extra.is_empty() {
-                msg.extra.remove(CALLER_KEY);
-            }
-            if let (Some(c), true) = (caller, msg.is_request()) {
-                msg.extra.insert(CALLER_KEY.into(), c.clone());
-            }
-            match node.try_frame(name, msg) {
-                Ok(()) => Inbound::Taken,
-                Err(msg) => Inbound::Backlog(msg),
-            }
+/// Writes messages in order; gives back those not written if the socket failed.
+async fn write_all<S>(
+    ws: &mut WebSocketStream<S>,
+    msgs: Vec<Queued>,
+    stats: &JsipStats,
+) -> Result<(), Vec<Queued>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut msgs = msgs.into_iter();
+    while let Some(m) = msgs.next() {
+        if let Err(m) = write(ws, m, stats).await {
+            return Err(std::iter::once(m).chain(msgs).collect());
         }
-        Err(e) => Inbound::Bad(Box::new(e)),
     }
+    Ok(())
 }
 
 /// Writes one queued message; gives it back if the socket failed, so it is not lost.
