@@ -561,7 +561,7 @@ impl Message {
 
     /// The frame text (see the `Serialize` impl for the key order).
     pub fn to_json(&self) -> String {
-        serde_json::to_string(self).expect("a Message is always valid JSON")
+        self.write_json()
     }
 }
 
