@@ -4,6 +4,8 @@
 # explains rather than replaces. Three servers, the same client (jsip-bench, not under
 # valgrind), one socket, one request in flight:
 #   raw echo      jsip-bench echo-server: tokio-tungstenite, the frame straight back
+#                 (4 KiB read buffer, the timed suite's baseline; and again with
+#                 jsipd's 512 bytes, since tungstenite zero-fills it before each read)
 #   compiled-in   jsipd's echo SLP built into the daemon (`builtin_slps = echo`)
 #   echo.so       the echo plugin loaded from plugins/echo.so
 # Each server runs twice, for SMALL and for BIG round trips; the difference of its total
@@ -46,8 +48,11 @@ wait_port() { until (exec 3<>"/dev/tcp/${1%:*}/${1#*:}") 2>/dev/null; do sleep 0
 run() {
     local name=$1 n=$2 out="$work/$1-$2.out" url uri=bench@echo
     case $name in
-        raw)
-            "${vg[@]}" --callgrind-out-file="$out" "$bin/jsip-bench" echo-server --listen "$raw" >/dev/null &
+        raw|raw512)
+            local buffer=4096
+            [[ $name == raw512 ]] && buffer=512
+            "${vg[@]}" --callgrind-out-file="$out" "$bin/jsip-bench" echo-server --listen "$raw" \
+                --read-buffer "$buffer" >/dev/null &
             url="ws://$raw/" ;;
         *)
             # A fresh start each time: no plugin restored from the last run's state.
@@ -56,7 +61,7 @@ run() {
             url="ws://$rtc/rtc" ;;
     esac
     local server=$!
-    if [[ $name == raw ]]; then wait_port "$raw"; else wait_port "$rtc"; wait_port "$api"; fi
+    if [[ $name == raw* ]]; then wait_port "$raw"; else wait_port "$rtc"; wait_port "$api"; fi
     if [[ $name == so ]]; then
         curl -sf -XPOST "http://$api/slpm/v1/pecho?file=echo.so" >/dev/null
         uri=bench@pecho
@@ -72,7 +77,7 @@ run() {
 }
 
 declare -A per
-for name in raw builtin so; do
+for name in raw raw512 builtin so; do
     run "$name" "$small"
     run "$name" "$big"
     read -r n1 ir1 < "$work/$name-$small.result"
@@ -87,10 +92,11 @@ echo "valgrind --tool=callgrind on the server only; (Ir at $big round trips - Ir
 echo
 echo "| server | instructions per round trip | vs raw echo | vs compiled-in |"
 echo "|---|---|---|---|"
-python3 - "${per[raw]}" "${per[builtin]}" "${per[so]}" <<'PY'
+python3 - "${per[raw]}" "${per[builtin]}" "${per[so]}" "${per[raw512]}" <<'PY'
 import sys
-raw, builtin, so = (int(x) for x in sys.argv[1:4])
+raw, builtin, so, raw512 = (int(x) for x in sys.argv[1:5])
 print(f"| raw echo (jsip-bench echo-server) | {raw:,} | 1.00 | |")
+print(f"| raw echo, jsipd's 512-byte read buffer (`--read-buffer 512`) | {raw512:,} | {raw512 / raw:.2f} | |")
 print(f"| compiled-in echo SLP | {builtin:,} | {builtin / raw:.2f} | 1.00 |")
 print(f"| echo.so | {so:,} | {so / raw:.2f} | {so / builtin:.2f} |")
 PY

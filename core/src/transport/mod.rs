@@ -17,19 +17,13 @@ pub mod ws;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
-use tokio_rustls::server::TlsStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
-use tokio_util::sync::CancellationToken;
 use warp::http::{header, HeaderValue, StatusCode};
 
 use crate::app::App;
-use crate::node::NodeHandle;
 use crate::serve::{Peer, Request, Response};
 use crate::stats::JsipStats;
 use crate::web::SignedIn;
@@ -239,34 +233,17 @@ fn upgrade(
                 return;
             }
         };
-        let socket = Accepted {
-            who: ws::Identity {
-                name: name.into(),
-                caller,
-            },
-            remote,
-            node,
-            params,
-            shutdown,
-            stats,
+        let socket = WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            Some(ws::ws_config(params.max_frame)),
+        )
+        .await;
+        let who = ws::Identity {
+            name: name.into(),
+            caller,
         };
-        // Served on the connection's own stream, not through hyper's `Upgraded` (a boxed
-        // stream behind a rewind buffer): every frame read and written goes through it,
-        // and its layers cost about 1,500 instructions per round trip (callgrind).
-        let upgraded = match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => return socket.serve(parts.io.into_inner(), parts.read_buf).await,
-            Err(upgraded) => upgraded,
-        };
-        // The other two are boxed: the task's size is what every idle socket costs, and
-        // it would otherwise be that of the largest stream (TLS's), for all of them.
-        let upgraded = match upgraded.downcast::<TokioIo<TlsStream<TcpStream>>>() {
-            Ok(parts) => {
-                let io = parts.io.into_inner();
-                return Box::pin(socket.serve(io, parts.read_buf)).await;
-            }
-            Err(upgraded) => upgraded,
-        };
-        Box::pin(socket.serve(TokioIo::new(upgraded), Bytes::new())).await;
+        ws::serve(socket, who, remote, node, params, shutdown, stats).await;
     };
     peer.tasks.spawn(task);
     let mut resp = Response::new(Default::default());
@@ -278,39 +255,6 @@ fn upgrade(
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     resp
-}
-
-/// An accepted socket's settings, until its stream is known.
-struct Accepted {
-    who: ws::Identity,
-    remote: String,
-    node: NodeHandle,
-    params: ws::SocketParams,
-    shutdown: CancellationToken,
-    stats: Arc<JsipStats>,
-}
-
-impl Accepted {
-    /// Serves the socket on `io`; `read` is what the client sent after its request,
-    /// before our 101, which is read first.
-    async fn serve<S>(self, io: S, read: Bytes)
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        let config = Some(ws::ws_config(self.params.max_frame));
-        let socket =
-            WebSocketStream::from_partially_read(io, read.to_vec(), Role::Server, config).await;
-        ws::serve(
-            socket,
-            self.who,
-            self.remote,
-            self.node,
-            self.params,
-            self.shutdown,
-            self.stats,
-        )
-        .await;
-    }
 }
 
 /// A decoded query parameter (`%XX` and `+`), via warp's own `form_urlencoded`.

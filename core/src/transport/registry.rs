@@ -318,4 +318,56 @@ mod tests {
         assert!(old_token.is_cancelled());
         assert!(!old.disconnected.load(Ordering::Relaxed));
     }
+
+    fn msg(id: &str) -> Queued {
+        Arc::new(Message::request(
+            jsipd_plugin_api::jsip::Method::Message,
+            "a@b",
+            "c",
+            "a@b",
+            id,
+            1,
+        ))
+    }
+
+    fn ids(msgs: &[Queued]) -> Vec<&str> {
+        msgs.iter().map(|m| m.dialogue_id.as_str()).collect()
+    }
+
+    /// Straight back only to the socket being served, only while nothing is queued for
+    /// it (so nothing overtakes what waits there), and no more than the queue holds.
+    #[test]
+    fn replies_go_straight_back_only_to_the_served_socket_with_an_empty_queue() {
+        let mut r = Registry::new(2);
+        attach(&mut r, "ada", 1);
+        attach(&mut r, "bob", 2);
+        let outbox = r.entries[&PeerName::from("ada")].outbox.clone();
+        let mut outbox = outbox.try_lock().unwrap();
+
+        r.reply_directly_to(Some(1));
+        assert!(matches!(r.send(&"ada".into(), msg("d1")), Send::Queued));
+        assert!(matches!(r.send(&"bob".into(), msg("b1")), Send::Queued));
+        assert!(matches!(r.send(&"ada".into(), msg("d2")), Send::Queued));
+        // The queue's bound holds for what goes straight back too.
+        assert!(matches!(r.send(&"ada".into(), msg("q1")), Send::Queued));
+        r.reply_directly_to(None);
+        assert_eq!(ids(&r.take_direct()), ["d1", "d2"]);
+        assert_eq!(outbox.rx.try_recv().unwrap().dialogue_id, "q1");
+
+        // Something waits in the queue: it goes first, so the next one queues behind it.
+        assert!(matches!(r.send(&"ada".into(), msg("q2")), Send::Queued));
+        r.reply_directly_to(Some(1));
+        assert!(matches!(r.send(&"ada".into(), msg("q3")), Send::Queued));
+        r.reply_directly_to(None);
+        assert!(r.take_direct().is_empty());
+        assert_eq!(outbox.rx.try_recv().unwrap().dialogue_id, "q2");
+        assert_eq!(outbox.rx.try_recv().unwrap().dialogue_id, "q3");
+
+        // Another socket of the same name (the replaced one) gets nothing straight back.
+        r.reply_directly_to(Some(7));
+        assert!(matches!(r.send(&"ada".into(), msg("q4")), Send::Queued));
+        r.reply_directly_to(None);
+        assert!(r.take_direct().is_empty());
+        assert_eq!(outbox.rx.try_recv().unwrap().dialogue_id, "q4");
+    }
 }

@@ -19,7 +19,8 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 pub type Socket = WebSocketStream<Box<dyn Io>>;
 
-/// Small buffers, as jsipd uses: JSIP frames are a few hundred bytes.
+/// Small buffers: JSIP frames are a few hundred bytes (jsipd's read buffer is smaller
+/// still, 512 bytes; the echo server can take that with `--read-buffer`).
 pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(4096)

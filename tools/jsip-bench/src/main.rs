@@ -55,6 +55,8 @@ Options:
   --json             print the summary as one JSON object: throughput, latency_ms,
                      errors {total, by_code, transport}, client_cpu_s, ...
   --listen ADDR      echo-server: address to listen on (default 127.0.0.1:0)
+  --read-buffer N    echo-server: its WebSocket read buffer in bytes (default 4096,
+                     the baseline of BENCHMARKS.md; jsipd's sockets use 512)
 ";
 
 /// Every option; scenarios read what they need.
@@ -63,6 +65,7 @@ pub struct Args {
     pub url: String,
     ca: Option<String>,
     listen: String,
+    read_buffer: usize,
     pub connections: usize,
     pub depth: usize,
     pub rate: Option<f64>,
@@ -86,6 +89,7 @@ fn parse() -> Result<Args, lexopt::Error> {
         url: String::new(),
         ca: None,
         listen: "127.0.0.1:0".into(),
+        read_buffer: 4096,
         connections: 16,
         depth: 1,
         rate: None,
@@ -107,6 +111,7 @@ fn parse() -> Result<Args, lexopt::Error> {
             Long("url") => a.url = p.value()?.string()?,
             Long("ca") => a.ca = Some(p.value()?.string()?),
             Long("listen") => a.listen = p.value()?.string()?,
+            Long("read-buffer") => a.read_buffer = p.value()?.parse()?,
             Long("connections") => a.connections = p.value()?.parse()?,
             Long("depth") => a.depth = p.value()?.parse()?,
             Long("rate") => a.rate = Some(p.value()?.parse()?),
