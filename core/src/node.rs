@@ -17,7 +17,7 @@
 //! because the node only ever `try_send`s into a per-name bounded queue, a slow peer
 //! cannot hold it up.
 
-use std::collections::HashMap;
+use crate::hash::Map;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Instant;
 
@@ -286,7 +286,7 @@ pub struct Node {
     stack: Stack,
     registry: Registry,
     /// By stack key: the SLP name for compiled-in ones, `NAME#GENERATION` for plugins.
-    runners: HashMap<Arc<str>, SlpRun>,
+    runners: Map<Arc<str>, SlpRun>,
     /// Usage of the compiled-in SLPs, for the listings.
     builtin_usage: Vec<(String, Arc<Usage>)>,
     config: Arc<Config>,
@@ -361,7 +361,7 @@ impl Node {
         Node {
             stack: Stack::new(stack_config(&config, &realm)),
             registry: Registry::new(config.stack.qsize),
-            runners: HashMap::new(),
+            runners: Map::default(),
             builtin_usage: Vec::new(),
             config,
             realm,
