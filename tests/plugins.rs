@@ -829,7 +829,7 @@ fn thread_names(d: &Daemon) -> Vec<String> {
         .collect()
 }
 
-/// An SLP that says it never blocks (echo) runs on the node task: no thread of its own,
+/// An SLP that says it never blocks (echo) runs inline under the node's lock: no thread of its own,
 /// and it still answers, from timers too. One that does not say so (hid, whose device
 /// writes may wait) gets its `slp-NAME#GEN` thread.
 #[test]
@@ -839,7 +839,7 @@ fn a_never_blocking_slp_runs_without_a_thread_and_others_get_one() {
     let echo = load_slp(&d, "echo", "echo.so");
     let hid = load_slp(&d, "hid", "hid.so");
     d.wait_log(
-        &format!("SLP echo#{echo} never blocks: it runs on the node task"),
+        &format!("SLP echo#{echo} never blocks: it runs inline, under the node's lock"),
         Duration::from_secs(5),
     );
     let hid_thread = format!("slp-hid#{hid}");

@@ -1,5 +1,5 @@
-//! The node: one task that owns the JSIP stack, the connection registry and the SLP
-//! runners, and moves messages between them.
+//! The node: the JSIP stack, the connection registry and the SLP runners behind one
+//! lock, and the task that moves everything but frames between them.
 //!
 //! A message's path: a socket task (`transport::ws`) parses a frame and hands it to the
 //! node with [`NodeHandle::frame`], which takes the node's lock and handles it at once,
@@ -17,7 +17,6 @@
 //! because the node only ever `try_send`s into a per-name bounded queue, a slow peer
 //! cannot hold it up.
 
-use crate::hash::Map;
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Instant;
 
@@ -29,6 +28,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::dispatch::runner::{Command, Report, Runner, Usage};
+use crate::hash::Map;
 use crate::jsip::{Output, PeerName, Stack, StackConfig};
 use crate::plugins::image::Image;
 use crate::plugins::{refuse, GenState, Generation, Refusal};
@@ -423,7 +423,7 @@ impl Node {
         usage: Arc<Usage>,
     ) -> std::io::Result<Runner> {
         if slp.never_blocks() {
-            tracing::info!("SLP {key} never blocks: it runs on the node task");
+            tracing::info!("SLP {key} never blocks: it runs inline, under the node's lock");
             return Ok(Runner::inline(key, slp, usage));
         }
         let tx = self.tx.clone();

@@ -17,8 +17,9 @@
 //!   loader checks before calling anything. Plugin authors never touch it.
 //!
 //! Where your code runs: every SLP call on one thread the daemon owns for that SLP
-//! generation (or, for an SLP that declares `Plugin::SLP_NEVER_BLOCKS`, on the daemon's
-//! node task), each HTTP request on a thread of its own. Panics are caught at the
+//! generation (or, for an SLP that declares `Plugin::SLP_NEVER_BLOCKS`, inline on one of
+//! the daemon's async workers, under the node's lock: one call at a time, but not always
+//! on the same thread), each HTTP request on a thread of its own. Panics are caught at the
 //! boundary: a panicking SLP instance is ended (its unanswered requests get `500`), a
 //! panicking API request gets `500`, and the panic is counted in the listings.
 //!

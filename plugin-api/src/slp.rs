@@ -7,7 +7,10 @@
 //! workers, so an SLP may block briefly without stalling the network; it must not block
 //! for long, as its other dialogs wait. An SLP that never blocks can say so
 //! ([`Slp::never_blocks`], or `Plugin::SLP_NEVER_BLOCKS` for a `.so`) and is then called
-//! on the daemon's node task, which saves two thread wake-ups per message.
+//! inline, under the daemon's node lock, on the task of the socket whose frame it
+//! answers (or the node task's, for timers and the other inputs), which saves two
+//! thread wake-ups per message. Calls are still one at a time, but not always on the
+//! same OS thread.
 //!
 //! Life of an SLP (JSIP.md §5):
 //! - At load the host creates one instance and gives it [`Event::Loaded`]: the "on load"

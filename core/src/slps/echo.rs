@@ -21,7 +21,7 @@ use jsipd_plugin_api::slp::{Event, Host, Instance, Slp};
 pub struct Echo;
 
 impl Slp for Echo {
-    /// It answers at once or from a timer; it runs on the node task.
+    /// It answers at once or from a timer; it runs inline, under the node's lock.
     fn never_blocks(&self) -> bool {
         true
     }

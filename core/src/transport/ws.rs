@@ -3,7 +3,8 @@
 //! Each socket is one task that reads, writes and pings, so an idle connection costs a
 //! task, a socket and two small buffers. The socket never blocks another one: what the
 //! node sends to it goes through the name's bounded queue (`Outbox`), and a slow reader
-//! only fills its own queue.
+//! only fills its own queue. A frame is handled on this task (`NodeHandle::frame`), and
+//! the answers to this socket that it gives back are written before the queue is read.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
