@@ -732,6 +732,16 @@ mod tests {
         );
     }
 
+    /// `Key::of` (a match) and `Key::name` (the table) agree on every key.
+    #[test]
+    fn every_key_is_found_by_its_name() {
+        for (key, name) in Key::ALL {
+            assert_eq!(Key::of(name), Some(key));
+            assert_eq!(key.name(), name);
+        }
+        assert_eq!(Key::of("type"), None, "keys are case-sensitive");
+    }
+
     /// Eight bytes at a time finds what one at a time finds: each stop byte at each
     /// place in a word, after bytes that are just above or below the stops.
     #[test]
