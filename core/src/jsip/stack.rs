@@ -155,6 +155,8 @@ enum Timer {
 }
 
 struct Transaction {
+    /// The request: a sent one whole (it is what went to the peer, shared), a received
+    /// one as its [`head`].
     request: Arc<Message>,
     timer: Option<TimerId>,
     /// Final status already sent or received.
@@ -172,8 +174,9 @@ struct Dialog {
     role: Role,
     state: State,
     created: Instant,
-    /// The dialog-starting request, for the fields of requests the stack makes; the
-    /// same value as its transaction's `request`.
+    /// The dialog-starting request, for the fields of requests the stack makes: a sent
+    /// one whole, the same value as its transaction's `request`; a received one as its
+    /// [`head`].
     first: Arc<Message>,
     /// Session refresh interval (JSIP.md §4 Expire).
     expire: Duration,
@@ -207,6 +210,31 @@ impl Dialog {
             (f.from.clone(), f.to.clone(), f.from.clone())
         }
     }
+}
+
+/// What the stack keeps of a request it received: the fields its own answers and
+/// requests are made from (Type, Request-URI, From, To, DialogueID, CSeq, Router,
+/// RelatedID, Expire). The SLP gets the request itself, so its Body, unknown keys (a
+/// signed-in person's `Caller` among them) and the rest are moved to it, not copied.
+fn head(m: &Message) -> Arc<Message> {
+    Arc::new(Message {
+        kind: m.kind,
+        request_uri: m.request_uri.clone(),
+        desc: None,
+        from: m.from.clone(),
+        to: m.to.clone(),
+        dialogue_id: m.dialogue_id.clone(),
+        cseq: m.cseq,
+        router: m.router.clone(),
+        related_id: m.related_id,
+        expire: m.expire,
+        body: None,
+        content_type: None,
+        p_asserted_identity: None,
+        event: None,
+        reason: None,
+        extra: Default::default(),
+    })
 }
 
 struct InstanceInfo {
@@ -419,7 +447,8 @@ impl Stack {
                     // A re-INVITE refreshes the session too.
                     self.arm_session_timer(now, &key);
                 }
-                self.open_received(now, &key, method, msg);
+                let head = head(&msg);
+                self.open_received(now, &key, method, msg, head);
             }
         }
     }
@@ -445,7 +474,7 @@ impl Stack {
             |n| self.slps.contains_key(n),
             |r| self.relids.get(r).copied(),
         );
-        let (slp, instance) = match target {
+        let instance = match target {
             Err(refusal) => {
                 return self.answer_peer(&key.peer, &msg, refusal.code, Some(refusal.reason))
             }
@@ -467,7 +496,7 @@ impl Stack {
                 );
             }
             Ok(Target::Join(id)) => match self.instances.get(&id) {
-                Some(info) => (info.slp.clone(), id),
+                Some(_) => id,
                 None => {
                     return self.answer_peer(
                         &key.peer,
@@ -483,12 +512,21 @@ impl Stack {
                     .get(name.as_str())
                     .cloned()
                     .unwrap_or_else(|| name.into());
-                let id = self.new_instance(slp.clone(), false);
-                (slp, id)
+                self.new_instance(slp, false)
             }
         };
-        let msg = self.start_dialog(now, key.clone(), slp, instance, Role::Answering, msg);
-        self.open_received(now, &key, method, msg);
+        let mut msg = msg;
+        let expire = self.session_expire(&mut msg);
+        let head = head(&msg);
+        self.start_dialog(
+            now,
+            key.clone(),
+            instance,
+            Role::Answering,
+            head.clone(),
+            expire,
+        );
+        self.open_received(now, &key, method, msg, head);
     }
 
     /// An INVITE without Expire gets `sessiontimer` (JSIP.md §4). Returns the interval;
@@ -505,29 +543,38 @@ impl Stack {
         }
     }
 
-    /// Records a new dialog started by `first` (which gets its Expire filled in when it
-    /// is an INVITE without one), and gives `first` back shared with the dialog.
+    /// A dialog-starting request's session interval: an INVITE gets its Expire filled in
+    /// when it has none; other requests start no session.
+    fn session_expire(&self, first: &mut Message) -> Duration {
+        if first.method() == Some(Method::Invite) {
+            self.fill_expire(first)
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// Records a new dialog started by `first` (what the dialog keeps of it: see
+    /// [`head`] for a received one), with `expire` from [`Stack::session_expire`].
+    /// The dialog belongs to `instance`'s SLP generation.
     fn start_dialog(
         &mut self,
         now: Instant,
         key: DialogKey,
-        slp: Arc<str>,
         instance: InstanceId,
         role: Role,
-        mut first: Message,
-    ) -> Arc<Message> {
-        let session = first.method() == Some(Method::Invite);
-        let expire = if session {
-            self.fill_expire(&mut first)
-        } else {
-            Duration::ZERO
+        first: Arc<Message>,
+        expire: Duration,
+    ) {
+        let Some(slp) = self.instances.get(&instance).map(|i| i.slp.clone()) else {
+            // Callers make or find the instance first; one that is gone starts nothing.
+            return;
         };
+        let session = first.method() == Some(Method::Invite);
         let (local_cseq, remote_cseq) = match role {
             Role::Answering => (0, first.cseq),
             Role::Calling => (first.cseq, 0),
         };
         self.counters.dialogs_started += 1;
-        let first = Arc::new(first);
         self.insert_dialog(
             key,
             Dialog {
@@ -537,7 +584,7 @@ impl Stack {
                 role,
                 state: State::Early,
                 created: now,
-                first: first.clone(),
+                first,
                 expire,
                 session_timer: None,
                 missed_keepalives: 0,
@@ -547,7 +594,6 @@ impl Stack {
                 remote_cseq,
             },
         );
-        first
     }
 
     fn insert_dialog(&mut self, key: DialogKey, dialog: Dialog) {
@@ -558,15 +604,16 @@ impl Stack {
     }
 
     /// A request from the peer that the SLP must answer: start its timer and deliver it.
-    /// The SLP gets its own copy; the transaction keeps the shared one.
+    /// The SLP gets the request itself; the transaction keeps its [`head`] (for a
+    /// dialog's first request, the dialog's, shared).
     fn open_received(
         &mut self,
         now: Instant,
         key: &DialogKey,
         method: Method,
-        msg: impl Into<Arc<Message>>,
+        msg: Message,
+        head: Arc<Message>,
     ) {
-        let msg: Arc<Message> = msg.into();
         let wait = if method == Method::Invite {
             self.config.prtimer
         } else {
@@ -584,7 +631,7 @@ impl Stack {
             d.received.insert(
                 msg.cseq,
                 Transaction {
-                    request: msg.clone(),
+                    request: head,
                     timer: Some(timer),
                     final_code: None,
                     by_stack: false,
@@ -592,7 +639,7 @@ impl Stack {
                 },
             );
         }
-        self.deliver(key, Event::Message(Arc::unwrap_or_clone(msg)));
+        self.deliver(key, Event::Message(msg));
     }
 
     fn ack_from_peer(&mut self, key: DialogKey, msg: Message) {
@@ -797,10 +844,16 @@ impl Stack {
                     );
                     return self.deliver_to(instance, Event::Message(r));
                 }
-                let Some(slp) = self.instances.get(&instance).map(|i| i.slp.clone()) else {
+                if !self.instances.contains_key(&instance) {
                     return;
-                };
-                let msg = self.start_dialog(now, key.clone(), slp, instance, Role::Calling, msg);
+                }
+                let mut msg = msg;
+                let expire = self.session_expire(&mut msg);
+                // The request the SLP sent is what the dialog and its transaction keep,
+                // and what goes to the peer: one value, shared.
+                let msg = Arc::new(msg);
+                let first = msg.clone();
+                self.start_dialog(now, key.clone(), instance, Role::Calling, first, expire);
                 self.open_sent(now, &key, method, msg, false);
             }
         }

@@ -182,6 +182,8 @@ fn message_dispatches_to_a_new_instance_which_ends_with_the_transaction() {
     let i = instance_of(&out);
     let got = &delivered(&out)[0];
     assert_eq!(got.extra.get("X-Kept"), m.extra.get("X-Kept"));
+    // The SLP gets the request itself, whole (the stack keeps only its head).
+    assert_eq!(got, &m);
     assert_eq!(h.stack.dialog_count(), 1);
     let out = h.slp(i, vec![answer(&m, 200)]);
     assert_eq!(to_peers(&out), [("p".into(), "200".into(), 1)]);
