@@ -314,8 +314,9 @@ fn kind_of(v: &Value) -> &'static str {
 impl Message {
     /// Parses and validates one frame.
     pub fn parse(frame: &str) -> Result<Message, ParseError> {
-        match wire::read(frame) {
-            Ok(mut slots) => Message::from_slots(&mut slots),
+        let mut slots = Slots::empty();
+        match wire::read(frame, &mut slots) {
+            Ok(()) => Message::from_slots(&mut slots),
             // Rare: parse again as any JSON to say what the frame was.
             Err(_) => Err(ParseError::Unaddressable {
                 reason: match serde_json::from_str::<Value>(frame) {
