@@ -7,7 +7,7 @@
 //! a replacing socket waits for that lock, so two sockets never drain one queue.
 
 use crate::hash::Map;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -47,6 +47,10 @@ pub struct SocketFlags {
     pub bad_frames: AtomicU64,
     /// An operator closed it ([`Registry::disconnect`]): it closes with 4001, not 4000.
     pub disconnected: AtomicBool,
+    /// Frames of this socket sent to the node task and not handled yet. While there are
+    /// any, the socket's next frames go the same way, so none overtakes another
+    /// (`NodeHandle::frame`).
+    pub frames_queued: AtomicU32,
 }
 
 struct Entry {

@@ -3,8 +3,9 @@
 //! Each socket is one task that reads, writes and pings, so an idle connection costs a
 //! task, a socket and two small buffers. The socket never blocks another one: what the
 //! node sends to it goes through the name's bounded queue (`Outbox`), and a slow reader
-//! only fills its own queue. A frame is handled on this task (`NodeHandle::frame`), and
-//! the answers to this socket that it gives back are written before the queue is read.
+//! only fills its own queue. A frame is handled on this task when the node's lock is
+//! free (`NodeHandle::frame`; else it is queued for the node task), and the answers to
+//! this socket that it gives back are written before the queue is read.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -22,7 +23,7 @@ use tokio_tungstenite::WebSocketStream;
 use tokio_util::sync::CancellationToken;
 
 use crate::jsip::PeerName;
-use crate::node::NodeHandle;
+use crate::node::{Framed, NodeHandle};
 use crate::stats::{JsipStats, OpenSocket};
 use crate::transport::registry::{Queued, SocketFlags};
 
@@ -164,16 +165,23 @@ pub async fn serve<S>(
                     Some(Ok(Frame::Text(text))) => {
                         JsipStats::count(&stats.frames_in);
                         match inbound(&text, caller.as_deref()) {
-                            Ok(msg) => {
+                            Ok(msg) => match node.frame(&name, conn, &flags, msg) {
                                 // Handled now; what went straight back to this socket
                                 // is written before anything in its queue.
-                                let replies = node.frame(&name, conn, msg);
-                                if let Err(left) = write_all(&mut ws, replies, &stats).await {
-                                    outbox.unsent = left;
-                                    break "write failed".into();
+                                Framed::Handled(replies) => {
+                                    if let Err(left) = write_all(&mut ws, replies, &stats).await {
+                                        outbox.unsent = left;
+                                        break "write failed".into();
+                                    }
+                                    None
                                 }
-                                None
-                            }
+                                Framed::Queued => None,
+                                Framed::Backlog(input) => {
+                                    // The node is behind: wait (backpressure on this peer).
+                                    Box::pin(node.backlog(input)).await;
+                                    None
+                                }
+                            },
                             Err(e) => Some(e),
                         }
                     }
