@@ -161,27 +161,30 @@ pub async fn serve<S>(
                 if !matches!(frame, Some(Err(_)) | None) {
                     last_heard = Instant::now();
                 }
+                // Waited for below, once the frame is dropped: what the task holds
+                // across an await is what every idle socket pays for.
+                let mut backlog = None;
                 let bad = match frame {
                     Some(Ok(Frame::Text(text))) => {
                         JsipStats::count(&stats.frames_in);
                         match inbound(&text, caller.as_deref()) {
-                            Ok(msg) => match node.frame(&name, conn, &flags, msg) {
-                                // Handled now; what went straight back to this socket
-                                // is written before anything in its queue.
-                                Framed::Handled(replies) => {
-                                    if let Err(left) = write_all(&mut ws, replies, &stats).await {
-                                        outbox.unsent = left;
-                                        break "write failed".into();
+                            Ok(msg) => {
+                                // What went straight back to this socket is written
+                                // before anything in its queue.
+                                let replies = match node.frame(&name, conn, &flags, msg) {
+                                    Framed::Handled(replies) => replies,
+                                    Framed::Queued => Vec::new(),
+                                    Framed::Backlog(input) => {
+                                        backlog = Some(input);
+                                        Vec::new()
                                     }
-                                    None
+                                };
+                                if let Err(left) = write_all(&mut ws, replies, &stats).await {
+                                    outbox.unsent = left;
+                                    break "write failed".into();
                                 }
-                                Framed::Queued => None,
-                                Framed::Backlog(input) => {
-                                    // The node is behind: wait (backpressure on this peer).
-                                    Box::pin(node.backlog(input)).await;
-                                    None
-                                }
-                            },
+                                None
+                            }
                             Err(e) => Some(e),
                         }
                     }
@@ -207,6 +210,10 @@ pub async fn serve<S>(
                     }
                     Some(Err(e)) => break format!("read error: {e}"),
                 };
+                if let Some(input) = backlog {
+                    // The node is behind: wait (backpressure on this peer).
+                    Box::pin(node.backlog(input)).await;
+                }
                 if let Some(e) = bad {
                     flags.bad_frames.fetch_add(1, Ordering::Relaxed);
                     if reject(&mut ws, *e, &stats).await.is_err() {
