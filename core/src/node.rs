@@ -197,7 +197,8 @@ impl NodeHandle {
     ///
     /// When the lock is taken (another socket's turn, or the node task's), the frame goes
     /// to the node task, which handles what is queued in turns of up to 256 inputs: a
-    /// worker thread never sleeps on the lock, and under load (a chat room's fan-out,
+    /// socket's task never waits for the lock (only the node task does, for the turn
+    /// in progress), and under load (a chat room's fan-out,
     /// where every member answers every relay) the frames are handled in batches again.
     /// Waiting for the lock instead cost a chat room of 100 a tenth of its relays and
     /// doubled its p99. Once a frame of this socket is queued, its next ones follow it
