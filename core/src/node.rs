@@ -465,10 +465,9 @@ impl Node {
     /// One frame's turn, for [`NodeHandle::frame`]: what went straight back to `conn`,
     /// and whether the node task must arm its timer anew.
     fn frame(&mut self, name: &PeerName, conn: ConnId, msg: Message) -> (Vec<Queued>, bool) {
-        self.registry.reply_directly_to(Some(conn));
+        self.registry.reply_directly_to(conn);
         self.stack.handle_peer(Instant::now(), name.clone(), msg);
         self.flush();
-        self.registry.reply_directly_to(None);
         let replies = self.registry.take_direct();
         // The node task sleeps until `armed`; a later deadline it meets when it wakes
         // then, so only an earlier one (or one when it sleeps without a deadline) needs

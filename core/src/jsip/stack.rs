@@ -555,7 +555,7 @@ impl Stack {
 
     /// Records a new dialog started by `first` (what the dialog keeps of it: see
     /// [`head`] for a received one), with `expire` from [`Stack::session_expire`].
-    /// The dialog belongs to `instance`'s SLP generation.
+    /// The dialog belongs to `instance`'s SLP generation; false if that instance is gone.
     fn start_dialog(
         &mut self,
         now: Instant,
@@ -564,10 +564,9 @@ impl Stack {
         role: Role,
         first: Arc<Message>,
         expire: Duration,
-    ) {
+    ) -> bool {
         let Some(slp) = self.instances.get(&instance).map(|i| i.slp.clone()) else {
-            // Callers make or find the instance first; one that is gone starts nothing.
-            return;
+            return false;
         };
         let session = first.method() == Some(Method::Invite);
         let (local_cseq, remote_cseq) = match role {
@@ -594,6 +593,7 @@ impl Stack {
                 remote_cseq,
             },
         );
+        true
     }
 
     fn insert_dialog(&mut self, key: DialogKey, dialog: Dialog) {
@@ -844,17 +844,15 @@ impl Stack {
                     );
                     return self.deliver_to(instance, Event::Message(r));
                 }
-                if !self.instances.contains_key(&instance) {
-                    return;
-                }
                 let mut msg = msg;
                 let expire = self.session_expire(&mut msg);
                 // The request the SLP sent is what the dialog and its transaction keep,
                 // and what goes to the peer: one value, shared.
                 let msg = Arc::new(msg);
                 let first = msg.clone();
-                self.start_dialog(now, key.clone(), instance, Role::Calling, first, expire);
-                self.open_sent(now, &key, method, msg, false);
+                if self.start_dialog(now, key.clone(), instance, Role::Calling, first, expire) {
+                    self.open_sent(now, &key, method, msg, false);
+                }
             }
         }
     }

@@ -235,13 +235,14 @@ impl Registry {
         }
     }
 
-    /// Sends to socket `conn` go straight back to it from now (`Some`), or no longer.
-    pub fn reply_directly_to(&mut self, conn: Option<ConnId>) {
-        self.direct_to = conn;
+    /// Sends to socket `conn` go straight back to it from now, until [`Registry::take_direct`].
+    pub fn reply_directly_to(&mut self, conn: ConnId) {
+        self.direct_to = Some(conn);
     }
 
-    /// What was sent straight back since the last call, oldest first.
+    /// What was sent straight back, oldest first; sends are queued again from now.
     pub fn take_direct(&mut self) -> Vec<Queued> {
+        self.direct_to = None;
         std::mem::take(&mut self.direct)
     }
 
@@ -348,29 +349,26 @@ mod tests {
         let outbox = r.entries[&PeerName::from("ada")].outbox.clone();
         let mut outbox = outbox.try_lock().unwrap();
 
-        r.reply_directly_to(Some(1));
+        r.reply_directly_to(1);
         assert!(matches!(r.send(&"ada".into(), msg("d1")), Send::Queued));
         assert!(matches!(r.send(&"bob".into(), msg("b1")), Send::Queued));
         assert!(matches!(r.send(&"ada".into(), msg("d2")), Send::Queued));
         // The queue's bound holds for what goes straight back too.
         assert!(matches!(r.send(&"ada".into(), msg("q1")), Send::Queued));
-        r.reply_directly_to(None);
         assert_eq!(ids(&r.take_direct()), ["d1", "d2"]);
         assert_eq!(outbox.rx.try_recv().unwrap().dialogue_id, "q1");
 
         // Something waits in the queue: it goes first, so the next one queues behind it.
         assert!(matches!(r.send(&"ada".into(), msg("q2")), Send::Queued));
-        r.reply_directly_to(Some(1));
+        r.reply_directly_to(1);
         assert!(matches!(r.send(&"ada".into(), msg("q3")), Send::Queued));
-        r.reply_directly_to(None);
         assert!(r.take_direct().is_empty());
         assert_eq!(outbox.rx.try_recv().unwrap().dialogue_id, "q2");
         assert_eq!(outbox.rx.try_recv().unwrap().dialogue_id, "q3");
 
         // Another socket of the same name (the replaced one) gets nothing straight back.
-        r.reply_directly_to(Some(7));
+        r.reply_directly_to(7);
         assert!(matches!(r.send(&"ada".into(), msg("q4")), Send::Queued));
-        r.reply_directly_to(None);
         assert!(r.take_direct().is_empty());
         assert_eq!(outbox.rx.try_recv().unwrap().dialogue_id, "q4");
     }

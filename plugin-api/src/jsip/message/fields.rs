@@ -16,7 +16,7 @@ use std::mem::ManuallyDrop;
 use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
-use super::wire::Key;
+use super::wire::{read_value, write_value, Key};
 use super::{FieldSource, Kind, Message, Method, ParseError};
 use crate::ffi::{FfiMessage, FfiNumber, FfiOwnedEntry, FfiOwnedMessage, FfiStr, TEXTS};
 
@@ -583,86 +583,30 @@ impl<'a, T: Text> LentFields<'a, T> {
     }
 }
 
-/// Whether JSON escapes byte `b` in a string (serde_json escapes only these: `"`, `\`
-/// and control characters).
-fn escaped(b: u8) -> bool {
-    b == b'"' || b == b'\\' || b < 0x20
-}
-
-/// `value`'s JSON text, as serde_json writes it. A string with nothing to escape, the
-/// usual `Body`, is put between quotes directly (see [`json_value`]).
+/// `value`'s JSON text, as serde_json writes it (`wire::write_value`: a string with
+/// nothing to escape, the usual `Body`, is put between quotes directly).
 fn json_text(value: &Value) -> String {
-    match value {
-        Value::String(s) if !s.bytes().any(escaped) => {
-            let mut text = String::with_capacity(s.len() + 2);
-            text.push('"');
-            text.push_str(s);
-            text.push('"');
-            text
-        }
-        // serde_json's own writer, not `Display`: no formatter between it and the buffer.
-        other => serde_json::to_string(other).expect("JSON values"),
-    }
+    let mut text = String::with_capacity(match value {
+        Value::String(s) => s.len() + 2,
+        _ => 0,
+    });
+    write_value(&mut text, value);
+    text
 }
 
-/// `text` as a JSON value. A string with nothing escaped in it (a word, a name, a
-/// key's code; not an SDP offer, whose line ends are escaped) is taken as it is: the
-/// value serde_json would make, without setting its parser up for a few bytes.
+/// `text` as a JSON value: read by the frame's own reader (`wire::read_value`) when it
+/// can, which is the usual `Body` or unknown key's value, without setting serde_json's
+/// parser up for a few bytes; by serde_json otherwise, and for its errors.
 fn json_value(text: &str) -> Result<Value, serde_json::Error> {
-    match plain_string(text) {
-        Some((s, "")) => Ok(Value::String(s.to_owned())),
+    read_value(text).map_or_else(|| serde_json::from_str(text), Ok)
+}
+
+/// `text` as a JSON object, read as [`json_value`] reads a value.
+fn json_object(text: &str) -> Result<Map<String, Value>, serde_json::Error> {
+    match read_value(text) {
+        Some(Value::Object(map)) => Ok(map),
         _ => serde_json::from_str(text),
     }
-}
-
-/// `text` as a JSON object. The usual unknown keys, a few plain strings and whole
-/// numbers written as [`Message::lend`] writes them (`{"Echo-Marker":"default"}`), are
-/// read directly, as serde_json would read them; anything else goes to serde_json.
-fn json_object(text: &str) -> Result<Map<String, Value>, serde_json::Error> {
-    match flat_object(text) {
-        Some(map) => Ok(map),
-        None => serde_json::from_str(text),
-    }
-}
-
-/// The object in `text` if it is compact and flat: plain-string keys, plain-string or
-/// whole-number values. `None` for anything else, valid or not.
-fn flat_object(text: &str) -> Option<Map<String, Value>> {
-    let mut map = Map::new();
-    let mut rest = text.strip_prefix('{')?;
-    if rest == "}" {
-        return Some(map);
-    }
-    loop {
-        let (key, after) = plain_string(rest)?;
-        let after = after.strip_prefix(':')?;
-        let (value, after) = match plain_string(after) {
-            Some((s, after)) => (Value::String(s.to_owned()), after),
-            None => {
-                let digits = after.bytes().take_while(u8::is_ascii_digit).count();
-                let number = &after[..digits];
-                // JSON has no leading zeros; a number past u64 is serde_json's (a float).
-                if number.is_empty() || (number.len() > 1 && number.starts_with('0')) {
-                    return None;
-                }
-                (Value::from(number.parse::<u64>().ok()?), &after[digits..])
-            }
-        };
-        map.insert(key.to_owned(), value);
-        match after.as_bytes() {
-            [b',', ..] => rest = &after[1..],
-            [b'}'] => return Some(map),
-            _ => return None,
-        }
-    }
-}
-
-/// The JSON string at the start of `text`, if nothing in it is escaped (no `"`, `\` or
-/// control character between its quotes), and what follows it.
-fn plain_string(text: &str) -> Option<(&str, &str)> {
-    let inner = text.strip_prefix('"')?;
-    let end = inner.bytes().position(escaped)?;
-    (inner.as_bytes()[end] == b'"').then(|| (&inner[..end], &inner[end + 1..]))
 }
 
 impl<T: Text> FieldSource for LentFields<'_, T> {
@@ -933,7 +877,7 @@ mod tests {
         }
         let mut fast = 0;
         for text in &texts {
-            fast += usize::from(flat_object(text).is_some());
+            fast += usize::from(matches!(read_value(text), Some(Value::Object(_))));
             let ours = json_object(text).map_err(|e| e.to_string());
             let theirs =
                 serde_json::from_str::<Map<String, Value>>(text).map_err(|e| e.to_string());

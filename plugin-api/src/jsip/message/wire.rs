@@ -185,6 +185,12 @@ pub(super) fn read(frame: &str, slots: &mut Slots) -> Result<(), serde_json::Err
     de.end()
 }
 
+/// `text` as one JSON value if [`Reader`] reads it, `None` where it gives up (then ask
+/// serde_json, for the value or for its error).
+pub(super) fn read_value(text: &str) -> Option<Value> {
+    Reader::new(text).whole_value()
+}
+
 /// The usual frame read in one pass over its bytes: an object whose strings have at
 /// most the short escapes, whose numbers are whole and not negative, nested objects and
 /// arrays of the same. Anything else (`\u` escapes, other numbers, and every invalid
@@ -244,25 +250,48 @@ impl<'a> Reader<'a> {
     /// drop.
     fn frame(mut self, slots: &mut Slots) -> Option<()> {
         self.expect(b'{')?;
-        if !self.empty_close(b'}')? {
-            loop {
-                self.expect(b'"')?;
-                let key = self.string_raw()?;
-                self.expect(b':')?;
-                let value = self.value(1)?;
-                match Key::of(&key) {
-                    Some(k) => slots.known[k as usize] = Some(value),
-                    None => {
-                        slots.extra.insert(key.into_owned(), value);
-                    }
-                }
-                if !self.next_or_close(b'}')? {
-                    break;
-                }
+        self.object(1, |key, value| match Key::of(&key) {
+            Some(k) => slots.known[k as usize] = Some(value),
+            None => {
+                slots.extra.insert(key.into_owned(), value);
             }
-        }
+        })?;
+        self.end()
+    }
+
+    /// One whole JSON value, for text that is nothing else (a `Body` or the unknown
+    /// keys crossing the `.so` boundary as text).
+    fn whole_value(mut self) -> Option<Value> {
+        let value = self.value(1)?;
+        self.end()?;
+        Some(value)
+    }
+
+    /// Only white space is left.
+    fn end(&mut self) -> Option<()> {
         self.skip_ws();
         (self.at == self.bytes.len()).then_some(())
+    }
+
+    /// An object's members after its `{`, each given to `member` in order (a repeated
+    /// key is given twice: the caller keeps the last, as serde_json's map does).
+    fn object(
+        &mut self,
+        depth: usize,
+        mut member: impl FnMut(std::borrow::Cow<'a, str>, Value),
+    ) -> Option<()> {
+        if self.empty_close(b'}')? {
+            return Some(());
+        }
+        loop {
+            self.expect(b'"')?;
+            let key = self.string_raw()?;
+            self.expect(b':')?;
+            member(key, self.value(depth)?);
+            if !self.next_or_close(b'}')? {
+                return Some(());
+            }
+        }
     }
 
     fn skip_ws(&mut self) {
@@ -310,18 +339,9 @@ impl<'a> Reader<'a> {
             b'"' => Value::String(self.string_raw()?.into_owned()),
             b'{' => {
                 let mut map = Map::new();
-                if !self.empty_close(b'}')? {
-                    loop {
-                        self.expect(b'"')?;
-                        let key = self.string_raw()?.into_owned();
-                        self.expect(b':')?;
-                        let value = self.value(depth + 1)?;
-                        map.insert(key, value);
-                        if !self.next_or_close(b'}')? {
-                            break;
-                        }
-                    }
-                }
+                self.object(depth + 1, |key, value| {
+                    map.insert(key.into_owned(), value);
+                })?;
                 Value::Object(map)
             }
             b'[' => {
@@ -483,14 +503,14 @@ impl Message {
         string_entry(&mut out, Key::Reason, &self.reason);
         if let Some(b) = &self.body {
             key(&mut out, "Body");
-            value(&mut out, b);
+            write_value(&mut out, b);
         }
         for (k, v) in &self.extra {
             if Key::of(k).is_none() {
                 out.push(',');
                 string(&mut out, k);
                 out.push(':');
-                value(&mut out, v);
+                write_value(&mut out, v);
             }
         }
         out.push('}');
@@ -529,7 +549,8 @@ fn string(out: &mut String, s: &str) {
     }
 }
 
-fn value(out: &mut String, v: &Value) {
+/// `v` as serde_json writes it, appended to `out`.
+pub(super) fn write_value(out: &mut String, v: &Value) {
     match v {
         Value::String(s) => string(out, s),
         other => out.push_str(&serde_json::to_string(other).expect("JSON values")),
