@@ -491,7 +491,10 @@ pub const TEXTS: usize = 13;
 /// allocated, and from the call on it belongs to the receiver, who frees it (or keeps
 /// it as its own `String`) whatever it makes of the message. So a message crosses with
 /// no copy of its strings and no free on the sender's side, as a compiled-in SLP's
-/// message moves. `type_` is only lent, as in [`FfiMessage`].
+/// message moves. `type_` is only lent, as in [`FfiMessage`]. Every text is UTF-8, as a
+/// `String`'s is: the receiver adopts it as a `String` unchecked, as it adopts the
+/// pointers and capacities, which it could not check either (plugin-api makes such a
+/// message only from a `Message`'s strings).
 #[repr(C)]
 pub struct FfiOwnedMessage {
     /// `fields.extra` is absent when the unknown keys come as `entries`; a receiver
