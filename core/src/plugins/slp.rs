@@ -263,6 +263,8 @@ unsafe extern "C" fn bridge_send(ctx: *mut c_void, json: FfiStr) {
 impl Bridge<'_> {
     /// What a plugin sends is checked like what a peer sends: it never reaches the stack
     /// malformed.
+    // Inlined, so the message is not copied once more on its way to the runner.
+    #[inline(always)]
     fn send(&mut self, message: Result<Message, ParseError>) {
         match message {
             Ok(m) => self.host.send(m),

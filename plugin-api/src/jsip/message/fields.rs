@@ -136,6 +136,8 @@ impl Message {
     /// This message with its text, for a receiver that allocates with this side's
     /// allocator (see [`FfiOwnedMessage`]). A string `Body` crosses as its value, and
     /// each unknown key as its name and value.
+    // Inlined into its callers, so the message is not copied into its argument first.
+    #[inline]
     pub fn hand_over(self) -> HandedMessage {
         let (type_, code) = self.type_and_code();
         let (body, body_is_string) = match self.body {
