@@ -336,11 +336,10 @@ impl SlpRun {
 
     /// Sends this turn's commands; an inline runner has run them, and returns what its
     /// instances did.
-    fn send_pending(&mut self) -> Vec<Report> {
-        if self.pending.is_empty() {
-            return Vec::new();
+    fn send_pending(&mut self, reports: &mut Vec<Report>) {
+        if !self.pending.is_empty() {
+            self.runner.send(&mut self.pending, reports);
         }
-        self.runner.send(std::mem::take(&mut self.pending))
     }
 }
 
@@ -362,6 +361,8 @@ pub struct Node {
     shared: Weak<Shared>,
     /// The deadline the node task's timer is armed for, if any.
     armed: Option<Instant>,
+    /// Empty between turns; `flush` reuses its buffer.
+    spare_reports: Vec<Report>,
     stats: Arc<JsipStats>,
     tasks: TaskTracker,
     shutdown: CancellationToken,
@@ -433,6 +434,7 @@ impl Node {
             tx,
             shared,
             armed: None,
+            spare_reports: Vec::new(),
             stats,
             tasks,
             shutdown,
@@ -570,7 +572,7 @@ impl Node {
         if let Some(mut run) = self.runners.remove(key) {
             // Its last `Ended` commands go before the runner is retired (they report
             // nothing).
-            let _ = run.send_pending();
+            run.send_pending(&mut Vec::new());
             let SlpRun {
                 runner,
                 plugin: Some((generation, image)),
@@ -777,7 +779,7 @@ impl Node {
     }
 
     /// What SLP instances did, for the stack.
-    fn handle_reports(&mut self, reports: Vec<Report>) {
+    fn handle_reports(&mut self, reports: impl IntoIterator<Item = Report>) {
         let now = Instant::now();
         for report in reports {
             match report {
@@ -803,18 +805,19 @@ impl Node {
     /// work gets it as one batch. Inline runners answer at once, so their reports go
     /// back into the stack and the turn goes on until nothing is left.
     fn flush(&mut self) {
+        // One list for every turn's reports, emptied and kept, not allocated anew.
+        let mut reports = std::mem::take(&mut self.spare_reports);
         loop {
             self.flush_outputs();
-            let reports: Vec<Report> = self
-                .runners
-                .values_mut()
-                .flat_map(SlpRun::send_pending)
-                .collect();
-            if reports.is_empty() {
-                return;
+            for run in self.runners.values_mut() {
+                run.send_pending(&mut reports);
             }
-            self.handle_reports(reports);
+            if reports.is_empty() {
+                break;
+            }
+            self.handle_reports(reports.drain(..));
         }
+        self.spare_reports = reports;
     }
 
     fn flush_outputs(&mut self) {

@@ -115,19 +115,21 @@ impl Runner {
     /// per turn, so a runner thread is woken once however many events it got. An
     /// inline runner runs them now and returns its reports (a thread's come later,
     /// through its report sink).
-    pub fn send(&mut self, batch: Vec<Command>) -> Vec<Report> {
+    ///
+    /// `batch` is left empty and `reports` only grows: an inline runner's turn reuses
+    /// both lists' buffers instead of allocating new ones for every message.
+    pub fn send(&mut self, batch: &mut Vec<Command>, reports: &mut Vec<Report>) {
         match &mut self.0 {
             // A runner only stops when this handle is dropped, so sending cannot fail
             // while we hold it; ignore the impossible error rather than panic.
             Kind::Thread { tx, .. } => {
-                let _ = tx.send(batch);
-                Vec::new()
+                let _ = tx.send(std::mem::take(batch));
             }
             Kind::Inline(Some(state)) => {
-                state.run_batch(batch);
-                std::mem::take(&mut state.reports)
+                state.run_batch(batch.drain(..));
+                reports.append(&mut state.reports);
             }
-            Kind::Inline(None) => Vec::new(),
+            Kind::Inline(None) => batch.clear(),
         }
     }
 
@@ -254,7 +256,7 @@ impl RunnerState {
         }
     }
 
-    fn run_batch(&mut self, batch: Vec<Command>) {
+    fn run_batch(&mut self, batch: impl IntoIterator<Item = Command>) {
         for cmd in batch {
             match cmd {
                 Command::Event { instance, event } => self.deliver(instance, event),
@@ -485,25 +487,28 @@ mod tests {
         )
         .unwrap();
         let id: InstanceId = 7;
-        runner.send(vec![
-            Command::Event {
-                instance: id,
-                event: Event::Message(msg),
-            },
-            // Already queued when the instance failed: must not revive it.
-            Command::Event {
-                instance: id,
-                event: Event::DialogEnded {
-                    dialogue_id: "d".into(),
+        runner.send(
+            &mut vec![
+                Command::Event {
+                    instance: id,
+                    event: Event::Message(msg),
                 },
-            },
-            Command::Event {
-                instance: id,
-                event: Event::PeerDisconnected {
-                    dialogue_id: "d".into(),
+                // Already queued when the instance failed: must not revive it.
+                Command::Event {
+                    instance: id,
+                    event: Event::DialogEnded {
+                        dialogue_id: "d".into(),
+                    },
                 },
-            },
-        ]);
+                Command::Event {
+                    instance: id,
+                    event: Event::PeerDisconnected {
+                        dialogue_id: "d".into(),
+                    },
+                },
+            ],
+            &mut Vec::new(),
+        );
         let reports = rx.recv().unwrap();
         assert!(matches!(reports[..], [Report::Failed { instance }] if instance == id));
         drop(runner); // joins the thread: every command was handled
@@ -547,10 +552,13 @@ mod tests {
             r#"{"Type":"MESSAGE","Request-URI":"a@b","From":"c","To":"a@b","DialogueID":"d","CSeq":1}"#,
         )
         .unwrap();
-        let reports = runner.send(vec![Command::Event {
+        let mut batch = vec![Command::Event {
             instance: 3,
             event: Event::Message(msg),
-        }]);
+        }];
+        let mut reports = Vec::new();
+        runner.send(&mut batch, &mut reports);
+        assert!(batch.is_empty(), "the batch was taken");
         assert!(reports.is_empty(), "it answers from the timer");
         let due = runner
             .next_timer()

@@ -1255,7 +1255,8 @@ impl Stack {
         self.deliver_to(
             d.instance,
             Event::DialogEnded {
-                dialogue_id: key.id.to_string(),
+                // Not `to_string`, which goes through `Display` for an `Arc<str>`.
+                dialogue_id: String::from(&*key.id),
             },
         );
         if let Some(info) = self.instances.get_mut(&d.instance) {
@@ -1274,7 +1275,7 @@ impl Stack {
         keys.sort_by(|a, b| a.id.cmp(&b.id));
         let events: Vec<(InstanceId, String)> = keys
             .into_iter()
-            .map(|k| (self.dialogs[k].instance, k.id.to_string()))
+            .map(|k| (self.dialogs[k].instance, String::from(&*k.id)))
             .collect();
         for (instance, dialogue_id) in events {
             self.deliver_to(instance, Event::PeerDisconnected { dialogue_id });

@@ -533,9 +533,9 @@ fn string_entry(out: &mut String, k: Key, v: &Option<String>) {
 }
 
 fn number_entry(out: &mut String, name: &str, n: u64) {
-    use std::fmt::Write;
     key(out, name);
-    let _ = write!(out, "{n}");
+    // Not `write!`: the formatting machinery cost 200 instructions a number.
+    out.push_str(itoa::Buffer::new().format(n));
 }
 
 /// A JSON string: as it is when nothing in it needs an escape, else serde_json's.
