@@ -28,6 +28,27 @@ impl fmt::Display for UriError {
 
 impl std::error::Error for UriError {}
 
+/// `s` split at the last `byte`, an ASCII one (so both sides are `str`s).
+///
+/// The URI's own scans go byte by byte: every first request's URI is parsed (to pick its
+/// SLP), and `str`'s char searchers cost several times more on text this short.
+fn rsplit_at(s: &str, byte: u8) -> Option<(&str, &str)> {
+    let at = s.bytes().rposition(|b| b == byte)?;
+    Some((&s[..at], &s[at + 1..]))
+}
+
+/// Whether `s` has white space (`char::is_whitespace`), looking at each char only when
+/// `s` is not ASCII.
+fn has_white_space(s: &str) -> bool {
+    if s.is_ascii() {
+        // `char::is_whitespace` on ASCII; `u8::is_ascii_whitespace` leaves out \x0B.
+        s.bytes()
+            .any(|b| matches!(b, b' ' | b'\t' | b'\n' | 0x0B | 0x0C | b'\r'))
+    } else {
+        s.contains(char::is_whitespace)
+    }
+}
+
 impl Uri {
     pub fn parse(text: &str) -> Result<Uri, UriError> {
         let bad = |why: &str| UriError(format!("bad URI '{text}': {why}"));
@@ -35,13 +56,15 @@ impl Uri {
         if text_trim.is_empty() {
             return Err(bad("empty"));
         }
-        if text_trim.contains(char::is_whitespace) {
+        if has_white_space(text_trim) {
             return Err(bad("contains white space"));
         }
-        let mut parts = text_trim.split(';');
-        let address = parts.next().unwrap_or("");
+        let (address, params_text) = match text_trim.bytes().position(|b| b == b';') {
+            Some(at) => (&text_trim[..at], Some(&text_trim[at + 1..])),
+            None => (text_trim, None),
+        };
         let mut params = Vec::new();
-        for p in parts {
+        for p in params_text.into_iter().flat_map(|t| t.split(';')) {
             let (k, v) = match p.split_once('=') {
                 Some((k, v)) => (k, Some(v.to_string())),
                 None => (p, None),
@@ -51,7 +74,7 @@ impl Uri {
             }
             params.push((k.to_string(), v));
         }
-        let (user, hostport) = match address.rsplit_once('@') {
+        let (user, hostport) = match rsplit_at(address, b'@') {
             Some(("", h)) => return Err(bad(&format!("empty user before '@{h}'"))),
             Some((u, h)) => (Some(u.to_string()), h),
             None => (None, address),
@@ -69,7 +92,7 @@ impl Uri {
             };
             (format!("[{v6}]"), port)
         } else {
-            match hostport.rsplit_once(':') {
+            match rsplit_at(hostport, b':') {
                 Some((h, p)) => (h.to_string(), Some(p)),
                 None => (hostport.to_string(), None),
             }
@@ -77,7 +100,11 @@ impl Uri {
         if host.is_empty() || host == "[]" {
             return Err(bad("no host"));
         }
-        if host.contains(['@', '/', ',', '[', ']'].as_slice()) && !host.starts_with('[') {
+        if host
+            .bytes()
+            .any(|b| matches!(b, b'@' | b'/' | b',' | b'[' | b']'))
+            && !host.starts_with('[')
+        {
             return Err(bad("invalid character in host"));
         }
         let port = match port {
@@ -207,10 +234,24 @@ mod tests {
             ("bob@[::1", "unclosed"),
             ("bob@host;=v", "parameter without a name"),
             ("bob @host", "white space"),
+            ("bob\x0B@host", "white space"),
+            ("bob@ho\u{a0}st", "white space"),
+            ("bob@host;a\u{3000}b", "white space"),
+            ("bob@ho/st", "invalid character"),
+            ("bob@host;type=x;", "parameter without a name"),
         ] {
             let e = Uri::parse(text).unwrap_err();
             assert!(e.0.contains(why), "{text:?}: {e}");
         }
+    }
+
+    #[test]
+    fn non_ascii_text_is_kept_whole() {
+        let u = Uri::parse("jürgen@bücher.example:7;ä=ö").unwrap();
+        assert_eq!(u.user.as_deref(), Some("jürgen"));
+        assert_eq!((u.host.as_str(), u.port), ("bücher.example", Some(7)));
+        assert_eq!(u.param("ä"), Some(Some("ö")));
+        assert_eq!(u.to_string(), "jürgen@bücher.example:7;ä=ö");
     }
 
     #[test]
