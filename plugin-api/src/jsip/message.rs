@@ -231,20 +231,22 @@ trait FieldSource {
     fn take_extra(&mut self) -> Map<String, Value>;
 
     fn required_string(&mut self, key: Key) -> Result<String, String> {
-        match self.string(key)? {
-            Some(s) if !s.is_empty() => Ok(s),
-            Some(_) => Err(format!("{} is empty", key.name())),
-            None => Err(format!("{} is missing", key.name())),
-        }
+        required(self.string(key)?, key)
     }
 
     /// Checks what [`FieldSource::required_string`] would take, leaving it in place.
     fn peek_required_string(&self, key: Key) -> Result<(), String> {
-        match self.peek_string(key)? {
-            Some(s) if !s.is_empty() => Ok(()),
-            Some(_) => Err(format!("{} is empty", key.name())),
-            None => Err(format!("{} is missing", key.name())),
-        }
+        required(self.peek_string(key)?, key).map(drop)
+    }
+}
+
+/// The text of a field every message has (`key`), or why there is none.
+#[inline]
+fn required<S: AsRef<str>>(text: Option<S>, key: Key) -> Result<S, String> {
+    match text {
+        Some(s) if !s.as_ref().is_empty() => Ok(s),
+        Some(_) => Err(format!("{} is empty", key.name())),
+        None => Err(format!("{} is missing", key.name())),
     }
 }
 

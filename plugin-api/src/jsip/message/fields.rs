@@ -17,7 +17,7 @@ use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use super::wire::{read_value, write_value, Key};
-use super::{FieldSource, Kind, Message, Method, ParseError};
+use super::{required, FieldSource, Kind, Message, Method, ParseError};
 use crate::ffi::{FfiMessage, FfiNumber, FfiOwnedEntry, FfiOwnedMessage, FfiStr, TEXTS};
 
 /// A message lent to the other side of the boundary for one call: the [`FfiMessage`]
@@ -290,11 +290,7 @@ impl Message {
             ty => Kind::Request(Method::parse(ty).ok_or_else(|| format!("unknown Type '{ty}'"))?),
         };
         let text = |s: Option<T>| s.map(Text::into_string);
-        let required = |s: Option<T>, key: Key| match s {
-            Some(s) if !s.as_ref().is_empty() => Ok(s.into_string()),
-            Some(_) => Err(format!("{} is empty", key.name())),
-            None => Err(format!("{} is missing", key.name())),
-        };
+        let required = |s: Option<T>, key: Key| required(s, key).map(Text::into_string);
         Ok(Message {
             kind,
             request_uri: text(request_uri),
