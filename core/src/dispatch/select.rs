@@ -1,13 +1,13 @@
 //! Which SLP (or which existing instance) gets the first request of a new dialog:
 //! JSIP.md §5, as a pure function so every rule is unit-tested without a stack.
 
-use jsipd_plugin_api::jsip::{parse_router, Message, Uri};
+use jsipd_plugin_api::jsip::{router_first, Message, UriRef};
 
 /// Where a dialog-starting request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// A new instance of the SLP with this name.
-    New(String),
+pub enum Target<'a> {
+    /// A new instance of the SLP with this name (read in place from the request).
+    New(&'a str),
     /// The existing instance that handed out the `relid`.
     Join(u64),
 }
@@ -23,18 +23,15 @@ fn refuse(code: u16, reason: String) -> Refusal {
     Refusal { code, reason }
 }
 
-/// Applies §5's order: relid, `type=`, host label, `default`, else 404.
-pub fn select(
-    msg: &Message,
+/// Applies §5's order: relid, `type=`, host label, `default`, else 404. Nothing is
+/// copied: the URIs are read in place ([`UriRef`]).
+pub fn select<'a>(
+    msg: &'a Message,
     is_loaded: impl Fn(&str) -> bool,
     relid_owner: impl Fn(&str) -> Option<u64>,
-) -> Result<Target, Refusal> {
+) -> Result<Target<'a>, Refusal> {
     let first = match &msg.router {
-        Some(r) => Some(
-            parse_router(r)
-                .map_err(|e| refuse(400, format!("Router: {e}")))?
-                .swap_remove(0),
-        ),
+        Some(r) => Some(router_first(r).map_err(|e| refuse(400, format!("Router: {e}")))?),
         None => None,
     };
     if let Some(uri) = &first {
@@ -48,7 +45,7 @@ pub fn select(
         }
         if let Some(name) = uri.type_param() {
             return if is_loaded(name) {
-                Ok(Target::New(name.to_string()))
+                Ok(Target::New(name))
             } else {
                 Err(refuse(
                     404,
@@ -59,15 +56,18 @@ pub fn select(
     }
     let routed_by = match first {
         Some(uri) => Some(uri),
-        None => msg.request_uri.as_deref().and_then(|u| Uri::parse(u).ok()),
+        None => msg
+            .request_uri
+            .as_deref()
+            .and_then(|u| UriRef::parse(u).ok()),
     };
-    if let Some(label) = routed_by.as_ref().and_then(Uri::host_label) {
+    if let Some(label) = routed_by.as_ref().and_then(UriRef::host_label) {
         if is_loaded(label) {
-            return Ok(Target::New(label.to_string()));
+            return Ok(Target::New(label));
         }
     }
     if is_loaded("default") {
-        return Ok(Target::New("default".into()));
+        return Ok(Target::New("default"));
     }
     Err(refuse(
         404,
@@ -86,7 +86,7 @@ mod tests {
         m
     }
 
-    fn pick(m: &Message, loaded: &[&str]) -> Result<Target, Refusal> {
+    fn pick<'a>(m: &'a Message, loaded: &[&str]) -> Result<Target<'a>, Refusal> {
         select(m, |n| loaded.contains(&n), |r| (r == "r7").then_some(7))
     }
 
@@ -109,7 +109,7 @@ mod tests {
     #[test]
     fn type_param_wins_over_host_label_and_is_404_when_not_loaded() {
         let m = msg("a@b", Some("echo.example.com;type=chat"));
-        assert_eq!(pick(&m, &["echo", "chat"]), Ok(Target::New("chat".into())));
+        assert_eq!(pick(&m, &["echo", "chat"]), Ok(Target::New("chat")));
         let e = pick(&msg("a@b", Some("h;type=nosuch")), &["echo", "default"]).unwrap_err();
         assert_eq!(e.code, 404);
         assert!(e.reason.contains("type=nosuch"));
@@ -118,18 +118,15 @@ mod tests {
     #[test]
     fn host_label_of_router_then_of_request_uri() {
         let m = msg("x@chat.example.com", Some("echo.example.com"));
-        assert_eq!(pick(&m, &["echo", "chat"]), Ok(Target::New("echo".into())));
+        assert_eq!(pick(&m, &["echo", "chat"]), Ok(Target::New("echo")));
         let m = msg("x@chat.example.com", None);
-        assert_eq!(pick(&m, &["echo", "chat"]), Ok(Target::New("chat".into())));
+        assert_eq!(pick(&m, &["echo", "chat"]), Ok(Target::New("chat")));
     }
 
     #[test]
     fn default_then_404() {
         let m = msg("x@nobody.example.com", None);
-        assert_eq!(
-            pick(&m, &["echo", "default"]),
-            Ok(Target::New("default".into()))
-        );
+        assert_eq!(pick(&m, &["echo", "default"]), Ok(Target::New("default")));
         assert_eq!(pick(&m, &["echo"]).unwrap_err().code, 404);
         // An IP literal has no label to pick by.
         let m = msg("x@127.0.0.1:9", None);

@@ -552,10 +552,12 @@ fn a_user_of_our_realm_is_the_client_with_that_userid() {
 
 #[test]
 fn peer_names_are_user_at_host_with_port() {
-    let u = jsipd_plugin_api::jsip::Uri::parse("bob@10.0.0.1:9000;type=x").unwrap();
+    let u = jsipd_plugin_api::jsip::UriRef::parse("bob@10.0.0.1:9000;type=x").unwrap();
     assert_eq!(peer_name(&u), "bob@10.0.0.1:9000");
-    let u = jsipd_plugin_api::jsip::Uri::parse("alice").unwrap();
+    let u = jsipd_plugin_api::jsip::UriRef::parse("alice").unwrap();
     assert_eq!(peer_name(&u), "alice");
+    let u = jsipd_plugin_api::jsip::UriRef::parse("[::1]:9000").unwrap();
+    assert_eq!(peer_name(&u), "[::1]:9000");
 }
 
 #[test]

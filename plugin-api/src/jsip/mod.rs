@@ -6,4 +6,4 @@ mod uri;
 
 pub use message::{Kind, LentMessage, Message, Method, ParseError, CALLER_KEY};
 pub use reason::reason_phrase;
-pub use uri::{parse_router, Uri, UriError};
+pub use uri::{parse_router, router_first, Uri, UriError, UriRef};

@@ -49,8 +49,22 @@ fn has_white_space(s: &str) -> bool {
     }
 }
 
-impl Uri {
-    pub fn parse(text: &str) -> Result<Uri, UriError> {
+/// A URI read in place: [`Uri::parse`]'s parse and checks, its parts borrowed from the
+/// text. The stack reads the Router or Request-URI of every dialog's first request only
+/// to pick an SLP; an owned [`Uri`] would copy each part into a `String` for that.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UriRef<'a> {
+    pub user: Option<&'a str>,
+    /// Host name or IP; IPv6 literals keep their brackets.
+    pub host: &'a str,
+    pub port: Option<u16>,
+    /// The parameters' text (after the first `;`, each one checked), read by
+    /// [`UriRef::params`].
+    params: Option<&'a str>,
+}
+
+impl<'a> UriRef<'a> {
+    pub fn parse(text: &'a str) -> Result<UriRef<'a>, UriError> {
         let bad = |why: &str| UriError(format!("bad URI '{text}': {why}"));
         let text_trim = text.trim();
         if text_trim.is_empty() {
@@ -59,24 +73,20 @@ impl Uri {
         if has_white_space(text_trim) {
             return Err(bad("contains white space"));
         }
-        let (address, params_text) = match text_trim.bytes().position(|b| b == b';') {
+        let (address, params) = match text_trim.bytes().position(|b| b == b';') {
             Some(at) => (&text_trim[..at], Some(&text_trim[at + 1..])),
             None => (text_trim, None),
         };
-        let mut params = Vec::new();
-        for p in params_text.into_iter().flat_map(|t| t.split(';')) {
-            let (k, v) = match p.split_once('=') {
-                Some((k, v)) => (k, Some(v.to_string())),
-                None => (p, None),
-            };
-            if k.is_empty() {
-                return Err(bad("parameter without a name"));
-            }
-            params.push((k.to_string(), v));
+        if params
+            .into_iter()
+            .flat_map(split_params)
+            .any(|(k, _)| k.is_empty())
+        {
+            return Err(bad("parameter without a name"));
         }
         let (user, hostport) = match rsplit_at(address, b'@') {
             Some(("", h)) => return Err(bad(&format!("empty user before '@{h}'"))),
-            Some((u, h)) => (Some(u.to_string()), h),
+            Some((u, h)) => (Some(u), h),
             None => (None, address),
         };
         let (host, port) = if let Some(rest) = hostport.strip_prefix('[') {
@@ -90,11 +100,12 @@ impl Uri {
                         .ok_or_else(|| bad("junk after IPv6 host"))?,
                 ),
             };
-            (format!("[{v6}]"), port)
+            // `[`, the address and `]`, as written.
+            (&hostport[..v6.len() + 2], port)
         } else {
             match rsplit_at(hostport, b':') {
-                Some((h, p)) => (h.to_string(), Some(p)),
-                None => (hostport.to_string(), None),
+                Some((h, p)) => (h, Some(p)),
+                None => (hostport, None),
             }
         };
         if host.is_empty() || host == "[]" {
@@ -114,12 +125,77 @@ impl Uri {
                     .map_err(|_| bad(&format!("port '{p}' is not a number 0-65535")))?,
             ),
         };
-        Ok(Uri {
+        Ok(UriRef {
             user,
             host,
             port,
             params,
         })
+    }
+
+    /// The parameters in order of appearance; a key without `=` has value `None`.
+    pub fn params(&self) -> impl Iterator<Item = (&'a str, Option<&'a str>)> + use<'a> {
+        self.params.into_iter().flat_map(split_params)
+    }
+
+    /// Value of parameter `key`: `None` if absent, `Some(None)` if present without `=`.
+    pub fn param(&self, key: &str) -> Option<Option<&'a str>> {
+        self.params().find(|(k, _)| *k == key).map(|(_, v)| v)
+    }
+
+    /// `type=NAME`: the SLP this request asks for.
+    pub fn type_param(&self) -> Option<&'a str> {
+        non_empty(self.param("type"))
+    }
+
+    /// `relid=ID`: the SLP instance this request joins.
+    pub fn relid(&self) -> Option<&'a str> {
+        non_empty(self.param("relid"))
+    }
+
+    /// As [`Uri::host_label`].
+    pub fn host_label(&self) -> Option<&'a str> {
+        host_label(self.host)
+    }
+
+    /// The owned [`Uri`].
+    pub fn to_uri(&self) -> Uri {
+        Uri {
+            user: self.user.map(String::from),
+            host: self.host.to_string(),
+            port: self.port,
+            params: self
+                .params()
+                .map(|(k, v)| (k.to_string(), v.map(String::from)))
+                .collect(),
+        }
+    }
+}
+
+/// `key[=value]` for each `;`-separated parameter of `text`.
+fn split_params(text: &str) -> impl Iterator<Item = (&str, Option<&str>)> {
+    text.split(';').map(|p| match p.split_once('=') {
+        Some((k, v)) => (k, Some(v)),
+        None => (p, None),
+    })
+}
+
+/// A parameter's value, when it has a non-empty one.
+fn non_empty(value: Option<Option<&str>>) -> Option<&str> {
+    value.flatten().filter(|v| !v.is_empty())
+}
+
+/// First DNS label of `host`; IP literals have none.
+fn host_label(host: &str) -> Option<&str> {
+    if host.starts_with('[') || host.parse::<std::net::Ipv4Addr>().is_ok() {
+        return None;
+    }
+    host.split('.').next().filter(|l| !l.is_empty())
+}
+
+impl Uri {
+    pub fn parse(text: &str) -> Result<Uri, UriError> {
+        UriRef::parse(text).map(|u| u.to_uri())
     }
 
     /// Value of parameter `key`: `None` if absent, `Some(None)` if present without `=`.
@@ -132,21 +208,18 @@ impl Uri {
 
     /// `type=NAME`: the SLP this request asks for.
     pub fn type_param(&self) -> Option<&str> {
-        self.param("type").flatten().filter(|v| !v.is_empty())
+        non_empty(self.param("type"))
     }
 
     /// `relid=ID`: the SLP instance this request joins.
     pub fn relid(&self) -> Option<&str> {
-        self.param("relid").flatten().filter(|v| !v.is_empty())
+        non_empty(self.param("relid"))
     }
 
     /// First DNS label of the host (`kvm` for `kvm.example.com`), used to pick an SLP
     /// when no `type=` is given. IP literals have none.
     pub fn host_label(&self) -> Option<&str> {
-        if self.host.starts_with('[') || self.host.parse::<std::net::Ipv4Addr>().is_ok() {
-            return None;
-        }
-        self.host.split('.').next().filter(|l| !l.is_empty())
+        host_label(&self.host)
     }
 
     /// `user@host` (the connection-registry name of an outbound target).
@@ -180,6 +253,17 @@ impl fmt::Display for Uri {
 /// The entries of a `Router` header: comma-separated URIs, first one routes.
 pub fn parse_router(router: &str) -> Result<Vec<Uri>, UriError> {
     router.split(',').map(|u| Uri::parse(u.trim())).collect()
+}
+
+/// The entry of a `Router` header that routes (the first), read in place; an error if
+/// any entry is not a URI, the same as [`parse_router`]'s.
+pub fn router_first(router: &str) -> Result<UriRef<'_>, UriError> {
+    let mut entries = router.split(',').map(|u| UriRef::parse(u.trim()));
+    let first = entries.next().expect("split yields at least one entry")?;
+    for entry in entries {
+        entry?;
+    }
+    Ok(first)
 }
 
 #[cfg(test)]
@@ -252,6 +336,35 @@ mod tests {
         assert_eq!((u.host.as_str(), u.port), ("bücher.example", Some(7)));
         assert_eq!(u.param("ä"), Some(Some("ö")));
         assert_eq!(u.to_string(), "jürgen@bücher.example:7;ä=ö");
+    }
+
+    #[test]
+    fn read_in_place_it_is_the_same_uri_without_copies() {
+        for text in [
+            "kvm:console@kvm.example.com:8080;type=kvm;relid=42;lr",
+            "bob@[::1]:9000",
+            "kvm.example.com;type=",
+            "10.0.0.1",
+        ] {
+            let r = UriRef::parse(text).unwrap();
+            let u = Uri::parse(text).unwrap();
+            assert_eq!(r.to_uri(), u);
+            assert_eq!((r.type_param(), r.relid()), (u.type_param(), u.relid()));
+            assert_eq!(r.param("lr"), u.param("lr"));
+            assert_eq!(r.host_label(), u.host_label());
+            // The host is a slice of the text itself.
+            let at = r.host.as_ptr() as usize - text.as_ptr() as usize;
+            assert_eq!(&text[at..at + r.host.len()], r.host);
+        }
+        // The first entry routes; a bad later one is the same error as the list's.
+        let first = router_first("a.example.com;type=echo, b@c.example.com").unwrap();
+        assert_eq!(first.type_param(), Some("echo"));
+        for router in ["ok.com,,x", "@h, ok.com", "ok.com, bad host"] {
+            assert_eq!(
+                router_first(router).unwrap_err(),
+                parse_router(router).unwrap_err()
+            );
+        }
     }
 
     #[test]
