@@ -12,7 +12,7 @@
 # instructions divided by BIG-SMALL is the cost of one round trip, with start-up,
 # connecting and stopping cancelled out. Prints a Markdown section, with the top
 # functions by inclusive cost on echo.so's path.
-# Usage: bench/callgrind.sh [SMALL] [BIG]   (defaults 1000, 6000; about 5 minutes)
+# Usage: bench/callgrind.sh [SMALL] [BIG]   (defaults 1000, 6000; about 15 s after the build)
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 small=${1:-1000}
