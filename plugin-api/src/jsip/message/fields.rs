@@ -175,27 +175,31 @@ impl Message {
             extra: FfiStr::ABSENT,
         };
         // A key that names a known field is left out, as in the frame text: the typed
-        // field wins.
-        let entries: Vec<FfiOwnedEntry> = self
-            .extra
-            .into_iter()
-            .filter(|(k, _)| Key::of(k).is_none())
-            .map(|(k, v)| {
-                let (value, value_is_string) = match v {
-                    Value::String(s) => (s, true),
-                    other => (json_text(&other), false),
-                };
-                let (key, key_capacity) = FfiStr::give(k);
-                let (value, value_capacity) = FfiStr::give(value);
-                FfiOwnedEntry {
-                    key,
-                    key_capacity,
-                    value,
-                    value_capacity,
-                    value_is_string,
-                }
-            })
-            .collect();
+        // field wins. Most messages have no unknown keys, and collecting from an empty
+        // map still cost 128 instructions (dropping it costs 47).
+        let entries: Vec<FfiOwnedEntry> = if self.extra.is_empty() {
+            Vec::new()
+        } else {
+            self.extra
+                .into_iter()
+                .filter(|(k, _)| Key::of(k).is_none())
+                .map(|(k, v)| {
+                    let (value, value_is_string) = match v {
+                        Value::String(s) => (s, true),
+                        other => (json_text(&other), false),
+                    };
+                    let (key, key_capacity) = FfiStr::give(k);
+                    let (value, value_capacity) = FfiStr::give(value);
+                    FfiOwnedEntry {
+                        key,
+                        key_capacity,
+                        value,
+                        value_capacity,
+                        value_is_string,
+                    }
+                })
+                .collect()
+        };
         let mut entries = ManuallyDrop::new(entries);
         HandedMessage {
             owned: FfiOwnedMessage {
