@@ -1473,10 +1473,7 @@ fn provisional_wait(config: &StackConfig, method: Method) -> Duration {
 
 /// `user@host[:port]`: the registry name of a URI (JSIP.md §1).
 pub fn peer_name(uri: &UriRef) -> String {
-    let mut name = match uri.user {
-        Some(u) => format!("{u}@{}", uri.host),
-        None => uri.host.to_string(),
-    };
+    let mut name = uri.user_at_host();
     if let Some(p) = uri.port {
         name.push_str(&format!(":{p}"));
     }

@@ -158,6 +158,11 @@ impl<'a> UriRef<'a> {
         host_label(self.host)
     }
 
+    /// As [`Uri::user_at_host`].
+    pub fn user_at_host(&self) -> String {
+        user_at_host(self.user, self.host)
+    }
+
     /// The owned [`Uri`].
     pub fn to_uri(&self) -> Uri {
         Uri {
@@ -224,10 +229,15 @@ impl Uri {
 
     /// `user@host` (the connection-registry name of an outbound target).
     pub fn user_at_host(&self) -> String {
-        match &self.user {
-            Some(u) => format!("{u}@{}", self.host),
-            None => self.host.clone(),
-        }
+        user_at_host(self.user.as_deref(), &self.host)
+    }
+}
+
+/// `user@host`, or the host alone.
+fn user_at_host(user: Option<&str>, host: &str) -> String {
+    match user {
+        Some(u) => format!("{u}@{host}"),
+        None => host.to_string(),
     }
 }
 
@@ -352,6 +362,7 @@ mod tests {
             assert_eq!((r.type_param(), r.relid()), (u.type_param(), u.relid()));
             assert_eq!(r.param("lr"), u.param("lr"));
             assert_eq!(r.host_label(), u.host_label());
+            assert_eq!(r.user_at_host(), u.user_at_host());
             // The host is a slice of the text itself.
             let at = r.host.as_ptr() as usize - text.as_ptr() as usize;
             assert_eq!(&text[at..at + r.host.len()], r.host);

@@ -294,14 +294,14 @@ impl Message {
             ty => Kind::Request(Method::parse(ty).ok_or_else(|| format!("unknown Type '{ty}'"))?),
         };
         let text = |s: Option<T>| s.map(Text::into_string);
-        let required = |s: Option<T>, key: Key| required(s, key).map(Text::into_string);
+        let required_text = |s: Option<T>, key: Key| required(s, key).map(Text::into_string);
         Ok(Message {
             kind,
             request_uri: text(request_uri),
             desc: text(desc),
-            from: required(from, Key::From)?,
-            to: required(to, Key::To)?,
-            dialogue_id: required(dialogue_id, Key::DialogueId)?,
+            from: required_text(from, Key::From)?,
+            to: required_text(to, Key::To)?,
+            dialogue_id: required_text(dialogue_id, Key::DialogueId)?,
             cseq: m.cseq,
             router: text(router),
             related_id,
