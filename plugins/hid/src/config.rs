@@ -24,6 +24,23 @@ pub enum Backend {
     },
 }
 
+impl Backend {
+    /// The pause after each report when `paste_interval_ms` is not set.
+    ///
+    /// A gadget paces us itself: a report waits in `f_hid` until the host has read the
+    /// one before, so a short pause only spaces the reports out. QEMU does not: QMP
+    /// `input-send-event` returns at once, the guest's PS/2 keyboard queues 16 bytes
+    /// and drops the rest, and nothing tells us the guest has read them. A report is
+    /// about 2 bytes there, so 5 ms rides out a guest that does not run for 40 ms (a
+    /// busy host, a TCG guest). At 1 ms a guest on a loaded 2-core machine lost keys.
+    pub fn default_paste_interval_ms(&self) -> u64 {
+        match self {
+            Backend::Gadget { .. } => 1,
+            Backend::Qemu { .. } => 5,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
     pub backend: Backend,
@@ -103,8 +120,13 @@ impl Settings {
             ));
         }
         let paste_max = ini.parse_or("", "paste_max", 65_536usize, "a number of characters")?;
-        let paste_interval =
-            Duration::from_millis(ini.parse_or("", "paste_interval_ms", 1u64, "milliseconds")?);
+        let paste_interval_ms = ini.parse_or(
+            "",
+            "paste_interval_ms",
+            backend.default_paste_interval_ms(),
+            "milliseconds",
+        )?;
+        let paste_interval = Duration::from_millis(paste_interval_ms);
         let write_timeout_ms: u64 = ini.parse_or("", "write_timeout_ms", 500, "milliseconds")?;
         if write_timeout_ms == 0 {
             return Err(format!("{file}: write_timeout_ms must be above 0"));
@@ -151,6 +173,10 @@ mod tests {
         assert_eq!(s.layouts, ["us", "uk", "de", "fr", "es", "it", "ru"]);
         assert_eq!(s.paste_interval, Duration::from_millis(1));
         assert!(matches!(s.backend, Backend::Gadget { .. }));
+        let qemu = read("backend = qemu\n[qemu]\nqmp = /run/q.sock\n").unwrap();
+        assert_eq!(qemu.paste_interval, Duration::from_millis(5));
+        let set = read("backend = qemu\npaste_interval_ms = 2\n[qemu]\nqmp = /q\n").unwrap();
+        assert_eq!(set.paste_interval, Duration::from_millis(2));
         let e = read("backend = qemu\n").unwrap_err();
         assert!(e.contains("[qemu] qmp"), "{e}");
         let e = read("backend = usb\n").unwrap_err();
