@@ -106,15 +106,10 @@ fn type_and_compare(b: &Browser, serial: &Serial, text: &str) -> Vec<u64> {
         let keys_before = seen(b, "keys.length").as_u64().unwrap();
         b.type_keys(&c.to_string());
         let byte = c.to_string().into_bytes();
-        // The serial shell may print its prompt meanwhile: the key's byte is the last one.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let mut tail = Vec::new();
-        while !tail.ends_with(&byte) && Instant::now() < deadline {
-            tail = serial.bytes_after(from, tail.len() + 1, deadline - Instant::now());
-        }
+        let tail = serial.wait_for_ending(from, &byte, Duration::from_secs(20));
         let arrived = now_ms();
         assert!(
-            tail.ends_with(&byte),
+            tail == byte,
             "typed {c:?} on the page; the guest's serial got {:?}",
             String::from_utf8_lossy(&tail)
         );

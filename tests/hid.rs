@@ -508,16 +508,10 @@ fn paste_through_cat(d: &Daemon, serial: &guest::Serial, text: &str, layout: &st
     paste(d, "stty -opost < /dev/ttyS0; cat > /dev/ttyS0\n", layout);
     let from = serial.len();
     let typed = paste(d, text, layout);
-    // The serial shell may print its prompt meanwhile; what cat wrote must be the last
-    // bytes, exactly the text.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let mut got = Vec::new();
-    while !got.ends_with(text.as_bytes()) && Instant::now() < deadline {
-        got = serial.bytes_after(from, got.len() + 1, deadline - Instant::now());
-    }
-    let tail = &got[got.len().saturating_sub(text.len())..];
+    // What cat wrote must be exactly the text.
+    let got = serial.wait_for_ending(from, text.as_bytes(), Duration::from_secs(60));
     assert_eq!(
-        String::from_utf8_lossy(tail),
+        String::from_utf8_lossy(&got),
         text,
         "the guest received other bytes than were pasted ({layout}); all since the paste: {:?}",
         String::from_utf8_lossy(&got)

@@ -662,6 +662,26 @@ impl Serial {
         }
     }
 
+    /// Waits until what came after offset `from`, the serial shell's prompts left out,
+    /// ends with `expected`, or `timeout`; returns it, for the caller to check and show.
+    ///
+    /// The serial shell prints its prompt after each command it ran, whenever it gets
+    /// to it: before, inside or after the bytes another writer on the port (`cat` on
+    /// tty1) sends meanwhile.
+    pub fn wait_for_ending(&self, from: usize, expected: &[u8], timeout: Duration) -> Vec<u8> {
+        let deadline = Instant::now() + timeout;
+        let (lock, grew) = &*self.bytes;
+        let mut bytes = lock.lock().unwrap();
+        loop {
+            let got = without_prompts(&bytes[from.min(bytes.len())..]);
+            let now = Instant::now();
+            if got.ends_with(expected) || now >= deadline {
+                return got;
+            }
+            bytes = grew.wait_timeout(bytes, deadline - now).unwrap().0;
+        }
+    }
+
     /// Waits until `needle` appears `count` times in all output; returns the output.
     pub fn wait_for_count(&self, needle: &str, count: usize, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
@@ -705,6 +725,24 @@ impl Serial {
             .write_all(format!("{command}\n").as_bytes())
             .unwrap();
     }
+}
+
+/// The serial shell's prompt: busybox ash's `/ # `, then the cursor-position query its
+/// line editor sends.
+const SHELL_PROMPT: &[u8] = b"/ # \x1b[6n";
+
+fn without_prompts(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        if rest.starts_with(SHELL_PROMPT) {
+            rest = &rest[SHELL_PROMPT.len()..];
+        } else {
+            out.push(rest[0]);
+            rest = &rest[1..];
+        }
+    }
+    out
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
