@@ -230,7 +230,8 @@ fn a_person_runs_the_guest_from_the_console_page() {
     wait_seen(&b, "the keyboard session", "c.hidReady", SHOWS);
     b.type_keys("stty -opost < /dev/ttyS0; stty -icanon; cat > /dev/ttyS0\n");
     serial.run("while ! ps | grep -q '[c]at$'; do usleep 10000; done; echo cat-$((2+2))-runs");
-    serial.wait_for("cat-4-runs", Duration::from_secs(30));
+    // The whole line: its newline must not count as typed (-opost: no \r).
+    serial.wait_for("cat-4-runs\n", Duration::from_secs(30));
     let mut latencies = type_and_compare(
         &b,
         &serial,
@@ -281,6 +282,11 @@ fn a_person_runs_the_guest_from_the_console_page() {
         ("\u{E009}".into(), false),
     ]);
     b.type_keys("stty icanon; stty opost < /dev/ttyS0\n");
+    // A person sees that line run before pasting; the test watches the serial port's
+    // mode. (Keys typed at WebDriver's speed are still being sent 5 ms apart, and a
+    // paste started meanwhile would type between them.)
+    serial.run("while stty -a < /dev/ttyS0 | grep -q -- -opost; do usleep 10000; done; echo opost-$((3+4))-back");
+    serial.wait_for("opost-7-back", Duration::from_secs(30));
 
     // Paste: the panel, the layout chooser, the text typed on the guest.
     b.click("#open-paste");

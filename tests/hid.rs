@@ -536,8 +536,8 @@ fn qemu_guest_receives_exact_text_in_us_and_german_ctrl_c_interrupts_and_the_poi
     serial.wait_for("jsipd-guest: ready", BOOT_TIMEOUT);
 
     // Every printable ASCII character and a newline, on the US layout, 8 times: 760
-    // characters, 1,520 reports, at QEMU's default pace (5 ms after each: under 20 s,
-    // the answer's timeout, even at the 73 chars/s seen with 4 busy loops beside).
+    // characters, 1,520 reports, 5 ms apart on QEMU (`key_gap_ms`): under 20 s, the
+    // answer's timeout, even at the 73 chars/s seen with 4 busy loops beside.
     let ascii: String = (0x20u8..0x7f).map(char::from).collect::<String>() + "\n";
     let ascii = ascii.repeat(8);
     let us_rate = paste_through_cat(&d, &serial, &ascii, "us");

@@ -21,24 +21,9 @@ pub enum Backend {
     },
     Qemu {
         qmp: String,
+        /// The least time between two keyboard commands (see [`QemuHid`]).
+        key_gap: Duration,
     },
-}
-
-impl Backend {
-    /// The pause after each report when `paste_interval_ms` is not set.
-    ///
-    /// A gadget paces us itself: a report waits in `f_hid` until the host has read the
-    /// one before, so a short pause only spaces the reports out. QEMU does not: QMP
-    /// `input-send-event` returns at once, the guest's PS/2 keyboard queues 16 bytes
-    /// and drops the rest, and nothing tells us the guest has read them. A report is
-    /// about 2 bytes there, so 5 ms rides out a guest that does not run for 40 ms (a
-    /// busy host, a TCG guest). At 1 ms a guest on a loaded 2-core machine lost keys.
-    pub fn default_paste_interval_ms(&self) -> u64 {
-        match self {
-            Backend::Gadget { .. } => 1,
-            Backend::Qemu { .. } => 5,
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -66,7 +51,7 @@ const KNOWN: &[(&str, &[&str])] = &[
         ],
     ),
     ("gadget", &["keyboard", "mouse", "tablet", "leds"]),
-    ("qemu", &["qmp"]),
+    ("qemu", &["qmp", "key_gap_ms"]),
 ];
 
 pub const DEFAULT_LAYOUTS: &str = "us uk de fr es it ru";
@@ -100,6 +85,12 @@ impl Settings {
                         )
                     })?
                     .to_string(),
+                key_gap: Duration::from_millis(ini.parse_or(
+                    "qemu",
+                    "key_gap_ms",
+                    5u64,
+                    "milliseconds",
+                )?),
             },
             other => {
                 return Err(format!(
@@ -120,13 +111,8 @@ impl Settings {
             ));
         }
         let paste_max = ini.parse_or("", "paste_max", 65_536usize, "a number of characters")?;
-        let paste_interval_ms = ini.parse_or(
-            "",
-            "paste_interval_ms",
-            backend.default_paste_interval_ms(),
-            "milliseconds",
-        )?;
-        let paste_interval = Duration::from_millis(paste_interval_ms);
+        let paste_interval =
+            Duration::from_millis(ini.parse_or("", "paste_interval_ms", 1u64, "milliseconds")?);
         let write_timeout_ms: u64 = ini.parse_or("", "write_timeout_ms", 500, "milliseconds")?;
         if write_timeout_ms == 0 {
             return Err(format!("{file}: write_timeout_ms must be above 0"));
@@ -154,7 +140,7 @@ impl Settings {
                 tablet.clone(),
                 self.write_timeout,
             )),
-            Backend::Qemu { qmp } => Box::new(QemuHid::new(Qmp::new(qmp))),
+            Backend::Qemu { qmp, key_gap } => Box::new(QemuHid::new(Qmp::new(qmp), *key_gap)),
         }
     }
 }
@@ -174,9 +160,15 @@ mod tests {
         assert_eq!(s.paste_interval, Duration::from_millis(1));
         assert!(matches!(s.backend, Backend::Gadget { .. }));
         let qemu = read("backend = qemu\n[qemu]\nqmp = /run/q.sock\n").unwrap();
-        assert_eq!(qemu.paste_interval, Duration::from_millis(5));
-        let set = read("backend = qemu\npaste_interval_ms = 2\n[qemu]\nqmp = /q\n").unwrap();
-        assert_eq!(set.paste_interval, Duration::from_millis(2));
+        assert_eq!(
+            qemu.backend,
+            Backend::Qemu {
+                qmp: "/run/q.sock".into(),
+                key_gap: Duration::from_millis(5)
+            }
+        );
+        let e = read("backend = qemu\n[qemu]\nqmp = /q\nkey_gap_ms = -1\n").unwrap_err();
+        assert!(e.contains("key_gap_ms"), "{e}");
         let e = read("backend = qemu\n").unwrap_err();
         assert!(e.contains("[qemu] qmp"), "{e}");
         let e = read("backend = usb\n").unwrap_err();

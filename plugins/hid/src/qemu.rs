@@ -9,6 +9,18 @@
 //!
 //! When a command fails, QEMU may or may not have done it, so the keys of both states are
 //! taken as possibly down: the release that follows a failure covers all of them.
+//!
+//! Keyboard commands are spaced at least `key_gap` apart. QMP answers at once, but the
+//! guest's PS/2 keyboard keeps only 16 bytes until the guest reads them and drops the
+//! rest, and nothing tells us when it has: a key whose press is dropped is lost, one whose
+//! release is dropped sticks. A report is about 2 bytes there, so 5 ms between them rides
+//! out a guest that does not run for 40 ms (a busy host, a TCG guest). At full speed
+//! (a paste at 1 ms, or WebDriver typing into the console page) a TCG guest on a busy
+//! 2-core host lost keys. A person's typing is far slower and never waits; a burst
+//! waits, on the plugin's own thread. Mouse commands are not spaced: QEMU's USB tablet
+//! merges motion when its queue is full, and motion comes at the browser's frame rate.
+
+use std::time::{Duration, Instant};
 
 use jsipd_kvm_support::qmp::Qmp;
 use jsipd_plugin_api::serde_json::{json, Value};
@@ -21,15 +33,31 @@ pub struct QemuHid {
     /// Usages QEMU was told are down (modifiers as 0xe0..=0xe7).
     down: Vec<u8>,
     buttons: u8,
+    key_gap: Duration,
+    /// When the last keyboard command was sent.
+    last_keys: Option<Instant>,
 }
 
 impl QemuHid {
-    pub fn new(qmp: Qmp) -> QemuHid {
+    pub fn new(qmp: Qmp, key_gap: Duration) -> QemuHid {
         QemuHid {
             qmp,
             down: Vec::new(),
             buttons: 0,
+            key_gap,
+            last_keys: None,
         }
+    }
+
+    /// Waits until `key_gap` has passed since the last keyboard command.
+    fn space_keys(&mut self) {
+        if let Some(last) = self.last_keys {
+            let wait = self.key_gap.saturating_sub(last.elapsed());
+            if !wait.is_zero() {
+                std::thread::sleep(wait);
+            }
+        }
+        self.last_keys = Some(Instant::now());
     }
 
     fn send(&self, events: Vec<Value>) -> Result<(), String> {
@@ -92,6 +120,9 @@ impl Device for QemuHid {
                 let key = keys::by_usage(u).ok_or_else(|| format!("no key has usage {u:#04x}"))?;
                 events.push(key_event(key, down));
             }
+        }
+        if !events.is_empty() {
+            self.space_keys();
         }
         match self.send(events) {
             Ok(()) => {
@@ -228,9 +259,28 @@ mod tests {
     }
 
     #[test]
+    fn keyboard_commands_are_spaced_by_the_gap() {
+        let (path, events) = peer(0);
+        let gap = Duration::from_millis(40);
+        let mut q = QemuHid::new(Qmp::new(&path), gap);
+        let started = Instant::now();
+        for keys in [&[0x04][..], &[], &[0x05], &[]] {
+            q.keyboard(&state(0, keys)).unwrap();
+        }
+        // The first goes at once; each of the next three waits out the gap.
+        assert!(started.elapsed() >= 3 * gap, "{:?}", started.elapsed());
+        let sent: Vec<Vec<String>> = (0..4).map(|_| events.recv().unwrap()).collect();
+        assert_eq!(sent, [["down a"], ["up a"], ["down b"], ["up b"]]);
+        // A state the guest already has sends nothing, so it does not wait either.
+        let before = q.last_keys;
+        q.keyboard(&state(0, &[])).unwrap();
+        assert_eq!(q.last_keys, before);
+    }
+
+    #[test]
     fn differences_are_sent_releases_first_and_a_failure_releases_everything_after() {
         let (path, events) = peer(4);
-        let mut q = QemuHid::new(Qmp::new(&path));
+        let mut q = QemuHid::new(Qmp::new(&path), Duration::ZERO);
         q.keyboard(&state(0x02, &[0x04])).unwrap();
         assert_eq!(events.recv().unwrap(), ["down shift", "down a"]);
         q.keyboard(&state(0, &[0x05])).unwrap();
