@@ -647,19 +647,36 @@ impl Serial {
         self.text().matches(needle).count()
     }
 
-    /// Waits until at least `n` bytes came after offset `from`, or `timeout`; returns the
-    /// bytes after `from` (fewer than `n` on timeout, for the caller to show).
-    pub fn bytes_after(&self, from: usize, n: usize, timeout: Duration) -> Vec<u8> {
+    /// Waits until `done` finds what it looks for in all output so far, or `timeout`;
+    /// on timeout, the output for the caller to show.
+    fn wait_on<T>(
+        &self,
+        timeout: Duration,
+        mut done: impl FnMut(&[u8]) -> Option<T>,
+    ) -> Result<T, Vec<u8>> {
         let deadline = Instant::now() + timeout;
         let (lock, grew) = &*self.bytes;
         let mut bytes = lock.lock().unwrap();
         loop {
+            if let Some(found) = done(&bytes) {
+                return Ok(found);
+            }
             let now = Instant::now();
-            if bytes.len() >= from + n || now >= deadline {
-                return bytes[from.min(bytes.len())..].to_vec();
+            if now >= deadline {
+                return Err(bytes.clone());
             }
             bytes = grew.wait_timeout(bytes, deadline - now).unwrap().0;
         }
+    }
+
+    /// Waits until at least `n` bytes came after offset `from`, or `timeout`; returns the
+    /// bytes after `from` (fewer than `n` on timeout, for the caller to show).
+    pub fn bytes_after(&self, from: usize, n: usize, timeout: Duration) -> Vec<u8> {
+        let after = |bytes: &[u8]| bytes[from.min(bytes.len())..].to_vec();
+        self.wait_on(timeout, |bytes| {
+            (bytes.len() >= from + n).then(|| after(bytes))
+        })
+        .unwrap_or_else(|all| after(&all))
     }
 
     /// Waits until what came after offset `from`, the serial shell's prompts left out,
@@ -669,37 +686,23 @@ impl Serial {
     /// to it: before, inside or after the bytes another writer on the port (`cat` on
     /// tty1) sends meanwhile.
     pub fn wait_for_ending(&self, from: usize, expected: &[u8], timeout: Duration) -> Vec<u8> {
-        let deadline = Instant::now() + timeout;
-        let (lock, grew) = &*self.bytes;
-        let mut bytes = lock.lock().unwrap();
-        loop {
-            let got = without_prompts(&bytes[from.min(bytes.len())..]);
-            let now = Instant::now();
-            if got.ends_with(expected) || now >= deadline {
-                return got;
-            }
-            bytes = grew.wait_timeout(bytes, deadline - now).unwrap().0;
-        }
+        let after = |bytes: &[u8]| without_prompts(&bytes[from.min(bytes.len())..]);
+        self.wait_on(timeout, |bytes| {
+            Some(after(bytes)).filter(|got| got.ends_with(expected))
+        })
+        .unwrap_or_else(|all| after(&all))
     }
 
     /// Waits until `needle` appears `count` times in all output; returns the output.
     pub fn wait_for_count(&self, needle: &str, count: usize, timeout: Duration) -> String {
-        let deadline = Instant::now() + timeout;
-        let (lock, grew) = &*self.bytes;
-        let mut bytes = lock.lock().unwrap();
-        loop {
-            let text = String::from_utf8_lossy(&bytes);
-            if text.matches(needle).count() >= count {
-                return text.into_owned();
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                let seen = text.into_owned();
-                drop(bytes);
-                panic!("serial: {needle:?} ×{count} not seen within {timeout:?}; serial:\n{seen}");
-            }
-            bytes = grew.wait_timeout(bytes, deadline - now).unwrap().0;
-        }
+        self.wait_on(timeout, |bytes| {
+            let text = String::from_utf8_lossy(bytes);
+            (text.matches(needle).count() >= count).then(|| text.into_owned())
+        })
+        .unwrap_or_else(|all| {
+            let seen = String::from_utf8_lossy(&all);
+            panic!("serial: {needle:?} ×{count} not seen within {timeout:?}; serial:\n{seen}")
+        })
     }
 
     pub fn wait_for(&self, needle: &str, timeout: Duration) -> String {

@@ -10,15 +10,16 @@
 //! When a command fails, QEMU may or may not have done it, so the keys of both states are
 //! taken as possibly down: the release that follows a failure covers all of them.
 //!
-//! Keyboard commands are spaced at least `key_gap` apart. QMP answers at once, but the
-//! guest's PS/2 keyboard keeps only 16 bytes until the guest reads them and drops the
-//! rest, and nothing tells us when it has: a key whose press is dropped is lost, one whose
-//! release is dropped sticks. A report is about 2 bytes there, so 5 ms between them rides
-//! out a guest that does not run for 40 ms (a busy host, a TCG guest). At full speed
-//! (a paste at 1 ms, or WebDriver typing into the console page) a TCG guest on a busy
-//! 2-core host lost keys. A person's typing is far slower and never waits; a burst
-//! waits, on the plugin's own thread. Mouse commands are not spaced: QEMU's USB tablet
-//! merges motion when its queue is full, and motion comes at the browser's frame rate.
+//! Keyboard commands are spaced at least `key_gap` apart, counted from QEMU's answer.
+//! QMP answers at once, but the guest's PS/2 keyboard keeps only 16 bytes until the
+//! guest reads them and drops the rest, and nothing tells us when it has: a key whose
+//! press is dropped is lost, one whose release is dropped sticks. A report is about 2
+//! bytes there, so 5 ms between them rides out a guest that does not run for 40 ms (a
+//! busy host, a TCG guest). At full speed (a paste at 1 ms, or WebDriver typing into
+//! the console page) a TCG guest on a busy 2-core host lost keys. A person's typing is
+//! far slower and never waits; a burst waits, on the plugin's own thread. Mouse
+//! commands are not spaced: QEMU's USB tablet merges motion when its queue is full, and
+//! motion comes at the browser's frame rate.
 
 use std::time::{Duration, Instant};
 
@@ -34,7 +35,7 @@ pub struct QemuHid {
     down: Vec<u8>,
     buttons: u8,
     key_gap: Duration,
-    /// When the last keyboard command was sent.
+    /// When QEMU answered the last keyboard command.
     last_keys: Option<Instant>,
 }
 
@@ -49,15 +50,22 @@ impl QemuHid {
         }
     }
 
-    /// Waits until `key_gap` has passed since the last keyboard command.
-    fn space_keys(&mut self) {
+    /// Sends keyboard events once `key_gap` has passed since QEMU answered the last
+    /// ones: QEMU queues a command's bytes just before it answers, so that is when the
+    /// guest's time to read them starts, however long a busy QEMU took.
+    fn send_keys(&mut self, events: Vec<Value>) -> Result<(), String> {
+        if events.is_empty() {
+            return Ok(());
+        }
         if let Some(last) = self.last_keys {
             let wait = self.key_gap.saturating_sub(last.elapsed());
             if !wait.is_zero() {
                 std::thread::sleep(wait);
             }
         }
+        let sent = self.send(events);
         self.last_keys = Some(Instant::now());
+        sent
     }
 
     fn send(&self, events: Vec<Value>) -> Result<(), String> {
@@ -121,10 +129,7 @@ impl Device for QemuHid {
                 events.push(key_event(key, down));
             }
         }
-        if !events.is_empty() {
-            self.space_keys();
-        }
-        match self.send(events) {
+        match self.send_keys(events) {
             Ok(()) => {
                 self.down = want;
                 Ok(())
