@@ -15,7 +15,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use jsipd_plugin_api::jsip::{Message, Method, Uri};
+use jsipd_plugin_api::jsip::{Message, Method, UriRef};
 use jsipd_plugin_api::slp::{Event, Host, Instance, Slp};
 
 pub struct Echo;
@@ -38,24 +38,51 @@ struct EchoInstance {
     next_token: u64,
 }
 
-fn user(msg: &Message) -> String {
-    msg.request_uri
-        .as_deref()
-        .and_then(|u| Uri::parse(u).ok())
-        .and_then(|u| u.user)
-        .unwrap_or_default()
+/// What the Request-URI's user asks of the echo (the table above).
+enum Behaviour {
+    Silent,
+    Whoami,
+    Panic,
+    Relid,
+    Callback,
+    Delay(u64),
+    Echo,
 }
 
-/// The echo of `req`: its Body and Content-Type, and which instance answered.
-fn echo(req: &Message, code: u16, host: &dyn Host) -> Message {
-    let mut r = req.response(code);
-    r.body = req.body.clone();
-    r.content_type = req.content_type.clone();
+/// The request's behaviour, read in place: the Request-URI is not copied.
+fn behaviour(msg: &Message) -> Behaviour {
+    let user = msg
+        .request_uri
+        .as_deref()
+        .and_then(|u| UriRef::parse(u).ok())
+        .and_then(|u| u.user)
+        .unwrap_or_default();
+    match user {
+        "silent" => Behaviour::Silent,
+        "whoami" => Behaviour::Whoami,
+        "panic" => Behaviour::Panic,
+        "relid" => Behaviour::Relid,
+        "callback" => Behaviour::Callback,
+        u => match u.strip_prefix("delay-").and_then(|n| n.parse::<u64>().ok()) {
+            Some(ms) => Behaviour::Delay(ms),
+            None => Behaviour::Echo,
+        },
+    }
+}
+
+/// The echo of `req`: its Body and Content-Type, and which instance answered. The
+/// request is the SLP's own, so its strings become the answer's.
+fn echo(mut req: Message, code: u16, host: &dyn Host) -> Message {
+    let body = req.body.take();
+    let content_type = req.content_type.take();
+    let mut r = req.into_response(code);
+    r.body = body;
+    r.content_type = content_type;
     r.extra.insert("Instance".into(), host.instance_id().into());
     r
 }
 
-fn answer(req: &Message, code: u16, host: &mut dyn Host) {
+fn answer(req: Message, code: u16, host: &mut dyn Host) {
     let r = echo(req, code, host);
     host.send(r);
 }
@@ -85,7 +112,7 @@ impl Instance for EchoInstance {
             },
             Event::Timer(token) => {
                 if let Some(req) = self.delayed.remove(&token) {
-                    answer(&req, 200, host);
+                    answer(req, 200, host);
                 }
             }
             Event::Loaded
@@ -98,23 +125,22 @@ impl Instance for EchoInstance {
 
 impl EchoInstance {
     fn request(&mut self, method: Method, msg: Message, host: &mut dyn Host) {
-        let user = user(&msg);
-        match user.as_str() {
-            "silent" => {}
-            "whoami" => {
+        match (behaviour(&msg), method) {
+            (Behaviour::Silent, _) => {}
+            (Behaviour::Whoami, _) => {
                 // The asserted sender (the people's port's `Caller`), for its tests.
-                let mut r = echo(&msg, 200, host);
-                r.body = msg.extra.get(jsipd_plugin_api::jsip::CALLER_KEY).cloned();
+                let caller = msg.extra.get(jsipd_plugin_api::jsip::CALLER_KEY).cloned();
+                let mut r = echo(msg, 200, host);
+                r.body = caller;
                 host.send(r);
             }
-            "panic" => panic!("echo: asked to panic by {}", msg.from),
-            "relid" if method == Method::Invite => {
-                let mut r = echo(&msg, 200, host);
+            (Behaviour::Panic, _) => panic!("echo: asked to panic by {}", msg.from),
+            (Behaviour::Relid, Method::Invite) => {
+                let mut r = echo(msg, 200, host);
                 r.body = Some(serde_json::json!({ "relid": host.relid() }));
                 host.send(r);
             }
-            "callback" if method == Method::Message => {
-                answer(&msg, 200, host);
+            (Behaviour::Callback, Method::Message) => {
                 let mut invite = Message::request(
                     Method::Invite,
                     &msg.from,
@@ -128,16 +154,15 @@ impl EchoInstance {
                     .as_ref()
                     .and_then(|b| b.get("expire"))
                     .and_then(|e| e.as_u64());
+                answer(msg, 200, host);
                 host.send(invite);
             }
-            u => match u.strip_prefix("delay-").and_then(|n| n.parse::<u64>().ok()) {
-                Some(ms) => {
-                    self.next_token += 1;
-                    self.delayed.insert(self.next_token, msg);
-                    host.set_timer(Duration::from_millis(ms), self.next_token);
-                }
-                None => answer(&msg, 200, host),
-            },
+            (Behaviour::Delay(ms), _) => {
+                self.next_token += 1;
+                self.delayed.insert(self.next_token, msg);
+                host.set_timer(Duration::from_millis(ms), self.next_token);
+            }
+            _ => answer(msg, 200, host),
         }
     }
 }

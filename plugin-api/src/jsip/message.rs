@@ -476,6 +476,32 @@ impl Message {
         r
     }
 
+    /// This request turned into its response: the same message as
+    /// [`Message::response`] makes, but From, To and DialogueID are moved out of the
+    /// request rather than copied, and the rest of it is dropped. For an SLP that owns
+    /// the request (an [`Event::Message`](crate::slp::Event::Message) it was given)
+    /// and needs nothing more of it: take its Body or unknown keys first.
+    pub fn into_response(self, code: u16) -> Message {
+        Message {
+            kind: Kind::Response(code),
+            request_uri: None,
+            desc: Some(reason_phrase(code).into()),
+            from: self.from,
+            to: self.to,
+            dialogue_id: self.dialogue_id,
+            cseq: self.cseq,
+            router: None,
+            related_id: None,
+            expire: None,
+            body: None,
+            content_type: None,
+            p_asserted_identity: None,
+            event: None,
+            reason: None,
+            extra: Map::new(),
+        }
+    }
+
     /// A refusal of this request: [`Message::response`] with `reason` as the `Reason`
     /// that tells the peer what was wrong.
     pub fn refusal(&self, code: u16, reason: impl Into<String>) -> Message {

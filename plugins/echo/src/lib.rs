@@ -11,7 +11,7 @@
 use std::collections::HashMap;
 
 use jsipd_plugin_api::api::{Api, Request, Response, Role};
-use jsipd_plugin_api::jsip::{Message, Method, Uri};
+use jsipd_plugin_api::jsip::{Message, Method, UriRef};
 use jsipd_plugin_api::serde_json::{json, Value};
 use jsipd_plugin_api::slp::{Event, Host, Instance, Slp};
 use jsipd_plugin_api::{export_plugin, tracing, Context, Plugin};
@@ -61,9 +61,11 @@ struct EchoInstance {
 }
 
 impl EchoInstance {
-    fn answer(request: &Message) -> Message {
-        let mut answer = request.response(200);
-        answer.body = request.body.clone();
+    /// The request is the instance's own, so its strings become the answer's.
+    fn answer(mut request: Message) -> Message {
+        let body = request.body.take();
+        let mut answer = request.into_response(200);
+        answer.body = body;
         answer
             .extra
             .insert("Echo-Marker".into(), Value::from(MARKER));
@@ -82,20 +84,24 @@ impl Instance for EchoInstance {
                 if !echoed {
                     return;
                 }
+                // The Request-URI's user, read in place.
                 let user = m
                     .request_uri
                     .as_deref()
-                    .and_then(|u| Uri::parse(u).ok())
+                    .and_then(|u| UriRef::parse(u).ok())
                     .and_then(|u| u.user);
-                match user.as_deref() {
+                let delay = match user {
                     Some("panic") => panic!("asked to panic by {}", m.from),
-                    Some(u) if u.starts_with("delay-") => {
-                        let ms = u["delay-".len()..].parse().unwrap_or(0);
+                    Some(u) => u.strip_prefix("delay-").map(|ms| ms.parse().unwrap_or(0)),
+                    None => None,
+                };
+                match delay {
+                    Some(ms) => {
                         self.next_token += 1;
-                        self.delayed.insert(self.next_token, Self::answer(&m));
+                        self.delayed.insert(self.next_token, Self::answer(m));
                         host.set_timer(std::time::Duration::from_millis(ms), self.next_token);
                     }
-                    _ => host.send(Self::answer(&m)),
+                    None => host.send(Self::answer(m)),
                 }
             }
             Event::Timer(token) => {

@@ -76,6 +76,18 @@ fn response_copies_the_transaction_and_fills_desc() {
     assert_eq!(Message::parse(&r.to_json()).unwrap(), r);
 }
 
+#[test]
+fn into_response_is_the_response_made_from_the_request_itself() {
+    let mut v = invite();
+    v["Router"] = json!("echo@kvm.example.com");
+    v["Body"] = json!({"sdp": "v=0"});
+    v["X-Unknown"] = json!(7);
+    let req = Message::parse(&v.to_string()).unwrap();
+    for code in [100, 200, 487] {
+        assert_eq!(req.clone().into_response(code), req.response(code));
+    }
+}
+
 fn invalid(v: serde_json::Value) -> (String, u64, String) {
     match Message::parse(&v.to_string()) {
         Err(ParseError::Invalid {
