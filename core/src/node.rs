@@ -210,7 +210,7 @@ impl NodeHandle {
         name: &PeerName,
         conn: ConnId,
         flags: &Arc<SocketFlags>,
-        msg: Message,
+        msg: Box<Message>,
     ) -> Framed {
         if flags.frames_queued.load(Ordering::Acquire) == 0 {
             let node = match self.shared.node.try_lock() {
@@ -230,7 +230,7 @@ impl NodeHandle {
         flags.frames_queued.fetch_add(1, Ordering::AcqRel);
         let input = Input::Frame {
             name: name.clone(),
-            msg: Box::new(msg),
+            msg,
             flags: flags.clone(),
         };
         match self.tx.try_send(input) {
@@ -466,7 +466,7 @@ impl Node {
 
     /// One frame's turn, for [`NodeHandle::frame`]: what went straight back to `conn`,
     /// and whether the node task must arm its timer anew.
-    fn frame(&mut self, name: &PeerName, conn: ConnId, msg: Message) -> (Vec<Queued>, bool) {
+    fn frame(&mut self, name: &PeerName, conn: ConnId, msg: Box<Message>) -> (Vec<Queued>, bool) {
         self.registry.reply_directly_to(conn);
         self.stack.handle_peer(Instant::now(), name.clone(), msg);
         self.flush();
@@ -665,7 +665,7 @@ impl Node {
         let now = Instant::now();
         match input {
             Input::Frame { name, msg, flags } => {
-                self.stack.handle_peer(now, name, *msg);
+                self.stack.handle_peer(now, name, msg);
                 // Under the lock: the socket's next frame may be handled on its own task
                 // only once the node's lock is free again, so after this turn's flush.
                 flags.frames_queued.fetch_sub(1, Ordering::AcqRel);
@@ -988,13 +988,13 @@ mod tests {
 
         let held = node.shared.lock();
         assert!(matches!(
-            node.frame(&name, conn, &flags, message("d1")),
+            node.frame(&name, conn, &flags, Box::new(message("d1"))),
             Framed::Queued
         ));
         drop(held);
         // The lock is free, but d1 is not handled yet: d2 must not overtake it.
         assert!(matches!(
-            node.frame(&name, conn, &flags, message("d2")),
+            node.frame(&name, conn, &flags, Box::new(message("d2"))),
             Framed::Queued
         ));
         assert_eq!(flags.frames_queued.load(Ordering::Acquire), 2);
@@ -1008,7 +1008,7 @@ mod tests {
         assert_eq!(flags.frames_queued.load(Ordering::Acquire), 0);
 
         // Nothing queued any more: handled here, the answer handed straight back.
-        match node.frame(&name, conn, &flags, message("d3")) {
+        match node.frame(&name, conn, &flags, Box::new(message("d3"))) {
             Framed::Handled(replies) => {
                 assert_eq!(replies.len(), 1);
                 assert_eq!(replies[0].dialogue_id, "d3");

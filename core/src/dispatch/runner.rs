@@ -20,16 +20,13 @@ use std::time::{Duration, Instant};
 use jsipd_plugin_api::jsip::Message;
 use jsipd_plugin_api::slp::{Event, Host, Instance, Slp};
 
-use crate::jsip::{Action, InstanceId};
+use crate::jsip::{Action, Delivery, InstanceId};
 
 /// What the node tells a runner.
-// Most values carry a `Message` (a few hundred bytes); boxing it would cost an
-// allocation per message to shrink the rare small variants.
-#[allow(clippy::large_enum_variant)]
 pub enum Command {
     Event {
         instance: InstanceId,
-        event: Event,
+        event: Delivery,
     },
     /// The stack is done with this instance: drop it.
     Ended {
@@ -259,7 +256,7 @@ impl RunnerState {
     fn run_batch(&mut self, batch: impl IntoIterator<Item = Command>) {
         for cmd in batch {
             match cmd {
-                Command::Event { instance, event } => self.deliver(instance, event),
+                Command::Event { instance, event } => self.deliver(instance, event.into()),
                 Command::Ended { instance } => {
                     self.failed.remove(&instance);
                     self.drop_instance(instance);
@@ -422,7 +419,7 @@ impl Host for RunnerHost {
     }
 
     fn send(&mut self, message: Message) {
-        self.actions.push(Action::Send(message));
+        self.actions.push(Action::Send(Arc::new(message)));
     }
 
     fn new_dialogue_id(&mut self) -> String {
@@ -491,18 +488,18 @@ mod tests {
             &mut vec![
                 Command::Event {
                     instance: id,
-                    event: Event::Message(msg),
+                    event: Delivery::Message(msg.into()),
                 },
                 // Already queued when the instance failed: must not revive it.
                 Command::Event {
                     instance: id,
-                    event: Event::DialogEnded {
+                    event: Delivery::DialogEnded {
                         dialogue_id: "d".into(),
                     },
                 },
                 Command::Event {
                     instance: id,
-                    event: Event::PeerDisconnected {
+                    event: Delivery::PeerDisconnected {
                         dialogue_id: "d".into(),
                     },
                 },
@@ -554,7 +551,7 @@ mod tests {
         .unwrap();
         let mut batch = vec![Command::Event {
             instance: 3,
-            event: Event::Message(msg),
+            event: Delivery::Message(msg.into()),
         }];
         let mut reports = Vec::new();
         runner.send(&mut batch, &mut reports);

@@ -13,7 +13,6 @@
 use std::time::{Duration, Instant};
 
 use jsipd_plugin_api::jsip::{Message, Method};
-use jsipd_plugin_api::slp::Event;
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
@@ -245,7 +244,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
         while let Some(out) = stack.poll_output() {
             if let Output::ToSlp {
                 instance,
-                event: Event::Message(m),
+                event: Delivery::Message(m),
                 ..
             } = out
             {
@@ -253,7 +252,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     instances.push(instance);
                 }
                 if m.is_request() {
-                    requests.push((instance, m));
+                    requests.push((instance, *m));
                 }
             }
         }
@@ -293,7 +292,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
             Op::Answer { pick, code } => {
                 if !requests.is_empty() {
                     let (i, req) = requests[pick % requests.len()].clone();
-                    stack.handle_slp(now, i, vec![Action::Send(req.response(code))]);
+                    stack.handle_slp(now, i, vec![Action::Send(req.response(code).into())]);
                 }
             }
             Op::Send {
@@ -317,7 +316,7 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
                     m.router = Some("h;type=other".into());
                 }
                 m.related_id = matches!(method, Method::Ack | Method::Cancel).then_some(1);
-                stack.handle_slp(now, i, vec![Action::Send(m)]);
+                stack.handle_slp(now, i, vec![Action::Send(m.into())]);
             }
             Op::End { pick } => {
                 let i = instances[pick % instances.len()];

@@ -10,8 +10,8 @@ mod stack;
 mod timer;
 
 pub use stack::{
-    peer_name, Action, Counters, DialogView, InstanceId, Output, PeerName, Stack, StackConfig,
-    TransactionView,
+    peer_name, Action, Counters, Delivery, DialogView, InstanceId, Output, PeerName, Stack,
+    StackConfig, TransactionView,
 };
 
 #[cfg(test)]

@@ -53,10 +53,35 @@ impl Default for StackConfig {
     }
 }
 
+/// An [`Event`] on its way to an SLP instance, with its message boxed.
+///
+/// An `Event` is as large as a `Message` (some 370 bytes), and so is every value that
+/// holds one: each step through the stack's and the runner's queues copied all of it,
+/// even for a `DialogEnded`, some 40 copies per round trip (callgrind: 3,000
+/// instructions in `memcpy`). A message from a peer is boxed once, when its frame is
+/// read, and travels as a pointer until the runner hands the SLP its `Event`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Delivery {
+    Loaded,
+    Message(Box<Message>),
+    DialogEnded { dialogue_id: String },
+    PeerDisconnected { dialogue_id: String },
+    Draining,
+}
+
+impl From<Delivery> for Event {
+    fn from(d: Delivery) -> Event {
+        match d {
+            Delivery::Loaded => Event::Loaded,
+            Delivery::Message(m) => Event::Message(*m),
+            Delivery::DialogEnded { dialogue_id } => Event::DialogEnded { dialogue_id },
+            Delivery::PeerDisconnected { dialogue_id } => Event::PeerDisconnected { dialogue_id },
+            Delivery::Draining => Event::Draining,
+        }
+    }
+}
+
 /// What the stack wants done.
-// `ToSlp` carries its event by value: boxing it would cost an allocation per delivery
-// to shrink a value that only passes through a short queue.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
     /// Send to the connection registered under `name` (or dial it).
@@ -66,19 +91,19 @@ pub enum Output {
     ToSlp {
         slp: Arc<str>,
         instance: InstanceId,
-        event: Event,
+        event: Delivery,
     },
     /// Drop this instance; the stack will not mention it again.
     InstanceEnded { slp: Arc<str>, instance: InstanceId },
 }
 
 /// What an SLP instance did while handling one event, in order.
-// Most values carry a `Message` (a few hundred bytes); boxing it would cost an
-// allocation per message to shrink the rare small variants.
-#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
-    Send(Message),
+    /// Shared from the start: what the stack sends to a peer it keeps too (a request
+    /// for its transaction), and the one allocation is made where the SLP sends it,
+    /// not after the message was copied through the batch.
+    Send(Arc<Message>),
     /// Register a relid for this instance (`Host::relid`).
     Relid(String),
     End,
@@ -318,7 +343,7 @@ impl Stack {
     /// SLP `name` is now served by `key` (a generation; compiled-in SLPs use their name):
     /// new dialogs for `name` get instances of `key`, existing ones stay where they are.
     /// Returns the on-load instance of `key`, which is pinned (lives until it ends itself,
-    /// or its generation drains) and gets [`Event::Loaded`].
+    /// or its generation drains) and gets [`Delivery::Loaded`].
     pub fn add_slp(&mut self, name: &str, key: &str) -> InstanceId {
         let key: Arc<str> = key.into();
         self.slps.insert(name.into(), key.clone());
@@ -326,7 +351,7 @@ impl Stack {
         self.out.push_back(Output::ToSlp {
             slp: key,
             instance: id,
-            event: Event::Loaded,
+            event: Delivery::Loaded,
         });
         id
     }
@@ -347,7 +372,7 @@ impl Stack {
             self.end_instance_if_idle(id);
             // The ones with dialogs left hear it, and may end them now.
             if self.instances.contains_key(&id) {
-                self.deliver_to(id, Event::Draining);
+                self.deliver_to(id, Delivery::Draining);
             }
         }
     }
@@ -392,13 +417,14 @@ impl Stack {
 
     // ---------------------------------------------------------------- from peers
 
-    /// A valid message arrived on the connection registered as `peer`.
-    pub fn handle_peer(&mut self, now: Instant, peer: PeerName, msg: Message) {
-        self.on_peer_message(now, peer, msg);
+    /// A valid message arrived on the connection registered as `peer`. Boxed where the
+    /// frame was read (see [`Delivery`]).
+    pub fn handle_peer(&mut self, now: Instant, peer: PeerName, msg: impl Into<Box<Message>>) {
+        self.on_peer_message(now, peer, msg.into());
         self.run_loopback(now);
     }
 
-    fn on_peer_message(&mut self, now: Instant, peer: PeerName, msg: Message) {
+    fn on_peer_message(&mut self, now: Instant, peer: PeerName, msg: Box<Message>) {
         let key = DialogKey {
             peer,
             id: msg.dialogue_id.as_str().into(),
@@ -409,7 +435,13 @@ impl Stack {
         }
     }
 
-    fn request_from_peer(&mut self, now: Instant, key: DialogKey, method: Method, msg: Message) {
+    fn request_from_peer(
+        &mut self,
+        now: Instant,
+        key: DialogKey,
+        method: Method,
+        msg: Box<Message>,
+    ) {
         let Some(dialog) = self.dialogs.get_mut(&key) else {
             return self.new_dialog_from_peer(now, key, method, msg);
         };
@@ -436,7 +468,7 @@ impl Stack {
                 for cseq in pending {
                     self.final_to_peer(now, &key, cseq, 487, "the dialog ended with BYE");
                 }
-                self.deliver(&key, Event::Message(msg));
+                self.deliver(&key, Delivery::Message(msg));
                 self.end_dialog(&key);
             }
             Method::Update if keepalive => {
@@ -455,7 +487,13 @@ impl Stack {
         }
     }
 
-    fn new_dialog_from_peer(&mut self, now: Instant, key: DialogKey, method: Method, msg: Message) {
+    fn new_dialog_from_peer(
+        &mut self,
+        now: Instant,
+        key: DialogKey,
+        method: Method,
+        msg: Box<Message>,
+    ) {
         if method == Method::Ack {
             self.counters.dropped += 1;
             return;
@@ -609,7 +647,7 @@ impl Stack {
         now: Instant,
         key: &DialogKey,
         method: Method,
-        msg: Message,
+        msg: Box<Message>,
         head: Arc<Message>,
     ) {
         let wait = if method == Method::Invite {
@@ -637,10 +675,10 @@ impl Stack {
                 },
             );
         }
-        self.deliver(key, Event::Message(msg));
+        self.deliver(key, Delivery::Message(msg));
     }
 
-    fn ack_from_peer(&mut self, key: DialogKey, msg: Message) {
+    fn ack_from_peer(&mut self, key: DialogKey, msg: Box<Message>) {
         let dialog = self.dialogs.get_mut(&key).expect("caller checked");
         let related = msg.related_id.unwrap_or(0);
         match dialog.received.get(&related).map(|t| t.final_code) {
@@ -657,14 +695,14 @@ impl Stack {
                 if let Some(t) = dialog.received.remove(&related) {
                     self.timers.cancel(t.timer);
                 }
-                self.deliver(&key, Event::Message(msg));
+                self.deliver(&key, Delivery::Message(msg));
             }
-            _ if dialog.state == State::Confirmed => self.deliver(&key, Event::Message(msg)),
+            _ if dialog.state == State::Confirmed => self.deliver(&key, Delivery::Message(msg)),
             _ => self.counters.dropped += 1,
         }
     }
 
-    fn cancel_from_peer(&mut self, now: Instant, key: DialogKey, msg: Message) {
+    fn cancel_from_peer(&mut self, now: Instant, key: DialogKey, msg: Box<Message>) {
         let dialog = self.dialogs.get(&key).expect("caller checked");
         let related = msg.related_id.unwrap_or(0);
         match dialog.received.get(&related) {
@@ -673,7 +711,7 @@ impl Stack {
                 self.answer_peer(&key.peer, &msg, 200, None);
                 if pending {
                     self.final_to_peer(now, &key, related, 487, "cancelled by the caller");
-                    self.deliver(&key, Event::Message(msg));
+                    self.deliver(&key, Delivery::Message(msg));
                 }
             }
             _ => self.answer_peer(
@@ -687,7 +725,7 @@ impl Stack {
         }
     }
 
-    fn response_from_peer(&mut self, now: Instant, key: DialogKey, code: u16, msg: Message) {
+    fn response_from_peer(&mut self, now: Instant, key: DialogKey, code: u16, msg: Box<Message>) {
         let Some(dialog) = self.dialogs.get_mut(&key) else {
             self.counters.dropped += 1;
             return;
@@ -714,7 +752,7 @@ impl Stack {
                 },
             ));
             if !by_stack {
-                self.deliver(&key, Event::Message(msg));
+                self.deliver(&key, Delivery::Message(msg));
             }
             return;
         }
@@ -731,7 +769,7 @@ impl Stack {
             Method::Invite if code < 300 => {
                 let was_early = dialog.state == State::Early;
                 dialog.state = State::Confirmed;
-                self.deliver(&key, Event::Message(msg));
+                self.deliver(&key, Delivery::Message(msg));
                 if was_early {
                     self.arm_keepalive(now, &key);
                 }
@@ -742,18 +780,18 @@ impl Stack {
                 if let Some(ack) = ack {
                     self.send_to_peer(key.peer.clone(), ack);
                 }
-                self.deliver(&key, Event::Message(msg));
+                self.deliver(&key, Delivery::Message(msg));
                 if first {
                     self.end_dialog(&key);
                 }
             }
             Method::Bye => {
-                self.deliver(&key, Event::Message(msg));
+                self.deliver(&key, Delivery::Message(msg));
                 self.end_dialog(&key);
             }
             _ => {
                 let session = dialog.session;
-                self.deliver(&key, Event::Message(msg));
+                self.deliver(&key, Delivery::Message(msg));
                 if !session {
                     self.end_dialog(&key);
                 }
@@ -806,7 +844,7 @@ impl Stack {
         }
     }
 
-    fn on_slp_message(&mut self, now: Instant, instance: InstanceId, msg: Message) {
+    fn on_slp_message(&mut self, now: Instant, instance: InstanceId, msg: Arc<Message>) {
         let existing = self
             .instances
             .get(&instance)
@@ -826,7 +864,7 @@ impl Stack {
                     Err(reason) => {
                         let mut r = msg.response(400);
                         r.reason = Some(reason);
-                        return self.deliver_to(instance, Event::Message(r));
+                        return self.deliver_to(instance, Delivery::Message(r.into()));
                     }
                 };
                 let key = DialogKey {
@@ -840,13 +878,13 @@ impl Stack {
                         "DialogueID already in use with this peer; use Host::new_dialogue_id"
                             .into(),
                     );
-                    return self.deliver_to(instance, Event::Message(r));
+                    return self.deliver_to(instance, Delivery::Message(r.into()));
                 }
                 let mut msg = msg;
-                let expire = self.session_expire(&mut msg);
+                // Only the stack holds it yet, so this changes it in place.
+                let expire = self.session_expire(Arc::make_mut(&mut msg));
                 // The request the SLP sent is what the dialog and its transaction keep,
                 // and what goes to the peer: one value, shared.
-                let msg = Arc::new(msg);
                 let first = msg.clone();
                 if self.start_dialog(now, key.clone(), instance, Role::Calling, first, expire) {
                     self.open_sent(now, &key, method, msg, false);
@@ -892,7 +930,7 @@ impl Stack {
         Ok(peer_name(&target).into())
     }
 
-    fn send_in_dialog(&mut self, now: Instant, key: DialogKey, method: Method, msg: Message) {
+    fn send_in_dialog(&mut self, now: Instant, key: DialogKey, method: Method, msg: Arc<Message>) {
         let dialog = self.dialogs.get_mut(&key).expect("indexed");
         if method != Method::Ack && dialog.sent.contains_key(&msg.cseq) {
             // Two pending requests cannot share a CSeq: the answer could not say which
@@ -903,7 +941,7 @@ impl Stack {
                 "CSeq {} is already used by a pending request in this dialog",
                 msg.cseq
             ));
-            return self.deliver_to(instance, Event::Message(r));
+            return self.deliver_to(instance, Delivery::Message(r.into()));
         }
         dialog.local_cseq = dialog.local_cseq.max(msg.cseq);
         match method {
@@ -953,7 +991,7 @@ impl Stack {
         self.send_to_peer(key.peer.clone(), msg);
     }
 
-    fn response_from_slp(&mut self, now: Instant, key: DialogKey, code: u16, msg: Message) {
+    fn response_from_slp(&mut self, now: Instant, key: DialogKey, code: u16, msg: Arc<Message>) {
         let dialog = self.dialogs.get_mut(&key).expect("indexed");
         let session = dialog.session;
         let Some(txn) = dialog.received.get_mut(&msg.cseq) else {
@@ -1101,7 +1139,7 @@ impl Stack {
                     cancel.body = None;
                     cancel.reason =
                         Some("no final answer within prtimer; the caller got 408".into());
-                    self.deliver(&key, Event::Message(cancel));
+                    self.deliver(&key, Delivery::Message(cancel.into()));
                 }
                 if (first && method == Method::Invite) || !session {
                     self.end_dialog(&key);
@@ -1119,7 +1157,7 @@ impl Stack {
                 if !matches!(method, Method::Bye | Method::Cancel) {
                     let mut r = txn.request.response(408);
                     r.reason = Some(format!("no answer from {} in time", key.peer));
-                    self.deliver(&key, Event::Message(r));
+                    self.deliver(&key, Delivery::Message(r.into()));
                 }
                 // An early dialog with nothing pending can never be confirmed.
                 let stalled = self.dialogs.get(&key).is_some_and(|d| {
@@ -1197,7 +1235,7 @@ impl Stack {
             let mut bye =
                 Message::request(Method::Bye, &uri, &from, &to, &key.id, d.remote_cseq + 1);
             bye.reason = Some(reason.into());
-            self.deliver(key, Event::Message(bye));
+            self.deliver(key, Delivery::Message(bye.into()));
         }
         self.end_dialog(key);
     }
@@ -1223,14 +1261,14 @@ impl Stack {
         self.send_to_peer(peer.clone(), r);
     }
 
-    fn deliver(&mut self, key: &DialogKey, event: Event) {
+    fn deliver(&mut self, key: &DialogKey, event: Delivery) {
         if let Some(d) = self.dialogs.get(key) {
             let instance = d.instance;
             self.deliver_to(instance, event);
         }
     }
 
-    fn deliver_to(&mut self, instance: InstanceId, event: Event) {
+    fn deliver_to(&mut self, instance: InstanceId, event: Delivery) {
         if let Some(info) = self.instances.get(&instance) {
             self.out.push_back(Output::ToSlp {
                 slp: info.slp.clone(),
@@ -1250,7 +1288,7 @@ impl Stack {
         self.timers.cancel(d.session_timer);
         self.deliver_to(
             d.instance,
-            Event::DialogEnded {
+            Delivery::DialogEnded {
                 // Not `to_string`, which goes through `Display` for an `Arc<str>`.
                 dialogue_id: String::from(&*key.id),
             },
@@ -1264,7 +1302,7 @@ impl Stack {
     }
 
     /// The socket of `peer` closed (not replaced): each of its dialogs' instances hears
-    /// [`Event::PeerDisconnected`]. The dialogs stay; the peer may come back.
+    /// [`Delivery::PeerDisconnected`]. The dialogs stay; the peer may come back.
     pub fn peer_disconnected(&mut self, peer: &str) {
         let mut keys: Vec<&DialogKey> = self.dialogs.keys().filter(|k| &*k.peer == peer).collect();
         // Dialog order is the map's; make the events' order not depend on hashing.
@@ -1274,7 +1312,7 @@ impl Stack {
             .map(|k| (self.dialogs[k].instance, String::from(&*k.id)))
             .collect();
         for (instance, dialogue_id) in events {
-            self.deliver_to(instance, Event::PeerDisconnected { dialogue_id });
+            self.deliver_to(instance, Delivery::PeerDisconnected { dialogue_id });
         }
     }
 
@@ -1365,7 +1403,7 @@ impl Stack {
                 Some(base) => format!("{base}<").into(),
                 None => format!("{}>", name.trim_end_matches('<')).into(),
             };
-            self.on_peer_message(now, other, Arc::unwrap_or_clone(msg));
+            self.on_peer_message(now, other, Box::new(Arc::unwrap_or_clone(msg)));
         }
     }
 

@@ -3,7 +3,6 @@
 use std::time::{Duration, Instant};
 
 use jsipd_plugin_api::jsip::{Message, Method};
-use jsipd_plugin_api::slp::Event;
 
 use super::*;
 
@@ -91,7 +90,7 @@ fn to_slps(out: &[Output]) -> Vec<(InstanceId, String)> {
         .filter_map(|o| match o {
             Output::ToSlp {
                 instance,
-                event: Event::Message(m),
+                event: Delivery::Message(m),
                 ..
             } => Some((*instance, label(m))),
             _ => None,
@@ -103,9 +102,9 @@ fn delivered(out: &[Output]) -> Vec<Message> {
     out.iter()
         .filter_map(|o| match o {
             Output::ToSlp {
-                event: Event::Message(m),
+                event: Delivery::Message(m),
                 ..
-            } => Some(m.clone()),
+            } => Some((**m).clone()),
             _ => None,
         })
         .collect()
@@ -134,7 +133,7 @@ fn instance_of(out: &[Output]) -> InstanceId {
 }
 
 fn answer(m: &Message, code: u16) -> Action {
-    Action::Send(m.response(code))
+    Action::Send(m.response(code).into())
 }
 
 /// Opens an answered INVITE dialog "d" from peer "p"; returns the instance.
@@ -188,7 +187,7 @@ fn message_dispatches_to_a_new_instance_which_ends_with_the_transaction() {
     let out = h.slp(i, vec![answer(&m, 200)]);
     assert_eq!(to_peers(&out), [("p".into(), "200".into(), 1)]);
     assert_eq!(ended(&out), [i]);
-    assert!(out.iter().any(|o| matches!(o, Output::ToSlp { event: Event::DialogEnded { dialogue_id }, .. } if dialogue_id == "m1")));
+    assert!(out.iter().any(|o| matches!(o, Output::ToSlp { event: Delivery::DialogEnded { dialogue_id }, .. } if dialogue_id == "m1")));
     assert_eq!(h.stack.dialog_count(), 0);
     assert_eq!(
         h.stack.instance_count(),
@@ -363,7 +362,7 @@ fn outgoing_invite(h: &mut Harness, expire: Option<u64>) -> (InstanceId, Message
     // The on-load instance of "echo" is 1.
     let mut invite = Message::request(Method::Invite, "bob", "svc", "bob", "o1", 1);
     invite.expire = expire;
-    let out = h.slp(1, vec![Action::Send(invite)]);
+    let out = h.slp(1, vec![Action::Send(invite.into())]);
     let s = sent(&out);
     assert_eq!(to_peers(&out), [("bob".into(), "INVITE".into(), 1)]);
     (1, s[0].clone())
@@ -377,11 +376,14 @@ fn calling_side_sends_keepalive_updates_and_byes_after_three_unanswered() {
     assert_eq!(to_slps(&out), [(i, "200".into())]);
     h.slp(
         i,
-        vec![Action::Send({
-            let mut ack = Message::request(Method::Ack, "bob", "svc", "bob", "o1", 2);
-            ack.related_id = Some(1);
-            ack
-        })],
+        vec![Action::Send(
+            {
+                let mut ack = Message::request(Method::Ack, "bob", "svc", "bob", "o1", 2);
+                ack.related_id = Some(1);
+                ack
+            }
+            .into(),
+        )],
     );
     // Every Expire/3 = 1 s an UPDATE; an answered one resets the count.
     let out = h.advance(1000 * MS);
@@ -420,7 +422,7 @@ fn slp_invite_gets_expire_and_failure_answers_are_acked_by_the_stack() {
 fn sent_request_timeout_gives_408_to_the_slp_but_a_sent_bye_just_ends() {
     let mut h = Harness::new();
     let m = Message::request(Method::Message, "bob", "svc", "bob", "o2", 1);
-    h.slp(1, vec![Action::Send(m)]);
+    h.slp(1, vec![Action::Send(m.into())]);
     let out = h.advance(100 * MS);
     let r = delivered(&out);
     assert_eq!(r[0].code(), Some(408));
@@ -429,7 +431,7 @@ fn sent_request_timeout_gives_408_to_the_slp_but_a_sent_bye_just_ends() {
     let (i, invite) = outgoing_invite(&mut h, Some(30));
     h.peer("bob", invite.response(200));
     let bye = Message::request(Method::Bye, "bob", "svc", "bob", "o1", 3);
-    h.slp(i, vec![Action::Send(bye)]);
+    h.slp(i, vec![Action::Send(bye.into())]);
     let out = h.advance(100 * MS);
     assert!(to_slps(&out).is_empty(), "no 408 for a BYE");
     assert_eq!(h.stack.dialog_count(), 0);
@@ -505,7 +507,7 @@ fn a_request_routed_to_a_local_slp_never_leaves_the_node() {
     // The on-load instance of "echo" (1) sends to SLP "other" through Router.
     let mut m = Message::request(Method::Message, "x@other", "svc", "x@other", "l1", 1);
     m.router = Some("node;type=other".into());
-    let out = h.slp(1, vec![Action::Send(m.clone())]);
+    let out = h.slp(1, vec![Action::Send(m.clone().into())]);
     assert!(to_peers(&out).is_empty());
     let (j, _) = to_slps(&out)[0].clone();
     assert_ne!(j, 1);
@@ -520,7 +522,7 @@ fn unparseable_router_from_an_slp_is_answered_400_to_it() {
     let mut h = Harness::new();
     let mut m = Message::request(Method::Message, "bob", "svc", "bob", "l2", 1);
     m.router = Some(";;".into());
-    let out = h.slp(1, vec![Action::Send(m)]);
+    let out = h.slp(1, vec![Action::Send(m.into())]);
     assert!(to_peers(&out).is_empty());
     assert_eq!(to_slps(&out), [(1, "400".into())]);
 }
@@ -536,7 +538,7 @@ fn a_user_of_our_realm_is_the_client_with_that_userid() {
         "c1",
         1,
     );
-    let out = h.slp(1, vec![Action::Send(m)]);
+    let out = h.slp(1, vec![Action::Send(m.into())]);
     assert_eq!(to_peers(&out), [("carol".into(), "MESSAGE".into(), 1)]);
     let m = Message::request(
         Method::Message,
@@ -546,7 +548,7 @@ fn a_user_of_our_realm_is_the_client_with_that_userid() {
         "c2",
         1,
     );
-    let out = h.slp(1, vec![Action::Send(m)]);
+    let out = h.slp(1, vec![Action::Send(m.into())]);
     assert_eq!(to_peers(&out)[0].0, "carol@other.example.com");
 }
 
@@ -566,7 +568,7 @@ fn an_instance_may_answer_its_last_request_and_start_a_dialog_in_one_event() {
     let m = req("MESSAGE", "m", 1, "");
     let i = instance_of(&h.peer("p", m.clone()));
     let invite = Message::request(Method::Invite, "alice", "svc", "alice", "cb", 1);
-    let out = h.slp(i, vec![answer(&m, 200), Action::Send(invite)]);
+    let out = h.slp(i, vec![answer(&m, 200), Action::Send(invite.into())]);
     assert_eq!(
         to_peers(&out),
         [
@@ -583,7 +585,7 @@ fn a_router_with_a_port_goes_to_that_node_even_if_the_slp_is_loaded_here() {
     let mut h = Harness::new();
     let mut m = Message::request(Method::Message, "x@other", "svc", "x@other", "r1", 1);
     m.router = Some("10.1.2.3:9000;type=other".into());
-    let out = h.slp(1, vec![Action::Send(m)]);
+    let out = h.slp(1, vec![Action::Send(m.into())]);
     assert_eq!(
         to_peers(&out),
         [("10.1.2.3:9000".into(), "MESSAGE".into(), 1)]
@@ -616,7 +618,7 @@ fn a_peer_disconnect_is_told_to_its_dialogs_which_live_on() {
         .filter_map(|o| match o {
             Output::ToSlp {
                 instance,
-                event: Event::PeerDisconnected { dialogue_id },
+                event: Delivery::PeerDisconnected { dialogue_id },
                 ..
             } => Some((*instance, dialogue_id.clone())),
             _ => None,
@@ -640,7 +642,7 @@ fn a_draining_generation_tells_the_instances_that_still_have_dialogs() {
         .filter_map(|o| match o {
             Output::ToSlp {
                 instance,
-                event: Event::Draining,
+                event: Delivery::Draining,
                 ..
             } => Some(*instance),
             _ => None,

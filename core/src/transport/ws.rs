@@ -261,8 +261,9 @@ enum Event {
 /// Parses a text frame. A request from a signed-in person carries `caller` under
 /// [`CALLER_KEY`]; a `Caller` a client wrote itself is removed, so an SLP can trust the
 /// key. The error is boxed: this is held across awaits.
-fn inbound(text: &str, caller: Option<&Value>) -> Result<Message, Box<ParseError>> {
-    let mut msg = Message::parse(text).map_err(Box::new)?;
+fn inbound(text: &str, caller: Option<&Value>) -> Result<Box<Message>, Box<ParseError>> {
+    // Boxed here, once: it travels as a pointer to the SLP (`jsip::Delivery`).
+    let mut msg = Box::new(Message::parse(text).map_err(Box::new)?);
     if !msg.extra.is_empty() {
         msg.extra.remove(CALLER_KEY);
     }
