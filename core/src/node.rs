@@ -334,6 +334,11 @@ impl SlpRun {
         }
     }
 
+    /// A plugin's generation that is being unloaded or replaced.
+    fn is_draining(&self) -> bool {
+        matches!(&self.plugin, Some((g, _)) if g.state() == GenState::Draining)
+    }
+
     /// Sends this turn's commands; an inline runner has run them, and returns what its
     /// instances did.
     fn send_pending(&mut self, reports: &mut Vec<Report>) {
@@ -562,10 +567,7 @@ impl Node {
     }
 
     fn retire_if_drained(&mut self, key: &Arc<str>) {
-        let draining = matches!(
-            self.runners.get(key),
-            Some(SlpRun { plugin: Some((g, _)), .. }) if g.state() == GenState::Draining
-        );
+        let draining = self.runners.get(key).is_some_and(SlpRun::is_draining);
         if !draining || self.stack.instances_of(key) > 0 {
             return;
         }
@@ -833,10 +835,14 @@ impl Node {
                     None => tracing::warn!("event for SLP {slp}, which is not loaded"),
                 },
                 Output::InstanceEnded { slp, instance } => {
-                    if let Some(r) = self.runners.get_mut(&slp) {
+                    // One lookup for the command and the question, per ended instance.
+                    let draining = self.runners.get_mut(&slp).is_some_and(|r| {
                         r.pending.push(Command::Ended { instance });
+                        r.is_draining()
+                    });
+                    if draining {
+                        self.retire_if_drained(&slp);
                     }
-                    self.retire_if_drained(&slp);
                 }
             }
         }
