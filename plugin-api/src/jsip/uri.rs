@@ -192,7 +192,11 @@ fn non_empty(value: Option<Option<&str>>) -> Option<&str> {
 
 /// First DNS label of `host`; IP literals have none.
 fn host_label(host: &str) -> Option<&str> {
-    if host.starts_with('[') || host.parse::<std::net::Ipv4Addr>().is_ok() {
+    // Only a host that starts with a digit can be an IPv4 address: the parse, some 150
+    // instructions, is left out for every other (an SLP's name).
+    let ipv4 = host.as_bytes().first().is_some_and(u8::is_ascii_digit)
+        && host.parse::<std::net::Ipv4Addr>().is_ok();
+    if host.starts_with('[') || ipv4 {
         return None;
     }
     host.split('.').next().filter(|l| !l.is_empty())
@@ -315,6 +319,11 @@ mod tests {
         assert_eq!((v6.host.as_str(), v6.port), ("[::1]", Some(9000)));
         assert_eq!(v6.host_label(), None);
         assert_eq!(Uri::parse("10.0.0.1").unwrap().host_label(), None);
+        // A name may start with a digit too.
+        assert_eq!(
+            Uri::parse("1and1.example").unwrap().host_label(),
+            Some("1and1")
+        );
     }
 
     #[test]
