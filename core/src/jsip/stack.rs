@@ -238,19 +238,27 @@ impl Dialog {
 }
 
 /// What the stack keeps of a request it received: the fields its own answers and
-/// requests are made from (Type, Request-URI, From, To, DialogueID, CSeq, Router,
-/// RelatedID, Expire). The SLP gets the request itself, so its Body, unknown keys (a
-/// signed-in person's `Caller` among them) and the rest are moved to it, not copied.
+/// requests are made from (Type, From, To, DialogueID, CSeq, RelatedID, Expire, and
+/// an INVITE's Request-URI). The SLP gets the request itself, so its Body, unknown keys
+/// (a signed-in person's `Caller` among them) and the rest are moved to it, not copied.
+///
+/// Only a session's first request lends its Request-URI to a request the stack makes
+/// (the BYE it gives the SLP when the session expires). A received request's Router
+/// is never used again: requests the stack sends route back to the socket the dialog
+/// came in on.
 fn head(m: &Message) -> Arc<Message> {
     Arc::new(Message {
         kind: m.kind,
-        request_uri: m.request_uri.clone(),
+        request_uri: match m.method() {
+            Some(Method::Invite) => m.request_uri.clone(),
+            _ => None,
+        },
         desc: None,
         from: m.from.clone(),
         to: m.to.clone(),
         dialogue_id: m.dialogue_id.clone(),
         cseq: m.cseq,
-        router: m.router.clone(),
+        router: None,
         related_id: m.related_id,
         expire: m.expire,
         body: None,

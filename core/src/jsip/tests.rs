@@ -354,6 +354,13 @@ fn session_timer_without_update_ends_with_bye_both_ways() {
     assert_eq!(bye.to, "alice", "the BYE goes back to the caller");
     assert!(bye.reason.as_deref().unwrap().contains("session timer"));
     assert_eq!(to_slps(&out), [(i, "BYE".into())]);
+    // The SLP's BYE comes as if from the caller, to the INVITE's Request-URI: the
+    // dialog kept that of its first request.
+    let to_slp = &delivered(&out)[0];
+    assert_eq!(
+        (to_slp.request_uri.as_deref(), to_slp.from.as_str()),
+        (Some("svc@echo.example.com"), "alice")
+    );
     assert_eq!(ended(&out), [i]);
 }
 
