@@ -430,22 +430,15 @@ impl Message {
         })
     }
 
-    /// A new request with the required fields.
-    pub fn request(
-        method: Method,
-        request_uri: &str,
-        from: &str,
-        to: &str,
-        dialogue_id: &str,
-        cseq: u64,
-    ) -> Message {
+    /// A message with the fields every message has, and nothing else.
+    fn bare(kind: Kind, from: String, to: String, dialogue_id: String, cseq: u64) -> Message {
         Message {
-            kind: Kind::Request(method),
-            request_uri: Some(request_uri.into()),
+            kind,
+            request_uri: None,
             desc: None,
-            from: from.into(),
-            to: to.into(),
-            dialogue_id: dialogue_id.into(),
+            from,
+            to,
+            dialogue_id,
             cseq,
             router: None,
             related_id: None,
@@ -459,21 +452,35 @@ impl Message {
         }
     }
 
+    /// A new request with the required fields.
+    pub fn request(
+        method: Method,
+        request_uri: &str,
+        from: &str,
+        to: &str,
+        dialogue_id: &str,
+        cseq: u64,
+    ) -> Message {
+        let kind = Kind::Request(method);
+        Message {
+            request_uri: Some(request_uri.into()),
+            ..Message::bare(kind, from.into(), to.into(), dialogue_id.into(), cseq)
+        }
+    }
+
     /// The response to this request: From, To, DialogueID and CSeq copied, `Desc` from
     /// the reason-phrase table.
     pub fn response(&self, code: u16) -> Message {
-        let mut r = Message::request(
-            Method::Ack,
-            "",
-            &self.from,
-            &self.to,
-            &self.dialogue_id,
-            self.cseq,
-        );
-        r.kind = Kind::Response(code);
-        r.request_uri = None;
-        r.desc = Some(reason_phrase(code).into());
-        r
+        Message {
+            desc: Some(reason_phrase(code).into()),
+            ..Message::bare(
+                Kind::Response(code),
+                self.from.clone(),
+                self.to.clone(),
+                self.dialogue_id.clone(),
+                self.cseq,
+            )
+        }
     }
 
     /// This request turned into its response: the same message as
@@ -483,22 +490,14 @@ impl Message {
     /// and needs nothing more of it: take its Body or unknown keys first.
     pub fn into_response(self, code: u16) -> Message {
         Message {
-            kind: Kind::Response(code),
-            request_uri: None,
             desc: Some(reason_phrase(code).into()),
-            from: self.from,
-            to: self.to,
-            dialogue_id: self.dialogue_id,
-            cseq: self.cseq,
-            router: None,
-            related_id: None,
-            expire: None,
-            body: None,
-            content_type: None,
-            p_asserted_identity: None,
-            event: None,
-            reason: None,
-            extra: Map::new(),
+            ..Message::bare(
+                Kind::Response(code),
+                self.from,
+                self.to,
+                self.dialogue_id,
+                self.cseq,
+            )
         }
     }
 
