@@ -13,6 +13,8 @@ jsipd_check_rust test.sh
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+# The plugin SDK's documentation, which plugin developers read: no broken links.
+RUSTDOCFLAGS="-D warnings" cargo doc --no-deps --locked -p jsipd-plugin-api
 # The console page's own logic (JSIP client, reconnect, key and pointer mapping), offline.
 (cd core/src/web/console && node --test test/*.test.js)
 cargo test --workspace --locked

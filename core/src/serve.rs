@@ -3,7 +3,7 @@
 //!
 //! Both ports speak HTTP first (the RTC port upgrades to WebSocket), so one loop serves
 //! both and a port only differs in the [`Handler`] it is given. Every connection task is
-//! spawned on a shared [`TaskTracker`]; a graceful stop cancels the [`Shutdown`] token,
+//! spawned on a shared [`TaskTracker`]; a graceful stop cancels the `Shutdown` token,
 //! which closes the listening sockets and asks hyper to finish the request in flight,
 //! and then waits on the tracker for at most `stop_timeout`.
 

@@ -371,7 +371,7 @@ pub mod event {
     pub const MESSAGE_FIELDS: u8 = 5;
     /// The instance's generation drains (no text). Since ABI minor 4.
     pub const DRAINING: u8 = 6;
-    /// `owned_message` is the message, handed over ([`FfiOwnedMessage`]); replaces
+    /// `owned_message` is the message, handed over ([`FfiOwnedMessage`](crate::ffi::FfiOwnedMessage)); replaces
     /// [`MESSAGE_FIELDS`] for plugins of ABI minor 7 and later that share the host's
     /// allocator.
     pub const MESSAGE_OWNED: u8 = 7;

@@ -1,6 +1,6 @@
 //! Plugins: loading `.so` files, their generations, and the loaded set.
 //!
-//! - [`file`]: which `file=` may be loaded, and the private copy each load runs from.
+//! - [`file`](mod@file): which `file=` may be loaded, and the private copy each load runs from.
 //! - [`image`]: one `dlopen`ed copy: the ABI check, the entry point, `dlclose` and the
 //!   `/proc/self/maps` check.
 //! - [`slp`] and [`api`]: a plugin's SLP and API behind the host's own traits.
@@ -592,7 +592,7 @@ impl Plugins {
         }
     }
 
-    /// Loads what [`Plugins::persist`] saved; a plugin that fails is logged and skipped.
+    /// Loads what `Plugins::persist` saved; a plugin that fails is logged and skipped.
     pub async fn restore(&self) {
         // Copies left by a killed daemon.
         if let Ok(entries) = std::fs::read_dir(&self.staging) {
@@ -747,7 +747,7 @@ pub fn retire_slp(
 /// Niceness of the threads that load and unload plugins.
 const BACKGROUND_NICE: libc::c_int = 10;
 
-/// Spawns `f` on a thread of its own at a lower CPU priority ([`BACKGROUND_NICE`]).
+/// Spawns `f` on a thread of its own at a lower CPU priority (`BACKGROUND_NICE`).
 /// Copying, hashing, mapping and unmapping a plugin file is background work that must
 /// not take a core from the sockets and the node: a load of the shipped echo.so (6 MB,
 /// most of it line tables) costs 6–11 ms of CPU, 40% of it SHA-256, and on a 2-core

@@ -30,7 +30,7 @@ use crate::transport::registry::{Queued, SocketFlags};
 /// Who is on the other end of a socket.
 pub struct Identity {
     pub name: PeerName,
-    /// For a signed-in person, what their requests carry as `Caller` (see [`inbound`]).
+    /// For a signed-in person, what their requests carry as `Caller` (see `inbound`).
     pub caller: Option<Arc<Value>>,
 }
 
