@@ -380,6 +380,38 @@ fn reconnect_replays_queued_frames_in_order_exactly_once_and_replaces_the_old_so
     assert_eq!(code(&a), 200);
 }
 
+/// JSIP.md §1: the newer socket of a userid replaces the older. "Newer" is what the
+/// client sees: the socket whose handshake completed later. So a socket is registered
+/// before its 101 is sent; registered from its task after the 101, the older one won
+/// whenever the newer one's task ran first (a CI run under load caught it).
+#[test]
+fn a_socket_is_registered_before_its_handshake_is_answered_so_the_later_one_wins() {
+    let (_p, d) = start("", "");
+    let state = |d: &Daemon| {
+        jstack(d)["connections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "carol")
+            .map(|c| c["state"].clone())
+    };
+    for round in 0..20 {
+        let mut first = Ws::connect(rtc(&d), "carol");
+        // Its 101 came, so it is registered: no waiting for its task.
+        assert_eq!(state(&d), Some(json!("connected")), "round {round}");
+        let mut second = Ws::connect(rtc(&d), "carol");
+        assert_eq!(first.recv_close(), Some(4000), "round {round}");
+        let m = with(
+            req("MESSAGE", "svc", &format!("r{round}"), 1),
+            "From",
+            json!("carol"),
+        );
+        assert_eq!(code(&call(&mut second, m)), 200, "round {round}");
+        second.close();
+        wait_until("carol to be away", || state(&d) == Some(json!("away")));
+    }
+}
+
 #[test]
 fn a_user_gone_past_the_reconnect_window_gives_480_to_the_sender() {
     let (_p, d) = start("reconnect_window = 100ms", "");

@@ -52,20 +52,26 @@ pub fn spawn(
             match tokio::time::timeout(dial.conntimeout, connect).await {
                 Ok(Ok((socket, _))) => {
                     tracing::info!("dialed {} for {}", dial.url, dial.name);
-                    ws::serve(
-                        socket,
-                        // Another node's requests: no person signed in here.
-                        ws::Identity {
-                            name: dial.name.clone(),
-                            caller: None,
-                        },
+                    let registration = ws::Registration::take(
+                        &node,
+                        dial.name.clone(),
                         dial.url.clone(),
-                        node,
-                        dial.params,
-                        shutdown,
-                        stats,
-                    )
-                    .await;
+                        &shutdown,
+                    );
+                    if let Some(registration) = Box::pin(registration).await {
+                        // Another node's requests: no person signed in here.
+                        let caller = None;
+                        ws::serve(
+                            socket,
+                            registration,
+                            caller,
+                            node,
+                            dial.params,
+                            shutdown,
+                            stats,
+                        )
+                        .await;
+                    }
                     return;
                 }
                 Ok(Err(e)) => last_error = format!("cannot reach {}: {e}", dial.url),

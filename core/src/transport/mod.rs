@@ -30,9 +30,9 @@ use crate::web::SignedIn;
 
 /// An upgrade request for `[RTCServer] location`, with the session it carries (the
 /// people's port found it; see `web`).
-pub fn accept(app: Arc<App>, req: Request, peer: Peer, who: Option<SignedIn>) -> Response {
+pub async fn accept(app: Arc<App>, req: Request, peer: Peer, who: Option<SignedIn>) -> Response {
     match handshake(&app, &req, who.as_ref()) {
-        Ok((name, caller, accept)) => upgrade(app, req, peer, name, caller, accept),
+        Ok((name, caller, accept)) => upgrade(app, req, peer, name, caller, accept).await,
         Err((status, reason)) => {
             if status == StatusCode::FORBIDDEN || status == StatusCode::UNAUTHORIZED {
                 tracing::info!("WebSocket from {} refused: {reason}", peer.remote);
@@ -204,8 +204,10 @@ fn random_tab() -> String {
     data_encoding::BASE64URL_NOPAD.encode(&raw)
 }
 
-/// Answers 101 and serves the socket once hyper hands it over.
-fn upgrade(
+/// Registers the socket under its name, answers 101, and serves the socket once hyper
+/// hands it over. Registered first, so that a client whose handshake completed later
+/// replaces one whose handshake completed earlier ([`ws::Registration`]).
+async fn upgrade(
     app: Arc<App>,
     req: Request,
     peer: Peer,
@@ -225,11 +227,20 @@ fn upgrade(
     // Only what the socket needs is moved into its task (not the request): the task's
     // state is part of what every idle connection costs.
     let on_upgrade = hyper::upgrade::on(req);
+    let Some(registration) =
+        ws::Registration::take(&node, name.into(), remote.clone(), &shutdown).await
+    else {
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is stopping".into(),
+        );
+    };
     let task = async move {
         let upgraded = match on_upgrade.await {
             Ok(u) => u,
             Err(e) => {
                 tracing::debug!("WebSocket upgrade from {remote} failed: {e}");
+                registration.give_up(&node).await;
                 return;
             }
         };
@@ -239,11 +250,7 @@ fn upgrade(
             Some(ws::ws_config(params.max_frame)),
         )
         .await;
-        let who = ws::Identity {
-            name: name.into(),
-            caller,
-        };
-        ws::serve(socket, who, remote, node, params, shutdown, stats).await;
+        ws::serve(socket, registration, caller, node, params, shutdown, stats).await;
     };
     peer.tasks.spawn(task);
     let mut resp = Response::new(Default::default());

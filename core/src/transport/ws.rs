@@ -25,13 +25,63 @@ use tokio_util::sync::CancellationToken;
 use crate::jsip::PeerName;
 use crate::node::{Framed, NodeHandle};
 use crate::stats::{JsipStats, OpenSocket};
-use crate::transport::registry::{Queued, SocketFlags};
+use crate::transport::registry::{Outbox, Queued, SocketFlags};
 
-/// Who is on the other end of a socket.
-pub struct Identity {
-    pub name: PeerName,
-    /// For a signed-in person, what their requests carry as `Caller` (see `inbound`).
-    pub caller: Option<Arc<Value>>,
+/// A socket's place in the node's registry, under its name.
+///
+/// An inbound socket takes it before its handshake is answered (`transport::upgrade`),
+/// so that of two sockets with the same name, the one whose 101 came later replaces
+/// the other, as their clients saw it (JSIP.md §1). Taken on the socket's task after
+/// the 101, the older socket won whenever the newer one's task happened to register
+/// first (a CI run under load caught it: the first socket was never closed).
+pub struct Registration {
+    name: PeerName,
+    conn: ConnId,
+    /// The peer's address, for the log.
+    remote: String,
+    replaced: CancellationToken,
+    flags: Arc<SocketFlags>,
+    outbox: Arc<tokio::sync::Mutex<Outbox>>,
+}
+
+impl Registration {
+    /// Registers a socket as `name`, replacing the one it had; `None` when the node
+    /// has stopped.
+    pub async fn take(
+        node: &NodeHandle,
+        name: PeerName,
+        remote: String,
+        shutdown: &CancellationToken,
+    ) -> Option<Registration> {
+        let conn = next_conn_id();
+        // A child of `shutdown`: cancelled when this socket is replaced or the daemon
+        // stops, so the socket's loop waits on one token, not two.
+        let replaced = shutdown.child_token();
+        let flags = Arc::new(SocketFlags::default());
+        let outbox = node
+            .connected(
+                name.clone(),
+                conn,
+                remote.clone(),
+                replaced.clone(),
+                flags.clone(),
+            )
+            .await?;
+        Some(Registration {
+            name,
+            conn,
+            remote,
+            replaced,
+            flags,
+            outbox,
+        })
+    }
+
+    /// No socket came of it (the upgrade failed after its 101): the name is away, as
+    /// after any drop.
+    pub async fn give_up(self, node: &NodeHandle) {
+        node.disconnected(self.name, self.conn).await;
+    }
 }
 
 /// Per-socket settings from `[RTCServer]`.
@@ -72,11 +122,13 @@ pub const CLOSE_REPLACED: u16 = 4000;
 /// A client reconnects as after a network drop; its dialogs wait `reconnect_window`.
 pub const CLOSE_DISCONNECTED: u16 = 4001;
 
-/// Serves a socket until it closes, is replaced, or the daemon stops.
+/// Serves a registered socket until it closes, is replaced, or the daemon stops.
+/// `caller`, for a signed-in person, is what their requests carry as `Caller` (see
+/// `inbound`).
 pub async fn serve<S>(
     mut ws: WebSocketStream<S>,
-    who: Identity,
-    remote: String,
+    registration: Registration,
+    caller: Option<Arc<Value>>,
     node: NodeHandle,
     params: SocketParams,
     shutdown: CancellationToken,
@@ -84,31 +136,28 @@ pub async fn serve<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let Identity { name, caller } = who;
-    let _open = OpenSocket::new(stats.clone());
-    let conn = next_conn_id();
-    // A child of `shutdown`: cancelled when this socket is replaced or the daemon stops,
-    // so the loop waits on one token, not two.
-    let replaced = shutdown.child_token();
-    let flags = Arc::new(SocketFlags::default());
-    // Rare or one-time waits are boxed, so that the state an idle socket keeps while it
-    // waits (the task's size) does not include theirs.
-    let Some(outbox) = Box::pin(node.connected(
-        name.clone(),
+    let Registration {
+        name,
         conn,
-        remote.clone(),
-        replaced.clone(),
-        flags.clone(),
-    ))
-    .await
-    else {
-        return;
-    };
+        remote,
+        replaced,
+        flags,
+        outbox,
+    } = registration;
+    let _open = OpenSocket::new(stats.clone());
     // The socket this one replaces lets go of the queue when it has closed; anything it
-    // could not write stays in `unsent` and goes first here.
-    let mut outbox = tokio::select! {
-        g = Box::pin(outbox.lock_owned()) => g,
-        _ = shutdown.cancelled() => return,
+    // could not write stays in `unsent` and goes first here. This one may be replaced
+    // itself while it waits: the newer socket's task may have run first and taken the
+    // queue, and then this one must close (4000), not wait for it.
+    let outbox = tokio::select! {
+        g = Box::pin(outbox.lock_owned()) => Some(g),
+        _ = replaced.cancelled() => None,
+    };
+    let Some(mut outbox) = outbox else {
+        let why = end(&mut ws, cancelled_because(&shutdown, &flags), &stats).await;
+        Box::pin(node.disconnected(name.clone(), conn)).await;
+        tracing::debug!("JSIP socket {name} from {remote} closed before it was served ({why})");
+        return;
     };
     let mut ping = tokio::time::interval_at(
         tokio::time::Instant::now() + params.ping_interval,
@@ -132,31 +181,13 @@ pub async fn serve<S>(
             // its first poll and unregisters when dropped, a locked list operation per
             // wake-up. (Pinning one for the whole loop would save that, but it stays in
             // the task for its whole life: +0.45 KiB per idle connection.)
-            _ = replaced.cancelled() => if shutdown.is_cancelled() {
-                Event::Shutdown
-            } else if flags.disconnected.load(Ordering::Relaxed) {
-                Event::Disconnected
-            } else {
-                Event::Replaced
-            },
+            _ = replaced.cancelled() => Event::Ended(cancelled_because(&shutdown, &flags)),
             frame = ws.next() => Event::Frame(frame),
             queued = outbox.rx.recv() => Event::Queued(queued),
             _ = ping.tick() => Event::Ping,
         };
         match event {
-            Event::Replaced => {
-                JsipStats::count(&stats.replaced);
-                close(&mut ws, CLOSE_REPLACED, "replaced").await;
-                break "replaced by a newer connection with the same userid".into();
-            }
-            Event::Disconnected => {
-                close(&mut ws, CLOSE_DISCONNECTED, "disconnected by an operator").await;
-                break "disconnected by an operator".into();
-            }
-            Event::Shutdown => {
-                close(&mut ws, 1001, "server stopping").await;
-                break "server stopping".into();
-            }
+            Event::Ended(ending) => break end(&mut ws, ending, &stats).await.into(),
             Event::Frame(frame) => {
                 if !matches!(frame, Some(Err(_)) | None) {
                     last_heard = Instant::now();
@@ -248,11 +279,56 @@ pub async fn serve<S>(
     tracing::debug!("JSIP socket {name} from {remote} closed ({why}); {bad} bad frames");
 }
 
+/// Why a socket is told to close: its `replaced` token was cancelled.
+enum Ending {
+    /// A newer socket took its name.
+    Replaced,
+    /// An operator closed it.
+    Disconnected,
+    /// The daemon stops.
+    Shutdown,
+}
+
+/// Why a socket's `replaced` token was cancelled (it is a child of `shutdown`).
+fn cancelled_because(shutdown: &CancellationToken, flags: &SocketFlags) -> Ending {
+    if shutdown.is_cancelled() {
+        Ending::Shutdown
+    } else if flags.disconnected.load(Ordering::Relaxed) {
+        Ending::Disconnected
+    } else {
+        Ending::Replaced
+    }
+}
+
+/// Closes a socket that was replaced, disconnected or stopped, with that close code;
+/// returns why, for the log.
+async fn end<S>(ws: &mut WebSocketStream<S>, ending: Ending, stats: &JsipStats) -> &'static str
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let (code, reason, why) = match ending {
+        Ending::Replaced => {
+            JsipStats::count(&stats.replaced);
+            (
+                CLOSE_REPLACED,
+                "replaced",
+                "replaced by a newer connection with the same userid",
+            )
+        }
+        Ending::Disconnected => (
+            CLOSE_DISCONNECTED,
+            "disconnected by an operator",
+            "disconnected by an operator",
+        ),
+        Ending::Shutdown => (1001, "server stopping", "server stopping"),
+    };
+    close(ws, code, reason).await;
+    why
+}
+
 /// What woke a socket task.
 enum Event {
-    Replaced,
-    Disconnected,
-    Shutdown,
+    Ended(Ending),
     Frame(Option<Result<Frame, WsError>>),
     Queued(Option<Queued>),
     Ping,

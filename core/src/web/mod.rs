@@ -207,7 +207,7 @@ async fn serve(app: Arc<App>, req: Request, peer: Peer) -> Response {
     );
     if req.uri().path() == config.rtc_location {
         let who = app.people.signed_in(req.headers(), &config);
-        return crate::transport::accept(app, req, peer, who);
+        return crate::transport::accept(app, req, peer, who).await;
     }
     if changes_state(req.method()) {
         if let Some(origin) = foreign_origin(req.headers()) {
