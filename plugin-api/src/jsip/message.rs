@@ -316,6 +316,9 @@ fn kind_of(v: &Value) -> &'static str {
 impl Message {
     /// Parses and validates one frame.
     pub fn parse(frame: &str) -> Result<Message, ParseError> {
+        if let Some(mut fields) = wire::read_fields(frame) {
+            return Message::from_source(&mut fields);
+        }
         let mut slots = Slots::empty();
         match wire::read(frame, &mut slots) {
             Ok(()) => Message::from_slots(&mut slots),

@@ -10,6 +10,7 @@
 //! from a socket (`Message::from_source`), so a plugin can no more pass the host a
 //! malformed message than a peer can, and the reasons read the same.
 
+use std::borrow::Cow;
 use std::marker::PhantomData;
 use std::mem::ManuallyDrop;
 
@@ -180,25 +181,30 @@ impl Message {
         let entries: Vec<FfiOwnedEntry> = if self.extra.is_empty() {
             Vec::new()
         } else {
-            self.extra
-                .into_iter()
-                .filter(|(k, _)| Key::of(k).is_none())
-                .map(|(k, v)| {
-                    let (value, value_is_string) = match v {
-                        Value::String(s) => (s, true),
-                        other => (json_text(&other), false),
-                    };
-                    let (key, key_capacity) = FfiStr::give(k);
-                    let (value, value_capacity) = FfiStr::give(value);
-                    FfiOwnedEntry {
-                        key,
-                        key_capacity,
-                        value,
-                        value_capacity,
-                        value_is_string,
-                    }
-                })
-                .collect()
+            // Sized for every key, as most are unknown ones: a `filter` alone would
+            // not say how many, and the vector would start at four.
+            let mut entries = Vec::with_capacity(self.extra.len());
+            entries.extend(
+                self.extra
+                    .into_iter()
+                    .filter(|(k, _)| Key::of(k).is_none())
+                    .map(|(k, v)| {
+                        let (value, value_is_string) = match v {
+                            Value::String(s) => (s, true),
+                            other => (json_text(&other), false),
+                        };
+                        let (key, key_capacity) = FfiStr::give(k);
+                        let (value, value_capacity) = FfiStr::give(value);
+                        FfiOwnedEntry {
+                            key,
+                            key_capacity,
+                            value,
+                            value_capacity,
+                            value_is_string,
+                        }
+                    }),
+            );
+            entries
         };
         let mut entries = ManuallyDrop::new(entries);
         HandedMessage {
@@ -241,8 +247,12 @@ impl Message {
     /// valid for this call.
     pub unsafe fn from_ffi_owned(m: &FfiOwnedMessage) -> Result<Message, ParseError> {
         // SAFETY: the caller's contract.
-        let mut fields = unsafe { LentFields::take(m) }
-            .map_err(|reason| ParseError::Unaddressable { reason })?;
+        let type_ = unsafe { m.fields.type_.to_optional_str_unchecked() };
+        let mut fields = LentFields::empty(&m.fields, type_);
+        // SAFETY: the caller's contract.
+        if let Err(reason) = unsafe { fields.take_text(m) } {
+            return Err(ParseError::Unaddressable { reason });
+        }
         Message::from_source(&mut fields)
     }
 }
@@ -403,7 +413,7 @@ unsafe fn reclaim_all(m: &FfiOwnedMessage) {
 
 /// Text taken from the other side: lent (`&str`, copied when taken) or handed over
 /// (`String`, moved when taken).
-trait Text: AsRef<str> {
+pub(super) trait Text: AsRef<str> {
     fn into_string(self) -> String;
 }
 
@@ -419,10 +429,21 @@ impl Text for String {
     }
 }
 
+/// A frame's text, borrowed from it unless it had escapes (`wire::read_fields`).
+impl Text for Cow<'_, str> {
+    fn into_string(self) -> String {
+        self.into_owned()
+    }
+}
+
 /// A message's fields from the other side, as a [`FieldSource`]: its text checked for
 /// UTF-8 and its JSON parsed up front (so those errors are unaddressable, as a frame's
 /// would be), its strings copied (lent) or moved (handed over) only when taken.
-struct LentFields<'a, T> {
+///
+/// A frame's fields are read into the same shape (`wire::read_fields`), its text
+/// borrowed from the frame: so a frame's strings are copied once, when taken, and the
+/// `Type` never.
+pub(super) struct LentFields<'a, T> {
     /// `Type`, always lent: it is only compared, never kept.
     type_: Option<&'a str>,
     /// By [`slot`].
@@ -460,14 +481,27 @@ impl<'a> LentFields<'a, &'a str> {
 impl<'a> LentFields<'a, String> {
     /// # Safety
     /// As [`Message::from_ffi_owned`], for `'a`.
-    // Inlined into its two callers, so the fields are built where they are used, not
-    // built here and moved (a ~380-byte memcpy per message, each way).
+    // Inlined into its two callers, and filling fields they made, so the fields are
+    // built where they are used, not built here and moved (a ~380-byte memcpy per
+    // message, each way, and another out of the `Result`).
     #[inline(always)]
     unsafe fn take(m: &'a FfiOwnedMessage) -> Result<Self, String> {
-        let texts = m.fields.texts();
         // SAFETY: the caller's contract: lent for the call, and UTF-8.
-        let type_ = unsafe { texts[0].to_optional_str_unchecked() };
+        let type_ = unsafe { m.fields.type_.to_optional_str_unchecked() };
         let mut f = LentFields::empty(&m.fields, type_);
+        // SAFETY: the caller's.
+        unsafe { f.take_text(m) }?;
+        Ok(f)
+    }
+
+    /// The text of `m` into fields made by [`LentFields::empty`].
+    ///
+    /// # Safety
+    /// As [`LentFields::take`].
+    #[inline(always)]
+    unsafe fn take_text(&mut self, m: &'a FfiOwnedMessage) -> Result<(), String> {
+        let f = self;
+        let texts = m.fields.texts();
         for (i, slot) in f.strings.iter_mut().enumerate() {
             // SAFETY: the caller's contract, UTF-8 included (slot i is text i + 1).
             *slot = unsafe { texts[i + 1].adopt(m.capacity[i + 1]) };
@@ -509,8 +543,52 @@ impl<'a> LentFields<'a, String> {
         if let Some(why) = refused {
             return Err(why);
         }
-        f.set_json(body, extra, m.body_is_string)?;
-        Ok(f)
+        f.set_json(body, extra, m.body_is_string)
+    }
+}
+
+impl<'a> LentFields<'a, Cow<'a, str>> {
+    /// No field yet; a frame's are put in as they are read.
+    pub(super) fn frame() -> Self {
+        LentFields {
+            type_: None,
+            strings: Default::default(),
+            code: None,
+            cseq: None,
+            related_id: None,
+            expire: None,
+            body: None,
+            extra: Map::new(),
+        }
+    }
+
+    /// Where a text field's value goes (the `Type`'s apart), `None` for a key that is
+    /// not text.
+    pub(super) fn text_slot(&mut self, key: Key) -> Option<&mut Option<Cow<'a, str>>> {
+        slot(key).map(|i| &mut self.strings[i])
+    }
+
+    pub(super) fn set_type(&mut self, type_: &'a str) {
+        self.type_ = Some(type_);
+    }
+
+    /// Where a number field's value goes, `None` for a key that is not a number.
+    pub(super) fn number_slot(&mut self, key: Key) -> Option<&mut Option<u64>> {
+        match key {
+            Key::Code => Some(&mut self.code),
+            Key::CSeq => Some(&mut self.cseq),
+            Key::RelatedId => Some(&mut self.related_id),
+            Key::Expire => Some(&mut self.expire),
+            _ => None,
+        }
+    }
+
+    pub(super) fn set_body(&mut self, body: Value) {
+        self.body = Some(body);
+    }
+
+    pub(super) fn insert_extra(&mut self, key: String, value: Value) {
+        self.extra.insert(key, value);
     }
 }
 
