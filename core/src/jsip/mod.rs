@@ -8,6 +8,7 @@
 
 mod stack;
 mod timer;
+mod transactions;
 
 pub use stack::{
     peer_name, Action, Counters, Delivery, DialogView, InstanceId, Output, PeerName, Stack,

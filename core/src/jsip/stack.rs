@@ -11,7 +11,7 @@
 //! DialogueID without meeting. Within a dialog, transactions are keyed by direction and
 //! CSeq, because each side numbers its own requests.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 
 use crate::hash::Map;
 use std::sync::Arc;
@@ -21,6 +21,7 @@ use jsipd_plugin_api::jsip::{router_first, Kind, Message, Method, UriRef};
 use jsipd_plugin_api::slp::Event;
 
 use super::timer::{TimerId, Timers};
+use super::transactions::Transactions;
 use crate::dispatch::select::{select, Target};
 
 /// A registry name: a client's userid, or `user@host[:port]` of another node.
@@ -207,8 +208,8 @@ struct Dialog {
     expire: Duration,
     session_timer: Option<TimerId>,
     missed_keepalives: u32,
-    received: BTreeMap<u64, Transaction>,
-    sent: BTreeMap<u64, Transaction>,
+    received: Transactions<Transaction>,
+    sent: Transactions<Transaction>,
     /// Highest CSeq our side used, and the peer's: the stack numbers its own requests after them.
     local_cseq: u64,
     remote_cseq: u64,
@@ -220,7 +221,7 @@ impl Dialog {
         self.received
             .iter()
             .filter(|(_, t)| t.final_code.is_none())
-            .map(|(c, _)| *c)
+            .map(|(c, _)| c)
             .collect()
     }
 
@@ -454,7 +455,7 @@ impl Stack {
             return self.new_dialog_from_peer(now, key, method, msg);
         };
         dialog.remote_cseq = dialog.remote_cseq.max(msg.cseq);
-        if method != Method::Ack && dialog.received.contains_key(&msg.cseq) {
+        if method != Method::Ack && dialog.received.contains(msg.cseq) {
             // A retransmission of a request still pending (or answered and awaiting ACK).
             return;
         }
@@ -631,8 +632,8 @@ impl Stack {
                 expire,
                 session_timer: None,
                 missed_keepalives: 0,
-                received: BTreeMap::new(),
-                sent: BTreeMap::new(),
+                received: Transactions::default(),
+                sent: Transactions::default(),
                 local_cseq,
                 remote_cseq,
             },
@@ -689,10 +690,10 @@ impl Stack {
     fn ack_from_peer(&mut self, key: DialogKey, msg: Box<Message>) {
         let dialog = self.dialogs.get_mut(&key).expect("caller checked");
         let related = msg.related_id.unwrap_or(0);
-        match dialog.received.get(&related).map(|t| t.final_code) {
+        match dialog.received.get(related).map(|t| t.final_code) {
             Some(Some(code)) if code >= 300 => {
                 // The ACK of a failed INVITE: nothing for the SLP; the attempt is over.
-                let t = dialog.received.remove(&related).expect("just seen");
+                let t = dialog.received.remove(related).expect("just seen");
                 self.timers.cancel(t.timer);
                 if related == dialog.first.cseq {
                     self.end_dialog(&key);
@@ -700,7 +701,7 @@ impl Stack {
             }
             Some(Some(_)) => {
                 // The ACK of a 2xx: may carry the answer, so the SLP gets it.
-                if let Some(t) = dialog.received.remove(&related) {
+                if let Some(t) = dialog.received.remove(related) {
                     self.timers.cancel(t.timer);
                 }
                 self.deliver(&key, Delivery::Message(msg));
@@ -713,7 +714,7 @@ impl Stack {
     fn cancel_from_peer(&mut self, now: Instant, key: DialogKey, msg: Box<Message>) {
         let dialog = self.dialogs.get(&key).expect("caller checked");
         let related = msg.related_id.unwrap_or(0);
-        match dialog.received.get(&related) {
+        match dialog.received.get(related) {
             Some(invite) if invite.request.method() == Some(Method::Invite) => {
                 let pending = invite.final_code.is_none();
                 self.answer_peer(&key.peer, &msg, 200, None);
@@ -738,7 +739,7 @@ impl Stack {
             self.counters.dropped += 1;
             return;
         };
-        let Some(txn) = dialog.sent.get_mut(&msg.cseq) else {
+        let Some(txn) = dialog.sent.get_mut(msg.cseq) else {
             self.counters.dropped += 1;
             return;
         };
@@ -764,7 +765,7 @@ impl Stack {
             }
             return;
         }
-        let txn = dialog.sent.remove(&msg.cseq).expect("just seen");
+        let txn = dialog.sent.remove(msg.cseq).expect("just seen");
         self.timers.cancel(txn.timer);
         if by_stack {
             if method == Method::Update {
@@ -940,7 +941,7 @@ impl Stack {
 
     fn send_in_dialog(&mut self, now: Instant, key: DialogKey, method: Method, msg: Arc<Message>) {
         let dialog = self.dialogs.get_mut(&key).expect("indexed");
-        if method != Method::Ack && dialog.sent.contains_key(&msg.cseq) {
+        if method != Method::Ack && dialog.sent.contains(msg.cseq) {
             // Two pending requests cannot share a CSeq: the answer could not say which
             // one it is for. Refuse the second, toward the SLP that sent it.
             let instance = dialog.instance;
@@ -1002,7 +1003,7 @@ impl Stack {
     fn response_from_slp(&mut self, now: Instant, key: DialogKey, code: u16, msg: Arc<Message>) {
         let dialog = self.dialogs.get_mut(&key).expect("indexed");
         let session = dialog.session;
-        let Some(txn) = dialog.received.get_mut(&msg.cseq) else {
+        let Some(txn) = dialog.received.get_mut(msg.cseq) else {
             self.counters.dropped += 1;
             return;
         };
@@ -1043,7 +1044,7 @@ impl Stack {
         let Some(d) = self.dialogs.get_mut(key) else {
             return;
         };
-        let Some(t) = d.received.get_mut(&cseq) else {
+        let Some(t) = d.received.get_mut(cseq) else {
             return;
         };
         t.final_code = Some(code);
@@ -1057,7 +1058,7 @@ impl Stack {
                 },
             ));
         } else {
-            d.received.remove(&cseq);
+            d.received.remove(cseq);
         }
     }
 
@@ -1078,7 +1079,7 @@ impl Stack {
                 let Some(d) = self.dialogs.get_mut(&key) else {
                     return;
                 };
-                let Some(t) = d.received.remove(&cseq) else {
+                let Some(t) = d.received.remove(cseq) else {
                     return;
                 };
                 // A failed first INVITE ends the dialog; a 2xx's missing ACK only ends
@@ -1125,10 +1126,10 @@ impl Stack {
             Dir::Received => &mut d.received,
             Dir::Sent => &mut d.sent,
         };
-        if txns.get(&cseq).map(|t| t.timer) != Some(Some(id)) {
+        if txns.get(cseq).map(|t| t.timer) != Some(Some(id)) {
             return;
         }
-        let txn = txns.remove(&cseq).expect("just seen");
+        let txn = txns.remove(cseq).expect("just seen");
         self.counters.transactions_timed_out += 1;
         let method = txn.request.method().expect("transactions hold requests");
         let first = cseq == d.first.cseq;
@@ -1250,7 +1251,7 @@ impl Stack {
 
     /// Sends a final answer for a pending received request (the stack answering for the SLP).
     fn final_to_peer(&mut self, now: Instant, key: &DialogKey, cseq: u64, code: u16, reason: &str) {
-        let Some(t) = self.dialogs.get(key).and_then(|d| d.received.get(&cseq)) else {
+        let Some(t) = self.dialogs.get(key).and_then(|d| d.received.get(cseq)) else {
             return;
         };
         if t.final_code.is_some() {
@@ -1361,7 +1362,8 @@ impl Stack {
                 .unanswered()
                 .into_iter()
                 .map(|cseq| {
-                    let invite = d.received[&cseq].request.method() == Some(Method::Invite);
+                    let invite = d.received.get(cseq).expect("unanswered").request.method()
+                        == Some(Method::Invite);
                     let code = match how {
                         Ending::Failed => 500,
                         Ending::Drained if invite => 487,
@@ -1491,11 +1493,11 @@ impl Stack {
         let mut v = Vec::new();
         for (k, d) in &self.dialogs {
             for (dir, txns) in [("received", &d.received), ("sent", &d.sent)] {
-                for (cseq, t) in txns {
+                for (cseq, t) in txns.iter() {
                     v.push(TransactionView {
                         dialog: k.id.to_string(),
                         peer: k.peer.to_string(),
-                        cseq: *cseq,
+                        cseq,
                         method: t.request.method().map_or("?", Method::as_str).to_string(),
                         direction: dir,
                         age_ms: now.saturating_duration_since(t.started).as_millis(),
