@@ -129,12 +129,64 @@ enum Ending {
     Drained,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+/// A dialog's name: its peer and DialogueID, hashed once when the key is made. A
+/// message looks its dialog up six to eight times on its way through the stack, and
+/// hashing both strings each time cost some 500 instructions a MESSAGE; a key's copies
+/// (in timers, in its instance's index) carry the hash with them.
+#[derive(Debug, Clone)]
 struct DialogKey {
     peer: PeerName,
     /// The DialogueID, shared: a key is copied into several indexes and timers.
     id: Arc<str>,
+    /// Of `peer` and `id`, by the stack's randomly seeded hasher ([`KeyHasher`]), so
+    /// peers still cannot choose DialogueIDs that collide.
+    hash: u64,
 }
+
+impl DialogKey {
+    fn new(hasher: &KeyHasher, peer: PeerName, id: Arc<str>) -> DialogKey {
+        let hash = std::hash::BuildHasher::hash_one(&hasher.0, (&*peer, &*id));
+        DialogKey { peer, id, hash }
+    }
+}
+
+impl PartialEq for DialogKey {
+    fn eq(&self, other: &DialogKey) -> bool {
+        self.hash == other.hash && self.peer == other.peer && self.id == other.id
+    }
+}
+
+impl Eq for DialogKey {}
+
+impl std::hash::Hash for DialogKey {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        state.write_u64(self.hash);
+    }
+}
+
+/// Hashes [`DialogKey`]s when they are made.
+struct KeyHasher(foldhash::fast::RandomState);
+
+/// The hasher of the dialog map, whose keys are hashed already: it passes their hash on.
+#[derive(Default)]
+struct Prehashed(u64);
+
+impl std::hash::Hasher for Prehashed {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, _: &[u8]) {
+        unreachable!("only a DialogKey, which writes its hash, is hashed here");
+    }
+
+    fn write_u64(&mut self, hash: u64) {
+        self.0 = hash;
+    }
+}
+
+type DialogMap =
+    std::collections::HashMap<DialogKey, Dialog, std::hash::BuildHasherDefault<Prehashed>>;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Role {
@@ -275,7 +327,7 @@ struct InstanceInfo {
     slp: Arc<str>,
     /// Its dialogs: DialogueID → peer. Also how a message from the SLP finds its dialog,
     /// since the SLP names a dialog by its DialogueID alone.
-    dialogs: Map<Arc<str>, PeerName>,
+    dialogs: Map<Arc<str>, DialogKey>,
     /// Handed out a relid or is the on-load instance: lives until it ends itself.
     pinned: bool,
 }
@@ -303,7 +355,8 @@ pub struct TransactionView {
 
 pub struct Stack {
     config: StackConfig,
-    dialogs: Map<DialogKey, Dialog>,
+    dialogs: DialogMap,
+    key_hasher: KeyHasher,
     instances: Map<InstanceId, InstanceInfo>,
     relids: Map<String, InstanceId>,
     /// SLP name → the key (generation) that new dialogs for that name go to.
@@ -323,7 +376,8 @@ impl Stack {
     pub fn new(config: StackConfig) -> Stack {
         Stack {
             config,
-            dialogs: Map::default(),
+            dialogs: DialogMap::default(),
+            key_hasher: KeyHasher(Default::default()),
             instances: Map::default(),
             relids: Map::default(),
             slps: Map::default(),
@@ -434,10 +488,7 @@ impl Stack {
     }
 
     fn on_peer_message(&mut self, now: Instant, peer: PeerName, msg: Box<Message>) {
-        let key = DialogKey {
-            peer,
-            id: msg.dialogue_id.as_str().into(),
-        };
+        let key = DialogKey::new(&self.key_hasher, peer, msg.dialogue_id.as_str().into());
         match msg.kind {
             Kind::Request(method) => self.request_from_peer(now, key, method, msg),
             Kind::Response(code) => self.response_from_peer(now, key, code, msg),
@@ -643,7 +694,7 @@ impl Stack {
 
     fn insert_dialog(&mut self, key: DialogKey, dialog: Dialog) {
         if let Some(info) = self.instances.get_mut(&dialog.instance) {
-            info.dialogs.insert(key.id.clone(), key.peer.clone());
+            info.dialogs.insert(key.id.clone(), key.clone());
         }
         self.dialogs.insert(key, dialog);
     }
@@ -857,11 +908,8 @@ impl Stack {
         let existing = self
             .instances
             .get(&instance)
-            .and_then(|i| i.dialogs.get_key_value(msg.dialogue_id.as_str()))
-            .map(|(id, peer)| DialogKey {
-                peer: peer.clone(),
-                id: id.clone(),
-            });
+            .and_then(|i| i.dialogs.get(msg.dialogue_id.as_str()))
+            .cloned();
         match (msg.kind, existing) {
             (Kind::Response(code), Some(key)) => self.response_from_slp(now, key, code, msg),
             (Kind::Response(_), None) => self.counters.dropped += 1,
@@ -876,10 +924,7 @@ impl Stack {
                         return self.deliver_to(instance, Delivery::Message(r.into()));
                     }
                 };
-                let key = DialogKey {
-                    peer,
-                    id: msg.dialogue_id.as_str().into(),
-                };
+                let key = DialogKey::new(&self.key_hasher, peer, msg.dialogue_id.as_str().into());
                 if self.dialogs.contains_key(&key) {
                     // Another instance's dialog with the same peer and ID.
                     let mut r = msg.response(400);
@@ -1353,8 +1398,7 @@ impl Stack {
             return;
         };
         self.relids.retain(|_, owner| *owner != instance);
-        for (id, peer) in std::mem::take(&mut info.dialogs) {
-            let key = DialogKey { peer, id };
+        for (_, key) in std::mem::take(&mut info.dialogs) {
             let Some(d) = self.dialogs.get(&key) else {
                 continue;
             };
@@ -1426,7 +1470,11 @@ impl Stack {
             let info = self.instances.get(&d.instance).ok_or_else(|| {
                 format!("dialog {key:?} belongs to ended instance {}", d.instance)
             })?;
-            if info.dialogs.get(&key.id) != Some(&key.peer) {
+            let fresh = DialogKey::new(&self.key_hasher, key.peer.clone(), key.id.clone());
+            if fresh.hash != key.hash {
+                return Err(format!("dialog {key:?} is filed under another hash"));
+            }
+            if info.dialogs.get(&key.id) != Some(key) {
                 return Err(format!(
                     "instance {} does not list its dialog {key:?}",
                     d.instance
@@ -1439,12 +1487,9 @@ impl Stack {
             }
         }
         for (id, info) in &self.instances {
-            for (dialogue_id, peer) in &info.dialogs {
-                let key = DialogKey {
-                    peer: peer.clone(),
-                    id: dialogue_id.clone(),
-                };
-                if self.dialogs.get(&key).map(|d| d.instance) != Some(*id) {
+            for (dialogue_id, key) in &info.dialogs {
+                if *dialogue_id != key.id || self.dialogs.get(key).map(|d| d.instance) != Some(*id)
+                {
                     return Err(format!("instance {id} lists a dialog not its own: {key:?}"));
                 }
             }
