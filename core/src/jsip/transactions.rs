@@ -8,18 +8,13 @@
 
 use std::collections::BTreeMap;
 
-#[derive(Debug)]
+#[derive(Debug, Default)]
 pub(super) enum Transactions<T> {
+    #[default]
     None,
     One(u64, T),
     /// Two or more at once; back to `None` when the last one goes.
     Many(BTreeMap<u64, T>),
-}
-
-impl<T> Default for Transactions<T> {
-    fn default() -> Self {
-        Transactions::None
-    }
 }
 
 impl<T> Transactions<T> {
