@@ -37,7 +37,7 @@ use crate::plugins::image::Image;
 use crate::plugins::{refuse, GenState, Generation, Refusal};
 use crate::stats::JsipStats;
 use crate::transport::dial;
-use crate::transport::registry::{Outbox, Queued, Registry, Send, SocketFlags};
+use crate::transport::registry::{Outbox, Registry, Replies, Send, SocketFlags};
 use crate::transport::ws::{ConnId, SocketParams};
 use jsipd_plugin_api::slp::Slp;
 
@@ -135,7 +135,7 @@ impl Shared {
 /// What became of a frame given to [`NodeHandle::frame`].
 pub enum Framed {
     /// Handled at once: the messages for this same socket, to write now, in order.
-    Handled(Vec<Queued>),
+    Handled(Replies),
     /// In the node task's queue.
     Queued,
     /// The node task's queue is full: wait with [`NodeHandle::backlog`]. Boxed: the
@@ -471,7 +471,7 @@ impl Node {
 
     /// One frame's turn, for [`NodeHandle::frame`]: what went straight back to `conn`,
     /// and whether the node task must arm its timer anew.
-    fn frame(&mut self, name: &PeerName, conn: ConnId, msg: Box<Message>) -> (Vec<Queued>, bool) {
+    fn frame(&mut self, name: &PeerName, conn: ConnId, msg: Box<Message>) -> (Replies, bool) {
         self.registry.reply_directly_to(conn);
         self.stack.handle_peer(Instant::now(), name.clone(), msg);
         self.flush();

@@ -24,6 +24,10 @@ use crate::jsip::PeerName;
 /// name. An `Arc` because the stack keeps the same message in its transaction.
 pub type Queued = Arc<Message>;
 
+/// What a frame's turn sends straight back to its own socket: nearly always one answer,
+/// so it is kept inline. A `Vec` here allocated and freed a buffer per message.
+pub type Replies = smallvec::SmallVec<[Queued; 2]>;
+
 /// The receiving side of a name's queue.
 pub struct Outbox {
     pub rx: mpsc::Receiver<Queued>,
@@ -78,7 +82,7 @@ pub struct Registry {
     /// The socket whose frame the node is handling on its own task, if any: what is sent
     /// to it while its queue is empty goes to `direct` instead (see `NodeHandle::frame`).
     direct_to: Option<ConnId>,
-    direct: Vec<Queued>,
+    direct: Replies,
 }
 
 impl Registry {
@@ -87,7 +91,7 @@ impl Registry {
             entries: Map::default(),
             qsize,
             direct_to: None,
-            direct: Vec::new(),
+            direct: Replies::new(),
         }
     }
 
@@ -241,7 +245,7 @@ impl Registry {
     }
 
     /// What was sent straight back, oldest first; sends are queued again from now.
-    pub fn take_direct(&mut self) -> Vec<Queued> {
+    pub fn take_direct(&mut self) -> Replies {
         self.direct_to = None;
         std::mem::take(&mut self.direct)
     }

@@ -25,7 +25,7 @@ use tokio_util::sync::CancellationToken;
 use crate::jsip::PeerName;
 use crate::node::{Framed, NodeHandle};
 use crate::stats::{JsipStats, OpenSocket};
-use crate::transport::registry::{Outbox, Queued, SocketFlags};
+use crate::transport::registry::{Outbox, Queued, Replies, SocketFlags};
 
 /// A socket's place in the node's registry, under its name.
 ///
@@ -204,10 +204,10 @@ pub async fn serve<S>(
                                 // before anything in its queue.
                                 let replies = match node.frame(&name, conn, &flags, msg) {
                                     Framed::Handled(replies) => replies,
-                                    Framed::Queued => Vec::new(),
+                                    Framed::Queued => Replies::new(),
                                     Framed::Backlog(input) => {
                                         backlog = Some(input);
-                                        Vec::new()
+                                        Replies::new()
                                     }
                                 };
                                 if let Err(left) = write_all(&mut ws, replies, &stats).await {
@@ -352,7 +352,7 @@ fn inbound(text: &str, caller: Option<&Value>) -> Result<Box<Message>, Box<Parse
 /// Writes messages in order; gives back those not written if the socket failed.
 async fn write_all<S>(
     ws: &mut WebSocketStream<S>,
-    msgs: Vec<Queued>,
+    msgs: impl IntoIterator<Item = Queued>,
     stats: &JsipStats,
 ) -> Result<(), Vec<Queued>>
 where
