@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use jsipd_plugin_api::jsip::Message;
 use jsipd_plugin_api::slp::{Event, Host, Instance, Slp};
 
-use crate::jsip::{Action, Delivery, InstanceId};
+use crate::jsip::{Action, Actions, Delivery, InstanceId};
 
 /// What the node tells a runner.
 pub enum Command {
@@ -40,7 +40,7 @@ pub enum Command {
 pub enum Report {
     Actions {
         instance: InstanceId,
-        actions: Vec<Action>,
+        actions: Actions,
     },
     /// The instance panicked; it has been dropped.
     Failed { instance: InstanceId },
@@ -312,12 +312,13 @@ impl RunnerState {
 
     /// Calls the instance (made on its first event) and queues what it did.
     fn deliver(&mut self, instance: InstanceId, event: Event) {
-        if self.failed.contains(&instance) {
+        // Nearly always empty: asked first, no hash is made.
+        if !self.failed.is_empty() && self.failed.contains(&instance) {
             return;
         }
         let mut host = RunnerHost {
             instance,
-            actions: Vec::new(),
+            actions: Actions::new(),
             timers: Vec::new(),
         };
         let (slp, instances) = (&mut self.slp, &mut self.instances);
@@ -409,7 +410,7 @@ fn unique_id(kind: &str) -> String {
 
 struct RunnerHost {
     instance: InstanceId,
-    actions: Vec<Action>,
+    actions: Actions,
     timers: Vec<(Duration, u64)>,
 }
 

@@ -11,8 +11,8 @@ mod timer;
 mod transactions;
 
 pub use stack::{
-    peer_name, Action, Counters, Delivery, DialogView, InstanceId, Output, PeerName, Stack,
-    StackConfig, TransactionView,
+    peer_name, Action, Actions, Counters, Delivery, DialogView, InstanceId, Output, PeerName,
+    Stack, StackConfig, TransactionView,
 };
 
 #[cfg(test)]

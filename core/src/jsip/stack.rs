@@ -98,7 +98,11 @@ pub enum Output {
     InstanceEnded { slp: Arc<str>, instance: InstanceId },
 }
 
-/// What an SLP instance did while handling one event, in order.
+/// What an SLP instance did while handling one event, in order: nearly always one
+/// action (its answer), so kept inline; a `Vec` allocated and freed a buffer per event.
+pub type Actions = smallvec::SmallVec<[Action; 2]>;
+
+/// One thing an SLP instance did while handling an event.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Action {
     /// Shared from the start: what the stack sends to a peer it keeps too (a request
@@ -864,10 +868,15 @@ impl Stack {
     /// What instance `instance` did while handling one event. Checking whether the
     /// instance is finished only after the whole batch lets it answer the last request
     /// of a dialog and start a new dialog in the same event.
-    pub fn handle_slp(&mut self, now: Instant, instance: InstanceId, actions: Vec<Action>) {
+    pub fn handle_slp(
+        &mut self,
+        now: Instant,
+        instance: InstanceId,
+        actions: impl IntoIterator<Item = Action>,
+    ) {
         if !self.instances.contains_key(&instance) {
             // It ended (or failed) while this batch was on its way.
-            self.counters.dropped += actions.len() as u64;
+            self.counters.dropped += actions.into_iter().count() as u64;
             return;
         }
         let mut end = false;
@@ -1316,9 +1325,14 @@ impl Stack {
     }
 
     fn deliver(&mut self, key: &DialogKey, event: Delivery) {
+        // A dialog's instance is alive while it is (`check_invariants`), and serves the
+        // dialog's SLP generation: no need to look the instance up.
         if let Some(d) = self.dialogs.get(key) {
-            let instance = d.instance;
-            self.deliver_to(instance, event);
+            self.out.push_back(Output::ToSlp {
+                slp: d.slp.clone(),
+                instance: d.instance,
+                event,
+            });
         }
     }
 
@@ -1479,6 +1493,9 @@ impl Stack {
                     "instance {} does not list its dialog {key:?}",
                     d.instance
                 ));
+            }
+            if info.slp != d.slp {
+                return Err(format!("dialog {key:?} is not of its instance's SLP"));
             }
             for t in d.received.values().chain(d.sent.values()) {
                 if t.final_code.is_none() && t.timer.is_none() {
