@@ -6,6 +6,7 @@
 //! the stack answers, and keep time. The driver that feeds it sockets and SLP runners
 //! is `crate::node`.
 
+mod dialog_index;
 mod stack;
 mod timer;
 mod transactions;

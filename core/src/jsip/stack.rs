@@ -20,6 +20,7 @@ use std::time::{Duration, Instant};
 use jsipd_plugin_api::jsip::{router_first, Kind, Message, Method, UriRef};
 use jsipd_plugin_api::slp::Event;
 
+use super::dialog_index::{DialogIndex, Named};
 use super::timer::{TimerId, Timers};
 use super::transactions::Transactions;
 use crate::dispatch::select::{select, Target};
@@ -165,6 +166,13 @@ impl Eq for DialogKey {}
 impl std::hash::Hash for DialogKey {
     fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
         state.write_u64(self.hash);
+    }
+}
+
+impl Named for DialogKey {
+    type Name = Arc<str>;
+    fn name(&self) -> &Arc<str> {
+        &self.id
     }
 }
 
@@ -331,7 +339,7 @@ struct InstanceInfo {
     slp: Arc<str>,
     /// Its dialogs: DialogueID → peer. Also how a message from the SLP finds its dialog,
     /// since the SLP names a dialog by its DialogueID alone.
-    dialogs: Map<Arc<str>, DialogKey>,
+    dialogs: DialogIndex<DialogKey>,
     /// Handed out a relid or is the on-load instance: lives until it ends itself.
     pinned: bool,
 }
@@ -473,9 +481,7 @@ impl Stack {
             id,
             InstanceInfo {
                 slp,
-                // Nearly every instance gets its first dialog at once: sized for it, the
-                // first insert does not go through a rehash (275 instructions a message).
-                dialogs: Map::with_capacity_and_hasher(1, Default::default()),
+                dialogs: DialogIndex::default(),
                 pinned,
             },
         );
@@ -586,7 +592,7 @@ impl Stack {
                 if self
                     .instances
                     .get(&id)
-                    .is_some_and(|i| i.dialogs.contains_key(&key.id)) =>
+                    .is_some_and(|i| i.dialogs.contains(&key.id)) =>
             {
                 // The instance could not tell the two dialogs apart in what it sends.
                 return self.answer_peer(
@@ -698,7 +704,7 @@ impl Stack {
 
     fn insert_dialog(&mut self, key: DialogKey, dialog: Dialog) {
         if let Some(info) = self.instances.get_mut(&dialog.instance) {
-            info.dialogs.insert(key.id.clone(), key.clone());
+            info.dialogs.insert(key.clone());
         }
         self.dialogs.insert(key, dialog);
     }
@@ -1408,11 +1414,12 @@ impl Stack {
     }
 
     fn end_instance_as(&mut self, now: Instant, instance: InstanceId, reason: &str, how: Ending) {
-        let Some(mut info) = self.instances.remove(&instance) else {
+        let Some(info) = self.instances.remove(&instance) else {
             return;
         };
         self.relids.retain(|_, owner| *owner != instance);
-        for (_, key) in std::mem::take(&mut info.dialogs) {
+        let keys: Vec<DialogKey> = info.dialogs.keys().cloned().collect();
+        for key in keys {
             let Some(d) = self.dialogs.get(&key) else {
                 continue;
             };
@@ -1504,8 +1511,9 @@ impl Stack {
             }
         }
         for (id, info) in &self.instances {
-            for (dialogue_id, key) in &info.dialogs {
-                if *dialogue_id != key.id || self.dialogs.get(key).map(|d| d.instance) != Some(*id)
+            for key in info.dialogs.keys() {
+                if info.dialogs.get(&key.id) != Some(key)
+                    || self.dialogs.get(key).map(|d| d.instance) != Some(*id)
                 {
                     return Err(format!("instance {id} lists a dialog not its own: {key:?}"));
                 }
