@@ -316,8 +316,10 @@ fn kind_of(v: &Value) -> &'static str {
 impl Message {
     /// Parses and validates one frame.
     pub fn parse(frame: &str) -> Result<Message, ParseError> {
-        if let Some(mut fields) = wire::read_fields(frame) {
-            return Message::from_source(&mut fields);
+        if let Some(fields) = wire::read_fields(frame) {
+            return fields
+                .into_valid_message()
+                .or_else(|mut fields| Message::from_source(&mut fields));
         }
         let mut slots = Slots::empty();
         match wire::read(frame, &mut slots) {
