@@ -603,8 +603,10 @@ impl<'a, T: Text> LentFields<'a, T> {
     /// paid once for a frame and once more for a plugin's answer). The fields back when
     /// any check fails, for `from_source` to say why: it is the one that words the
     /// reasons, and what this accepts it builds the same (tested against it).
-    // Inlined: the fields are some 380 bytes, moved into an argument otherwise.
+    // Inlined: the fields are some 380 bytes, moved into an argument otherwise. The
+    // large `Err` is the fields themselves, given back on the rare refusal.
     #[inline(always)]
+    #[allow(clippy::result_large_err)]
     pub(super) fn into_valid_message(self) -> Result<Message, Self> {
         let Some(kind) = self.valid_kind() else {
             return Err(self);
