@@ -60,6 +60,33 @@ macro_rules! export_plugin {
             unsafe { $crate::export::api_drain(api) }
         }
 
+        /// Read by jsipd's loader when present (older plugins lack it): makes an
+        /// instance whose handle the host keeps (`ffi::InstanceNewInFn`).
+        ///
+        /// # Safety
+        /// Called by jsipd only, with an SLP this plugin made and a cell of `words`
+        /// pointer-aligned words.
+        #[no_mangle]
+        pub unsafe extern "C" fn jsipd_instance_new_in(
+            slp: *mut ::std::ffi::c_void,
+            cell: *mut ::std::ffi::c_void,
+            words: usize,
+        ) -> bool {
+            // SAFETY: forwarded.
+            unsafe { $crate::export::instance_new_in(slp, cell, words) }
+        }
+
+        /// Read by jsipd's loader when present: drops an instance made by
+        /// `jsipd_instance_new_in`.
+        ///
+        /// # Safety
+        /// Called by jsipd only, once per cell `jsipd_instance_new_in` filled.
+        #[no_mangle]
+        pub unsafe extern "C" fn jsipd_instance_drop_in(cell: *mut ::std::ffi::c_void) -> bool {
+            // SAFETY: forwarded.
+            unsafe { $crate::export::instance_drop_in(cell) }
+        }
+
         /// jsipd's entry point into this plugin.
         ///
         /// # Safety
@@ -207,6 +234,34 @@ unsafe extern "C" fn instance_new(slp: *mut c_void) -> *mut c_void {
         let instance = unsafe { slp_ref(slp) }.new_instance();
         Box::into_raw(Box::new(instance)).cast()
     })
+}
+
+/// [`InstanceNewInFn`](crate::ffi::InstanceNewInFn), behind `export_plugin!`'s
+/// `jsipd_instance_new_in`.
+///
+/// # Safety
+/// `slp` is an SLP of this plugin; `cell` is `words` writable pointer-aligned words.
+#[doc(hidden)]
+pub unsafe fn instance_new_in(slp: *mut c_void, cell: *mut c_void, words: usize) -> bool {
+    let fits = words * std::mem::size_of::<usize>() >= std::mem::size_of::<Box<dyn Instance>>()
+        && std::mem::align_of::<Box<dyn Instance>>() <= std::mem::align_of::<usize>();
+    fits && guarded(|| {
+        // SAFETY: the vtable's contract.
+        let instance = unsafe { slp_ref(slp) }.new_instance();
+        // SAFETY: the cell has room and alignment for the handle (checked above).
+        unsafe { cell.cast::<Box<dyn Instance>>().write(instance) };
+    })
+}
+
+/// [`InstanceDropInFn`](crate::ffi::InstanceDropInFn), behind `export_plugin!`'s
+/// `jsipd_instance_drop_in`.
+///
+/// # Safety
+/// `cell` holds a handle [`instance_new_in`] wrote, dropped once.
+#[doc(hidden)]
+pub unsafe fn instance_drop_in(cell: *mut c_void) -> bool {
+    // SAFETY: the caller's contract.
+    guarded(|| unsafe { std::ptr::drop_in_place(cell.cast::<Box<dyn Instance>>()) })
 }
 
 unsafe extern "C" fn instance_event(

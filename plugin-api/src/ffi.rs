@@ -23,6 +23,10 @@
 //! - ABI 1.6 appended the host's allocator to [`LoadArgs`]: a plugin allocates with the
 //!   daemon's mimalloc instead of the C library's `malloc` (`alloc.rs`). Each side still
 //!   frees only what it allocated.
+//! - Optional symbols (a plugin of any minor may have them; the host looks them up and
+//!   does without): `JSIPD_SLP_NEVER_BLOCKS`, `jsipd_api_drain`, `JSIPD_PEOPLE_ROOT`,
+//!   and `jsipd_instance_new_in` with `jsipd_instance_drop_in` ([`InstanceNewInFn`]:
+//!   an instance's handle kept in the host's memory, not boxed by the plugin).
 //! - Every borrowed pointer is valid only during the call it is passed to. Nothing is
 //!   freed on the other side of the boundary: strings the host hands back (new
 //!   DialogueIDs) are written into a buffer the plugin owns.
@@ -50,6 +54,27 @@ pub const PEOPLE_ROOT_SYMBOL: &[u8] = b"JSIPD_PEOPLE_ROOT\0";
 /// Tells an API object (an `api` pointer of [`PluginVTable`]) that its generation
 /// drains; `false` when the plugin panicked.
 pub type ApiDrainFn = unsafe extern "C" fn(api: *const c_void) -> bool;
+/// The symbol of an optional [`InstanceNewInFn`], which comes with an
+/// [`InstanceDropInFn`] ([`INSTANCE_DROP_IN_SYMBOL`]); plugins built before them lack
+/// both, and the loader then uses the vtable's `instance_new` and `instance_drop`.
+pub const INSTANCE_NEW_IN_SYMBOL: &[u8] = b"jsipd_instance_new_in\0";
+/// The symbol of the [`InstanceDropInFn`] that goes with [`INSTANCE_NEW_IN_SYMBOL`].
+pub const INSTANCE_DROP_IN_SYMBOL: &[u8] = b"jsipd_instance_drop_in\0";
+/// The room, in pointer-sized and -aligned words, the host gives an instance's handle
+/// ([`InstanceNewInFn`]). A `Box<dyn Instance>` is two words; the rest is slack for a
+/// compiler that ever makes it larger.
+pub const INSTANCE_CELL_WORDS: usize = 4;
+/// Makes a new instance of `slp` and writes its handle (the plugin's own
+/// `Box<dyn Instance>`, opaque to the host) into `cell`: `words` words of the host's
+/// memory, which stay put until [`InstanceDropInFn`]. `cell` is then the instance's
+/// `instance` pointer for `instance_event`. The vtable's `instance_new` instead boxes
+/// the handle in the plugin, one allocation more for every instance, which is one per
+/// out-of-dialog request. `false` when the plugin panicked or the handle does not fit.
+pub type InstanceNewInFn =
+    unsafe extern "C" fn(slp: *mut c_void, cell: *mut c_void, words: usize) -> bool;
+/// Drops the instance whose handle is in `cell` ([`InstanceNewInFn`]); the cell's
+/// memory stays the host's. `false` when the plugin panicked.
+pub type InstanceDropInFn = unsafe extern "C" fn(cell: *mut c_void) -> bool;
 /// The symbol name of the [`EntryFn`] of ABI major 1.
 pub const ENTRY_SYMBOL: &[u8] = b"jsipd_plugin_entry_v1\0";
 /// Identifies a jsipd plugin's ABI record.

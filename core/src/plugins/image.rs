@@ -80,6 +80,9 @@ pub struct Image {
     api_drain: Option<ffi::ApiDrainFn>,
     /// The plugin says its SLP never blocks (`JSIPD_SLP_NEVER_BLOCKS`).
     never_blocks: bool,
+    /// `jsipd_instance_new_in` and `jsipd_instance_drop_in`, when the plugin has them:
+    /// its instances' handles are kept in the host's memory.
+    instance_in: Option<(ffi::InstanceNewInFn, ffi::InstanceDropInFn)>,
     /// `Plugin::PEOPLE_ROOT` (`JSIPD_PEOPLE_ROOT`), when the plugin asks for one.
     people_root: Option<String>,
 }
@@ -132,6 +135,20 @@ impl Image {
         let api_drain = unsafe { library.get::<ffi::ApiDrainFn>(ffi::API_DRAIN_SYMBOL) }
             .map(|sym| *sym)
             .ok();
+        // SAFETY: optional functions of the ffi::InstanceNewInFn and InstanceDropInFn
+        // types (export_plugin!); used only as a pair.
+        let instance_in = unsafe {
+            library
+                .get::<ffi::InstanceNewInFn>(ffi::INSTANCE_NEW_IN_SYMBOL)
+                .map(|sym| *sym)
+                .ok()
+                .zip(
+                    library
+                        .get::<ffi::InstanceDropInFn>(ffi::INSTANCE_DROP_IN_SYMBOL)
+                        .map(|sym| *sym)
+                        .ok(),
+                )
+        };
         // SAFETY: an optional NUL-padded `[u8; 32]` static (export_plugin!, ABI 1.5).
         let people_root = unsafe { library.get::<*const [u8; 32]>(ffi::PEOPLE_ROOT_SYMBOL) }
             .map(|sym| ffi::unpadded(unsafe { &**sym }))
@@ -200,6 +217,7 @@ impl Image {
             abi_minor: record.minor,
             never_blocks,
             api_drain,
+            instance_in,
             people_root,
         };
         if image.vtable.plugin.is_null() {
@@ -222,6 +240,11 @@ impl Image {
 
     pub fn vtable(&self) -> &PluginVTable {
         &self.vtable
+    }
+
+    /// The plugin's `jsipd_instance_new_in` and `jsipd_instance_drop_in`, if it has them.
+    pub fn instance_in(&self) -> Option<(ffi::InstanceNewInFn, ffi::InstanceDropInFn)> {
+        self.instance_in
     }
 
     /// The plugin's `jsipd_api_drain`, if it has one.

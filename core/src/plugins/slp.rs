@@ -48,15 +48,34 @@ impl Slp for ForeignSlp {
     }
 
     fn new_instance(&mut self) -> Box<dyn Instance> {
-        // SAFETY: our live SLP, on its runner thread.
-        let instance = unsafe { (self.image.vtable().instance_new)(self.slp) };
-        if instance.is_null() {
+        let Some((new_in, _)) = self.image.instance_in() else {
+            // SAFETY: our live SLP, on its runner thread.
+            let instance = unsafe { (self.image.vtable().instance_new)(self.slp) };
+            if instance.is_null() {
+                failed(&self.image, "Slp::new_instance");
+            }
+            return Box::new(ForeignInstance {
+                image: self.image.clone(),
+                instance,
+                cell: None,
+            });
+        };
+        // The handle goes into the box the runner keeps anyway: boxed first, so the
+        // cell does not move.
+        let mut boxed = Box::new(ForeignInstance {
+            image: self.image.clone(),
+            instance: std::ptr::null_mut(),
+            cell: Some([std::mem::MaybeUninit::uninit(); ffi::INSTANCE_CELL_WORDS]),
+        });
+        let cell = boxed.cell.as_mut().expect("just made").as_mut_ptr().cast::<c_void>();
+        // SAFETY: our live SLP, on its runner thread; the cell is the words the
+        // function asks for, and stays put until `Drop` drops what it holds.
+        if !unsafe { new_in(self.slp, cell, ffi::INSTANCE_CELL_WORDS) } {
+            // Nothing to drop: `instance` is still null.
             failed(&self.image, "Slp::new_instance");
         }
-        Box::new(ForeignInstance {
-            image: self.image.clone(),
-            instance,
-        })
+        boxed.instance = cell;
+        boxed
     }
 
     fn on_reload(&mut self) {
@@ -85,7 +104,11 @@ impl Drop for ForeignSlp {
 
 struct ForeignInstance {
     image: Arc<Image>,
+    /// The plugin's handle: its box, or `cell` when the plugin keeps the handle there.
     instance: *mut c_void,
+    /// Where the plugin put the instance's handle (`ffi::InstanceNewInFn`), so that it
+    /// needs no box of its own; `None` for a plugin without `jsipd_instance_new_in`.
+    cell: Option<[std::mem::MaybeUninit<usize>; ffi::INSTANCE_CELL_WORDS]>,
 }
 
 // SAFETY: plugin instances are `Send`; one thread at a time calls them.
@@ -203,8 +226,19 @@ impl ForeignInstance {
 
 impl Drop for ForeignInstance {
     fn drop(&mut self) {
-        // SAFETY: dropped once.
-        if !unsafe { (self.image.vtable().instance_drop)(self.instance) } {
+        if self.instance.is_null() {
+            // The plugin failed to make it.
+            return;
+        }
+        let ok = match (self.cell.is_some(), self.image.instance_in()) {
+            (true, Some((_, drop_in))) => {
+                // SAFETY: the cell holds the handle `new_in` wrote; dropped once.
+                unsafe { drop_in(self.instance) }
+            }
+            // SAFETY: dropped once. (A cell is only made when the plugin has both.)
+            _ => unsafe { (self.image.vtable().instance_drop)(self.instance) },
+        };
+        if !ok {
             tracing::error!(
                 "plugin [{}] panicked dropping an instance",
                 self.image.tag()

@@ -12,7 +12,6 @@
 //!
 //! Every answer carries `"Instance": N`, so a test can tell which instance answered.
 
-use std::collections::HashMap;
 use std::time::Duration;
 
 use jsipd_plugin_api::jsip::{Message, Method, UriRef};
@@ -34,7 +33,10 @@ impl Slp for Echo {
 #[derive(Default)]
 struct EchoInstance {
     /// Requests waiting for a `delay-N` timer, by timer token.
-    delayed: HashMap<u64, Message>,
+    // A list, not a map: an instance is made for every out-of-dialog request and nearly
+    // never delays one, and a `HashMap` seeded its hasher for each (thread-local state,
+    // dearer still from a `.so`).
+    delayed: Vec<(u64, Message)>,
     next_token: u64,
 }
 
@@ -111,7 +113,8 @@ impl Instance for EchoInstance {
                 Some(method) => self.request(method, msg, host),
             },
             Event::Timer(token) => {
-                if let Some(req) = self.delayed.remove(&token) {
+                if let Some(at) = self.delayed.iter().position(|(t, _)| *t == token) {
+                    let (_, req) = self.delayed.swap_remove(at);
                     answer(req, 200, host);
                 }
             }
@@ -159,7 +162,7 @@ impl EchoInstance {
             }
             (Behaviour::Delay(ms), _) => {
                 self.next_token += 1;
-                self.delayed.insert(self.next_token, msg);
+                self.delayed.push((self.next_token, msg));
                 host.set_timer(Duration::from_millis(ms), self.next_token);
             }
             _ => answer(msg, 200, host),

@@ -8,7 +8,6 @@
 //! - API: any method on `/echo/v1/...` answers the method, path, query and body as JSON;
 //!   `/echo/v1/panic` panics.
 
-use std::collections::HashMap;
 
 use jsipd_plugin_api::api::{Api, Request, Response, Role};
 use jsipd_plugin_api::jsip::{Message, Method, UriRef};
@@ -56,7 +55,10 @@ impl Slp for EchoSlp {
 #[derive(Default)]
 struct EchoInstance {
     /// Answers waiting for their `delay-N` timer, by token.
-    delayed: HashMap<u64, Message>,
+    // A list, not a map: an instance is made for every out-of-dialog request and nearly
+    // never delays one, and a `HashMap` seeded its hasher for each (thread-local state,
+    // dearer still from a `.so`).
+    delayed: Vec<(u64, Message)>,
     next_token: u64,
 }
 
@@ -98,14 +100,15 @@ impl Instance for EchoInstance {
                 match delay {
                     Some(ms) => {
                         self.next_token += 1;
-                        self.delayed.insert(self.next_token, Self::answer(m));
+                        self.delayed.push((self.next_token, Self::answer(m)));
                         host.set_timer(std::time::Duration::from_millis(ms), self.next_token);
                     }
                     None => host.send(Self::answer(m)),
                 }
             }
             Event::Timer(token) => {
-                if let Some(answer) = self.delayed.remove(&token) {
+                if let Some(at) = self.delayed.iter().position(|(t, _)| *t == token) {
+                    let (_, answer) = self.delayed.swap_remove(at);
                     host.send(answer);
                 }
             }

@@ -284,14 +284,20 @@ impl Message {
     /// # Safety
     /// As [`Message::from_ffi_owned`].
     pub unsafe fn from_host_owned(m: &FfiOwnedMessage) -> Result<Message, String> {
+        // SAFETY: the caller's contract: lent for the call, and UTF-8.
+        let type_ = unsafe { m.fields.type_.to_optional_str_unchecked() };
+        // Made here and filled in place (see `take_text`).
+        let mut fields = LentFields::empty(&m.fields, type_);
         // SAFETY: the caller's contract.
-        let fields = unsafe { LentFields::take(m) }?;
+        unsafe { fields.take_text(m) }?;
         Message::from_host_fields(&m.fields, fields)
     }
 
     /// Taken apart rather than read through [`FieldSource`]: every field moves
     /// straight into the message, and nothing is left to drop (200 instructions a
-    /// message less than taking each field by its key).
+    /// message less than taking each field by its key). Inlined, so the fields are not
+    /// moved into its argument first.
+    #[inline(always)]
     fn from_host_fields<T: Text>(m: &FfiMessage, f: LentFields<T>) -> Result<Message, String> {
         let LentFields {
             type_,
@@ -483,25 +489,12 @@ impl<'a> LentFields<'a, &'a str> {
 }
 
 impl<'a> LentFields<'a, String> {
-    /// # Safety
-    /// As [`Message::from_ffi_owned`], for `'a`.
-    // Inlined into its two callers, and filling fields they made, so the fields are
-    // built where they are used, not built here and moved (a ~380-byte memcpy per
-    // message, each way, and another out of the `Result`).
-    #[inline(always)]
-    unsafe fn take(m: &'a FfiOwnedMessage) -> Result<Self, String> {
-        // SAFETY: the caller's contract: lent for the call, and UTF-8.
-        let type_ = unsafe { m.fields.type_.to_optional_str_unchecked() };
-        let mut f = LentFields::empty(&m.fields, type_);
-        // SAFETY: the caller's.
-        unsafe { f.take_text(m) }?;
-        Ok(f)
-    }
-
-    /// The text of `m` into fields made by [`LentFields::empty`].
+    /// The text of `m` into fields made by [`LentFields::empty`]: filled in place by
+    /// their two takers (a plugin's message, the host's), not built here and moved (a
+    /// ~380-byte memcpy per message, each way, and another out of a `Result`).
     ///
     /// # Safety
-    /// As [`LentFields::take`].
+    /// As [`Message::from_ffi_owned`], for `'a`.
     #[inline(always)]
     unsafe fn take_text(&mut self, m: &'a FfiOwnedMessage) -> Result<(), String> {
         let f = self;
