@@ -43,6 +43,13 @@ macro_rules! export_plugin {
         #[no_mangle]
         pub static JSIPD_SLP_NEVER_BLOCKS: u8 = <$plugin as $crate::Plugin>::SLP_NEVER_BLOCKS as u8;
 
+        /// Read by jsipd's loader when present (older plugins lack it): 0 when the SLP's
+        /// instances want no DialogEnded and PeerDisconnected events
+        /// ([`Plugin::SLP_WANTS_DIALOG_EVENTS`]).
+        #[no_mangle]
+        pub static JSIPD_SLP_DIALOG_EVENTS: u8 =
+            <$plugin as $crate::Plugin>::SLP_WANTS_DIALOG_EVENTS as u8;
+
         /// Read by jsipd's loader when present (older plugins lack it): the top-level
         /// path of the people's port the API is also served at ([`Plugin::PEOPLE_ROOT`]).
         #[no_mangle]

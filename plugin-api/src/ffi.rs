@@ -24,8 +24,8 @@
 //!   daemon's mimalloc instead of the C library's `malloc` (`alloc.rs`). Each side still
 //!   frees only what it allocated.
 //! - Optional symbols (a plugin of any minor may have them; the host looks them up and
-//!   does without): `JSIPD_SLP_NEVER_BLOCKS`, `jsipd_api_drain`, `JSIPD_PEOPLE_ROOT`,
-//!   and `jsipd_instance_new_in` with `jsipd_instance_drop_in` ([`InstanceNewInFn`]:
+//!   does without): `JSIPD_SLP_NEVER_BLOCKS`, `JSIPD_SLP_DIALOG_EVENTS`,
+//!   `jsipd_api_drain`, `JSIPD_PEOPLE_ROOT`, and `jsipd_instance_new_in` with `jsipd_instance_drop_in` ([`InstanceNewInFn`]:
 //!   an instance's handle kept in the host's memory, not boxed by the plugin).
 //! - Every borrowed pointer is valid only during the call it is passed to. Nothing is
 //!   freed on the other side of the boundary: strings the host hands back (new
@@ -54,6 +54,11 @@ pub const PEOPLE_ROOT_SYMBOL: &[u8] = b"JSIPD_PEOPLE_ROOT\0";
 /// Tells an API object (an `api` pointer of [`PluginVTable`]) that its generation
 /// drains; `false` when the plugin panicked.
 pub type ApiDrainFn = unsafe extern "C" fn(api: *const c_void) -> bool;
+/// An optional `u8` static: 0 when the plugin's SLP does not want
+/// [`DIALOG_ENDED`](event::DIALOG_ENDED) and [`PEER_DISCONNECTED`](event::PEER_DISCONNECTED)
+/// events (`Plugin::SLP_WANTS_DIALOG_EVENTS`). Absent in plugins built before it
+/// existed, which then get them, as before.
+pub const DIALOG_EVENTS_SYMBOL: &[u8] = b"JSIPD_SLP_DIALOG_EVENTS\0";
 /// The symbol of an optional [`InstanceNewInFn`], which comes with an
 /// [`InstanceDropInFn`] ([`INSTANCE_DROP_IN_SYMBOL`]); plugins built before them lack
 /// both, and the loader then uses the vtable's `instance_new` and `instance_drop`.

@@ -27,6 +27,14 @@ pub trait Plugin: Send + Sync + Sized + 'static {
     /// [`Host::set_timer`]: crate::slp::Host::set_timer
     const SLP_NEVER_BLOCKS: bool = false;
 
+    /// `false` when the SLP's instances do nothing with
+    /// [`Event::DialogEnded`](crate::slp::Event::DialogEnded) and
+    /// [`Event::PeerDisconnected`](crate::slp::Event::PeerDisconnected): the host then
+    /// does not call them with those (see
+    /// [`Slp::wants_dialog_events`](crate::slp::Slp::wants_dialog_events)), which saves
+    /// a call across the `.so` boundary for every out-of-dialog request.
+    const SLP_WANTS_DIALOG_EVENTS: bool = true;
+
     /// A top-level path of the people's port (`"/api"`, at most 31 bytes) at which the
     /// plugin's API is served as well as at `/NAME/vN/`, for another product's URLs
     /// that existing scripts call. Requests there reach [`Api::handle`] even without a

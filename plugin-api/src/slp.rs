@@ -44,6 +44,16 @@ pub trait Slp: Send {
     fn never_blocks(&self) -> bool {
         false
     }
+
+    /// Whether its instances act on [`Event::DialogEnded`] and
+    /// [`Event::PeerDisconnected`]. An SLP that keeps nothing per dialog (an echo, a
+    /// lookup, a service that answers each request and forgets it) says `false`, and
+    /// the host then does not call its instances with them: for an out-of-dialog
+    /// request, that is one call of the two it costs. `Plugin::SLP_WANTS_DIALOG_EVENTS`
+    /// is how a `.so` says it.
+    fn wants_dialog_events(&self) -> bool {
+        true
+    }
 }
 
 /// The per-dialog (or per-relid group) state of an SLP.

@@ -66,9 +66,25 @@ impl Default for StackConfig {
 pub enum Delivery {
     Loaded,
     Message(Box<Message>),
-    DialogEnded { dialogue_id: String },
-    PeerDisconnected { dialogue_id: String },
+    /// The id shared with the stack's key: made a `String` only for an SLP that hears
+    /// it ([`Slp::wants_dialog_events`](jsipd_plugin_api::slp::Slp::wants_dialog_events)).
+    DialogEnded {
+        dialogue_id: Arc<str>,
+    },
+    PeerDisconnected {
+        dialogue_id: Arc<str>,
+    },
     Draining,
+}
+
+impl Delivery {
+    /// A DialogEnded or PeerDisconnected.
+    pub fn is_dialog_event(&self) -> bool {
+        matches!(
+            self,
+            Delivery::DialogEnded { .. } | Delivery::PeerDisconnected { .. }
+        )
+    }
 }
 
 impl From<Delivery> for Event {
@@ -76,8 +92,13 @@ impl From<Delivery> for Event {
         match d {
             Delivery::Loaded => Event::Loaded,
             Delivery::Message(m) => Event::Message(*m),
-            Delivery::DialogEnded { dialogue_id } => Event::DialogEnded { dialogue_id },
-            Delivery::PeerDisconnected { dialogue_id } => Event::PeerDisconnected { dialogue_id },
+            // Not `to_string`, which goes through `Display` for an `Arc<str>`.
+            Delivery::DialogEnded { dialogue_id } => Event::DialogEnded {
+                dialogue_id: String::from(&*dialogue_id),
+            },
+            Delivery::PeerDisconnected { dialogue_id } => Event::PeerDisconnected {
+                dialogue_id: String::from(&*dialogue_id),
+            },
             Delivery::Draining => Event::Draining,
         }
     }
@@ -1363,8 +1384,7 @@ impl Stack {
         self.deliver_to(
             d.instance,
             Delivery::DialogEnded {
-                // Not `to_string`, which goes through `Display` for an `Arc<str>`.
-                dialogue_id: String::from(&*key.id),
+                dialogue_id: key.id.clone(),
             },
         );
         if let Some(info) = self.instances.get_mut(&d.instance) {
@@ -1381,9 +1401,9 @@ impl Stack {
         let mut keys: Vec<&DialogKey> = self.dialogs.keys().filter(|k| &*k.peer == peer).collect();
         // Dialog order is the map's; make the events' order not depend on hashing.
         keys.sort_by(|a, b| a.id.cmp(&b.id));
-        let events: Vec<(InstanceId, String)> = keys
+        let events: Vec<(InstanceId, Arc<str>)> = keys
             .into_iter()
-            .map(|k| (self.dialogs[k].instance, String::from(&*k.id)))
+            .map(|k| (self.dialogs[k].instance, k.id.clone()))
             .collect();
         for (instance, dialogue_id) in events {
             self.deliver_to(instance, Delivery::PeerDisconnected { dialogue_id });

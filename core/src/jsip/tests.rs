@@ -187,7 +187,7 @@ fn message_dispatches_to_a_new_instance_which_ends_with_the_transaction() {
     let out = h.slp(i, vec![answer(&m, 200)]);
     assert_eq!(to_peers(&out), [("p".into(), "200".into(), 1)]);
     assert_eq!(ended(&out), [i]);
-    assert!(out.iter().any(|o| matches!(o, Output::ToSlp { event: Delivery::DialogEnded { dialogue_id }, .. } if dialogue_id == "m1")));
+    assert!(out.iter().any(|o| matches!(o, Output::ToSlp { event: Delivery::DialogEnded { dialogue_id }, .. } if &**dialogue_id == "m1")));
     assert_eq!(h.stack.dialog_count(), 0);
     assert_eq!(
         h.stack.instance_count(),
@@ -631,7 +631,7 @@ fn a_peer_disconnect_is_told_to_its_dialogs_which_live_on() {
             _ => None,
         })
         .collect();
-    assert_eq!(told, [(i, "d".to_string())]);
+    assert_eq!(told, [(i, "d".into())]);
     assert!(told.iter().all(|(inst, _)| *inst != j));
     // The dialog is still there: the peer may come back and carry on.
     let out = h.peer("p", req("INFO", "d", 3, ""));

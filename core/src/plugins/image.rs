@@ -80,6 +80,9 @@ pub struct Image {
     api_drain: Option<ffi::ApiDrainFn>,
     /// The plugin says its SLP never blocks (`JSIPD_SLP_NEVER_BLOCKS`).
     never_blocks: bool,
+    /// Its SLP's instances want DialogEnded and PeerDisconnected
+    /// (`JSIPD_SLP_DIALOG_EVENTS`; true when absent).
+    dialog_events: bool,
     /// `jsipd_instance_new_in` and `jsipd_instance_drop_in`, when the plugin has them:
     /// its instances' handles are kept in the host's memory.
     instance_in: Option<(ffi::InstanceNewInFn, ffi::InstanceDropInFn)>,
@@ -131,6 +134,11 @@ impl Image {
         let never_blocks = unsafe { library.get::<*const u8>(ffi::NEVER_BLOCKS_SYMBOL) }
             .map(|sym| unsafe { std::ptr::read(*sym) } == 1)
             .unwrap_or(false);
+        // SAFETY: an optional `u8` static (export_plugin!); read, not called. Absent:
+        // the plugin gets every event, as before it existed.
+        let dialog_events = unsafe { library.get::<*const u8>(ffi::DIALOG_EVENTS_SYMBOL) }
+            .map(|sym| unsafe { std::ptr::read(*sym) } != 0)
+            .unwrap_or(true);
         // SAFETY: an optional function of the ffi::ApiDrainFn type (export_plugin!).
         let api_drain = unsafe { library.get::<ffi::ApiDrainFn>(ffi::API_DRAIN_SYMBOL) }
             .map(|sym| *sym)
@@ -218,6 +226,7 @@ impl Image {
             never_blocks,
             api_drain,
             instance_in,
+            dialog_events,
             people_root,
         };
         if image.vtable.plugin.is_null() {
@@ -240,6 +249,11 @@ impl Image {
 
     pub fn vtable(&self) -> &PluginVTable {
         &self.vtable
+    }
+
+    /// Whether its SLP's instances want DialogEnded and PeerDisconnected.
+    pub fn wants_dialog_events(&self) -> bool {
+        self.dialog_events
     }
 
     /// The plugin's `jsipd_instance_new_in` and `jsipd_instance_drop_in`, if it has them.

@@ -47,6 +47,10 @@ impl Slp for ForeignSlp {
         self.image.never_blocks()
     }
 
+    fn wants_dialog_events(&self) -> bool {
+        self.image.wants_dialog_events()
+    }
+
     fn new_instance(&mut self) -> Box<dyn Instance> {
         let Some((new_in, _)) = self.image.instance_in() else {
             // SAFETY: our live SLP, on its runner thread.
@@ -67,7 +71,12 @@ impl Slp for ForeignSlp {
             instance: std::ptr::null_mut(),
             cell: Some([std::mem::MaybeUninit::uninit(); ffi::INSTANCE_CELL_WORDS]),
         });
-        let cell = boxed.cell.as_mut().expect("just made").as_mut_ptr().cast::<c_void>();
+        let cell = boxed
+            .cell
+            .as_mut()
+            .expect("just made")
+            .as_mut_ptr()
+            .cast::<c_void>();
         // SAFETY: our live SLP, on its runner thread; the cell is the words the
         // function asks for, and stays put until `Drop` drops what it holds.
         if !unsafe { new_in(self.slp, cell, ffi::INSTANCE_CELL_WORDS) } {

@@ -25,6 +25,11 @@ impl Slp for Echo {
         true
     }
 
+    /// It answers each request and keeps nothing per dialog.
+    fn wants_dialog_events(&self) -> bool {
+        false
+    }
+
     fn new_instance(&mut self) -> Box<dyn Instance> {
         Box::new(EchoInstance::default())
     }

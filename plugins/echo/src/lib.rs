@@ -8,7 +8,6 @@
 //! - API: any method on `/echo/v1/...` answers the method, path, query and body as JSON;
 //!   `/echo/v1/panic` panics.
 
-
 use jsipd_plugin_api::api::{Api, Request, Response, Role};
 use jsipd_plugin_api::jsip::{Message, Method, UriRef};
 use jsipd_plugin_api::serde_json::{json, Value};
@@ -29,6 +28,8 @@ pub struct Echo;
 impl Plugin for Echo {
     // Answers at once or from a timer: nothing here waits.
     const SLP_NEVER_BLOCKS: bool = true;
+    // It answers each request and keeps nothing per dialog.
+    const SLP_WANTS_DIALOG_EVENTS: bool = false;
 
     fn load(context: &Context) -> Result<Self, String> {
         tracing::info!("echo plugin loaded (marker {MARKER}) as {}", context.name());
