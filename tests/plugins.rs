@@ -118,7 +118,7 @@ fn load_list_call_and_delete_an_slp_and_an_api() {
     assert_eq!(e["generations"][0]["file"], "echo.so");
     // Built with today's plugin-api on the host's allocator: its messages cross with
     // their text, not copied.
-    assert_eq!(e["generations"][0]["abi"], "1.7", "{e}");
+    assert_eq!(e["generations"][0]["abi"], "1.8", "{e}");
     assert_eq!(e["generations"][0]["messages"], "handed over", "{e}");
     let apis = get(d.api, "/apim/v1/apis").json();
     let names: Vec<&str> = apis["data"]
@@ -251,7 +251,7 @@ fn a_plugin_on_the_c_librarys_allocator_is_lent_its_messages_not_handed_them() {
     let g = load_slp(&d, "early", "early.so");
     d.wait_log("keeps the C library's allocator", WAIT);
     let gen = generation(&d, "early", g);
-    assert_eq!(gen["abi"], "1.7", "{gen}");
+    assert_eq!(gen["abi"], "1.8", "{gen}");
     assert_eq!(gen["messages"], "lent", "{gen}");
     // Every kind of text still crosses whole: fields, a string and an object Body,
     // non-ASCII text, unknown keys, and (in the answers) the ended dialogs' IDs.

@@ -10,6 +10,7 @@
 //! - [`transport`]: the RTC port (JSIP over WebSocket).
 //! - [`app`], [`stats`]: state shared by all of the above.
 
+pub mod alloc;
 pub mod api;
 pub mod app;
 pub mod cli;

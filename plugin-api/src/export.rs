@@ -371,7 +371,7 @@ impl Host for ForeignHost<'_> {
             // SAFETY: the host's function with its context, valid during the event; it
             // takes the text, which came from its own allocator.
             message
-                .hand_over()
+                .hand_over_to(ffi::ABI_MINOR)
                 .send(|m| unsafe { (self.0.send_owned)(self.0.ctx, m) })
         } else {
             let lent = message.lend();

@@ -27,6 +27,10 @@
 //!   does without): `JSIPD_SLP_NEVER_BLOCKS`, `JSIPD_SLP_DIALOG_EVENTS`,
 //!   `jsipd_api_drain`, `JSIPD_PEOPLE_ROOT`, and `jsipd_instance_new_in` with `jsipd_instance_drop_in` ([`InstanceNewInFn`]:
 //!   an instance's handle kept in the host's memory, not boxed by the plugin).
+//! - ABI 1.8: a handed-over message's unknown keys may be lent as an array for the
+//!   call (`FfiOwnedMessage::entries` with capacity 0; their strings are still handed
+//!   over). The sender does so only to a receiver of 1.8 or later: the host asks the
+//!   plugin's minor, and a plugin's host is never older than the plugin.
 //! - Every borrowed pointer is valid only during the call it is passed to. Nothing is
 //!   freed on the other side of the boundary: strings the host hands back (new
 //!   DialogueIDs) are written into a buffer the plugin owns.
@@ -87,7 +91,7 @@ pub const ABI_MAGIC: [u8; 16] = *b"jsipd-plugin-abi";
 /// Changes when the boundary changes incompatibly; the loader refuses another major.
 pub const ABI_MAJOR: u32 = 1;
 /// Grows when something is added compatibly.
-pub const ABI_MINOR: u32 = 7;
+pub const ABI_MINOR: u32 = 8;
 
 /// Read by the loader before anything else (a `#[no_mangle] static`).
 #[repr(C)]
@@ -537,7 +541,10 @@ pub struct FfiOwnedMessage {
     /// rather than JSON text: the usual `Body` crosses without being written or parsed.
     pub body_is_string: bool,
     /// The unknown keys, one entry each: the buffer of a `Vec<FfiOwnedEntry>` (`len`
-    /// entries, `capacity` allocated), handed over with the strings it holds.
+    /// entries, `capacity` allocated), handed over with the strings it holds; or, with
+    /// `capacity` 0 (ABI 1.8, to a receiver of 1.8 or later), `len` entries lent for the
+    /// call, whose strings are still handed over. A single unknown key crosses so,
+    /// without a vector allocated on one side and freed on the other.
     pub entries: *mut FfiOwnedEntry,
     pub entries_len: usize,
     pub entries_capacity: usize,

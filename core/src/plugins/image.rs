@@ -8,6 +8,7 @@
 //! drop the plugin object, `dlclose`, and tell from `/proc/self/maps` whether the code
 //! really left memory.
 
+use std::alloc::{GlobalAlloc, Layout};
 use std::ffi::c_void;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -16,6 +17,7 @@ use std::sync::{Arc, Mutex};
 use jsipd_plugin_api::ffi::{self, AbiRecord, EntryFn, FfiStr, LoadArgs, PluginVTable};
 
 use super::file::{refuse, Refusal};
+use crate::alloc::GLOBAL;
 
 /// How a plugin's SLP gets each message, fixed at load by its ABI minor and allocator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -251,6 +253,11 @@ impl Image {
         &self.vtable
     }
 
+    /// The ABI minor the plugin was built with.
+    pub fn abi_minor(&self) -> u32 {
+        self.abi_minor
+    }
+
     /// Whether its SLP's instances want DialogEnded and PeerDisconnected.
     pub fn wants_dialog_events(&self) -> bool {
         self.dialog_events
@@ -442,19 +449,16 @@ fn host_max_level() -> u8 {
 
 /// The plugin's allocations, made with the daemon's own global allocator (mimalloc): a
 /// plugin's many small strings cost what the host's do (ABI 1.6, `plugin-api/src/alloc.rs`).
+/// Called directly, not through `std::alloc`'s shims (see `crate::alloc`).
 unsafe extern "C" fn host_alloc(size: usize, align: usize) -> *mut u8 {
     // SAFETY: the plugin's `GlobalAlloc` passes a valid, non-zero layout.
-    unsafe { std::alloc::alloc(std::alloc::Layout::from_size_align_unchecked(size, align)) }
+    unsafe { GLOBAL.alloc(Layout::from_size_align_unchecked(size, align)) }
 }
 
 unsafe extern "C" fn host_dealloc(ptr: *mut u8, size: usize, align: usize) {
-    // SAFETY: `ptr` came from `host_alloc` or `host_realloc` with this layout.
-    unsafe {
-        std::alloc::dealloc(
-            ptr,
-            std::alloc::Layout::from_size_align_unchecked(size, align),
-        )
-    }
+    // SAFETY: `ptr` came from `host_alloc` or `host_realloc` with this layout, or from
+    // the daemon's own allocations (a handed-over string), which use the same allocator.
+    unsafe { GLOBAL.dealloc(ptr, Layout::from_size_align_unchecked(size, align)) }
 }
 
 unsafe extern "C" fn host_realloc(
@@ -465,9 +469,9 @@ unsafe extern "C" fn host_realloc(
 ) -> *mut u8 {
     // SAFETY: as in `host_dealloc`; `new_size` is valid for `align`.
     unsafe {
-        std::alloc::realloc(
+        GLOBAL.realloc(
             ptr,
-            std::alloc::Layout::from_size_align_unchecked(size, align),
+            Layout::from_size_align_unchecked(size, align),
             new_size,
         )
     }

@@ -132,15 +132,17 @@ impl Instance for ForeignInstance {
             // compiled-in SLP.
             Event::Message(m) if handed_over => {
                 // The plugin owns the message's text from the call on, whatever it does.
-                let ok = m.hand_over().send(|owned_message| {
-                    self.deliver(
-                        &FfiEvent {
-                            owned_message,
-                            ..FfiEvent::new(ffi::event::MESSAGE_OWNED)
-                        },
-                        host,
-                    )
-                });
+                let ok = m
+                    .hand_over_to(self.image.abi_minor())
+                    .send(|owned_message| {
+                        self.deliver(
+                            &FfiEvent {
+                                owned_message,
+                                ..FfiEvent::new(ffi::event::MESSAGE_OWNED)
+                            },
+                            host,
+                        )
+                    });
                 return self.check(ok);
             }
             // Their DialogueID goes the same way.

@@ -43,23 +43,36 @@ impl LentMessage<'_> {
 /// without being sent, it frees its text itself.
 pub struct HandedMessage {
     owned: FfiOwnedMessage,
+    /// The one unknown key, lent in place (ABI 1.8; see `FfiOwnedMessage::entries`):
+    /// `owned.entries` points here once `self` no longer moves.
+    lent_entry: Option<FfiOwnedEntry>,
 }
 
 impl HandedMessage {
-    /// Valid while `self` is; for looking, not for sending (that is [`HandedMessage::send`]).
-    pub fn as_ffi(&self) -> *const FfiOwnedMessage {
+    /// Valid while `self` is and does not move; for looking, not for sending (that is
+    /// [`HandedMessage::send`]).
+    pub fn as_ffi(&mut self) -> *const FfiOwnedMessage {
+        self.point_at_lent_entry();
         &self.owned
     }
 
     /// Calls `receive`, which owns the message's text from then on, whatever it does.
     pub fn send<R>(self, receive: impl FnOnce(*const FfiOwnedMessage) -> R) -> R {
-        let this = ManuallyDrop::new(self);
+        let mut this = ManuallyDrop::new(self);
+        this.point_at_lent_entry();
         receive(&this.owned)
+    }
+
+    fn point_at_lent_entry(&mut self) {
+        if let Some(entry) = &mut self.lent_entry {
+            self.owned.entries = entry;
+        }
     }
 }
 
 impl Drop for HandedMessage {
     fn drop(&mut self) {
+        self.point_at_lent_entry();
         // SAFETY: never sent, so the buffers are still this side's own.
         unsafe { reclaim_all(&self.owned) };
     }
@@ -135,11 +148,19 @@ impl Message {
     }
 
     /// This message with its text, for a receiver that allocates with this side's
-    /// allocator (see [`FfiOwnedMessage`]). A string `Body` crosses as its value, and
-    /// each unknown key as its name and value.
-    // Inlined into its callers, so the message is not copied into its argument first.
+    /// allocator (see [`FfiOwnedMessage`]), of any ABI from 1.7 on. A string `Body`
+    /// crosses as its value, and each unknown key as its name and value.
     #[inline]
     pub fn hand_over(self) -> HandedMessage {
+        self.hand_over_to(7)
+    }
+
+    /// [`Message::hand_over`] for a receiver of ABI 1.`receiver_minor`: from 1.8 on, a
+    /// single unknown key (a plugin's marker, a person's `Caller`) is lent in place
+    /// instead of in a vector allocated here and freed there.
+    // Inlined into its callers, so the message is not copied into its argument first.
+    #[inline]
+    pub fn hand_over_to(self, receiver_minor: u32) -> HandedMessage {
         let (type_, code) = self.type_and_code();
         let (body, body_is_string) = match self.body {
             Some(Value::String(s)) => (Some(s), true),
@@ -178,6 +199,37 @@ impl Message {
         // A key that names a known field is left out, as in the frame text: the typed
         // field wins. Most messages have no unknown keys, and collecting from an empty
         // map still cost 128 instructions (dropping it costs 47).
+        let give_entry = |(k, v): (String, Value)| {
+            let (value, value_is_string) = match v {
+                Value::String(s) => (s, true),
+                other => (json_text(&other), false),
+            };
+            let (key, key_capacity) = FfiStr::give(k);
+            let (value, value_capacity) = FfiStr::give(value);
+            FfiOwnedEntry {
+                key,
+                key_capacity,
+                value,
+                value_capacity,
+                value_is_string,
+            }
+        };
+        let one_unknown = self.extra.len() == 1 && self.extra.keys().all(|k| Key::of(k).is_none());
+        if receiver_minor >= 8 && one_unknown {
+            let entry = self.extra.into_iter().map(give_entry).next();
+            return HandedMessage {
+                owned: FfiOwnedMessage {
+                    fields,
+                    capacity,
+                    body_is_string,
+                    // Pointed at `lent_entry` when it is sent.
+                    entries: std::ptr::null_mut(),
+                    entries_len: 1,
+                    entries_capacity: 0,
+                },
+                lent_entry: entry,
+            };
+        }
         let entries: Vec<FfiOwnedEntry> = if self.extra.is_empty() {
             Vec::new()
         } else {
@@ -188,21 +240,7 @@ impl Message {
                 self.extra
                     .into_iter()
                     .filter(|(k, _)| Key::of(k).is_none())
-                    .map(|(k, v)| {
-                        let (value, value_is_string) = match v {
-                            Value::String(s) => (s, true),
-                            other => (json_text(&other), false),
-                        };
-                        let (key, key_capacity) = FfiStr::give(k);
-                        let (value, value_capacity) = FfiStr::give(value);
-                        FfiOwnedEntry {
-                            key,
-                            key_capacity,
-                            value,
-                            value_capacity,
-                            value_is_string,
-                        }
-                    }),
+                    .map(give_entry),
             );
             entries
         };
@@ -216,6 +254,7 @@ impl Message {
                 entries_len: entries.len(),
                 entries_capacity: entries.capacity(),
             },
+            lent_entry: None,
         }
     }
 
@@ -299,40 +338,15 @@ impl Message {
     /// moved into its argument first.
     #[inline(always)]
     fn from_host_fields<T: Text>(m: &FfiMessage, f: LentFields<T>) -> Result<Message, String> {
-        let LentFields {
-            type_,
-            strings:
-                [request_uri, desc, from, to, dialogue_id, router, content_type, p_asserted_identity, event, reason],
-            related_id,
-            expire,
-            body,
-            extra,
-            ..
-        } = f;
-        let kind = match type_.ok_or("Type is missing")? {
+        let kind = match f.type_.ok_or("Type is missing")? {
             "RESPONSE" => Kind::Response(m.code),
             ty => Kind::Request(Method::parse(ty).ok_or_else(|| format!("unknown Type '{ty}'"))?),
         };
-        let text = |s: Option<T>| s.map(Text::into_string);
-        let required_text = |s: Option<T>, key: Key| required(s, key).map(Text::into_string);
-        Ok(Message {
-            kind,
-            request_uri: text(request_uri),
-            desc: text(desc),
-            from: required_text(from, Key::From)?,
-            to: required_text(to, Key::To)?,
-            dialogue_id: required_text(dialogue_id, Key::DialogueId)?,
-            cseq: m.cseq,
-            router: text(router),
-            related_id,
-            expire,
-            body,
-            content_type: text(content_type),
-            p_asserted_identity: text(p_asserted_identity),
-            event: text(event),
-            reason: text(reason),
-            extra,
-        })
+        for key in [Key::From, Key::To, Key::DialogueId] {
+            required(f.text(key), key)?;
+        }
+        // The host's fields as they are: a Desc on a request too.
+        Ok(f.into_message(kind, true))
     }
 }
 
@@ -396,12 +410,38 @@ fn not_utf8(i: usize, e: std::str::Utf8Error) -> String {
 ///
 /// # Safety
 /// As [`FfiStr::adopt`], for `m`'s entries.
-unsafe fn adopt_entries(m: &FfiOwnedMessage) -> Vec<FfiOwnedEntry> {
+unsafe fn adopt_entries(m: &FfiOwnedMessage) -> Entries<'_> {
     if m.entries.is_null() {
-        return Vec::new();
+        return Entries::Owned(Vec::new().into_iter());
+    }
+    if m.entries_capacity == 0 {
+        // Lent for the call (ABI 1.8), or an empty vector that owns nothing.
+        // SAFETY: the caller's contract: `entries_len` entries, valid for the call.
+        return Entries::Lent(
+            unsafe { std::slice::from_raw_parts(m.entries, m.entries_len) }.iter(),
+        );
     }
     // SAFETY: the caller's contract.
-    unsafe { Vec::from_raw_parts(m.entries, m.entries_len, m.entries_capacity) }
+    Entries::Owned(
+        unsafe { Vec::from_raw_parts(m.entries, m.entries_len, m.entries_capacity) }.into_iter(),
+    )
+}
+
+/// A handed-over message's entries: a vector's buffer handed over with them, or lent
+/// for the call. Either way each entry's strings are handed over.
+enum Entries<'a> {
+    Owned(std::vec::IntoIter<FfiOwnedEntry>),
+    Lent(std::slice::Iter<'a, FfiOwnedEntry>),
+}
+
+impl Iterator for Entries<'_> {
+    type Item = FfiOwnedEntry;
+    fn next(&mut self) -> Option<FfiOwnedEntry> {
+        match self {
+            Entries::Owned(v) => v.next(),
+            Entries::Lent(s) => s.next().copied(),
+        }
+    }
 }
 
 /// Frees every buffer of a handed-over message (one that is refused, or never sent).
@@ -601,9 +641,22 @@ impl<'a, T: Text> LentFields<'a, T> {
     #[inline(always)]
     #[allow(clippy::result_large_err)]
     pub(super) fn into_valid_message(self) -> Result<Message, Self> {
-        let Some(kind) = self.valid_kind() else {
-            return Err(self);
-        };
+        match self.valid_kind() {
+            Some(kind) => Ok(self.into_message(kind, false)),
+            None => Err(self),
+        }
+    }
+
+    /// A text field's value, `Type` aside.
+    fn text(&self, key: Key) -> Option<&str> {
+        slot(key).and_then(|i| self.strings[i].as_ref().map(AsRef::as_ref))
+    }
+
+    /// Every field moved into a message of `kind`, whose From, To and DialogueID the
+    /// caller found there. A request's Desc and a response's Request-URI are dropped,
+    /// as the frame's checks drop them, unless `as_given`.
+    #[inline(always)]
+    fn into_message(self, kind: Kind, as_given: bool) -> Message {
         let LentFields {
             strings:
                 [request_uri, desc, from, to, dialogue_id, router, content_type, p_asserted_identity, event, reason],
@@ -615,19 +668,19 @@ impl<'a, T: Text> LentFields<'a, T> {
             ..
         } = self;
         let text = |s: Option<T>| s.map(Text::into_string);
-        // `valid_kind` saw each of these.
-        let required = |s: Option<T>| s.map(Text::into_string).unwrap_or_default();
+        let given = |s: Option<T>| s.map(Text::into_string).unwrap_or_default();
         let (request_uri, desc) = match kind {
+            _ if as_given => (text(request_uri), text(desc)),
             Kind::Request(_) => (text(request_uri), None),
             Kind::Response(_) => (None, text(desc)),
         };
-        Ok(Message {
+        Message {
             kind,
             request_uri,
             desc,
-            from: required(from),
-            to: required(to),
-            dialogue_id: required(dialogue_id),
+            from: given(from),
+            to: given(to),
+            dialogue_id: given(dialogue_id),
             cseq: cseq.unwrap_or_default(),
             router: text(router),
             related_id,
@@ -638,7 +691,7 @@ impl<'a, T: Text> LentFields<'a, T> {
             event: text(event),
             reason: text(reason),
             extra,
-        })
+        }
     }
 
     /// The message's kind if the fields pass every check of [`Message::from_source`]:
@@ -646,11 +699,7 @@ impl<'a, T: Text> LentFields<'a, T> {
     /// response's Code is 100-699, a request has its Request-URI, an ACK or CANCEL its
     /// RelatedID. (Each field is typed already, so none can hold the wrong kind.)
     fn valid_kind(&self) -> Option<Kind> {
-        let given = |key: Key| {
-            slot(key)
-                .and_then(|i| self.strings[i].as_ref())
-                .is_some_and(|s| !s.as_ref().is_empty())
-        };
+        let given = |key: Key| self.text(key).is_some_and(|s| !s.is_empty());
         if !(given(Key::DialogueId) && given(Key::From) && given(Key::To)) || self.cseq.is_none() {
             return None;
         }
@@ -862,7 +911,52 @@ mod tests {
             lent.as_ref().map_err(ParseError::reason),
             handed.as_ref().map_err(ParseError::reason)
         );
+        // And to a receiver of this ABI, which may get a single unknown key lent.
+        // SAFETY: as above.
+        let handed = m
+            .clone()
+            .hand_over_to(crate::ffi::ABI_MINOR)
+            .send(|h| unsafe { Message::from_ffi_owned(&*h) });
+        assert_eq!(
+            lent.as_ref().map_err(ParseError::reason),
+            handed.as_ref().map_err(ParseError::reason)
+        );
         lent
+    }
+
+    #[test]
+    fn a_single_unknown_key_is_lent_in_place_to_a_receiver_of_abi_1_8() {
+        let mut m = Message::request(Method::Message, "a@b", "c@d", "a@b", "d1", 1);
+        m.extra.insert("X-Marker".into(), json!("x"));
+        let mut h = m.clone().hand_over_to(8);
+        // SAFETY: `h` lives and stays put while this is read.
+        let (capacity, len) =
+            unsafe { ((*h.as_ffi()).entries_capacity, (*h.as_ffi()).entries_len) };
+        assert_eq!((capacity, len), (0, 1), "lent: no vector");
+        // SAFETY: handed over within this process, taken once.
+        assert_eq!(
+            h.send(|h| unsafe { Message::from_ffi_owned(&*h) }),
+            Ok(m.clone())
+        );
+        // SAFETY: as above.
+        assert_eq!(
+            m.clone()
+                .hand_over_to(8)
+                .send(|h| unsafe { Message::from_host_owned(&*h) }),
+            Ok(m.clone())
+        );
+        // Dropped unsent, a lent entry's strings are freed like the rest.
+        drop(m.clone().hand_over_to(8));
+        // An older receiver gets a vector; two keys always do.
+        let mut h = m.clone().hand_over_to(7);
+        // SAFETY: as above.
+        assert!(unsafe { (*h.as_ffi()).entries_capacity } >= 1);
+        drop(h);
+        m.extra.insert("X-Other".into(), json!(2));
+        let mut h = m.clone().hand_over_to(8);
+        // SAFETY: as above.
+        assert!(unsafe { (*h.as_ffi()).entries_capacity } >= 2);
+        drop(h);
     }
 
     /// A copy of `m`, handed over.
@@ -884,7 +978,7 @@ mod tests {
         let mut m = Message::request(Method::Invite, "sip:a@b", "c@d", "a@b", "d1", 7);
         m.body = Some(json!("v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\n"));
         m.extra.insert("X-Trace".into(), json!({"hop": 1}));
-        let h = handed_over(&m);
+        let mut h = handed_over(&m);
         // SAFETY: `h` is alive.
         let (from_ptr, body_ptr, body_is_string) = unsafe {
             let f = &(*h.as_ffi()).fields;
