@@ -450,11 +450,12 @@ impl Node {
         let config = self.config.clone();
         for name in &config.stack.builtin_slps {
             let slp = crate::slps::make(name).expect("config checked the name");
+            let dialog_events = slp.wants_dialog_events();
             let usage = Arc::new(Usage::default());
             let runner = self.spawn_runner(name, slp, usage.clone())?;
             self.runners
                 .insert(name.as_str().into(), SlpRun::new(runner, None));
-            self.stack.add_slp(name, name);
+            self.stack.add_slp(name, name, dialog_events);
             self.builtin_usage.push((name.clone(), usage));
             tracing::info!("SLP {name} loaded (compiled in)");
         }
@@ -517,6 +518,8 @@ impl Node {
         image: Arc<Image>,
     ) -> Result<(), Refusal> {
         let key = generation.key();
+        // Read from the image (the symbol it exports), not a call into the plugin.
+        let dialog_events = slp.wants_dialog_events();
         let runner = self
             .spawn_runner(&key, slp, generation.usage.clone())
             .map_err(|e| refuse(503, format!("cannot start the SLP's thread: {e}")))?;
@@ -525,7 +528,7 @@ impl Node {
             SlpRun::new(runner, Some((generation.clone(), image))),
         );
         let previous = self.stack.remove_slp(&name);
-        self.stack.add_slp(&name, &key);
+        self.stack.add_slp(&name, &key, dialog_events);
         tracing::info!("SLP {name} generation {} serves new dialogs", generation.id);
         if let Some(old) = previous {
             self.drain(old);

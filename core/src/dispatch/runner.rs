@@ -237,16 +237,12 @@ struct RunnerState {
     /// Instances that panicked, until the stack says they ended: events already queued
     /// for them are dropped rather than making a new instance under the old id.
     failed: Set<InstanceId>,
-    /// The SLP's instances hear DialogEnded and PeerDisconnected
-    /// ([`Slp::wants_dialog_events`]); asked once.
-    dialog_events: bool,
 }
 
 impl RunnerState {
     fn new(name: String, slp: Box<dyn Slp>, usage: Arc<Usage>) -> RunnerState {
         RunnerState {
             name,
-            dialog_events: slp.wants_dialog_events(),
             slp,
             usage,
             instances: Map::default(),
@@ -260,11 +256,7 @@ impl RunnerState {
     fn run_batch(&mut self, batch: impl IntoIterator<Item = Command>) {
         for cmd in batch {
             match cmd {
-                Command::Event { instance, event } => {
-                    if self.dialog_events || !event.is_dialog_event() {
-                        self.deliver(instance, event.into());
-                    }
-                }
+                Command::Event { instance, event } => self.deliver(instance, event.into()),
                 Command::Ended { instance } => {
                     self.failed.remove(&instance);
                     self.drop_instance(instance);
@@ -519,64 +511,6 @@ mod tests {
         assert!(matches!(reports[..], [Report::Failed { instance }] if instance == id));
         drop(runner); // joins the thread: every command was handled
         assert_eq!(made.load(Ordering::SeqCst), 1, "one instance, not a zombie");
-    }
-
-    /// Counts the events its instances get; wants dialog events or not.
-    struct Counting {
-        events: Arc<AtomicUsize>,
-        dialog_events: bool,
-    }
-    struct CountingInstance(Arc<AtomicUsize>);
-
-    impl Slp for Counting {
-        fn new_instance(&mut self) -> Box<dyn Instance> {
-            Box::new(CountingInstance(self.events.clone()))
-        }
-        fn wants_dialog_events(&self) -> bool {
-            self.dialog_events
-        }
-    }
-
-    impl Instance for CountingInstance {
-        fn on_event(&mut self, _event: Event, _host: &mut dyn Host) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    #[test]
-    fn an_slp_that_wants_no_dialog_events_is_not_called_with_them() {
-        for wants in [true, false] {
-            let events = Arc::new(AtomicUsize::new(0));
-            let slp = Counting {
-                events: events.clone(),
-                dialog_events: wants,
-            };
-            let mut runner = Runner::inline("counting", Box::new(slp), Arc::default());
-            let msg = jsipd_plugin_api::jsip::Message::parse(
-                r#"{"Type":"MESSAGE","Request-URI":"a@b","From":"c","To":"a@b","DialogueID":"d","CSeq":1}"#,
-            )
-            .unwrap();
-            let event = |event| Command::Event { instance: 3, event };
-            runner.send(
-                &mut vec![
-                    event(Delivery::Message(msg.into())),
-                    event(Delivery::PeerDisconnected {
-                        dialogue_id: "d".into(),
-                    }),
-                    event(Delivery::DialogEnded {
-                        dialogue_id: "d".into(),
-                    }),
-                    event(Delivery::Draining),
-                ],
-                &mut Vec::new(),
-            );
-            let want = if wants { 4 } else { 2 };
-            assert_eq!(
-                events.load(Ordering::SeqCst),
-                want,
-                "wants dialog events: {wants}"
-            );
-        }
     }
 
     /// Answers each message 200 after a timer, and notes its unload.

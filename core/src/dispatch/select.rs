@@ -5,9 +5,10 @@ use jsipd_plugin_api::jsip::{router_first, Message, UriRef};
 
 /// Where a dialog-starting request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target<'a> {
-    /// A new instance of the SLP with this name (read in place from the request).
-    New(&'a str),
+pub enum Target<S> {
+    /// A new instance of this SLP: what `loaded` said of the name, so the caller
+    /// does not look the name up a second time.
+    New(S),
     /// The existing instance that handed out the `relid`.
     Join(u64),
 }
@@ -24,12 +25,12 @@ fn refuse(code: u16, reason: String) -> Refusal {
 }
 
 /// Applies §5's order: relid, `type=`, host label, `default`, else 404. Nothing is
-/// copied: the URIs are read in place ([`UriRef`]).
-pub fn select<'a>(
-    msg: &'a Message,
-    is_loaded: impl Fn(&str) -> bool,
+/// copied: the URIs are read in place ([`UriRef`]). `loaded` looks an SLP name up.
+pub fn select<S>(
+    msg: &Message,
+    loaded: impl Fn(&str) -> Option<S>,
     relid_owner: impl Fn(&str) -> Option<u64>,
-) -> Result<Target<'a>, Refusal> {
+) -> Result<Target<S>, Refusal> {
     let first = match &msg.router {
         Some(r) => Some(router_first(r).map_err(|e| refuse(400, format!("Router: {e}")))?),
         None => None,
@@ -44,8 +45,8 @@ pub fn select<'a>(
             });
         }
         if let Some(name) = uri.type_param() {
-            return if is_loaded(name) {
-                Ok(Target::New(name))
+            return if let Some(slp) = loaded(name) {
+                Ok(Target::New(slp))
             } else {
                 Err(refuse(
                     404,
@@ -62,12 +63,12 @@ pub fn select<'a>(
             .and_then(|u| UriRef::parse(u).ok()),
     };
     if let Some(label) = routed_by.as_ref().and_then(UriRef::host_label) {
-        if is_loaded(label) {
-            return Ok(Target::New(label));
+        if let Some(slp) = loaded(label) {
+            return Ok(Target::New(slp));
         }
     }
-    if is_loaded("default") {
-        return Ok(Target::New("default"));
+    if let Some(slp) = loaded("default") {
+        return Ok(Target::New(slp));
     }
     Err(refuse(
         404,
@@ -86,8 +87,12 @@ mod tests {
         m
     }
 
-    fn pick<'a>(m: &'a Message, loaded: &[&str]) -> Result<Target<'a>, Refusal> {
-        select(m, |n| loaded.contains(&n), |r| (r == "r7").then_some(7))
+    fn pick(m: &Message, loaded: &[&'static str]) -> Result<Target<&'static str>, Refusal> {
+        select(
+            m,
+            |n| loaded.iter().find(|l| **l == n).copied(),
+            |r| (r == "r7").then_some(7),
+        )
     }
 
     #[test]

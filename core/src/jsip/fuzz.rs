@@ -234,8 +234,8 @@ fn run_ops(ops: Vec<Op>) -> Result<(), TestCaseError> {
     });
     let mut now = Instant::now();
     let mut instances: Vec<InstanceId> = vec![
-        stack.add_slp("echo", "echo"),
-        stack.add_slp("other", "other"),
+        stack.add_slp("echo", "echo", true),
+        stack.add_slp("other", "other", false),
     ];
     // Requests delivered to SLPs, for `Answer` to pick from.
     let mut requests: Vec<(InstanceId, Message)> = Vec::new();

@@ -363,6 +363,16 @@ struct InstanceInfo {
     dialogs: DialogIndex<DialogKey>,
     /// Handed out a relid or is the on-load instance: lives until it ends itself.
     pinned: bool,
+    /// Its SLP hears DialogEnded and PeerDisconnected
+    /// ([`Slp::wants_dialog_events`](jsipd_plugin_api::slp::Slp::wants_dialog_events)).
+    dialog_events: bool,
+}
+
+/// The generation that serves an SLP name, as [`Stack::add_slp`] was told.
+#[derive(Clone)]
+struct Serving {
+    key: Arc<str>,
+    dialog_events: bool,
 }
 
 /// A snapshot row for `/runtime/v1/jstack`.
@@ -393,7 +403,7 @@ pub struct Stack {
     instances: Map<InstanceId, InstanceInfo>,
     relids: Map<String, InstanceId>,
     /// SLP name → the key (generation) that new dialogs for that name go to.
-    slps: Map<Arc<str>, Arc<str>>,
+    slps: Map<Arc<str>, Serving>,
     next_instance: InstanceId,
     timers: Timers<Timer>,
     out: VecDeque<Output>,
@@ -440,10 +450,22 @@ impl Stack {
     /// new dialogs for `name` get instances of `key`, existing ones stay where they are.
     /// Returns the on-load instance of `key`, which is pinned (lives until it ends itself,
     /// or its generation drains) and gets [`Delivery::Loaded`].
-    pub fn add_slp(&mut self, name: &str, key: &str) -> InstanceId {
+    ///
+    /// `dialog_events` is the SLP's
+    /// [`wants_dialog_events`](jsipd_plugin_api::slp::Slp::wants_dialog_events): the
+    /// instances of one that says no are not sent DialogEnded or PeerDisconnected. Decided
+    /// here rather than by its runner, an out-of-dialog request's DialogEnded costs
+    /// nothing at all, not a command queued, handed over and dropped.
+    pub fn add_slp(&mut self, name: &str, key: &str, dialog_events: bool) -> InstanceId {
         let key: Arc<str> = key.into();
-        self.slps.insert(name.into(), key.clone());
-        let id = self.new_instance(key.clone(), true);
+        self.slps.insert(
+            name.into(),
+            Serving {
+                key: key.clone(),
+                dialog_events,
+            },
+        );
+        let id = self.new_instance(key.clone(), true, dialog_events);
         self.out.push_back(Output::ToSlp {
             slp: key,
             instance: id,
@@ -454,7 +476,7 @@ impl Stack {
 
     /// No new dialogs for `name`; returns the key that served it.
     pub fn remove_slp(&mut self, name: &str) -> Option<Arc<str>> {
-        self.slps.remove(name)
+        self.slps.remove(name).map(|s| s.key)
     }
 
     /// Lets generation `key` run out: its instances are unpinned and lose their relids,
@@ -495,7 +517,7 @@ impl Stack {
         self.instances.values().filter(|i| &*i.slp == key).count()
     }
 
-    fn new_instance(&mut self, slp: Arc<str>, pinned: bool) -> InstanceId {
+    fn new_instance(&mut self, slp: Arc<str>, pinned: bool, dialog_events: bool) -> InstanceId {
         self.next_instance += 1;
         let id = self.next_instance;
         self.instances.insert(
@@ -504,6 +526,7 @@ impl Stack {
                 slp,
                 dialogs: DialogIndex::default(),
                 pinned,
+                dialog_events,
             },
         );
         id
@@ -600,11 +623,7 @@ impl Stack {
                 )),
             );
         }
-        let target = select(
-            &msg,
-            |n| self.slps.contains_key(n),
-            |r| self.relids.get(r).copied(),
-        );
+        let target = select(&msg, |n| self.slps.get(n), |r| self.relids.get(r).copied());
         let instance = match target {
             Err(refusal) => {
                 return self.answer_peer(&key.peer, &msg, refusal.code, Some(refusal.reason))
@@ -637,9 +656,9 @@ impl Stack {
                     )
                 }
             },
-            Ok(Target::New(name)) => {
-                let slp = self.slps.get(name).cloned().unwrap_or_else(|| name.into());
-                self.new_instance(slp, false)
+            Ok(Target::New(serving)) => {
+                let Serving { key, dialog_events } = serving.clone();
+                self.new_instance(key, false, dialog_events)
             }
         };
         let mut msg = msg;
@@ -1365,6 +1384,9 @@ impl Stack {
 
     fn deliver_to(&mut self, instance: InstanceId, event: Delivery) {
         if let Some(info) = self.instances.get(&instance) {
+            if !info.dialog_events && event.is_dialog_event() {
+                return;
+            }
             self.out.push_back(Output::ToSlp {
                 slp: info.slp.clone(),
                 instance,

@@ -35,8 +35,8 @@ impl Harness {
 
     fn with(config: StackConfig) -> Harness {
         let mut stack = Stack::new(config);
-        stack.add_slp("echo", "echo");
-        stack.add_slp("other", "other");
+        stack.add_slp("echo", "echo", true);
+        stack.add_slp("other", "other", true);
         let mut h = Harness {
             stack,
             now: Instant::now(),
@@ -194,6 +194,45 @@ fn message_dispatches_to_a_new_instance_which_ends_with_the_transaction() {
         2,
         "only the two on-load instances remain"
     );
+}
+
+/// The dialog events an output list holds, as (instance, DialogueID).
+fn dialog_events(out: &[Output]) -> Vec<(InstanceId, String)> {
+    out.iter()
+        .filter_map(|o| match o {
+            Output::ToSlp {
+                instance,
+                event:
+                    Delivery::DialogEnded { dialogue_id } | Delivery::PeerDisconnected { dialogue_id },
+                ..
+            } => Some((*instance, dialogue_id.to_string())),
+            _ => None,
+        })
+        .collect()
+}
+
+#[test]
+fn an_slp_that_wants_no_dialog_events_is_not_sent_them() {
+    let mut h = Harness::new();
+    h.stack.add_slp("quiet", "quiet", false);
+    h.drain();
+    // One dialog each that ends (a MESSAGE answered) and one each that stays, to hear
+    // its peer go away (an INVITE not answered yet).
+    let mut instances = Vec::new();
+    for (slp, n) in [("echo", "e"), ("quiet", "q")] {
+        let uri = format!(r#","Request-URI":"svc@{slp}.example.com""#);
+        let m = req("MESSAGE", &format!("{n}-m"), 1, &uri);
+        let i = instance_of(&h.peer("p", m.clone()));
+        let out = h.slp(i, vec![answer(&m, 200)]);
+        assert_eq!(to_peers(&out), [("p".into(), "200".into(), 1)], "{slp}");
+        assert_eq!(ended(&out), [i], "{slp}: the instance ends all the same");
+        let wanted = (slp == "echo").then(|| (i, format!("{n}-m")));
+        assert_eq!(dialog_events(&out), Vec::from_iter(wanted), "{slp}");
+        let invite = req("INVITE", &format!("{n}-i"), 1, &uri);
+        instances.push(instance_of(&h.peer("p", invite)));
+    }
+    h.stack.peer_disconnected("p");
+    assert_eq!(dialog_events(&h.drain()), [(instances[0], "e-i".into())]);
 }
 
 #[test]
