@@ -26,6 +26,12 @@ pub(super) enum DialogIndex<K: Named> {
     Many(Map<K::Name, K>),
 }
 
+/// The stack removes a dialog by its key's own id, the same allocation: asked first,
+/// that saves the string compare.
+fn same(a: &str, b: &str) -> bool {
+    std::ptr::eq(a, b) || a == b
+}
+
 impl<K: Named> DialogIndex<K> {
     pub(super) fn is_empty(&self) -> bool {
         match self {
@@ -37,7 +43,7 @@ impl<K: Named> DialogIndex<K> {
 
     pub(super) fn get(&self, id: &str) -> Option<&K> {
         match self {
-            DialogIndex::One(k) if k.name().borrow() == id => Some(k),
+            DialogIndex::One(k) if same(k.name().borrow(), id) => Some(k),
             DialogIndex::Many(map) => map.get(id),
             _ => None,
         }
@@ -67,7 +73,7 @@ impl<K: Named> DialogIndex<K> {
 
     pub(super) fn remove(&mut self, id: &str) {
         match self {
-            DialogIndex::One(k) if k.name().borrow() == id => *self = DialogIndex::None,
+            DialogIndex::One(k) if same(k.name().borrow(), id) => *self = DialogIndex::None,
             DialogIndex::Many(map) => {
                 map.remove(id);
                 if map.is_empty() {
