@@ -134,6 +134,68 @@ fn message_gets_200_with_its_body() {
     assert_eq!(a["From"], "alice");
 }
 
+/// A client frame as a browser sends it: FIN, text, masked.
+fn masked_text(text: &str) -> Vec<u8> {
+    let mask = [0x37, 0xfa, 0x21, 0x3d];
+    let mut f = vec![0x81];
+    match text.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&mask);
+    f.extend(text.bytes().enumerate().map(|(i, b)| b ^ mask[i % 4]));
+    f
+}
+
+#[test]
+fn frames_sent_with_the_handshake_in_one_packet_are_served() {
+    use std::io::{Read, Write};
+    let (_p, d) = start("", "");
+    let mut packet = format!(
+        "GET /rtc?userid=alice HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    .into_bytes();
+    for cseq in [1, 2] {
+        let m = with(req("MESSAGE", "svc", "early", cseq), "Body", json!(cseq));
+        packet.extend(masked_text(&m.to_string()));
+    }
+    let mut s = std::net::TcpStream::connect(rtc(&d)).unwrap();
+    s.set_read_timeout(Some(WAIT)).unwrap();
+    // One write: hyper reads the frames with the handshake, and must pass them on.
+    s.write_all(&packet).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    let end = loop {
+        let n = s.read(&mut buf).expect("the handshake's answer");
+        assert!(n > 0, "closed before the handshake's answer");
+        got.extend_from_slice(&buf[..n]);
+        if let Some(i) = got.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let head = String::from_utf8_lossy(&got[..end]).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    let mut ws = tungstenite::WebSocket::from_partially_read(
+        s,
+        got[end..].to_vec(),
+        tungstenite::protocol::Role::Client,
+        None,
+    );
+    for cseq in [1, 2] {
+        let frame = ws.read().expect("an answer to each early frame");
+        let a: Value = serde_json::from_str(frame.to_text().unwrap()).unwrap();
+        assert_eq!(
+            (code(&a), &a["CSeq"], &a["Body"]),
+            (200, &json!(cseq), &json!(cseq))
+        );
+    }
+}
+
 #[test]
 fn invite_ack_update_reinvite_bye() {
     let (_p, d) = start("", "");
