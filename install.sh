@@ -73,7 +73,7 @@ install_bin "$target/release/jsipd-gadget" "$prefix/bin/jsipd-gadget"
 # crates it depends on, vendored at the versions of our Cargo.lock.
 rm -rf "$prefix/sdk/plugin-api.new" "$prefix/sdk/vendor.new"
 mkdir -p "$prefix/sdk/plugin-api.new"
-cp -r "$src/plugin-api/Cargo.toml" "$src/plugin-api/src" "$prefix/sdk/plugin-api.new/"
+cp -r "$src/plugin-api/Cargo.toml" "$src/plugin-api/build.rs" "$src/plugin-api/src" "$prefix/sdk/plugin-api.new/"
 vendoring=$(mktemp -d)
 trap 'rm -rf "$vendoring" ${stage:+"$stage"}' EXIT
 cp -r "$prefix/sdk/plugin-api.new" "$vendoring/plugin-api"

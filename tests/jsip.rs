@@ -154,10 +154,10 @@ fn masked_text(text: &str) -> Vec<u8> {
 fn frames_sent_with_the_handshake_in_one_packet_are_served() {
     use std::io::{Read, Write};
     let (_p, d) = start("", "");
-    let mut packet = format!(
+    let mut packet = String::from(
         "GET /rtc?userid=alice HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
          Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
     )
     .into_bytes();
     for cseq in [1, 2] {

@@ -116,10 +116,10 @@ fn load_list_call_and_delete_an_slp_and_an_api() {
     let e = slp_entry(&d, "echo");
     assert_eq!(e["generations"][0]["state"], "active", "{e}");
     assert_eq!(e["generations"][0]["file"], "echo.so");
-    // Built with today's plugin-api on the host's allocator: its messages cross with
-    // their text, not copied.
-    assert_eq!(e["generations"][0]["abi"], "1.8", "{e}");
-    assert_eq!(e["generations"][0]["messages"], "handed over", "{e}");
+    // Built with today's plugin-api, by the host's compiler, on the host's allocator:
+    // its messages move across whole, not taken apart.
+    assert_eq!(e["generations"][0]["abi"], "1.9", "{e}");
+    assert_eq!(e["generations"][0]["messages"], "moved", "{e}");
     let apis = get(d.api, "/apim/v1/apis").json();
     let names: Vec<&str> = apis["data"]
         .as_array()
@@ -243,6 +243,39 @@ fn a_plugin_built_for_an_older_abi_minor_is_served_json_text() {
 }
 
 #[test]
+fn a_plugin_that_lays_a_message_out_otherwise_gets_it_handed_over_not_moved() {
+    // echo.so as another compiler would have built it: the same file, but for its
+    // message layout (`JSIPD_MESSAGE_LAYOUT`, this build's `ffi::MESSAGE_LAYOUT`).
+    let (p, d) = start("");
+    let mut image = std::fs::read(jsipd_e2e::plugin_lib("echo")).unwrap();
+    let layout = jsipd_plugin_api::ffi::MESSAGE_LAYOUT.to_le_bytes();
+    let at: Vec<usize> = image
+        .windows(8)
+        .enumerate()
+        .filter(|(_, w)| *w == layout)
+        .map(|(i, _)| i)
+        .collect();
+    // The exported static, and the constant the plugin compares the host's with.
+    assert!(!at.is_empty(), "the layout's value is in the image");
+    for i in at {
+        image[i] ^= 0xff;
+    }
+    std::fs::write(p.path().join("plugins/otherlayout.so"), &image).unwrap();
+    let g = load_slp(&d, "echo", "otherlayout.so");
+    let gen = generation(&d, "echo", g);
+    assert_eq!(gen["abi"], "1.9", "{gen}");
+    assert_eq!(gen["messages"], "handed over", "{gen}");
+    // Served all the same, both ways, unknown keys included.
+    let mut ws = Ws::connect(rtc(&d), "alice");
+    let mut m = req("MESSAGE", "svc", "other", 1);
+    m["X-Kept"] = json!([1, "two"]);
+    let a = call(&mut ws, m);
+    assert_eq!(a["Code"], 200, "{a}");
+    assert_eq!(a["Body"], json!({"n": 1}));
+    assert_eq!(a["Echo-Marker"], "default", "{a}");
+}
+
+#[test]
 fn a_plugin_on_the_c_librarys_allocator_is_lent_its_messages_not_handed_them() {
     // The fixture allocates at dlopen, before its entry point, so it cannot take the
     // host's allocator: a buffer handed across would be freed by the wrong allocator.
@@ -251,7 +284,7 @@ fn a_plugin_on_the_c_librarys_allocator_is_lent_its_messages_not_handed_them() {
     let g = load_slp(&d, "early", "early.so");
     d.wait_log("keeps the C library's allocator", WAIT);
     let gen = generation(&d, "early", g);
-    assert_eq!(gen["abi"], "1.8", "{gen}");
+    assert_eq!(gen["abi"], "1.9", "{gen}");
     assert_eq!(gen["messages"], "lent", "{gen}");
     // Every kind of text still crosses whole: fields, a string and an object Body,
     // non-ASCII text, unknown keys, and (in the answers) the ended dialogs' IDs.

@@ -50,6 +50,12 @@ macro_rules! export_plugin {
         pub static JSIPD_SLP_DIALOG_EVENTS: u8 =
             <$plugin as $crate::Plugin>::SLP_WANTS_DIALOG_EVENTS as u8;
 
+        /// Read by jsipd's loader when present (older plugins lack it): how this build
+        /// lays a message out ([`MESSAGE_LAYOUT`](crate::ffi::MESSAGE_LAYOUT)); the same
+        /// as the host's, and messages move across whole.
+        #[no_mangle]
+        pub static JSIPD_MESSAGE_LAYOUT: u64 = $crate::ffi::MESSAGE_LAYOUT;
+
         /// Read by jsipd's loader when present (older plugins lack it): the top-level
         /// path of the people's port the API is also served at ([`Plugin::PEOPLE_ROOT`]).
         #[no_mangle]
@@ -135,6 +141,12 @@ pub unsafe fn entry_with_host_allocator<P: Plugin>(args: *const LoadArgs) -> Plu
 /// the entry point, when the image's global allocator took the host's.
 static SHARES_ALLOCATOR: AtomicBool = AtomicBool::new(false);
 
+/// Whether messages move across whole, as `Box<Message>` (ABI 1.9): set once, at the
+/// entry point, when this image shares the host's allocator and lays a `Message` out
+/// as the host does ([`ffi::MESSAGE_LAYOUT`]). The host decides alike from the same two
+/// facts.
+static MOVES_MESSAGES: AtomicBool = AtomicBool::new(false);
+
 /// # Safety
 /// As [`entry`]; `host_allocator`: the image's global allocator is `HostAllocator`.
 unsafe fn entry_with<P: Plugin>(args: *const LoadArgs, host_allocator: bool) -> PluginVTable {
@@ -148,6 +160,10 @@ unsafe fn entry_with<P: Plugin>(args: *const LoadArgs, host_allocator: bool) -> 
         // SAFETY: the host's function, with its own context (ABI 1.7: this plugin's
         // minor, which the host accepted, so it has the function).
         unsafe { (args.shares_allocator)(args.ctx) };
+        // The host is of this minor or later (1.9), so it passed its layout.
+        if ffi::MESSAGE_LAYOUT != 0 && args.message_layout == ffi::MESSAGE_LAYOUT {
+            MOVES_MESSAGES.store(true, Ordering::Release);
+        }
     } else if host_allocator {
         tracing::warn!(
             "this plugin allocated before its entry point, so it keeps the C library's allocator (slower than the host's)"
@@ -319,6 +335,14 @@ unsafe extern "C" fn instance_event(
                     }
                 }
             }
+            // Moved only when this image lays a `Message` out as the host does and
+            // shares its allocator (both sides decided so at the entry point).
+            ffi::event::MESSAGE_MOVED => {
+                // SAFETY: the vtable's contract: this kind carries a `Box<Message>` of
+                // the host's, now this side's, of the same layout and allocator.
+                let m = unsafe { Box::from_raw(event.moved_message.cast::<Message>()) };
+                Event::Message(*m)
+            }
             // Only a host older than ABI 1.2 sends a message as JSON to a plugin of this
             // minor, and such a host lacks `send_fields`, which any answer would call.
             // Refusing here (the host sees a failed call) is safe; going on is not.
@@ -367,7 +391,12 @@ impl Host for ForeignHost<'_> {
     fn send(&mut self, message: Message) {
         // The host is of this ABI minor or later: it refuses a newer plugin at load, and
         // an older host is refused at its first message (see `instance_event`).
-        if SHARES_ALLOCATOR.load(Ordering::Acquire) {
+        if MOVES_MESSAGES.load(Ordering::Acquire) {
+            let moved = Box::into_raw(Box::new(message));
+            // SAFETY: as below; the host takes the box (ABI 1.9, which it has: it is
+            // of this minor or later), of the same layout and allocator.
+            unsafe { (self.0.send_moved)(self.0.ctx, moved.cast()) }
+        } else if SHARES_ALLOCATOR.load(Ordering::Acquire) {
             // SAFETY: the host's function with its context, valid during the event; it
             // takes the text, which came from its own allocator.
             message

@@ -31,6 +31,13 @@
 //!   call (`FfiOwnedMessage::entries` with capacity 0; their strings are still handed
 //!   over). The sender does so only to a receiver of 1.8 or later: the host asks the
 //!   plugin's minor, and a plugin's host is never older than the plugin.
+//! - ABI 1.9: a message may move across whole, as a `Box<Message>`, when both sides
+//!   share the allocator and were built by the same compiler, for the same target, from
+//!   the same `Message` ([`MESSAGE_LAYOUT`], exported as [`MESSAGE_LAYOUT_SYMBOL`] and
+//!   passed in [`LoadArgs::message_layout`]): then nothing is taken apart and rebuilt.
+//!   Both sides decide alike from the two values; any difference, and messages are
+//!   handed over field by field as in 1.8. (nginx refuses a module whose build signature
+//!   differs from its own; here the plugin is still served, the slower way.)
 //! - Every borrowed pointer is valid only during the call it is passed to. Nothing is
 //!   freed on the other side of the boundary: strings the host hands back (new
 //!   DialogueIDs) are written into a buffer the plugin owns.
@@ -84,6 +91,87 @@ pub type InstanceNewInFn =
 /// Drops the instance whose handle is in `cell` ([`InstanceNewInFn`]); the cell's
 /// memory stays the host's. `false` when the plugin panicked.
 pub type InstanceDropInFn = unsafe extern "C" fn(cell: *mut c_void) -> bool;
+/// The symbol of an optional `u64` static (ABI 1.9): the plugin's [`MESSAGE_LAYOUT`].
+/// Absent, or another value than the host's, and messages cross field by field.
+pub const MESSAGE_LAYOUT_SYMBOL: &[u8] = b"JSIPD_MESSAGE_LAYOUT\0";
+
+/// Who made [`Message`](crate::jsip::Message)'s memory layout, as one number: the
+/// compiler (`rustc -vV`: release, commit, LLVM) and target this crate was built by and
+/// for, this crate's version, the text of the file that defines `Message`, `Kind` and
+/// `Method`, and the sizes of the serde_json types a message holds. Two builds with the
+/// same value lay a `Message` out alike, down to the `BTreeMap` nodes of its unknown
+/// keys (std's, of the same compiler), so one side may drop or keep what the other
+/// made. 0, which matches nothing, when the compiler could not be asked.
+///
+/// Not a defence against a hostile plugin, which runs in the daemon's process and could
+/// do worse: it keeps two honest builds that differ from reading each other's memory
+/// wrongly. serde_json's own version is not in it; an install's `pcompile` builds
+/// against the daemon's vendored copy, and its `Value` has not changed within 1.x.
+pub const MESSAGE_LAYOUT: u64 = message_layout();
+
+const fn message_layout() -> u64 {
+    use crate::jsip::{Kind, Message, Method};
+    use serde_json::{Map, Number, Value};
+    use std::mem::{align_of, offset_of, size_of};
+    let built_by = env!("JSIPD_BUILT_BY");
+    if built_by.is_empty() {
+        return 0;
+    }
+    let mut h = fnv(FNV_OFFSET, built_by.as_bytes());
+    h = fnv(h, env!("JSIPD_BUILT_FOR").as_bytes());
+    h = fnv(h, env!("CARGO_PKG_VERSION").as_bytes());
+    h = fnv(h, include_str!("jsip/message.rs").as_bytes());
+    let numbers = [
+        size_of::<Message>(),
+        align_of::<Message>(),
+        offset_of!(Message, kind),
+        offset_of!(Message, request_uri),
+        offset_of!(Message, desc),
+        offset_of!(Message, from),
+        offset_of!(Message, to),
+        offset_of!(Message, dialogue_id),
+        offset_of!(Message, cseq),
+        offset_of!(Message, router),
+        offset_of!(Message, related_id),
+        offset_of!(Message, expire),
+        offset_of!(Message, body),
+        offset_of!(Message, content_type),
+        offset_of!(Message, p_asserted_identity),
+        offset_of!(Message, event),
+        offset_of!(Message, reason),
+        offset_of!(Message, extra),
+        size_of::<Kind>(),
+        size_of::<Method>(),
+        size_of::<Value>(),
+        size_of::<Number>(),
+        size_of::<Map<String, Value>>(),
+        size_of::<Option<Value>>(),
+    ];
+    let mut i = 0;
+    while i < numbers.len() {
+        h = fnv(h, &(numbers[i] as u64).to_le_bytes());
+        i += 1;
+    }
+    if h == 0 {
+        1
+    } else {
+        h
+    }
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// FNV-1a, which a `const fn` can run.
+const fn fnv(mut h: u64, bytes: &[u8]) -> u64 {
+    let mut i = 0;
+    while i < bytes.len() {
+        h ^= bytes[i] as u64;
+        h = h.wrapping_mul(0x0100_0000_01b3);
+        i += 1;
+    }
+    h
+}
+
 /// The symbol name of the [`EntryFn`] of ABI major 1.
 pub const ENTRY_SYMBOL: &[u8] = b"jsipd_plugin_entry_v1\0";
 /// Identifies a jsipd plugin's ABI record.
@@ -91,7 +179,7 @@ pub const ABI_MAGIC: [u8; 16] = *b"jsipd-plugin-abi";
 /// Changes when the boundary changes incompatibly; the loader refuses another major.
 pub const ABI_MAJOR: u32 = 1;
 /// Grows when something is added compatibly.
-pub const ABI_MINOR: u32 = 8;
+pub const ABI_MINOR: u32 = 9;
 
 /// Read by the loader before anything else (a `#[no_mangle] static`).
 #[repr(C)]
@@ -311,6 +399,15 @@ pub struct LoadArgs {
     /// (`alloc` above): from then on the two sides may hand each other messages with
     /// their text's allocations ([`FfiOwnedMessage`]) instead of lending them.
     pub shares_allocator: unsafe extern "C" fn(ctx: *const c_void),
+
+    // Since ABI minor 9.
+    /// The host's [`MESSAGE_LAYOUT`] when the plugin's [`MESSAGE_LAYOUT_SYMBOL`] holds
+    /// the same value, else 0. Equal to the plugin's own and nonzero, with the plugin
+    /// sharing the allocator: messages move across whole, both ways
+    /// ([`event::MESSAGE_MOVED`], [`FfiHost::send_moved`]). The host decides from the
+    /// same facts, so the two cannot disagree, even about an image whose symbol was
+    /// changed after it was built.
+    pub message_layout: u64,
 }
 
 /// `GlobalAlloc::alloc` of the host, by size and align.
@@ -409,6 +506,10 @@ pub mod event {
     /// [`MESSAGE_FIELDS`] for plugins of ABI minor 7 and later that share the host's
     /// allocator.
     pub const MESSAGE_OWNED: u8 = 7;
+    /// `moved_message` is the message, moved across whole (a `Box<Message>`); replaces
+    /// [`MESSAGE_OWNED`] for plugins of ABI minor 9 and later whose messages move
+    /// ([`LoadArgs::message_layout`](crate::ffi::LoadArgs::message_layout)).
+    pub const MESSAGE_MOVED: u8 = 8;
 
     /// The ABI minor that introduced event `kind`: the host does not send a plugin an event
     /// kind newer than the plugin's own ABI, so an old plugin never sees one it cannot read.
@@ -418,6 +519,7 @@ pub mod event {
             MESSAGE_FIELDS => 2,
             DRAINING => 4,
             MESSAGE_OWNED => 7,
+            MESSAGE_MOVED => 9,
             _ => 0,
         }
     }
@@ -438,6 +540,9 @@ pub struct FfiEvent {
     /// a plugin that takes handed-over messages. Since ABI minor 7.
     pub text_handed_over: bool,
     pub text_capacity: usize,
+    /// For [`event::MESSAGE_MOVED`]: a `Box<Message>` made by `Box::into_raw`, which
+    /// the plugin takes (`Box::from_raw`); null otherwise. Since ABI minor 9.
+    pub moved_message: *mut c_void,
 }
 
 impl FfiEvent {
@@ -451,6 +556,7 @@ impl FfiEvent {
             owned_message: std::ptr::null(),
             text_handed_over: false,
             text_capacity: 0,
+            moved_message: std::ptr::null_mut(),
         }
     }
 }
@@ -581,6 +687,10 @@ pub struct FfiHost {
     /// `send` with the message handed over ([`FfiOwnedMessage`]): for a plugin that
     /// shares the host's allocator. Since ABI minor 7.
     pub send_owned: unsafe extern "C" fn(ctx: *mut c_void, message: *const FfiOwnedMessage),
+    /// `send` with the message moved across whole: `message` is a `Box<Message>` made by
+    /// `Box::into_raw`, which the host takes. Only for a plugin whose messages move
+    /// ([`LoadArgs::message_layout`]). Since ABI minor 9.
+    pub send_moved: unsafe extern "C" fn(ctx: *mut c_void, message: *mut c_void),
 }
 
 #[repr(C)]
@@ -658,6 +768,20 @@ mod tests {
         assert_eq!(event::since_minor(event::PEER_DISCONNECTED), 1);
         assert_eq!(event::since_minor(event::MESSAGE_FIELDS), 2);
         assert_eq!(event::since_minor(event::DRAINING), 4);
-        assert!(event::since_minor(event::DRAINING) <= ABI_MINOR);
+        assert_eq!(event::since_minor(event::MESSAGE_OWNED), 7);
+        assert_eq!(event::since_minor(event::MESSAGE_MOVED), 9);
+        assert!(event::since_minor(event::MESSAGE_MOVED) <= ABI_MINOR);
+    }
+
+    #[test]
+    fn the_message_layout_names_this_compiler() {
+        // build.rs asked rustc; without it the layout is 0 and no message moves.
+        assert!(
+            env!("JSIPD_BUILT_BY").starts_with("rustc "),
+            "{}",
+            env!("JSIPD_BUILT_BY")
+        );
+        assert!(!env!("JSIPD_BUILT_FOR").is_empty());
+        assert_ne!(MESSAGE_LAYOUT, 0);
     }
 }

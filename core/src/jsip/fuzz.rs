@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use jsipd_plugin_api::jsip::{Message, Method};
+use jsipd_plugin_api::jsip::{Kind, Message, Method};
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
@@ -132,6 +132,60 @@ proptest! {
         };
         prop_assert_eq!(&to_host.expect("a plugin's valid message is accepted"), &m);
         prop_assert_eq!(&to_plugin.expect("the host's message is taken"), &m);
+    }
+}
+
+/// A message as a plugin may build one, valid or not.
+fn any_message() -> impl Strategy<Value = Message> {
+    let kind = prop_oneof![
+        prop::sample::select(Method::ALL.to_vec()).prop_map(Kind::Request),
+        prop_oneof![0u16..1000, 100u16..700].prop_map(Kind::Response),
+    ];
+    let text = || "[ab]{0,2}";
+    let key = prop_oneof![
+        prop::sample::select(KEYS).prop_map(String::from),
+        "[a-z-]{1,4}"
+    ];
+    (
+        (
+            kind,
+            text(),
+            text(),
+            text(),
+            prop::option::of(text()),
+            prop::option::of(text()),
+        ),
+        (
+            prop::option::of(any::<u64>()),
+            prop::option::of(json_value()),
+            prop::collection::btree_map(key, json_value(), 0..3),
+            prop::option::of(text()),
+        ),
+    )
+        .prop_map(
+            |((kind, from, to, id, uri, desc), (related, body, extra, reason))| {
+                let mut m = Message::request(Method::Message, "", &from, &to, &id, 7);
+                m.kind = kind;
+                m.request_uri = uri;
+                m.desc = desc;
+                m.related_id = related;
+                m.body = body;
+                m.extra = extra.into_iter().collect();
+                m.reason = reason;
+                m
+            },
+        )
+}
+
+proptest! {
+    /// A message a plugin moves across whole (ABI 1.9) is taken as the same message
+    /// handed over field by field: the same refusals in the same words, and otherwise
+    /// the same message.
+    #[test]
+    fn a_moved_message_is_checked_as_a_handed_over_one(m in any_message()) {
+        // SAFETY: a handed-over message from this process's own allocator, taken once.
+        let handed = unsafe { m.clone().hand_over().send(|h| Message::from_ffi_owned(&*h)) };
+        prop_assert_eq!(m.checked(), handed);
     }
 }
 

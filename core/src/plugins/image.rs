@@ -22,6 +22,9 @@ use crate::alloc::GLOBAL;
 /// How a plugin's SLP gets each message, fixed at load by its ABI minor and allocator.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Delivery {
+    /// Whole, as a `Box<Message>` (ABI 1.9, the host's allocator, and a `Message` laid
+    /// out as the host lays it out: `ffi::MESSAGE_LAYOUT`).
+    Moved,
     /// With its text (ABI 1.7, and the plugin took the host's allocator).
     HandedOver,
     /// As fields lent for the call, which the plugin copies (ABI 1.2 and later).
@@ -33,6 +36,7 @@ pub enum Delivery {
 impl Delivery {
     pub fn as_str(self) -> &'static str {
         match self {
+            Delivery::Moved => "moved",
             Delivery::HandedOver => "handed over",
             Delivery::Lent => "lent",
             Delivery::Json => "json",
@@ -141,6 +145,11 @@ impl Image {
         let dialog_events = unsafe { library.get::<*const u8>(ffi::DIALOG_EVENTS_SYMBOL) }
             .map(|sym| unsafe { std::ptr::read(*sym) } != 0)
             .unwrap_or(true);
+        // SAFETY: an optional `u64` static (export_plugin!, ABI 1.9); read, not called.
+        let message_layout = unsafe { library.get::<*const u64>(ffi::MESSAGE_LAYOUT_SYMBOL) }
+            .map(|sym| unsafe { std::ptr::read(*sym) })
+            .ok();
+        let same_layout = ffi::MESSAGE_LAYOUT != 0 && message_layout == Some(ffi::MESSAGE_LAYOUT);
         // SAFETY: an optional function of the ffi::ApiDrainFn type (export_plugin!).
         let api_drain = unsafe { library.get::<ffi::ApiDrainFn>(ffi::API_DRAIN_SYMBOL) }
             .map(|sym| *sym)
@@ -195,19 +204,24 @@ impl Image {
             dealloc: host_dealloc,
             realloc: host_realloc,
             shares_allocator: host_shares_allocator,
+            // What the plugin compares with its own: 0 unless its symbol matched.
+            message_layout: if same_layout { ffi::MESSAGE_LAYOUT } else { 0 },
         });
         // SAFETY: `args` and everything it points to live in the image until `Drop`.
         let vtable = unsafe { entry(&*args) };
         let since = |kind| record.minor >= ffi::event::since_minor(kind);
         // `shares_allocator` is set by the entry point, if at all.
-        let messages =
-            if since(ffi::event::MESSAGE_OWNED) && host.shares_allocator.load(Ordering::Relaxed) {
-                Delivery::HandedOver
-            } else if since(ffi::event::MESSAGE_FIELDS) {
-                Delivery::Lent
-            } else {
-                Delivery::Json
-            };
+        let shares_allocator = host.shares_allocator.load(Ordering::Relaxed);
+        // The plugin decided the same from the same facts (`export.rs`).
+        let messages = if since(ffi::event::MESSAGE_MOVED) && shares_allocator && same_layout {
+            Delivery::Moved
+        } else if since(ffi::event::MESSAGE_OWNED) && shares_allocator {
+            Delivery::HandedOver
+        } else if since(ffi::event::MESSAGE_FIELDS) {
+            Delivery::Lent
+        } else {
+            Delivery::Json
+        };
         let image = Image {
             status: Arc::new(ImageStatus {
                 id,

@@ -126,8 +126,21 @@ unsafe impl Send for ForeignInstance {}
 impl Instance for ForeignInstance {
     fn on_event(&mut self, event: Event, host: &mut dyn Host) {
         let delivery = self.image.delivery();
-        let handed_over = delivery == Delivery::HandedOver;
+        let handed_over = matches!(delivery, Delivery::HandedOver | Delivery::Moved);
         let event = match event {
+            // Whole: the plugin lays a message out as this build does.
+            Event::Message(m) if delivery == Delivery::Moved => {
+                let moved = Box::into_raw(Box::new(m));
+                // The plugin takes the box first thing, whatever it does with it.
+                let ok = self.deliver(
+                    &FfiEvent {
+                        moved_message: moved.cast(),
+                        ..FfiEvent::new(ffi::event::MESSAGE_MOVED)
+                    },
+                    host,
+                );
+                return self.check(ok);
+            }
             // The usual way: the message moves across with its text, as it would to a
             // compiled-in SLP.
             Event::Message(m) if handed_over => {
@@ -208,6 +221,7 @@ impl ForeignInstance {
             set_timer: bridge_set_timer,
             send_fields: bridge_send_fields,
             send_owned: bridge_send_owned,
+            send_moved: bridge_send_moved,
         };
         // SAFETY: our live instance; `event` and `ffi_host` outlive the call.
         unsafe { (self.image.vtable().instance_event)(self.instance, event, &ffi_host) }
@@ -296,6 +310,22 @@ unsafe extern "C" fn bridge_send_owned(ctx: *mut c_void, message: *const FfiOwne
     }
     // SAFETY: a handed-over message (the vtable's contract), from our allocator.
     b.send(unsafe { Message::from_ffi_owned(&*message) });
+}
+
+/// A plugin's `Host::send` when its messages move (ABI 1.9): a `Box<Message>`, now the
+/// host's, checked as a handed-over one would be.
+unsafe extern "C" fn bridge_send_moved(ctx: *mut c_void, message: *mut c_void) {
+    // SAFETY: called by the plugin during the event.
+    let b = unsafe { bridge(ctx) };
+    if message.is_null() {
+        return b.send(Err(ParseError::Unaddressable {
+            reason: "the message pointer was null".into(),
+        }));
+    }
+    // SAFETY: the vtable's contract: a `Box<Message>` of the plugin's, which lays it
+    // out as we do and allocated it with our allocator (`Delivery::Moved`).
+    let message = unsafe { Box::from_raw(message.cast::<Message>()) };
+    b.send(message.checked());
 }
 
 /// A plugin's `Host::send` before ABI 1.2: the message as JSON text.

@@ -301,6 +301,44 @@ impl Message {
 }
 
 impl Message {
+    /// A message a plugin moved across whole (ABI 1.9), taken as the same message
+    /// handed over field by field would be ([`Message::from_ffi_owned`]): refused for
+    /// the same reasons, in the same words, and what passes is the same message, a
+    /// request's Desc, a response's Request-URI and unknown keys named like JSIP
+    /// fields left out. Its text needs no check: the plugin built it as `String`s with
+    /// this crate, the same build (`ffi::MESSAGE_LAYOUT`).
+    ///
+    /// A valid message is checked in place; one that is not takes the field-by-field
+    /// way, so that its refusal is worded by the code that words every other.
+    pub fn checked(mut self) -> Result<Message, ParseError> {
+        let given = |s: &str| !s.is_empty();
+        let valid = given(&self.from)
+            && given(&self.to)
+            && given(&self.dialogue_id)
+            && match self.kind {
+                Kind::Response(code) => (100..=699).contains(&code),
+                Kind::Request(method) => {
+                    self.request_uri.as_deref().is_some_and(given)
+                        && (self.related_id.is_some()
+                            || !matches!(method, Method::Ack | Method::Cancel))
+                }
+            }
+            && self.extra.keys().all(|k| Key::of(k).is_none());
+        if !valid {
+            // SAFETY: handed over from this process's allocator, and taken once.
+            return self
+                .hand_over_to(crate::ffi::ABI_MINOR)
+                .send(|m| unsafe { Message::from_ffi_owned(&*m) });
+        }
+        match self.kind {
+            Kind::Request(_) => self.desc = None,
+            Kind::Response(_) => self.request_uri = None,
+        }
+        Ok(self)
+    }
+}
+
+impl Message {
     /// A message the host lent a plugin: built field by field, without the frame's
     /// checks, because the host's own parser already made them (the same code, this
     /// crate). What it still refuses is what a plugin cannot take: a `Type` it does not
