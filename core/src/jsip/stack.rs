@@ -524,13 +524,24 @@ impl Stack {
     }
 
     fn new_instance(&mut self, slp: Arc<str>, pinned: bool, dialog_events: bool) -> InstanceId {
+        self.new_instance_with(slp, pinned, dialog_events, DialogIndex::default())
+    }
+
+    /// A new instance that owns `dialogs` from the start.
+    fn new_instance_with(
+        &mut self,
+        slp: Arc<str>,
+        pinned: bool,
+        dialog_events: bool,
+        dialogs: DialogIndex<DialogKey>,
+    ) -> InstanceId {
         self.next_instance += 1;
         let id = self.next_instance;
         self.instances.insert(
             id,
             InstanceInfo {
                 slp,
-                dialogs: DialogIndex::default(),
+                dialogs,
                 pinned,
                 dialog_events,
             },
@@ -630,7 +641,7 @@ impl Stack {
             );
         }
         let target = select(&msg, |n| self.slps.get(n), |r| self.relids.get(r).copied());
-        let instance = match target {
+        let (instance, slp, filed) = match target {
             Err(refusal) => {
                 return self.answer_peer(&key.peer, &msg, refusal.code, Some(refusal.reason))
             }
@@ -652,7 +663,7 @@ impl Stack {
                 );
             }
             Ok(Target::Join(id)) => match self.instances.get(&id) {
-                Some(_) => id,
+                Some(info) => (id, info.slp.clone(), false),
                 None => {
                     return self.answer_peer(
                         &key.peer,
@@ -663,22 +674,36 @@ impl Stack {
                 }
             },
             Ok(Target::New(serving)) => {
-                let Serving { key, dialog_events } = serving.clone();
-                self.new_instance(key, false, dialog_events)
+                let Serving {
+                    key: slp,
+                    dialog_events,
+                } = serving.clone();
+                // Made with the dialog in its index: no lookup to file it there.
+                let mut dialogs = DialogIndex::default();
+                dialogs.insert(key.clone());
+                let id = self.new_instance_with(slp.clone(), false, dialog_events, dialogs);
+                (id, slp, true)
             }
         };
         let mut msg = msg;
         let expire = self.session_expire(&mut msg);
         let head = head(&msg);
-        self.start_dialog(
-            now,
-            key.clone(),
+        // The dialog is made with its first transaction in it, filed once, and its
+        // request goes straight to the SLP: one lookup of each map, not six.
+        let transaction = self.received_transaction(now, &key, method, msg.cseq, head.clone());
+        let mut dialog = self.new_dialog(now, slp.clone(), instance, Role::Answering, head, expire);
+        dialog.received.insert(msg.cseq, transaction);
+        if !filed {
+            if let Some(info) = self.instances.get_mut(&instance) {
+                info.dialogs.insert(key.clone());
+            }
+        }
+        self.dialogs.insert(key, dialog);
+        self.out.push_back(Output::ToSlp {
+            slp,
             instance,
-            Role::Answering,
-            head.clone(),
-            expire,
-        );
-        self.open_received(now, &key, method, msg, head);
+            event: Delivery::Message(msg),
+        });
     }
 
     /// An INVITE without Expire gets `sessiontimer` (JSIP.md §4). Returns the interval;
@@ -717,55 +742,61 @@ impl Stack {
         first: Arc<Message>,
         expire: Duration,
     ) -> bool {
-        let Some(slp) = self.instances.get(&instance).map(|i| i.slp.clone()) else {
+        let Some(info) = self.instances.get_mut(&instance) else {
             return false;
         };
+        info.dialogs.insert(key.clone());
+        let slp = info.slp.clone();
+        let dialog = self.new_dialog(now, slp, instance, role, first, expire);
+        self.dialogs.insert(key, dialog);
+        true
+    }
+
+    /// A dialog of `instance` (of SLP generation `slp`), not filed anywhere yet.
+    fn new_dialog(
+        &mut self,
+        now: Instant,
+        slp: Arc<str>,
+        instance: InstanceId,
+        role: Role,
+        first: Arc<Message>,
+        expire: Duration,
+    ) -> Dialog {
         let session = first.method() == Some(Method::Invite);
         let (local_cseq, remote_cseq) = match role {
             Role::Answering => (0, first.cseq),
             Role::Calling => (first.cseq, 0),
         };
         self.counters.dialogs_started += 1;
-        self.insert_dialog(
-            key,
-            Dialog {
-                slp,
-                instance,
-                session,
-                role,
-                state: State::Early,
-                created: now,
-                first,
-                expire,
-                session_timer: None,
-                missed_keepalives: 0,
-                received: Transactions::default(),
-                sent: Transactions::default(),
-                local_cseq,
-                remote_cseq,
-            },
-        );
-        true
-    }
-
-    fn insert_dialog(&mut self, key: DialogKey, dialog: Dialog) {
-        if let Some(info) = self.instances.get_mut(&dialog.instance) {
-            info.dialogs.insert(key.clone());
+        Dialog {
+            slp,
+            instance,
+            session,
+            role,
+            state: State::Early,
+            created: now,
+            first,
+            expire,
+            session_timer: None,
+            missed_keepalives: 0,
+            received: Transactions::default(),
+            sent: Transactions::default(),
+            local_cseq,
+            remote_cseq,
         }
-        self.dialogs.insert(key, dialog);
     }
 
-    /// A request from the peer that the SLP must answer: start its timer and deliver it.
-    /// The SLP gets the request itself; the transaction keeps its [`head`] (for a
-    /// dialog's first request, the dialog's, shared).
-    fn open_received(
+    /// The transaction of a request received on dialog `key`, its timer started; the
+    /// transaction keeps the request's [`head`] (for a dialog's first request, the
+    /// dialog's, shared).
+    fn received_transaction(
         &mut self,
         now: Instant,
         key: &DialogKey,
         method: Method,
-        msg: Box<Message>,
+        cseq: u64,
         head: Arc<Message>,
-    ) {
+    ) -> Transaction {
         let wait = if method == Method::Invite {
             self.config.prtimer
         } else {
@@ -776,22 +807,38 @@ impl Stack {
             Timer::Transaction {
                 key: key.clone(),
                 dir: Dir::Received,
-                cseq: msg.cseq,
+                cseq,
             },
         );
-        if let Some(d) = self.dialogs.get_mut(key) {
-            d.received.insert(
-                msg.cseq,
-                Transaction {
-                    request: head,
-                    timer: Some(timer),
-                    final_code: None,
-                    by_stack: false,
-                    started: now,
-                },
-            );
+        Transaction {
+            request: head,
+            timer: Some(timer),
+            final_code: None,
+            by_stack: false,
+            started: now,
         }
-        self.deliver(key, Delivery::Message(msg));
+    }
+
+    /// A request from the peer on a dialog it has, which the SLP must answer: its
+    /// transaction is started and the SLP gets the request itself.
+    fn open_received(
+        &mut self,
+        now: Instant,
+        key: &DialogKey,
+        method: Method,
+        msg: Box<Message>,
+        head: Arc<Message>,
+    ) {
+        let transaction = self.received_transaction(now, key, method, msg.cseq, head);
+        if let Some(d) = self.dialogs.get_mut(key) {
+            d.received.insert(msg.cseq, transaction);
+            // As `deliver` does, with the dialog at hand.
+            self.out.push_back(Output::ToSlp {
+                slp: d.slp.clone(),
+                instance: d.instance,
+                event: Delivery::Message(msg),
+            });
+        }
     }
 
     fn ack_from_peer(&mut self, key: DialogKey, msg: Box<Message>) {
