@@ -11,6 +11,7 @@
 //! DialogueID without meeting. Within a dialog, transactions are keyed by direction and
 //! CSeq, because each side numbers its own requests.
 
+use std::collections::hash_map::Entry;
 use std::collections::VecDeque;
 
 use crate::hash::Map;
@@ -1179,14 +1180,17 @@ impl Stack {
         }
         let cseq = msg.cseq;
         self.send_to_peer(key.peer.clone(), msg);
+        if method != Method::Invite && !session {
+            // The dialog ends with this transaction, which goes with it (its timer
+            // too): nothing of it to mark answered first.
+            return self.end_dialog(&key);
+        }
         self.complete_received(now, &key, cseq, code);
         if method == Method::Invite && code < 300 {
             if let Some(d) = self.dialogs.get_mut(&key) {
                 d.state = State::Confirmed;
             }
             self.arm_session_timer(now, &key);
-        } else if method != Method::Invite && !session {
-            self.end_dialog(&key);
         }
     }
 
@@ -1456,14 +1460,18 @@ impl Stack {
             self.timers.cancel(t.timer);
         }
         self.timers.cancel(d.session_timer);
-        self.deliver_to(
-            d.instance,
-            Delivery::DialogEnded {
-                dialogue_id: key.id.clone(),
-            },
-        );
+        // As `deliver_to` would, with the instance at hand.
         if let Some(info) = self.instances.get_mut(&d.instance) {
             info.dialogs.remove(&key.id);
+            if info.dialog_events {
+                self.out.push_back(Output::ToSlp {
+                    slp: info.slp.clone(),
+                    instance: d.instance,
+                    event: Delivery::DialogEnded {
+                        dialogue_id: key.id.clone(),
+                    },
+                });
+            }
         }
         // An instance between events is checked here; one inside `handle_slp` is
         // checked at the end of its batch.
@@ -1489,16 +1497,14 @@ impl Stack {
         if self.in_batch == Some(instance) {
             return;
         }
-        let idle = self
-            .instances
-            .get(&instance)
-            .is_some_and(|i| i.dialogs.is_empty() && !i.pinned);
-        if idle {
-            let info = self.instances.remove(&instance).expect("just seen");
-            self.out.push_back(Output::InstanceEnded {
-                slp: info.slp,
-                instance,
-            });
+        // One lookup, to look and to take out.
+        if let Entry::Occupied(e) = self.instances.entry(instance) {
+            if e.get().dialogs.is_empty() && !e.get().pinned {
+                self.out.push_back(Output::InstanceEnded {
+                    slp: e.remove().slp,
+                    instance,
+                });
+            }
         }
     }
 
