@@ -581,7 +581,9 @@ impl Message {
 }
 
 /// A string field: `prefix` is its comma, key, colon and opening quote (no known key's
-/// name needs an escape); the closing quote follows the text.
+/// name needs an escape); the closing quote follows the text. Inlined, so that each
+/// prefix is copied as the constant it is, not by a call to `memcpy`.
+#[inline(always)]
 fn string_field(out: &mut String, prefix: &str, v: &str) {
     if plain_run(v.as_bytes(), 0) == v.len() {
         out.push_str(prefix);
@@ -594,6 +596,7 @@ fn string_field(out: &mut String, prefix: &str, v: &str) {
     }
 }
 
+#[inline(always)]
 fn optional_string(out: &mut String, prefix: &str, v: &Option<String>) {
     if let Some(v) = v {
         string_field(out, prefix, v);
@@ -924,6 +927,16 @@ mod tests {
                             plain_run(&b, 1.min(len)),
                             1.min(len) + naive(&b[1.min(len)..])
                         );
+                        // And with nothing after it: a stop in the last few bytes, or
+                        // none at all (`at == len`), looked for from anywhere.
+                        b.truncate(len);
+                        for from in 0..=len {
+                            assert_eq!(
+                                plain_run(&b, from),
+                                from + naive(&b[from..]),
+                                "{b:?} {from}"
+                            );
+                        }
                     }
                 }
             }
