@@ -205,12 +205,15 @@ impl NodeHandle {
     /// there until the node task has handled it (`SocketFlags::frames_queued`), so none
     /// overtakes another. A full queue gives the frame back (`Backlog`), for the caller
     /// to wait with.
+    ///
+    /// `now` is when the frame was read: the socket asked the clock already.
     pub fn frame(
         &self,
         name: &PeerName,
         conn: ConnId,
         flags: &Arc<SocketFlags>,
         msg: Box<Message>,
+        now: Instant,
     ) -> Framed {
         if flags.frames_queued.load(Ordering::Acquire) == 0 {
             let node = match self.shared.node.try_lock() {
@@ -219,7 +222,7 @@ impl NodeHandle {
                 Err(TryLockError::WouldBlock) => None,
             };
             if let Some(mut node) = node {
-                let (replies, rearm) = node.frame(name, conn, msg);
+                let (replies, rearm) = node.frame(name, conn, msg, now);
                 drop(node);
                 if rearm {
                     self.shared.rearm.notify_one();
@@ -472,9 +475,15 @@ impl Node {
 
     /// One frame's turn, for [`NodeHandle::frame`]: what went straight back to `conn`,
     /// and whether the node task must arm its timer anew.
-    fn frame(&mut self, name: &PeerName, conn: ConnId, msg: Box<Message>) -> (Replies, bool) {
+    fn frame(
+        &mut self,
+        name: &PeerName,
+        conn: ConnId,
+        msg: Box<Message>,
+        now: Instant,
+    ) -> (Replies, bool) {
         self.registry.reply_directly_to(conn);
-        self.stack.handle_peer(Instant::now(), name.clone(), msg);
+        self.stack.handle_peer(now, name.clone(), msg);
         self.flush();
         let replies = self.registry.take_direct();
         // The node task sleeps until `armed`; a later deadline it meets when it wakes
@@ -997,13 +1006,13 @@ mod tests {
 
         let held = node.shared.lock();
         assert!(matches!(
-            node.frame(&name, conn, &flags, Box::new(message("d1"))),
+            node.frame(&name, conn, &flags, Box::new(message("d1")), Instant::now()),
             Framed::Queued
         ));
         drop(held);
         // The lock is free, but d1 is not handled yet: d2 must not overtake it.
         assert!(matches!(
-            node.frame(&name, conn, &flags, Box::new(message("d2"))),
+            node.frame(&name, conn, &flags, Box::new(message("d2")), Instant::now()),
             Framed::Queued
         ));
         assert_eq!(flags.frames_queued.load(Ordering::Acquire), 2);
@@ -1017,7 +1026,7 @@ mod tests {
         assert_eq!(flags.frames_queued.load(Ordering::Acquire), 0);
 
         // Nothing queued any more: handled here, the answer handed straight back.
-        match node.frame(&name, conn, &flags, Box::new(message("d3"))) {
+        match node.frame(&name, conn, &flags, Box::new(message("d3")), Instant::now()) {
             Framed::Handled(replies) => {
                 assert_eq!(replies.len(), 1);
                 assert_eq!(replies[0].dialogue_id, "d3");

@@ -214,7 +214,9 @@ pub async fn serve<S>(
                             Ok(msg) => {
                                 // What went straight back to this socket is written
                                 // before anything in its queue.
-                                let replies = match node.frame(&name, conn, &flags, msg) {
+                                // `last_heard` is this frame's arrival.
+                                let replies = match node.frame(&name, conn, &flags, msg, last_heard)
+                                {
                                     Framed::Handled(replies) => replies,
                                     Framed::Queued => Replies::new(),
                                     Framed::Backlog(input) => {
