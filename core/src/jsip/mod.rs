@@ -7,6 +7,7 @@
 //! is `crate::node`.
 
 mod dialog_index;
+mod kept;
 mod stack;
 mod timer;
 mod transactions;

@@ -22,6 +22,7 @@ use jsipd_plugin_api::jsip::{router_first, Kind, Message, Method, UriRef};
 use jsipd_plugin_api::slp::Event;
 
 use super::dialog_index::{DialogIndex, Named};
+use super::kept::Kept;
 use super::timer::{TimerId, Timers};
 use super::transactions::Transactions;
 use crate::dispatch::select::{select, Target};
@@ -273,9 +274,8 @@ enum Timer {
 }
 
 struct Transaction {
-    /// The request: a sent one whole (it is what went to the peer, shared), a received
-    /// one as its [`head`].
-    request: Arc<Message>,
+    /// The request: a sent one whole, a received one as its head.
+    request: Kept,
     timer: Option<TimerId>,
     /// Final status already sent or received.
     final_code: Option<u16>,
@@ -292,10 +292,9 @@ struct Dialog {
     role: Role,
     state: State,
     created: Instant,
-    /// The dialog-starting request, for the fields of requests the stack makes: a sent
-    /// one whole, the same value as its transaction's `request`; a received one as its
-    /// [`head`].
-    first: Arc<Message>,
+    /// The dialog-starting request, for the fields of requests the stack makes: the
+    /// same value as its transaction's `request`.
+    first: Kept,
     /// Session refresh interval (JSIP.md §4 Expire).
     expire: Duration,
     session_timer: Option<TimerId>,
@@ -322,45 +321,16 @@ impl Dialog {
     fn addressing(&self, as_first: bool) -> (String, String, String) {
         let f = &self.first;
         if as_first {
-            let uri = f.request_uri.clone().unwrap_or_default();
-            (uri, f.from.clone(), f.to.clone())
+            let uri = f.request_uri().unwrap_or_default().to_string();
+            (uri, f.from().to_string(), f.to().to_string())
         } else {
-            (f.from.clone(), f.to.clone(), f.from.clone())
+            (
+                f.from().to_string(),
+                f.to().to_string(),
+                f.from().to_string(),
+            )
         }
     }
-}
-
-/// What the stack keeps of a request it received: the fields its own answers and
-/// requests are made from (Type, From, To, DialogueID, CSeq, RelatedID, Expire, and
-/// an INVITE's Request-URI). The SLP gets the request itself, so its Body, unknown keys
-/// (a signed-in person's `Caller` among them) and the rest are moved to it, not copied.
-///
-/// Only a session's first request lends its Request-URI to a request the stack makes
-/// (the BYE it gives the SLP when the session expires). A received request's Router
-/// is never used again: requests the stack sends route back to the socket the dialog
-/// came in on.
-fn head(m: &Message) -> Arc<Message> {
-    Arc::new(Message {
-        kind: m.kind,
-        request_uri: match m.method() {
-            Some(Method::Invite) => m.request_uri.clone(),
-            _ => None,
-        },
-        desc: None,
-        from: m.from.clone(),
-        to: m.to.clone(),
-        dialogue_id: m.dialogue_id.clone(),
-        cseq: m.cseq,
-        router: None,
-        related_id: m.related_id,
-        expire: m.expire,
-        body: None,
-        content_type: None,
-        p_asserted_identity: None,
-        event: None,
-        reason: None,
-        extra: Default::default(),
-    })
 }
 
 struct InstanceInfo {
@@ -613,7 +583,7 @@ impl Stack {
                     // A re-INVITE refreshes the session too.
                     self.arm_session_timer(now, &key);
                 }
-                let head = head(&msg);
+                let head = Kept::received(&msg);
                 self.open_received(now, &key, method, msg, head);
             }
         }
@@ -688,7 +658,7 @@ impl Stack {
         };
         let mut msg = msg;
         let expire = self.session_expire(&mut msg);
-        let head = head(&msg);
+        let head = Kept::received(&msg);
         // The dialog is made with its first transaction in it, filed once, and its
         // request goes straight to the SLP: one lookup of each map, not six.
         let transaction = self.received_transaction(now, &key, method, msg.cseq, head.clone());
@@ -740,7 +710,7 @@ impl Stack {
         key: DialogKey,
         instance: InstanceId,
         role: Role,
-        first: Arc<Message>,
+        first: Kept,
         expire: Duration,
     ) -> bool {
         let Some(info) = self.instances.get_mut(&instance) else {
@@ -760,13 +730,13 @@ impl Stack {
         slp: Arc<str>,
         instance: InstanceId,
         role: Role,
-        first: Arc<Message>,
+        first: Kept,
         expire: Duration,
     ) -> Dialog {
         let session = first.method() == Some(Method::Invite);
         let (local_cseq, remote_cseq) = match role {
-            Role::Answering => (0, first.cseq),
-            Role::Calling => (first.cseq, 0),
+            Role::Answering => (0, first.cseq()),
+            Role::Calling => (first.cseq(), 0),
         };
         self.counters.dialogs_started += 1;
         Dialog {
@@ -796,7 +766,7 @@ impl Stack {
         key: &DialogKey,
         method: Method,
         cseq: u64,
-        head: Arc<Message>,
+        head: Kept,
     ) -> Transaction {
         let wait = if method == Method::Invite {
             self.config.prtimer
@@ -828,7 +798,7 @@ impl Stack {
         key: &DialogKey,
         method: Method,
         msg: Box<Message>,
-        head: Arc<Message>,
+        head: Kept,
     ) {
         let transaction = self.received_transaction(now, key, method, msg.cseq, head);
         if let Some(d) = self.dialogs.get_mut(key) {
@@ -850,7 +820,7 @@ impl Stack {
                 // The ACK of a failed INVITE: nothing for the SLP; the attempt is over.
                 let t = dialog.received.remove(related).expect("just seen");
                 self.timers.cancel(t.timer);
-                if related == dialog.first.cseq {
+                if related == dialog.first.cseq() {
                     self.end_dialog(&key);
                 }
             }
@@ -928,7 +898,7 @@ impl Stack {
             }
             return;
         }
-        let first = msg.cseq == dialog.first.cseq && dialog.role == Role::Calling;
+        let first = msg.cseq == dialog.first.cseq() && dialog.role == Role::Calling;
         match method {
             Method::Invite if code < 300 => {
                 let was_early = dialog.state == State::Early;
@@ -1048,7 +1018,7 @@ impl Stack {
                 let expire = self.session_expire(Arc::make_mut(&mut msg));
                 // The request the SLP sent is what the dialog and its transaction keep,
                 // and what goes to the peer: one value, shared.
-                let first = msg.clone();
+                let first = Kept::Sent(msg.clone());
                 if self.start_dialog(now, key.clone(), instance, Role::Calling, first, expire) {
                     self.open_sent(now, &key, method, msg, false);
                 }
@@ -1143,7 +1113,7 @@ impl Stack {
             d.sent.insert(
                 msg.cseq,
                 Transaction {
-                    request: msg.clone(),
+                    request: Kept::Sent(msg.clone()),
                     timer: Some(timer),
                     final_code: None,
                     by_stack,
@@ -1242,7 +1212,7 @@ impl Stack {
                 // A failed first INVITE ends the dialog; a 2xx's missing ACK only ends
                 // the wait (the session timer decides whether the peer is still there).
                 let failed = t.final_code.is_some_and(|c| c >= 300);
-                if cseq == d.first.cseq && failed {
+                if cseq == d.first.cseq() && failed {
                     self.end_dialog(&key);
                 }
             }
@@ -1289,7 +1259,7 @@ impl Stack {
         let txn = txns.remove(cseq).expect("just seen");
         self.counters.transactions_timed_out += 1;
         let method = txn.request.method().expect("transactions hold requests");
-        let first = cseq == d.first.cseq;
+        let first = cseq == d.first.cseq();
         let session = d.session;
         match dir {
             Dir::Received => {
@@ -1299,7 +1269,7 @@ impl Stack {
                 r.reason = Some(format!("the service did not answer this {method} in time"));
                 self.send_to_peer(key.peer.clone(), r);
                 if method == Method::Invite {
-                    let mut cancel = Message::clone(&txn.request);
+                    let mut cancel = txn.request.to_message();
                     cancel.kind = Kind::Request(Method::Cancel);
                     cancel.related_id = Some(cseq);
                     cancel.body = None;
@@ -1385,7 +1355,11 @@ impl Stack {
         let cseq = d.local_cseq;
         let mut m = Message::request(method, &uri, &from, &to, &key.id, cseq);
         m.related_id = related;
-        m.router = d.first.router.clone().filter(|_| d.role == Role::Calling);
+        m.router = d
+            .first
+            .router()
+            .filter(|_| d.role == Role::Calling)
+            .map(String::from);
         Some(m)
     }
 
