@@ -543,6 +543,22 @@ fn a_silent_peer_is_dropped_after_three_ping_intervals() {
 }
 
 #[test]
+fn a_peer_that_answers_pings_is_pinged_and_kept() {
+    let prefix = Prefix::with_config(
+        &config("", "").replace("ping_interval = 30s", "ping_interval = 100ms"),
+    );
+    let d = Daemon::start(&prefix);
+    let mut ws = Ws::connect(rtc(&d), "alice");
+    // Eight intervals: pinged (by the node's one timer for every socket) at least
+    // three times, answered, and never taken for dead.
+    let pings = ws.pings_within(Duration::from_millis(800));
+    assert!(pings >= 3, "{pings} pings in 8 ping intervals");
+    let a = call(&mut ws, req("MESSAGE", "svc", "still-here", 1));
+    assert_eq!(code(&a), 200);
+    assert_eq!(stats(&d)["jsip"]["dead_peers"], 0);
+}
+
+#[test]
 fn token_auth_binds_the_token_to_the_userid() {
     let p = Prefix::with_config(&config("", "").replace("auth = none", "auth = token"));
     let d = Daemon::start(&p);

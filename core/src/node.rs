@@ -37,6 +37,8 @@ use crate::plugins::image::Image;
 use crate::plugins::{refuse, GenState, Generation, Refusal};
 use crate::stats::JsipStats;
 use crate::transport::dial;
+#[cfg(test)]
+use crate::transport::registry::Outgoing;
 use crate::transport::registry::{Outbox, Registry, Replies, Send, SocketFlags};
 use crate::transport::ws::{ConnId, SocketParams};
 use jsipd_plugin_api::slp::Slp;
@@ -617,6 +619,11 @@ impl NodeTask {
         tokio::pin!(stopping);
         let timer = tokio::time::sleep(std::time::Duration::ZERO);
         tokio::pin!(timer);
+        // One timer for every socket's pings (`Registry::ping_all`), at the interval
+        // the config says now (a reload changes it from the next ping on).
+        let ping_every = || shared.lock().config.rtc.ping_interval;
+        let ping = tokio::time::sleep(ping_every());
+        tokio::pin!(ping);
         let mut inputs = Vec::with_capacity(Node::TURN);
         loop {
             // Armed under the lock, so a turn on a socket's task sees what the timer
@@ -655,6 +662,10 @@ impl NodeTask {
                         .collect();
                     node.handle_reports(reports);
                     node.flush();
+                }
+                _ = &mut ping => {
+                    shared.lock().registry.ping_all();
+                    ping.as_mut().reset(tokio::time::Instant::now() + ping_every());
                 }
                 _ = shared.rearm.notified() => {}
                 _ = &mut stopping => break,
@@ -1017,7 +1028,9 @@ mod tests {
         ));
         assert_eq!(flags.frames_queued.load(Ordering::Acquire), 2);
         for id in ["d1", "d2"] {
-            let answer = outbox.rx.recv().await.unwrap();
+            let Some(Outgoing::Message(answer)) = outbox.rx.recv().await else {
+                panic!("an answer, queued");
+            };
             assert_eq!(
                 (answer.code(), answer.dialogue_id.as_str()),
                 (Some(200), id)

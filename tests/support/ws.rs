@@ -121,6 +121,31 @@ impl Ws {
         }
     }
 
+    /// Reads for `limit` (answering pings, as tungstenite does while reading) and
+    /// counts the pings that came; panics on a JSIP message or a close.
+    pub fn pings_within(&mut self, limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        let mut pings = 0;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return pings;
+            }
+            self.sock.get_mut().set_read_timeout(Some(left)).unwrap();
+            match self.sock.read() {
+                Ok(Frame::Ping(_)) => pings += 1,
+                Ok(Frame::Pong(_)) => {}
+                Ok(other) => panic!("only pings expected, got {other:?}"),
+                Err(tungstenite::Error::Io(e))
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(e) => panic!("read: {e}"),
+            }
+        }
+    }
+
     /// Reads until the server closes; returns the close code (skipping other frames).
     pub fn recv_close(&mut self) -> Option<u16> {
         let deadline = Instant::now() + WAIT;

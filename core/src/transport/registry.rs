@@ -28,9 +28,16 @@ pub type Queued = Arc<Message>;
 /// so it is kept inline. A `Vec` here allocated and freed a buffer per message.
 pub type Replies = smallvec::SmallVec<[Queued; 2]>;
 
+/// What a name's queue carries: its messages, and now and then the node's word that
+/// it is time to ping ([`Registry::ping_all`]).
+pub enum Outgoing {
+    Message(Queued),
+    Ping,
+}
+
 /// The receiving side of a name's queue.
 pub struct Outbox {
-    pub rx: mpsc::Receiver<Queued>,
+    pub rx: mpsc::Receiver<Outgoing>,
     /// Messages taken from the queue (or handed back by the node) whose write failed,
     /// oldest first: the next socket sends them first.
     pub unsent: Vec<Queued>,
@@ -55,10 +62,12 @@ pub struct SocketFlags {
     /// any, the socket's next frames go the same way, so none overtakes another
     /// (`NodeHandle::frame`).
     pub frames_queued: AtomicU32,
+    /// A ping is in its queue, not yet taken: no second one is queued behind it.
+    pub ping_queued: AtomicBool,
 }
 
 struct Entry {
-    tx: mpsc::Sender<Queued>,
+    tx: mpsc::Sender<Outgoing>,
     outbox: Arc<tokio::sync::Mutex<Outbox>>,
     socket: Option<Socket>,
     /// Changes whenever the socket goes, so a stale window timer is ignored.
@@ -205,8 +214,10 @@ impl Registry {
         // (it is closing), what it holds is lost with it.
         if let Ok(mut outbox) = e.outbox.try_lock() {
             left.append(&mut outbox.unsent);
-            while let Ok(m) = outbox.rx.try_recv() {
-                left.push(m);
+            while let Ok(o) = outbox.rx.try_recv() {
+                if let Outgoing::Message(m) = o {
+                    left.push(m);
+                }
             }
         }
         left
@@ -233,9 +244,28 @@ impl Registry {
             self.direct.push(msg);
             return Send::Queued;
         }
-        match e.tx.try_send(msg) {
+        match e.tx.try_send(Outgoing::Message(msg)) {
             Ok(()) => Send::Queued,
-            Err(TrySendError::Full(m)) | Err(TrySendError::Closed(m)) => Send::Full(m),
+            Err(TrySendError::Full(o) | TrySendError::Closed(o)) => match o {
+                Outgoing::Message(m) => Send::Full(m),
+                Outgoing::Ping => unreachable!("sent a message"),
+            },
+        }
+    }
+
+    /// Queues a ping for every connected socket that has none queued yet: the node's one
+    /// timer for every socket, where each socket's own timer cost it a registration per
+    /// frame (some 235 instructions) and its memory while idle. A socket whose queue is
+    /// full is busy being written to, and is pinged next time.
+    pub fn ping_all(&self) {
+        for e in self.entries.values() {
+            let Some(s) = &e.socket else { continue };
+            if s.flags.ping_queued.swap(true, Ordering::AcqRel) {
+                continue;
+            }
+            if e.tx.try_send(Outgoing::Ping).is_err() {
+                s.flags.ping_queued.store(false, Ordering::Release);
+            }
         }
     }
 
@@ -301,6 +331,39 @@ mod tests {
     }
 
     #[test]
+    fn ping_all_queues_one_ping_per_connected_socket_until_it_is_taken() {
+        let mut r = Registry::new(2);
+        let (flags, _) = attach(&mut r, "ada", 1);
+        let outbox = r.entry(&"ada".into()).outbox.clone();
+        let mut outbox = outbox.try_lock().unwrap();
+        // An away name is not pinged.
+        attach(&mut r, "vic", 2);
+        r.detach(&"vic".into(), 2);
+        r.ping_all();
+        r.ping_all();
+        assert!(matches!(outbox.rx.try_recv(), Ok(Outgoing::Ping)));
+        assert!(
+            outbox.rx.try_recv().is_err(),
+            "one ping while one is queued"
+        );
+        let vic = r.entry(&"vic".into()).outbox.clone();
+        assert!(vic.try_lock().unwrap().rx.try_recv().is_err());
+        // Taken (the socket clears the flag as it pings): the next tick queues one.
+        flags.ping_queued.store(false, Ordering::Release);
+        r.ping_all();
+        assert!(matches!(outbox.rx.try_recv(), Ok(Outgoing::Ping)));
+        // A full queue gets none, and is pinged once it has room.
+        flags.ping_queued.store(false, Ordering::Release);
+        assert!(matches!(r.send(&"ada".into(), msg("m1")), Send::Queued));
+        assert!(matches!(r.send(&"ada".into(), msg("m2")), Send::Queued));
+        r.ping_all();
+        assert!(!flags.ping_queued.load(Ordering::Acquire));
+        assert!(matches!(outbox.rx.try_recv(), Ok(Outgoing::Message(_))));
+        r.ping_all();
+        assert!(flags.ping_queued.load(Ordering::Acquire));
+    }
+
+    #[test]
     fn people_are_the_signed_in_names_with_a_socket() {
         let mut r = Registry::new(8);
         attach(&mut r, "ada~t1", 1);
@@ -326,6 +389,14 @@ mod tests {
         attach(&mut r, "bob", 3);
         assert!(old_token.is_cancelled());
         assert!(!old.disconnected.load(Ordering::Relaxed));
+    }
+
+    /// The DialogueID of the next message in a queue (which must be a message).
+    fn queued_id(rx: &mut mpsc::Receiver<Outgoing>) -> String {
+        match rx.try_recv() {
+            Ok(Outgoing::Message(m)) => m.dialogue_id.clone(),
+            _ => panic!("a message is queued"),
+        }
     }
 
     fn msg(id: &str) -> Queued {
@@ -360,20 +431,20 @@ mod tests {
         // The queue's bound holds for what goes straight back too.
         assert!(matches!(r.send(&"ada".into(), msg("q1")), Send::Queued));
         assert_eq!(ids(&r.take_direct()), ["d1", "d2"]);
-        assert_eq!(outbox.rx.try_recv().unwrap().dialogue_id, "q1");
+        assert_eq!(queued_id(&mut outbox.rx), "q1");
 
         // Something waits in the queue: it goes first, so the next one queues behind it.
         assert!(matches!(r.send(&"ada".into(), msg("q2")), Send::Queued));
         r.reply_directly_to(1);
         assert!(matches!(r.send(&"ada".into(), msg("q3")), Send::Queued));
         assert!(r.take_direct().is_empty());
-        assert_eq!(outbox.rx.try_recv().unwrap().dialogue_id, "q2");
-        assert_eq!(outbox.rx.try_recv().unwrap().dialogue_id, "q3");
+        assert_eq!(queued_id(&mut outbox.rx), "q2");
+        assert_eq!(queued_id(&mut outbox.rx), "q3");
 
         // Another socket of the same name (the replaced one) gets nothing straight back.
         r.reply_directly_to(7);
         assert!(matches!(r.send(&"ada".into(), msg("q4")), Send::Queued));
         assert!(r.take_direct().is_empty());
-        assert_eq!(outbox.rx.try_recv().unwrap().dialogue_id, "q4");
+        assert_eq!(queued_id(&mut outbox.rx), "q4");
     }
 }

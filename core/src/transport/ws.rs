@@ -1,7 +1,8 @@
 //! One WebSocket, inbound or dialed: frames in, the name's queue out, pings, close codes.
 //!
 //! Each socket is one task that reads, writes and pings, so an idle connection costs a
-//! task, a socket and two small buffers. The socket never blocks another one: what the
+//! task, a socket and two small buffers. When to ping comes through its queue from the
+//! node's one timer for all sockets (`Registry::ping_all`), not from a timer of its own. The socket never blocks another one: what the
 //! node sends to it goes through the name's bounded queue (`Outbox`), and a slow reader
 //! only fills its own queue. A frame is handled on this task when the node's lock is
 //! free (`NodeHandle::frame`; else it is queued for the node task), and the answers to
@@ -25,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::jsip::PeerName;
 use crate::node::{Framed, NodeHandle};
 use crate::stats::{JsipStats, OpenSocket};
-use crate::transport::registry::{Outbox, Queued, Replies, SocketFlags};
+use crate::transport::registry::{Outbox, Outgoing, Queued, Replies, SocketFlags};
 
 /// A socket's place in the node's registry, under its name.
 ///
@@ -159,11 +160,6 @@ pub async fn serve<S>(
         tracing::debug!("JSIP socket {name} from {remote} closed before it was served ({why})");
         return;
     };
-    let mut ping = tokio::time::interval_at(
-        tokio::time::Instant::now() + params.ping_interval,
-        params.ping_interval,
-    );
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
     let why: String = loop {
         if !outbox.unsent.is_empty() {
@@ -186,17 +182,21 @@ pub async fn serve<S>(
         // the peer's frames first: a socket woken by a frame then polls nothing else (in
         // select's random order it polled half the other branches, some 600
         // instructions a frame). A peer that never stops sending can only hold up what
-        // is queued for itself, and the ping it does not need; the token is asked above.
+        // is queued for itself, pings included, which it does not need; the token is
+        // asked above.
         let event = tokio::select! {
             biased;
             frame = ws.next() => Event::Frame(frame),
-            queued = outbox.rx.recv() => Event::Queued(queued),
+            queued = outbox.rx.recv() => match queued {
+                Some(Outgoing::Message(m)) => Event::Queued(Some(m)),
+                Some(Outgoing::Ping) => Event::Ping,
+                None => Event::Queued(None),
+            },
             // One wait for both: each `cancelled()` future registers with its token on
             // its first poll and unregisters when dropped, a locked list operation per
             // wait. (Pinning one for the whole loop would save that, but it stays in
             // the task for its whole life: +0.45 KiB per idle connection.)
             _ = replaced.cancelled() => Event::Ended(cancelled_because(&shutdown, &flags)),
-            _ = ping.tick() => Event::Ping,
         };
         match event {
             Event::Ended(ending) => break end(&mut ws, ending, &stats).await.into(),
@@ -274,6 +274,7 @@ pub async fn serve<S>(
             }
             Event::Queued(None) => break "queue closed".into(),
             Event::Ping => {
+                flags.ping_queued.store(false, Ordering::Release);
                 if last_heard.elapsed() > params.ping_interval * 3 {
                     JsipStats::count(&stats.dead_peers);
                     break format!(
