@@ -17,18 +17,13 @@ pub mod ws;
 
 use std::sync::Arc;
 
-use bytes::Bytes;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::WebSocketStream;
-use tokio_util::sync::CancellationToken;
 use warp::http::{header, HeaderValue, StatusCode};
 
 use crate::app::App;
-use crate::node::NodeHandle;
 use crate::serve::{Peer, Request, Response};
 use crate::stats::JsipStats;
 use crate::web::SignedIn;
@@ -249,26 +244,13 @@ async fn upgrade(
                 return;
             }
         };
-        let served = Served {
-            registration,
-            caller,
-            node,
-            params,
-            shutdown,
-            stats,
-        };
-        // The connection hyper was given, back from under its upgrade: tungstenite then
-        // reads and writes the socket itself, not through three layers of hyper's
-        // (`Upgraded`, `Rewind`, `TokioIo`), some 130 instructions a round trip.
-        type Tls = tokio_rustls::server::TlsStream<TcpStream>;
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => served.on(parts.io.into_inner(), parts.read_buf).await,
-            Err(upgraded) => match upgraded.downcast::<TokioIo<Tls>>() {
-                Ok(parts) => served.on(parts.io.into_inner(), parts.read_buf).await,
-                // Never so today (`serve` hands hyper only these two), but harmless.
-                Err(upgraded) => served.on(TokioIo::new(upgraded), Bytes::new()).await,
-            },
-        }
+        let socket = WebSocketStream::from_raw_socket(
+            TokioIo::new(upgraded),
+            Role::Server,
+            Some(ws::ws_config(params.max_frame)),
+        )
+        .await;
+        ws::serve(socket, registration, caller, node, params, shutdown, stats).await;
     };
     peer.tasks.spawn(task);
     let mut resp = Response::new(Default::default());
@@ -280,41 +262,6 @@ async fn upgrade(
         h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
     }
     resp
-}
-
-/// What a socket is served with once it is upgraded.
-struct Served {
-    registration: ws::Registration,
-    caller: Caller,
-    node: NodeHandle,
-    params: ws::SocketParams,
-    shutdown: CancellationToken,
-    stats: Arc<JsipStats>,
-}
-
-impl Served {
-    /// Serves the socket `io`, after what hyper read of it past the handshake
-    /// (`read`: a client's first frames may come in the handshake's packet).
-    async fn on<S>(self, io: S, read: Bytes)
-    where
-        S: AsyncRead + AsyncWrite + Unpin,
-    {
-        let config = Some(ws::ws_config(self.params.max_frame));
-        let socket = if read.is_empty() {
-            WebSocketStream::from_raw_socket(io, Role::Server, config).await
-        } else {
-            WebSocketStream::from_partially_read(io, read.into(), Role::Server, config).await
-        };
-        let Served {
-            registration,
-            caller,
-            node,
-            params,
-            shutdown,
-            stats,
-        } = self;
-        ws::serve(socket, registration, caller, node, params, shutdown, stats).await;
-    }
 }
 
 /// A decoded query parameter (`%XX` and `+`), via warp's own `form_urlencoded`.
