@@ -559,6 +559,31 @@ fn a_peer_that_answers_pings_is_pinged_and_kept() {
 }
 
 #[test]
+fn an_operator_closes_an_idle_socket_with_4001_at_once() {
+    let (_p, d) = start("", "");
+    let mut ws = Ws::connect(rtc(&d), "alice");
+    // Served, then idle: waiting on its peer and its queue, not on a timer.
+    let a = call(&mut ws, req("MESSAGE", "svc", "before", 1));
+    assert_eq!(code(&a), 200);
+    let asked = Instant::now();
+    let cut = http::request(
+        d.api,
+        "DELETE",
+        "/runtime/v1/connections?name=alice",
+        &[],
+        "",
+    );
+    assert_eq!(cut.status, 200, "{}", cut.body);
+    assert_eq!(ws.recv_close(), Some(4001));
+    // Woken at once, not at its next ping (30 s here).
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+}
+
+#[test]
 fn token_auth_binds_the_token_to_the_userid() {
     let p = Prefix::with_config(&config("", "").replace("auth = none", "auth = token"));
     let d = Daemon::start(&p);

@@ -668,7 +668,12 @@ impl NodeTask {
                     ping.as_mut().reset(tokio::time::Instant::now() + ping_every());
                 }
                 _ = shared.rearm.notified() => {}
-                _ = &mut stopping => break,
+                _ = &mut stopping => {
+                    // The sockets' tokens went with the daemon's; they wait on their
+                    // queues, not on their tokens.
+                    shared.lock().registry.wake_all();
+                    break;
+                }
             }
         }
         // Joining runner threads blocks, and dropping the last reference to an image

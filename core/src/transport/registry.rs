@@ -28,11 +28,17 @@ pub type Queued = Arc<Message>;
 /// so it is kept inline. A `Vec` here allocated and freed a buffer per message.
 pub type Replies = smallvec::SmallVec<[Queued; 2]>;
 
-/// What a name's queue carries: its messages, and now and then the node's word that
-/// it is time to ping ([`Registry::ping_all`]).
+/// What a name's queue carries: its messages, and two words from the node. The queue is
+/// the one thing an idle socket waits on besides its peer, so each wake-up it needs
+/// comes through it, not through a timer or a token it registers with on every frame.
 pub enum Outgoing {
     Message(Queued),
+    /// Time to ping ([`Registry::ping_all`]).
     Ping,
+    /// Its `replaced` token was cancelled (replaced, disconnected, the daemon stopping):
+    /// the socket looks at it. Queued only when there is room; a full queue is being
+    /// read, and the socket looks at the token before each item.
+    Wake,
 }
 
 /// The receiving side of a name's queue.
@@ -140,6 +146,7 @@ impl Registry {
         let e = self.entry(name);
         if let Some(old) = e.socket.take() {
             old.replaced.cancel();
+            let _ = e.tx.try_send(Outgoing::Wake);
         }
         e.socket = Some(Socket {
             conn,
@@ -158,10 +165,14 @@ impl Registry {
     /// The name then is away as after any drop: its dialogs wait `reconnect_window` for
     /// the client to come back. False when `name` has no socket.
     pub fn disconnect(&mut self, name: &PeerName) -> bool {
-        match self.entries.get(name).and_then(|e| e.socket.as_ref()) {
+        let Some(e) = self.entries.get(name) else {
+            return false;
+        };
+        match &e.socket {
             Some(s) => {
                 s.flags.disconnected.store(true, Ordering::Relaxed);
                 s.replaced.cancel();
+                let _ = e.tx.try_send(Outgoing::Wake);
                 true
             }
             None => false,
@@ -248,8 +259,16 @@ impl Registry {
             Ok(()) => Send::Queued,
             Err(TrySendError::Full(o) | TrySendError::Closed(o)) => match o {
                 Outgoing::Message(m) => Send::Full(m),
-                Outgoing::Ping => unreachable!("sent a message"),
+                Outgoing::Ping | Outgoing::Wake => unreachable!("sent a message"),
             },
+        }
+    }
+
+    /// Wakes every connected socket to look at its token: the daemon stops, and the
+    /// sockets' tokens, children of its own, were cancelled with it.
+    pub fn wake_all(&self) {
+        for e in self.entries.values().filter(|e| e.socket.is_some()) {
+            let _ = e.tx.try_send(Outgoing::Wake);
         }
     }
 
@@ -361,6 +380,42 @@ mod tests {
         assert!(matches!(outbox.rx.try_recv(), Ok(Outgoing::Message(_))));
         r.ping_all();
         assert!(flags.ping_queued.load(Ordering::Acquire));
+    }
+
+    /// Whoever cancels a socket's token also wakes it through its queue, which is all
+    /// it waits on besides its peer.
+    #[test]
+    fn a_cancelled_socket_is_woken_through_its_queue() {
+        let woken = |r: &mut Registry, name: &str| {
+            let outbox = r.entry(&name.into()).outbox.clone();
+            let mut outbox = outbox.try_lock().unwrap();
+            let mut wakes = 0;
+            while let Ok(o) = outbox.rx.try_recv() {
+                wakes += usize::from(matches!(o, Outgoing::Wake));
+            }
+            wakes
+        };
+        let mut r = Registry::new(4);
+        let (_, replaced) = attach(&mut r, "ada", 1);
+        assert_eq!(woken(&mut r, "ada"), 0);
+        attach(&mut r, "ada", 2);
+        assert!(replaced.is_cancelled());
+        assert_eq!(woken(&mut r, "ada"), 1, "replaced");
+        assert!(r.disconnect(&"ada".into()));
+        assert_eq!(woken(&mut r, "ada"), 1, "disconnected");
+        attach(&mut r, "bob", 3);
+        attach(&mut r, "vic", 4);
+        r.detach(&"vic".into(), 4);
+        r.wake_all();
+        assert_eq!(
+            (
+                woken(&mut r, "ada"),
+                woken(&mut r, "bob"),
+                woken(&mut r, "vic")
+            ),
+            (1, 1, 0),
+            "stopping: every connected socket"
+        );
     }
 
     #[test]

@@ -187,19 +187,18 @@ pub async fn serve<S>(
         let event = tokio::select! {
             biased;
             frame = ws.next() => Event::Frame(frame),
+            // The token is not waited on here: whoever cancels it also queues a `Wake`
+            // (`Registry`), and it is asked at the top of each turn. A `cancelled()`
+            // future registered with the token and unregistered again on every frame, a
+            // locked list operation each way (some 300 instructions).
             queued = outbox.rx.recv() => match queued {
                 Some(Outgoing::Message(m)) => Event::Queued(Some(m)),
                 Some(Outgoing::Ping) => Event::Ping,
+                Some(Outgoing::Wake) => continue,
                 None => Event::Queued(None),
             },
-            // One wait for both: each `cancelled()` future registers with its token on
-            // its first poll and unregisters when dropped, a locked list operation per
-            // wait. (Pinning one for the whole loop would save that, but it stays in
-            // the task for its whole life: +0.45 KiB per idle connection.)
-            _ = replaced.cancelled() => Event::Ended(cancelled_because(&shutdown, &flags)),
         };
         match event {
-            Event::Ended(ending) => break end(&mut ws, ending, &stats).await.into(),
             Event::Frame(frame) => {
                 if !matches!(frame, Some(Err(_)) | None) {
                     last_heard = Instant::now();
@@ -343,7 +342,6 @@ where
 
 /// What woke a socket task.
 enum Event {
-    Ended(Ending),
     Frame(Option<Result<Frame, WsError>>),
     Queued(Option<Queued>),
     Ping,
