@@ -28,17 +28,18 @@ pub type Queued = Arc<Message>;
 /// so it is kept inline. A `Vec` here allocated and freed a buffer per message.
 pub type Replies = smallvec::SmallVec<[Queued; 2]>;
 
-/// What a name's queue carries: its messages, and two words from the node. The queue is
-/// the one thing an idle socket waits on besides its peer, so each wake-up it needs
-/// comes through it, not through a timer or a token it registers with on every frame.
+/// What a name's queue carries: its messages, and the node's word that the socket has
+/// something to look at: its token (cancelled when it is replaced, disconnected or the
+/// daemon stops) and its `ping_queued` flag (time to ping, [`Registry::ping_all`]). The
+/// queue is the one thing an idle socket waits on besides its peer, so each wake-up it
+/// needs comes through it, not through a timer or a token it registers with on every
+/// frame. One word for both keeps an entry a pointer (a tag would double the 32 slots
+/// tokio's channel allocates up front: 0.25 KiB per idle connection).
 pub enum Outgoing {
     Message(Queued),
-    /// Time to ping ([`Registry::ping_all`]).
-    Ping,
-    /// Its `replaced` token was cancelled (replaced, disconnected, the daemon stopping):
-    /// the socket looks at it. Queued only when there is room; a full queue is being
-    /// read, and the socket looks at the token before each item.
-    Wake,
+    /// Queued only when there is room: a full queue is being read, and the socket looks
+    /// at its token before each item.
+    Look,
 }
 
 /// The receiving side of a name's queue.
@@ -68,7 +69,8 @@ pub struct SocketFlags {
     /// any, the socket's next frames go the same way, so none overtakes another
     /// (`NodeHandle::frame`).
     pub frames_queued: AtomicU32,
-    /// A ping is in its queue, not yet taken: no second one is queued behind it.
+    /// Time to ping: set by [`Registry::ping_all`] with an [`Outgoing::Look`] queued,
+    /// cleared by the socket as it pings; while set, no second one is queued.
     pub ping_queued: AtomicBool,
 }
 
@@ -146,7 +148,7 @@ impl Registry {
         let e = self.entry(name);
         if let Some(old) = e.socket.take() {
             old.replaced.cancel();
-            let _ = e.tx.try_send(Outgoing::Wake);
+            let _ = e.tx.try_send(Outgoing::Look);
         }
         e.socket = Some(Socket {
             conn,
@@ -172,7 +174,7 @@ impl Registry {
             Some(s) => {
                 s.flags.disconnected.store(true, Ordering::Relaxed);
                 s.replaced.cancel();
-                let _ = e.tx.try_send(Outgoing::Wake);
+                let _ = e.tx.try_send(Outgoing::Look);
                 true
             }
             None => false,
@@ -259,7 +261,7 @@ impl Registry {
             Ok(()) => Send::Queued,
             Err(TrySendError::Full(o) | TrySendError::Closed(o)) => match o {
                 Outgoing::Message(m) => Send::Full(m),
-                Outgoing::Ping | Outgoing::Wake => unreachable!("sent a message"),
+                Outgoing::Look => unreachable!("sent a message"),
             },
         }
     }
@@ -268,7 +270,7 @@ impl Registry {
     /// sockets' tokens, children of its own, were cancelled with it.
     pub fn wake_all(&self) {
         for e in self.entries.values().filter(|e| e.socket.is_some()) {
-            let _ = e.tx.try_send(Outgoing::Wake);
+            let _ = e.tx.try_send(Outgoing::Look);
         }
     }
 
@@ -282,7 +284,7 @@ impl Registry {
             if s.flags.ping_queued.swap(true, Ordering::AcqRel) {
                 continue;
             }
-            if e.tx.try_send(Outgoing::Ping).is_err() {
+            if e.tx.try_send(Outgoing::Look).is_err() {
                 s.flags.ping_queued.store(false, Ordering::Release);
             }
         }
@@ -360,7 +362,7 @@ mod tests {
         r.detach(&"vic".into(), 2);
         r.ping_all();
         r.ping_all();
-        assert!(matches!(outbox.rx.try_recv(), Ok(Outgoing::Ping)));
+        assert!(matches!(outbox.rx.try_recv(), Ok(Outgoing::Look)));
         assert!(
             outbox.rx.try_recv().is_err(),
             "one ping while one is queued"
@@ -370,7 +372,7 @@ mod tests {
         // Taken (the socket clears the flag as it pings): the next tick queues one.
         flags.ping_queued.store(false, Ordering::Release);
         r.ping_all();
-        assert!(matches!(outbox.rx.try_recv(), Ok(Outgoing::Ping)));
+        assert!(matches!(outbox.rx.try_recv(), Ok(Outgoing::Look)));
         // A full queue gets none, and is pinged once it has room.
         flags.ping_queued.store(false, Ordering::Release);
         assert!(matches!(r.send(&"ada".into(), msg("m1")), Send::Queued));
@@ -391,7 +393,7 @@ mod tests {
             let mut outbox = outbox.try_lock().unwrap();
             let mut wakes = 0;
             while let Ok(o) = outbox.rx.try_recv() {
-                wakes += usize::from(matches!(o, Outgoing::Wake));
+                wakes += usize::from(matches!(o, Outgoing::Look));
             }
             wakes
         };

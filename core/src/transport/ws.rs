@@ -187,14 +187,17 @@ pub async fn serve<S>(
         let event = tokio::select! {
             biased;
             frame = ws.next() => Event::Frame(frame),
-            // The token is not waited on here: whoever cancels it also queues a `Wake`
+            // The token is not waited on here: whoever cancels it also queues a `Look`
             // (`Registry`), and it is asked at the top of each turn. A `cancelled()`
             // future registered with the token and unregistered again on every frame, a
             // locked list operation each way (some 300 instructions).
             queued = outbox.rx.recv() => match queued {
                 Some(Outgoing::Message(m)) => Event::Queued(Some(m)),
-                Some(Outgoing::Ping) => Event::Ping,
-                Some(Outgoing::Wake) => continue,
+                // The token is asked at the top of the loop.
+                Some(Outgoing::Look) if flags.ping_queued.swap(false, Ordering::AcqRel) => {
+                    Event::Ping
+                }
+                Some(Outgoing::Look) => continue,
                 None => Event::Queued(None),
             },
         };
@@ -273,7 +276,6 @@ pub async fn serve<S>(
             }
             Event::Queued(None) => break "queue closed".into(),
             Event::Ping => {
-                flags.ping_queued.store(false, Ordering::Release);
                 if last_heard.elapsed() > params.ping_interval * 3 {
                     JsipStats::count(&stats.dead_peers);
                     break format!(
