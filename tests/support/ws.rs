@@ -97,26 +97,12 @@ impl Ws {
     pub fn recv_within(&mut self, limit: Duration) -> Option<Value> {
         let deadline = Instant::now() + limit;
         loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            self.sock.get_mut().set_read_timeout(Some(left)).unwrap();
-            match self.sock.read() {
-                Ok(Frame::Text(t)) => {
+            match self.read_until(deadline)? {
+                Frame::Text(t) => {
                     return Some(serde_json::from_str(&t).expect("server frames are JSON"))
                 }
-                Ok(Frame::Close(c)) => panic!("socket closed: {c:?}"),
-                Ok(_) => continue,
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return None
-                }
-                Err(e) => panic!("read: {e}"),
+                Frame::Close(c) => panic!("socket closed: {c:?}"),
+                _ => continue,
             }
         }
     }
@@ -126,23 +112,34 @@ impl Ws {
     pub fn pings_within(&mut self, limit: Duration) -> usize {
         let deadline = Instant::now() + limit;
         let mut pings = 0;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return pings;
+        while let Some(frame) = self.read_until(deadline) {
+            match frame {
+                Frame::Ping(_) => pings += 1,
+                Frame::Pong(_) => {}
+                other => panic!("only pings expected, got {other:?}"),
             }
-            self.sock.get_mut().set_read_timeout(Some(left)).unwrap();
-            match self.sock.read() {
-                Ok(Frame::Ping(_)) => pings += 1,
-                Ok(Frame::Pong(_)) => {}
-                Ok(other) => panic!("only pings expected, got {other:?}"),
-                Err(tungstenite::Error::Io(e))
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) => {}
-                Err(e) => panic!("read: {e}"),
+        }
+        pings
+    }
+
+    /// The next frame, or `None` once `deadline` passed; panics on a read error.
+    fn read_until(&mut self, deadline: Instant) -> Option<Frame> {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return None;
+        }
+        self.sock.get_mut().set_read_timeout(Some(left)).unwrap();
+        match self.sock.read() {
+            Ok(frame) => Some(frame),
+            Err(tungstenite::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                None
             }
+            Err(e) => panic!("read: {e}"),
         }
     }
 
