@@ -37,8 +37,6 @@ use crate::plugins::image::Image;
 use crate::plugins::{refuse, GenState, Generation, Refusal};
 use crate::stats::JsipStats;
 use crate::transport::dial;
-#[cfg(test)]
-use crate::transport::registry::Outgoing;
 use crate::transport::registry::{Outbox, Registry, Replies, Send, SocketFlags};
 use crate::transport::ws::{ConnId, SocketParams};
 use jsipd_plugin_api::slp::Slp;
@@ -669,8 +667,8 @@ impl NodeTask {
                 }
                 _ = shared.rearm.notified() => {}
                 _ = &mut stopping => {
-                    // The sockets' tokens went with the daemon's; they wait on their
-                    // queues, not on their tokens.
+                    // The sockets' tokens went with the daemon's; they do not wait
+                    // on them, so they are told.
                     shared.lock().registry.wake_all();
                     break;
                 }
@@ -1033,9 +1031,7 @@ mod tests {
         ));
         assert_eq!(flags.frames_queued.load(Ordering::Acquire), 2);
         for id in ["d1", "d2"] {
-            let Some(Outgoing::Message(answer)) = outbox.rx.recv().await else {
-                panic!("an answer, queued");
-            };
+            let answer = outbox.rx.recv().await.unwrap();
             assert_eq!(
                 (answer.code(), answer.dialogue_id.as_str()),
                 (Some(200), id)

@@ -9,8 +9,10 @@
 use crate::hash::Map;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
+use futures_util::task::AtomicWaker;
 use jsipd_plugin_api::jsip::Message;
 use serde_json::{json, Value};
 use tokio::sync::mpsc::{self, error::TrySendError};
@@ -28,23 +30,9 @@ pub type Queued = Arc<Message>;
 /// so it is kept inline. A `Vec` here allocated and freed a buffer per message.
 pub type Replies = smallvec::SmallVec<[Queued; 2]>;
 
-/// What a name's queue carries: its messages, and the node's word that the socket has
-/// something to look at: its token (cancelled when it is replaced, disconnected or the
-/// daemon stops) and its `ping_queued` flag (time to ping, [`Registry::ping_all`]). The
-/// queue is the one thing an idle socket waits on besides its peer, so each wake-up it
-/// needs comes through it, not through a timer or a token it registers with on every
-/// frame. One word for both keeps an entry a pointer (a tag would double the 32 slots
-/// tokio's channel allocates up front: 0.25 KiB per idle connection).
-pub enum Outgoing {
-    Message(Queued),
-    /// Queued only when there is room: a full queue is being read, and the socket looks
-    /// at its token before each item.
-    Look,
-}
-
 /// The receiving side of a name's queue.
 pub struct Outbox {
-    pub rx: mpsc::Receiver<Outgoing>,
+    pub rx: mpsc::Receiver<Queued>,
     /// Messages taken from the queue (or handed back by the node) whose write failed,
     /// oldest first: the next socket sends them first.
     pub unsent: Vec<Queued>,
@@ -69,13 +57,39 @@ pub struct SocketFlags {
     /// any, the socket's next frames go the same way, so none overtakes another
     /// (`NodeHandle::frame`).
     pub frames_queued: AtomicU32,
-    /// Time to ping: set by [`Registry::ping_all`] with an [`Outgoing::Look`] queued,
-    /// cleared by the socket as it pings; while set, no second one is queued.
-    pub ping_queued: AtomicBool,
+    /// Time to ping: set by [`Registry::ping_all`], taken by the socket as it pings.
+    pub ping_due: AtomicBool,
+    /// Something for the socket to look at: its token (cancelled when it is replaced,
+    /// disconnected or the daemon stops) and `ping_due`. See [`SocketFlags::poke`].
+    poked: AtomicBool,
+    waker: AtomicWaker,
+}
+
+impl SocketFlags {
+    /// Wakes the socket's task to look at its token and `ping_due`. An idle socket
+    /// waits on its peer, its queue and this: registering here is a compare of the
+    /// waker it holds already, where a timer of its own and a `cancelled()` future
+    /// registered (and the future unregistered, under a lock) on every frame, some 500
+    /// instructions a round trip.
+    pub fn poke(&self) {
+        self.poked.store(true, Ordering::Release);
+        self.waker.wake();
+    }
+
+    /// Ready once poked (and un-pokes); else the task is woken by the next poke.
+    pub fn poll_poked(&self, cx: &mut Context<'_>) -> Poll<()> {
+        // Registered before the flag is read, so a poke in between is not lost.
+        self.waker.register(cx.waker());
+        if self.poked.swap(false, Ordering::AcqRel) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
 }
 
 struct Entry {
-    tx: mpsc::Sender<Outgoing>,
+    tx: mpsc::Sender<Queued>,
     outbox: Arc<tokio::sync::Mutex<Outbox>>,
     socket: Option<Socket>,
     /// Changes whenever the socket goes, so a stale window timer is ignored.
@@ -148,7 +162,7 @@ impl Registry {
         let e = self.entry(name);
         if let Some(old) = e.socket.take() {
             old.replaced.cancel();
-            let _ = e.tx.try_send(Outgoing::Look);
+            old.flags.poke();
         }
         e.socket = Some(Socket {
             conn,
@@ -174,7 +188,7 @@ impl Registry {
             Some(s) => {
                 s.flags.disconnected.store(true, Ordering::Relaxed);
                 s.replaced.cancel();
-                let _ = e.tx.try_send(Outgoing::Look);
+                s.flags.poke();
                 true
             }
             None => false,
@@ -227,10 +241,8 @@ impl Registry {
         // (it is closing), what it holds is lost with it.
         if let Ok(mut outbox) = e.outbox.try_lock() {
             left.append(&mut outbox.unsent);
-            while let Ok(o) = outbox.rx.try_recv() {
-                if let Outgoing::Message(m) = o {
-                    left.push(m);
-                }
+            while let Ok(m) = outbox.rx.try_recv() {
+                left.push(m);
             }
         }
         left
@@ -257,36 +269,27 @@ impl Registry {
             self.direct.push(msg);
             return Send::Queued;
         }
-        match e.tx.try_send(Outgoing::Message(msg)) {
+        match e.tx.try_send(msg) {
             Ok(()) => Send::Queued,
-            Err(TrySendError::Full(o) | TrySendError::Closed(o)) => match o {
-                Outgoing::Message(m) => Send::Full(m),
-                Outgoing::Look => unreachable!("sent a message"),
-            },
+            Err(TrySendError::Full(m)) | Err(TrySendError::Closed(m)) => Send::Full(m),
         }
     }
 
     /// Wakes every connected socket to look at its token: the daemon stops, and the
     /// sockets' tokens, children of its own, were cancelled with it.
     pub fn wake_all(&self) {
-        for e in self.entries.values().filter(|e| e.socket.is_some()) {
-            let _ = e.tx.try_send(Outgoing::Look);
+        for s in self.entries.values().filter_map(|e| e.socket.as_ref()) {
+            s.flags.poke();
         }
     }
 
-    /// Queues a ping for every connected socket that has none queued yet: the node's one
-    /// timer for every socket, where each socket's own timer cost it a registration per
-    /// frame (some 235 instructions) and its memory while idle. A socket whose queue is
-    /// full is busy being written to, and is pinged next time.
+    /// Tells every connected socket to ping: the node's one timer for every socket,
+    /// where each socket's own timer cost it a registration per frame and its memory
+    /// while idle.
     pub fn ping_all(&self) {
-        for e in self.entries.values() {
-            let Some(s) = &e.socket else { continue };
-            if s.flags.ping_queued.swap(true, Ordering::AcqRel) {
-                continue;
-            }
-            if e.tx.try_send(Outgoing::Look).is_err() {
-                s.flags.ping_queued.store(false, Ordering::Release);
-            }
+        for s in self.entries.values().filter_map(|e| e.socket.as_ref()) {
+            s.flags.ping_due.store(true, Ordering::Release);
+            s.flags.poke();
         }
     }
 
@@ -351,73 +354,53 @@ mod tests {
         (flags, token)
     }
 
-    #[test]
-    fn ping_all_queues_one_ping_per_connected_socket_until_it_is_taken() {
-        let mut r = Registry::new(2);
-        let (flags, _) = attach(&mut r, "ada", 1);
-        let outbox = r.entry(&"ada".into()).outbox.clone();
-        let mut outbox = outbox.try_lock().unwrap();
-        // An away name is not pinged.
-        attach(&mut r, "vic", 2);
-        r.detach(&"vic".into(), 2);
-        r.ping_all();
-        r.ping_all();
-        assert!(matches!(outbox.rx.try_recv(), Ok(Outgoing::Look)));
-        assert!(
-            outbox.rx.try_recv().is_err(),
-            "one ping while one is queued"
-        );
-        let vic = r.entry(&"vic".into()).outbox.clone();
-        assert!(vic.try_lock().unwrap().rx.try_recv().is_err());
-        // Taken (the socket clears the flag as it pings): the next tick queues one.
-        flags.ping_queued.store(false, Ordering::Release);
-        r.ping_all();
-        assert!(matches!(outbox.rx.try_recv(), Ok(Outgoing::Look)));
-        // A full queue gets none, and is pinged once it has room.
-        flags.ping_queued.store(false, Ordering::Release);
-        assert!(matches!(r.send(&"ada".into(), msg("m1")), Send::Queued));
-        assert!(matches!(r.send(&"ada".into(), msg("m2")), Send::Queued));
-        r.ping_all();
-        assert!(!flags.ping_queued.load(Ordering::Acquire));
-        assert!(matches!(outbox.rx.try_recv(), Ok(Outgoing::Message(_))));
-        r.ping_all();
-        assert!(flags.ping_queued.load(Ordering::Acquire));
+    /// Counts the wake-ups of the task it stands for.
+    #[derive(Default)]
+    struct Wakes(std::sync::atomic::AtomicUsize);
+
+    impl std::task::Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
-    /// Whoever cancels a socket's token also wakes it through its queue, which is all
-    /// it waits on besides its peer.
+    /// A socket's task waiting on its flags: whether it was poked since it last looked.
+    fn poked(flags: &SocketFlags, wakes: &Arc<Wakes>) -> bool {
+        let waker = std::task::Waker::from(wakes.clone());
+        flags
+            .poll_poked(&mut Context::from_waker(&waker))
+            .is_ready()
+    }
+
+    /// Whoever cancels a socket's token also wakes its task, which does not wait on the
+    /// token; and the node's ping tick wakes every connected socket with `ping_due`.
     #[test]
-    fn a_cancelled_socket_is_woken_through_its_queue() {
-        let woken = |r: &mut Registry, name: &str| {
-            let outbox = r.entry(&name.into()).outbox.clone();
-            let mut outbox = outbox.try_lock().unwrap();
-            let mut wakes = 0;
-            while let Ok(o) = outbox.rx.try_recv() {
-                wakes += usize::from(matches!(o, Outgoing::Look));
-            }
-            wakes
-        };
+    fn a_cancelled_or_pinged_socket_is_woken() {
+        let wakes = Arc::new(Wakes::default());
+        let count = || wakes.0.load(Ordering::SeqCst);
         let mut r = Registry::new(4);
-        let (_, replaced) = attach(&mut r, "ada", 1);
-        assert_eq!(woken(&mut r, "ada"), 0);
-        attach(&mut r, "ada", 2);
-        assert!(replaced.is_cancelled());
-        assert_eq!(woken(&mut r, "ada"), 1, "replaced");
+        let (ada, ada_token) = attach(&mut r, "ada", 1);
+        assert!(!poked(&ada, &wakes), "nothing yet");
+        let (ada2, _) = attach(&mut r, "ada", 2);
+        assert!(ada_token.is_cancelled());
+        assert_eq!(count(), 1, "the replaced socket's task is woken");
+        assert!(poked(&ada, &wakes));
+        assert!(!poked(&ada, &wakes), "once");
+        assert!(!poked(&ada2, &wakes));
         assert!(r.disconnect(&"ada".into()));
-        assert_eq!(woken(&mut r, "ada"), 1, "disconnected");
-        attach(&mut r, "bob", 3);
-        attach(&mut r, "vic", 4);
+        assert_eq!(count(), 2, "disconnected");
+        assert!(poked(&ada2, &wakes));
+        let (bob, _) = attach(&mut r, "bob", 3);
+        let (vic, _) = attach(&mut r, "vic", 4);
         r.detach(&"vic".into(), 4);
+        assert!(!poked(&bob, &wakes) && !poked(&vic, &wakes));
+        r.ping_all();
+        assert!(poked(&bob, &wakes) && bob.ping_due.load(Ordering::Acquire));
+        assert!(!poked(&vic, &wakes), "away: not pinged");
+        assert!(!vic.ping_due.load(Ordering::Acquire));
         r.wake_all();
-        assert_eq!(
-            (
-                woken(&mut r, "ada"),
-                woken(&mut r, "bob"),
-                woken(&mut r, "vic")
-            ),
-            (1, 1, 0),
-            "stopping: every connected socket"
-        );
+        assert!(poked(&bob, &wakes), "stopping: every connected socket");
+        assert!(!poked(&vic, &wakes));
     }
 
     #[test]
@@ -448,12 +431,12 @@ mod tests {
         assert!(!old.disconnected.load(Ordering::Relaxed));
     }
 
-    /// The DialogueID of the next message in a queue (which must be a message).
-    fn queued_id(rx: &mut mpsc::Receiver<Outgoing>) -> String {
-        match rx.try_recv() {
-            Ok(Outgoing::Message(m)) => m.dialogue_id.clone(),
-            _ => panic!("a message is queued"),
-        }
+    /// The DialogueID of the next message in a queue.
+    fn queued_id(rx: &mut mpsc::Receiver<Queued>) -> String {
+        rx.try_recv()
+            .expect("a message is queued")
+            .dialogue_id
+            .clone()
     }
 
     fn msg(id: &str) -> Queued {

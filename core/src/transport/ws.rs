@@ -1,8 +1,8 @@
 //! One WebSocket, inbound or dialed: frames in, the name's queue out, pings, close codes.
 //!
 //! Each socket is one task that reads, writes and pings, so an idle connection costs a
-//! task, a socket and two small buffers. When to ping comes through its queue from the
-//! node's one timer for all sockets (`Registry::ping_all`), not from a timer of its own. The socket never blocks another one: what the
+//! task, a socket and two small buffers. When to ping comes from the node's one timer
+//! for all sockets (`Registry::ping_all`), not from a timer of its own. The socket never blocks another one: what the
 //! node sends to it goes through the name's bounded queue (`Outbox`), and a slow reader
 //! only fills its own queue. A frame is handled on this task when the node's lock is
 //! free (`NodeHandle::frame`; else it is queued for the node task), and the answers to
@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::jsip::PeerName;
 use crate::node::{Framed, NodeHandle};
 use crate::stats::{JsipStats, OpenSocket};
-use crate::transport::registry::{Outbox, Outgoing, Queued, Replies, SocketFlags};
+use crate::transport::registry::{Outbox, Queued, Replies, SocketFlags};
 
 /// A socket's place in the node's registry, under its name.
 ///
@@ -182,24 +182,14 @@ pub async fn serve<S>(
         // the peer's frames first: a socket woken by a frame then polls nothing else (in
         // select's random order it polled half the other branches, some 600
         // instructions a frame). A peer that never stops sending can only hold up what
-        // is queued for itself, pings included, which it does not need; the token is
-        // asked above.
+        // is queued for itself, and the ping it does not need; the token is asked above.
         let event = tokio::select! {
             biased;
             frame = ws.next() => Event::Frame(frame),
-            // The token is not waited on here: whoever cancels it also queues a `Look`
-            // (`Registry`), and it is asked at the top of each turn. A `cancelled()`
-            // future registered with the token and unregistered again on every frame, a
-            // locked list operation each way (some 300 instructions).
-            queued = outbox.rx.recv() => match queued {
-                Some(Outgoing::Message(m)) => Event::Queued(Some(m)),
-                // The token is asked at the top of the loop.
-                Some(Outgoing::Look) if flags.ping_queued.swap(false, Ordering::AcqRel) => {
-                    Event::Ping
-                }
-                Some(Outgoing::Look) => continue,
-                None => Event::Queued(None),
-            },
+            queued = outbox.rx.recv() => Event::Queued(queued),
+            // Not the token itself: whoever cancels it also pokes the socket, and it is
+            // asked at the top of each turn (`SocketFlags::poke`).
+            _ = std::future::poll_fn(|cx| flags.poll_poked(cx)) => Event::Poked,
         };
         match event {
             Event::Frame(frame) => {
@@ -275,7 +265,9 @@ pub async fn serve<S>(
                 }
             }
             Event::Queued(None) => break "queue closed".into(),
-            Event::Ping => {
+            // Replaced, disconnected or stopping: the top of the loop sees it.
+            Event::Poked if !flags.ping_due.swap(false, Ordering::AcqRel) => {}
+            Event::Poked => {
                 if last_heard.elapsed() > params.ping_interval * 3 {
                     JsipStats::count(&stats.dead_peers);
                     break format!(
@@ -346,7 +338,8 @@ where
 enum Event {
     Frame(Option<Result<Frame, WsError>>),
     Queued(Option<Queued>),
-    Ping,
+    /// Its token or `ping_due` to look at.
+    Poked,
 }
 
 /// Parses a text frame. A request from a signed-in person carries `caller` under
