@@ -528,12 +528,18 @@ fn a_panicking_slp_answers_500_and_keeps_serving() {
     d.wait_log("panicked: echo: asked to panic", WAIT);
 }
 
-#[test]
-fn a_silent_peer_is_dropped_after_three_ping_intervals() {
+/// A daemon that pings its sockets every 100 ms (the others: every 30 s).
+fn start_pinging_every_100ms() -> (Prefix, Daemon) {
     let prefix = Prefix::with_config(
         &config("", "").replace("ping_interval = 30s", "ping_interval = 100ms"),
     );
     let d = Daemon::start(&prefix);
+    (prefix, d)
+}
+
+#[test]
+fn a_silent_peer_is_dropped_after_three_ping_intervals() {
+    let (_p, d) = start_pinging_every_100ms();
     // This client never reads, so it never answers a ping.
     let _mute = Ws::connect(rtc(&d), "mute");
     wait_until("the mute peer to be dropped", || {
@@ -544,10 +550,7 @@ fn a_silent_peer_is_dropped_after_three_ping_intervals() {
 
 #[test]
 fn a_peer_that_answers_pings_is_pinged_and_kept() {
-    let prefix = Prefix::with_config(
-        &config("", "").replace("ping_interval = 30s", "ping_interval = 100ms"),
-    );
-    let d = Daemon::start(&prefix);
+    let (_p, d) = start_pinging_every_100ms();
     let mut ws = Ws::connect(rtc(&d), "alice");
     // Eight intervals: pinged (by the node's one timer for every socket) at least
     // three times, answered, and never taken for dead.

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use jsipd_plugin_api::jsip::{Kind, Message, Method};
+use jsipd_plugin_api::jsip::{Message, Method};
 
 /// What the stack keeps of a request it received: the fields its own answers and
 /// requests are made from (Type, From, To, DialogueID, CSeq, RelatedID, Expire, and an
@@ -19,7 +19,7 @@ use jsipd_plugin_api::jsip::{Kind, Message, Method};
 /// is never used again: requests the stack sends route back to the socket the dialog
 /// came in on.
 pub(super) struct Head {
-    kind: Kind,
+    method: Method,
     cseq: u64,
     related_id: Option<u64>,
     expire: Option<u64>,
@@ -32,9 +32,10 @@ pub(super) struct Head {
 }
 
 impl Head {
-    pub(super) fn of(m: &Message) -> Head {
-        let uri = match m.method() {
-            Some(Method::Invite) => m.request_uri.as_deref(),
+    /// The head of request `m`, whose method is `method`.
+    fn of(method: Method, m: &Message) -> Head {
+        let uri = match method {
+            Method::Invite => m.request_uri.as_deref(),
             _ => None,
         };
         let mut text = String::with_capacity(
@@ -48,7 +49,7 @@ impl Head {
         let id_end = text.len();
         text.push_str(uri.unwrap_or_default());
         Head {
-            kind: m.kind,
+            method,
             cseq: m.cseq,
             related_id: m.related_id,
             expire: m.expire,
@@ -78,20 +79,14 @@ impl Head {
 
     /// The message this head is of, less what it does not keep.
     fn to_message(&self) -> Message {
-        let method = match self.kind {
-            Kind::Request(method) => method,
-            // Heads are of requests; a response's would be read as its own kind below.
-            Kind::Response(_) => Method::Message,
-        };
         let mut m = Message::request(
-            method,
+            self.method,
             "",
             self.from(),
             self.to(),
             self.dialogue_id(),
             self.cseq,
         );
-        m.kind = self.kind;
         m.request_uri = self.request_uri().map(String::from);
         m.related_id = self.related_id;
         m.expire = self.expire;
@@ -107,17 +102,15 @@ pub(super) enum Kept {
 }
 
 impl Kept {
-    pub(super) fn received(m: &Message) -> Kept {
-        Kept::Received(Arc::new(Head::of(m)))
+    /// Request `m`, received, of `method`.
+    pub(super) fn received(method: Method, m: &Message) -> Kept {
+        Kept::Received(Arc::new(Head::of(method, m)))
     }
 
     pub(super) fn method(&self) -> Option<Method> {
         match self {
             Kept::Sent(m) => m.method(),
-            Kept::Received(h) => match h.kind {
-                Kind::Request(method) => Some(method),
-                Kind::Response(_) => None,
-            },
+            Kept::Received(h) => Some(h.method),
         }
     }
 
@@ -187,9 +180,9 @@ mod tests {
         invite.router = Some("r".into());
         invite.body = Some("b".into());
         let mut message = invite.clone();
-        message.kind = Kind::Request(Method::Message);
+        message.kind = jsipd_plugin_api::jsip::Kind::Request(Method::Message);
         for m in [invite, message] {
-            let kept = Kept::received(&m);
+            let kept = Kept::received(m.method().unwrap(), &m);
             let mut want =
                 Message::request(m.method().unwrap(), "", &m.from, &m.to, &m.dialogue_id, 4);
             want.request_uri = (m.method() == Some(Method::Invite)).then(|| "svc@h".into());
@@ -206,7 +199,7 @@ mod tests {
         }
         // Empty and non-ASCII fields keep their bounds.
         let m = Message::request(Method::Options, "u", "", "é", "", 1);
-        let kept = Kept::received(&m);
+        let kept = Kept::received(Method::Options, &m);
         assert_eq!((kept.from(), kept.to()), ("", "é"));
         assert_eq!(kept.response(200), m.response(200));
     }

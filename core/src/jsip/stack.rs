@@ -345,6 +345,13 @@ struct InstanceInfo {
     dialog_events: bool,
 }
 
+impl InstanceInfo {
+    /// Whether `event` is sent to it: all but the dialog events of an SLP that wants none.
+    fn hears(&self, event: &Delivery) -> bool {
+        self.dialog_events || !event.is_dialog_event()
+    }
+}
+
 /// The generation that serves an SLP name, as [`Stack::add_slp`] was told.
 #[derive(Clone)]
 struct Serving {
@@ -442,7 +449,7 @@ impl Stack {
                 dialog_events,
             },
         );
-        let id = self.new_instance(key.clone(), true, dialog_events);
+        let id = self.new_instance(key.clone(), true, dialog_events, DialogIndex::None);
         self.out.push_back(Output::ToSlp {
             slp: key,
             instance: id,
@@ -494,12 +501,8 @@ impl Stack {
         self.instances.values().filter(|i| &*i.slp == key).count()
     }
 
-    fn new_instance(&mut self, slp: Arc<str>, pinned: bool, dialog_events: bool) -> InstanceId {
-        self.new_instance_with(slp, pinned, dialog_events, DialogIndex::default())
-    }
-
-    /// A new instance that owns `dialogs` from the start.
-    fn new_instance_with(
+    /// A new instance of `slp` that owns `dialogs` from the start.
+    fn new_instance(
         &mut self,
         slp: Arc<str>,
         pinned: bool,
@@ -583,7 +586,7 @@ impl Stack {
                     // A re-INVITE refreshes the session too.
                     self.arm_session_timer(now, &key);
                 }
-                let head = Kept::received(&msg);
+                let head = Kept::received(method, &msg);
                 self.open_received(now, &key, method, msg, head);
             }
         }
@@ -612,7 +615,8 @@ impl Stack {
             );
         }
         let target = select(&msg, |n| self.slps.get(n), |r| self.relids.get(r).copied());
-        let (instance, slp, filed) = match target {
+        // Either way the instance has the dialog in its index when this match is done.
+        let (instance, slp) = match target {
             Err(refusal) => {
                 return self.answer_peer(&key.peer, &msg, refusal.code, Some(refusal.reason))
             }
@@ -633,8 +637,11 @@ impl Stack {
                     )),
                 );
             }
-            Ok(Target::Join(id)) => match self.instances.get(&id) {
-                Some(info) => (id, info.slp.clone(), false),
+            Ok(Target::Join(id)) => match self.instances.get_mut(&id) {
+                Some(info) => {
+                    info.dialogs.insert(key.clone());
+                    (id, info.slp.clone())
+                }
                 None => {
                     return self.answer_peer(
                         &key.peer,
@@ -650,25 +657,19 @@ impl Stack {
                     dialog_events,
                 } = serving.clone();
                 // Made with the dialog in its index: no lookup to file it there.
-                let mut dialogs = DialogIndex::default();
-                dialogs.insert(key.clone());
-                let id = self.new_instance_with(slp.clone(), false, dialog_events, dialogs);
-                (id, slp, true)
+                let dialogs = DialogIndex::One(key.clone());
+                let id = self.new_instance(slp.clone(), false, dialog_events, dialogs);
+                (id, slp)
             }
         };
         let mut msg = msg;
         let expire = self.session_expire(&mut msg);
-        let head = Kept::received(&msg);
+        let head = Kept::received(method, &msg);
         // The dialog is made with its first transaction in it, filed once, and its
         // request goes straight to the SLP: one lookup of each map, not six.
         let transaction = self.received_transaction(now, &key, method, msg.cseq, head.clone());
         let mut dialog = self.new_dialog(now, slp.clone(), instance, Role::Answering, head, expire);
         dialog.received.insert(msg.cseq, transaction);
-        if !filed {
-            if let Some(info) = self.instances.get_mut(&instance) {
-                info.dialogs.insert(key.clone());
-            }
-        }
         self.dialogs.insert(key, dialog);
         self.out.push_back(Output::ToSlp {
             slp,
@@ -757,8 +758,8 @@ impl Stack {
         }
     }
 
-    /// The transaction of a request received on dialog `key`, its timer started; the
-    /// transaction keeps the request's [`head`] (for a dialog's first request, the
+    /// The transaction of a request received on dialog `key`, its timer started; it
+    /// keeps the request's head (`Kept::received`; for a dialog's first request, the
     /// dialog's, shared).
     fn received_transaction(
         &mut self,
@@ -1415,7 +1416,7 @@ impl Stack {
 
     fn deliver_to(&mut self, instance: InstanceId, event: Delivery) {
         if let Some(info) = self.instances.get(&instance) {
-            if !info.dialog_events && event.is_dialog_event() {
+            if !info.hears(&event) {
                 return;
             }
             self.out.push_back(Output::ToSlp {
@@ -1437,13 +1438,14 @@ impl Stack {
         // As `deliver_to` would, with the instance at hand.
         if let Some(info) = self.instances.get_mut(&d.instance) {
             info.dialogs.remove(&key.id);
-            if info.dialog_events {
+            let event = Delivery::DialogEnded {
+                dialogue_id: key.id.clone(),
+            };
+            if info.hears(&event) {
                 self.out.push_back(Output::ToSlp {
                     slp: info.slp.clone(),
                     instance: d.instance,
-                    event: Delivery::DialogEnded {
-                        dialogue_id: key.id.clone(),
-                    },
+                    event,
                 });
             }
         }

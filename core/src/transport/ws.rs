@@ -2,11 +2,12 @@
 //!
 //! Each socket is one task that reads, writes and pings, so an idle connection costs a
 //! task, a socket and two small buffers. When to ping comes from the node's one timer
-//! for all sockets (`Registry::ping_all`), not from a timer of its own. The socket never blocks another one: what the
-//! node sends to it goes through the name's bounded queue (`Outbox`), and a slow reader
-//! only fills its own queue. A frame is handled on this task when the node's lock is
-//! free (`NodeHandle::frame`; else it is queued for the node task), and the answers to
-//! this socket that it gives back are written before the queue is read.
+//! for all sockets (`Registry::ping_all`), not from a timer of its own. The socket never
+//! blocks another one: what the node sends to it goes through the name's bounded queue
+//! (`Outbox`), and a slow reader only fills its own queue. A frame is handled on this
+//! task when the node's lock is free (`NodeHandle::frame`; else it is queued for the
+//! node task), and the answers to this socket that it gives back are written before the
+//! queue is read.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
