@@ -311,19 +311,12 @@ impl Message {
     /// A valid message is checked in place; one that is not takes the field-by-field
     /// way, so that its refusal is worded by the code that words every other.
     pub fn checked(mut self) -> Result<Message, ParseError> {
-        let given = |s: &str| !s.is_empty();
-        let valid = given(&self.from)
-            && given(&self.to)
-            && given(&self.dialogue_id)
-            && match self.kind {
-                Kind::Response(code) => (100..=699).contains(&code),
-                Kind::Request(method) => {
-                    self.request_uri.as_deref().is_some_and(given)
-                        && (self.related_id.is_some()
-                            || !matches!(method, Method::Ack | Method::Cancel))
-                }
-            }
-            && self.extra.keys().all(|k| Key::of(k).is_none());
+        let valid = well_formed(
+            self.kind,
+            [&self.from, &self.to, &self.dialogue_id].map(|s| Some(s.as_str())),
+            self.request_uri.as_deref(),
+            self.related_id,
+        ) && self.extra.keys().all(|k| Key::of(k).is_none());
         if !valid {
             // SAFETY: handed over from this process's allocator, and taken once.
             return self
@@ -386,6 +379,28 @@ impl Message {
         // The host's fields as they are: a Desc on a request too.
         Ok(f.into_message(kind, true))
     }
+}
+
+/// The checks of [`Message::from_source`] on a message's kind and fields, whichever
+/// way it came (a frame's typed fields, a plugin's moved message): From, To and
+/// DialogueID (`addressed`) there and not empty, a response's Code 100-699, a request's
+/// Request-URI there and not empty, an ACK's or CANCEL's RelatedID. The fast paths ask
+/// this; `from_source` still words each refusal.
+fn well_formed(
+    kind: Kind,
+    addressed: [Option<&str>; 3],
+    request_uri: Option<&str>,
+    related_id: Option<u64>,
+) -> bool {
+    let given = |s: Option<&str>| s.is_some_and(|s| !s.is_empty());
+    addressed.into_iter().all(given)
+        && match kind {
+            Kind::Response(code) => (100..=699).contains(&code),
+            Kind::Request(method) => {
+                given(request_uri)
+                    && (related_id.is_some() || !matches!(method, Method::Ack | Method::Cancel))
+            }
+        }
 }
 
 /// Who lent a message, which decides whether its text is checked for UTF-8.
@@ -737,10 +752,7 @@ impl<'a, T: Text> LentFields<'a, T> {
     /// response's Code is 100-699, a request has its Request-URI, an ACK or CANCEL its
     /// RelatedID. (Each field is typed already, so none can hold the wrong kind.)
     fn valid_kind(&self) -> Option<Kind> {
-        let given = |key: Key| self.text(key).is_some_and(|s| !s.is_empty());
-        if !(given(Key::DialogueId) && given(Key::From) && given(Key::To)) || self.cseq.is_none() {
-            return None;
-        }
+        self.cseq?;
         let kind = match self.type_? {
             "RESPONSE" => Kind::Response(
                 self.code
@@ -749,11 +761,13 @@ impl<'a, T: Text> LentFields<'a, T> {
             ),
             ty => Kind::Request(Method::parse(ty)?),
         };
-        match kind {
-            Kind::Request(_) if !given(Key::RequestUri) => None,
-            Kind::Request(Method::Ack | Method::Cancel) if self.related_id.is_none() => None,
-            _ => Some(kind),
-        }
+        well_formed(
+            kind,
+            [Key::From, Key::To, Key::DialogueId].map(|k| self.text(k)),
+            self.text(Key::RequestUri),
+            self.related_id,
+        )
+        .then_some(kind)
     }
 
     /// `m`'s numbers and `Type`, and no text yet.
