@@ -821,7 +821,7 @@ impl Node {
 
     /// The next moment the node task must wake: the stack's next deadline, or an inline
     /// SLP's next timer.
-    fn next_deadline(&self) -> Option<Instant> {
+    fn next_deadline(&mut self) -> Option<Instant> {
         self.runners
             .values()
             .filter_map(|r| r.runner.next_timer())
@@ -937,7 +937,7 @@ impl Node {
         }
     }
 
-    fn snapshot(&self, now: Instant) -> Value {
+    fn snapshot(&mut self, now: Instant) -> Value {
         let c = self.stack.counters;
         json!({
             "realm": self.realm,

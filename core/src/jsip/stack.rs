@@ -352,6 +352,50 @@ impl InstanceInfo {
     }
 }
 
+/// A dialog that a peer's request opened in the last [`Stack::handle_peer`], with the
+/// new instance it went to, kept aside instead of filed in `dialogs` and `instances`.
+///
+/// Most such requests (a MESSAGE, an OPTIONS) are answered finally by an SLP that runs
+/// inline, within the same turn, and the dialog ends with that answer. Filing it, with
+/// its instance and its transaction's timer, only to take all three out again a moment
+/// later cost some 900 instructions a message under callgrind: two maps' inserts and
+/// removes, a timer set and cancelled, the instance's index looked up. So the one
+/// dialog of the last `handle_peer` waits here. If the next call is that instance's
+/// batch, and the batch is that final answer alone, it is served from here
+/// ([`Stack::answer_fresh`]). Any other call files it first ([`Stack::file_fresh`]), and
+/// then nothing can tell it was ever kept aside: that call sees the maps, and the timer
+/// it is given, as they would have been.
+struct Fresh {
+    key: DialogKey,
+    /// With its one received transaction, whose timer is set only when it is filed.
+    dialog: Dialog,
+    instance: InstanceId,
+    info: InstanceInfo,
+    cseq: u64,
+    /// When that transaction times out.
+    deadline: Instant,
+}
+
+impl Fresh {
+    /// Whether `msg` from instance `from` is the final answer to the fresh request.
+    fn answered_by(&self, from: InstanceId, msg: &Message) -> bool {
+        from == self.instance
+            && matches!(msg.kind, Kind::Response(code) if code >= 200)
+            && msg.cseq == self.cseq
+            && msg.dialogue_id == *self.key.id
+    }
+}
+
+/// Whether a dialog a peer's request opens may be kept aside ([`Fresh`]): only when
+/// that request came in through [`Stack::handle_peer`] itself, which returns right
+/// after it. One from the loopback arrives in the middle of other work that looks in
+/// the maps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Filing {
+    MayWait,
+    Now,
+}
+
 /// The generation that serves an SLP name, as [`Stack::add_slp`] was told.
 #[derive(Clone)]
 struct Serving {
@@ -396,6 +440,7 @@ pub struct Stack {
     /// The instance whose batch `handle_slp` is applying: it is not ended for being
     /// idle until the whole batch is applied.
     in_batch: Option<InstanceId>,
+    fresh: Option<Fresh>,
     pub counters: Counters,
 }
 
@@ -413,12 +458,14 @@ impl Stack {
             out: VecDeque::new(),
             loopback: VecDeque::new(),
             in_batch: None,
+            fresh: None,
             counters: Counters::default(),
         }
     }
 
     /// New timer values apply to timers armed from now on.
     pub fn set_config(&mut self, config: StackConfig) {
+        self.file_fresh();
         self.config = config;
     }
 
@@ -426,7 +473,8 @@ impl Stack {
         self.out.pop_front()
     }
 
-    pub fn next_deadline(&self) -> Option<Instant> {
+    pub fn next_deadline(&mut self) -> Option<Instant> {
+        self.file_fresh();
         self.timers.next_deadline()
     }
 
@@ -441,6 +489,7 @@ impl Stack {
     /// here rather than by its runner, an out-of-dialog request's DialogEnded costs
     /// nothing at all, not a command queued, handed over and dropped.
     pub fn add_slp(&mut self, name: &str, key: &str, dialog_events: bool) -> InstanceId {
+        self.file_fresh();
         let key: Arc<str> = key.into();
         self.slps.insert(
             name.into(),
@@ -449,7 +498,8 @@ impl Stack {
                 dialog_events,
             },
         );
-        let id = self.new_instance(key.clone(), true, dialog_events, DialogIndex::None);
+        let (id, info) = self.new_instance(key.clone(), true, dialog_events, DialogIndex::None);
+        self.instances.insert(id, info);
         self.out.push_back(Output::ToSlp {
             slp: key,
             instance: id,
@@ -460,12 +510,14 @@ impl Stack {
 
     /// No new dialogs for `name`; returns the key that served it.
     pub fn remove_slp(&mut self, name: &str) -> Option<Arc<str>> {
+        self.file_fresh();
         self.slps.remove(name).map(|s| s.key)
     }
 
     /// Lets generation `key` run out: its instances are unpinned and lose their relids,
     /// so each ends with its last dialog; idle ones end now.
     pub fn drain(&mut self, key: &str) {
+        self.file_fresh();
         for id in self.instances_of_key(key) {
             if let Some(info) = self.instances.get_mut(&id) {
                 info.pinned = false;
@@ -482,45 +534,49 @@ impl Stack {
     /// Ends every instance of generation `key` at once (its drain took too long):
     /// confirmed sessions get a BYE, unanswered INVITEs 487, other requests 408.
     pub fn end_all(&mut self, now: Instant, key: &str, reason: &str) {
+        self.file_fresh();
         for id in self.instances_of_key(key) {
             self.end_instance_as(now, id, reason, Ending::Drained);
         }
         self.run_loopback(now);
     }
 
+    /// Oldest first, not in the map's hashing order: what is done to each is seen.
     fn instances_of_key(&self, key: &str) -> Vec<InstanceId> {
-        self.instances
+        let mut ids: Vec<InstanceId> = self
+            .instances
             .iter()
             .filter(|(_, i)| &*i.slp == key)
             .map(|(id, _)| *id)
-            .collect()
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Live instances of generation `key`.
     pub fn instances_of(&self, key: &str) -> usize {
-        self.instances.values().filter(|i| &*i.slp == key).count()
+        // The fresh one counts: `retire_if_drained` asks in the middle of a turn.
+        let fresh = self.fresh.as_ref().is_some_and(|f| &*f.info.slp == key);
+        self.instances.values().filter(|i| &*i.slp == key).count() + usize::from(fresh)
     }
 
-    /// A new instance of `slp` that owns `dialogs` from the start.
+    /// A new instance of `slp` that owns `dialogs` from the start, and its id; the
+    /// caller files it (or keeps it aside with its dialog, [`Fresh`]).
     fn new_instance(
         &mut self,
         slp: Arc<str>,
         pinned: bool,
         dialog_events: bool,
         dialogs: DialogIndex<DialogKey>,
-    ) -> InstanceId {
+    ) -> (InstanceId, InstanceInfo) {
         self.next_instance += 1;
-        let id = self.next_instance;
-        self.instances.insert(
-            id,
-            InstanceInfo {
-                slp,
-                dialogs,
-                pinned,
-                dialog_events,
-            },
-        );
-        id
+        let info = InstanceInfo {
+            slp,
+            dialogs,
+            pinned,
+            dialog_events,
+        };
+        (self.next_instance, info)
     }
 
     // ---------------------------------------------------------------- from peers
@@ -528,14 +584,17 @@ impl Stack {
     /// A valid message arrived on the connection registered as `peer`. Boxed where the
     /// frame was read (see [`Delivery`]).
     pub fn handle_peer(&mut self, now: Instant, peer: PeerName, msg: impl Into<Box<Message>>) {
-        self.on_peer_message(now, peer, msg.into());
+        self.file_fresh();
+        self.on_peer_message(now, peer, msg.into(), Filing::MayWait);
+        // A dialog kept aside made no loopback message: `run_loopback` has nothing to
+        // do then, and so it cannot look for that dialog in the maps.
         self.run_loopback(now);
     }
 
-    fn on_peer_message(&mut self, now: Instant, peer: PeerName, msg: Box<Message>) {
+    fn on_peer_message(&mut self, now: Instant, peer: PeerName, msg: Box<Message>, filing: Filing) {
         let key = DialogKey::new(&self.key_hasher, peer, msg.dialogue_id.as_str().into());
         match msg.kind {
-            Kind::Request(method) => self.request_from_peer(now, key, method, msg),
+            Kind::Request(method) => self.request_from_peer(now, key, method, msg, filing),
             Kind::Response(code) => self.response_from_peer(now, key, code, msg),
         }
     }
@@ -546,9 +605,10 @@ impl Stack {
         key: DialogKey,
         method: Method,
         msg: Box<Message>,
+        filing: Filing,
     ) {
         let Some(dialog) = self.dialogs.get_mut(&key) else {
-            return self.new_dialog_from_peer(now, key, method, msg);
+            return self.new_dialog_from_peer(now, key, method, msg, filing);
         };
         dialog.remote_cseq = dialog.remote_cseq.max(msg.cseq);
         if method != Method::Ack && dialog.received.contains(msg.cseq) {
@@ -598,6 +658,7 @@ impl Stack {
         key: DialogKey,
         method: Method,
         msg: Box<Message>,
+        filing: Filing,
     ) {
         if method == Method::Ack {
             self.counters.dropped += 1;
@@ -616,7 +677,7 @@ impl Stack {
         }
         let target = select(&msg, |n| self.slps.get(n), |r| self.relids.get(r).copied());
         // Either way the instance has the dialog in its index when this match is done.
-        let (instance, slp) = match target {
+        let (instance, slp, new_info) = match target {
             Err(refusal) => {
                 return self.answer_peer(&key.peer, &msg, refusal.code, Some(refusal.reason))
             }
@@ -640,7 +701,7 @@ impl Stack {
             Ok(Target::Join(id)) => match self.instances.get_mut(&id) {
                 Some(info) => {
                     info.dialogs.insert(key.clone());
-                    (id, info.slp.clone())
+                    (id, info.slp.clone(), None)
                 }
                 None => {
                     return self.answer_peer(
@@ -658,8 +719,8 @@ impl Stack {
                 } = serving.clone();
                 // Made with the dialog in its index: no lookup to file it there.
                 let dialogs = DialogIndex::One(key.clone());
-                let id = self.new_instance(slp.clone(), false, dialog_events, dialogs);
-                (id, slp)
+                let (id, info) = self.new_instance(slp.clone(), false, dialog_events, dialogs);
+                (id, slp, Some(info))
             }
         };
         let mut msg = msg;
@@ -667,10 +728,31 @@ impl Stack {
         let head = Kept::received(method, &msg);
         // The dialog is made with its first transaction in it, filed once, and its
         // request goes straight to the SLP: one lookup of each map, not six.
-        let transaction = self.received_transaction(now, &key, method, msg.cseq, head.clone());
+        let mut transaction = self.received_transaction(now, head.clone());
         let mut dialog = self.new_dialog(now, slp.clone(), instance, Role::Answering, head, expire);
-        dialog.received.insert(msg.cseq, transaction);
-        self.dialogs.insert(key, dialog);
+        let deadline = now + self.transaction_wait(method);
+        let cseq = msg.cseq;
+        match new_info {
+            Some(info) if filing == Filing::MayWait && !dialog.session => {
+                dialog.received.insert(cseq, transaction);
+                self.fresh = Some(Fresh {
+                    key,
+                    dialog,
+                    instance,
+                    info,
+                    cseq,
+                    deadline,
+                });
+            }
+            new_info => {
+                if let Some(info) = new_info {
+                    self.instances.insert(instance, info);
+                }
+                transaction.timer = Some(self.received_timer(deadline, &key, cseq));
+                dialog.received.insert(cseq, transaction);
+                self.dialogs.insert(key, dialog);
+            }
+        }
         self.out.push_back(Output::ToSlp {
             slp,
             instance,
@@ -758,37 +840,38 @@ impl Stack {
         }
     }
 
-    /// The transaction of a request received on dialog `key`, its timer started; it
-    /// keeps the request's head (`Kept::received`; for a dialog's first request, the
-    /// dialog's, shared).
-    fn received_transaction(
-        &mut self,
-        now: Instant,
-        key: &DialogKey,
-        method: Method,
-        cseq: u64,
-        head: Kept,
-    ) -> Transaction {
-        let wait = if method == Method::Invite {
+    /// The transaction of a received request, without its timer yet (see
+    /// [`Stack::received_timer`]); it keeps the request's head (`Kept::received`; for a
+    /// dialog's first request, the dialog's, shared).
+    fn received_transaction(&self, now: Instant, head: Kept) -> Transaction {
+        Transaction {
+            request: head,
+            timer: None,
+            final_code: None,
+            by_stack: false,
+            started: now,
+        }
+    }
+
+    /// How long a received request may wait for its answer.
+    fn transaction_wait(&self, method: Method) -> Duration {
+        if method == Method::Invite {
             self.config.prtimer
         } else {
             self.config.transtimer
-        };
-        let timer = self.timers.set(
-            now + wait,
+        }
+    }
+
+    /// The timer of the received request `cseq` on dialog `key`.
+    fn received_timer(&mut self, deadline: Instant, key: &DialogKey, cseq: u64) -> TimerId {
+        self.timers.set(
+            deadline,
             Timer::Transaction {
                 key: key.clone(),
                 dir: Dir::Received,
                 cseq,
             },
-        );
-        Transaction {
-            request: head,
-            timer: Some(timer),
-            final_code: None,
-            by_stack: false,
-            started: now,
-        }
+        )
     }
 
     /// A request from the peer on a dialog it has, which the SLP must answer: its
@@ -801,7 +884,9 @@ impl Stack {
         msg: Box<Message>,
         head: Kept,
     ) {
-        let transaction = self.received_transaction(now, key, method, msg.cseq, head);
+        let mut transaction = self.received_transaction(now, head);
+        let deadline = now + self.transaction_wait(method);
+        transaction.timer = Some(self.received_timer(deadline, key, msg.cseq));
         if let Some(d) = self.dialogs.get_mut(key) {
             d.received.insert(msg.cseq, transaction);
             // As `deliver` does, with the dialog at hand.
@@ -945,9 +1030,25 @@ impl Stack {
         instance: InstanceId,
         actions: impl IntoIterator<Item = Action>,
     ) {
+        let mut actions = actions.into_iter();
+        let (first, second) = (actions.next(), actions.next());
+        if let (Some(Action::Send(msg)), None) = (&first, &second) {
+            if self
+                .fresh
+                .as_ref()
+                .is_some_and(|f| f.answered_by(instance, msg))
+            {
+                let Some(Action::Send(msg)) = first else {
+                    unreachable!("matched above")
+                };
+                return self.answer_fresh(now, msg);
+            }
+        }
+        self.file_fresh();
+        let actions = first.into_iter().chain(second).chain(actions);
         if !self.instances.contains_key(&instance) {
             // It ended (or failed) while this batch was on its way.
-            self.counters.dropped += actions.into_iter().count() as u64;
+            self.counters.dropped += actions.count() as u64;
             return;
         }
         let mut end = false;
@@ -977,11 +1078,64 @@ impl Stack {
     /// An SLP call panicked: the instance ends and every request it had not answered
     /// gets 500 (JSIP.md §5).
     pub fn handle_slp_failure(&mut self, now: Instant, instance: InstanceId) {
+        self.file_fresh();
         if self.instances.contains_key(&instance) {
             self.counters.instances_failed += 1;
             self.end_instance(now, instance, "the SLP failed while handling this dialog");
             self.run_loopback(now);
         }
+    }
+
+    /// The batch `[Send(msg)]` of the fresh dialog's instance, `msg` the final answer to
+    /// its request: what the other path does for it (`on_slp_message`, `end_dialog`,
+    /// `end_instance_if_idle`), in the same order, with the dialog and its instance at
+    /// hand rather than filed.
+    fn answer_fresh(&mut self, now: Instant, msg: Arc<Message>) {
+        let Fresh {
+            key,
+            instance,
+            info,
+            ..
+        } = self.fresh.take().expect("the caller saw it");
+        self.send_to_peer(key.peer.clone(), msg);
+        let event = Delivery::DialogEnded {
+            dialogue_id: key.id.clone(),
+        };
+        if info.hears(&event) {
+            self.out.push_back(Output::ToSlp {
+                slp: info.slp.clone(),
+                instance,
+                event,
+            });
+        }
+        self.run_loopback(now);
+        self.out.push_back(Output::InstanceEnded {
+            slp: info.slp,
+            instance,
+        });
+        self.run_loopback(now);
+    }
+
+    /// Files the dialog kept aside ([`Fresh`]), with its instance, and sets its
+    /// transaction's timer.
+    fn file_fresh(&mut self) {
+        let Some(Fresh {
+            key,
+            mut dialog,
+            instance,
+            info,
+            cseq,
+            deadline,
+        }) = self.fresh.take()
+        else {
+            return;
+        };
+        let timer = self.received_timer(deadline, &key, cseq);
+        if let Some(t) = dialog.received.get_mut(cseq) {
+            t.timer = Some(timer);
+        }
+        self.instances.insert(instance, info);
+        self.dialogs.insert(key, dialog);
     }
 
     fn on_slp_message(&mut self, now: Instant, instance: InstanceId, msg: Arc<Message>) {
@@ -1194,6 +1348,7 @@ impl Stack {
 
     /// Fires every timer due at `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.file_fresh();
         while let Some((id, timer)) = self.timers.pop_due(now) {
             self.fire(now, id, timer);
             self.run_loopback(now);
@@ -1457,6 +1612,7 @@ impl Stack {
     /// The socket of `peer` closed (not replaced): each of its dialogs' instances hears
     /// [`Delivery::PeerDisconnected`]. The dialogs stay; the peer may come back.
     pub fn peer_disconnected(&mut self, peer: &str) {
+        self.file_fresh();
         let mut keys: Vec<&DialogKey> = self.dialogs.keys().filter(|k| &*k.peer == peer).collect();
         // Dialog order is the map's; make the events' order not depend on hashing.
         keys.sort_by(|a, b| a.id.cmp(&b.id));
@@ -1495,7 +1651,9 @@ impl Stack {
             return;
         };
         self.relids.retain(|_, owner| *owner != instance);
-        let keys: Vec<DialogKey> = info.dialogs.keys().cloned().collect();
+        let mut keys: Vec<DialogKey> = info.dialogs.keys().cloned().collect();
+        // The index's order is its hashing's; the peers hear in an order that is not.
+        keys.sort_by(|a, b| (&a.id, &a.peer).cmp(&(&b.id, &b.peer)));
         for key in keys {
             let Some(d) = self.dialogs.get(&key) else {
                 continue;
@@ -1550,12 +1708,17 @@ impl Stack {
 
     /// Delivers what local instances sent each other, as if it came from a peer.
     fn run_loopback(&mut self, now: Instant) {
+        if self.loopback.is_empty() {
+            return;
+        }
+        // What it delivers looks in the maps.
+        self.file_fresh();
         while let Some((name, msg)) = self.loopback.pop_front() {
             let other: PeerName = match name.strip_suffix('>') {
                 Some(base) => format!("{base}<").into(),
                 None => format!("{}>", name.trim_end_matches('<')).into(),
             };
-            self.on_peer_message(now, other, Box::new(Arc::unwrap_or_clone(msg)));
+            self.on_peer_message(now, other, Box::new(Arc::unwrap_or_clone(msg)), Filing::Now);
         }
     }
 
@@ -1601,22 +1764,62 @@ impl Stack {
                 return Err(format!("a relid belongs to ended instance {owner}"));
             }
         }
+        if let Some(f) = &self.fresh {
+            if self.dialogs.contains_key(&f.key) || self.instances.contains_key(&f.instance) {
+                return Err(format!("fresh dialog {:?} is filed too", f.key));
+            }
+            if f.info.dialogs.get(&f.key.id) != Some(&f.key)
+                || f.info.dialogs.keys().count() != 1
+                || f.dialog.instance != f.instance
+                || f.info.slp != f.dialog.slp
+                || f.info.pinned
+                || f.dialog.session
+            {
+                return Err(format!(
+                    "fresh dialog {:?} is not one new instance's only, out-of-session dialog",
+                    f.key
+                ));
+            }
+            match f.dialog.received.get(f.cseq) {
+                Some(t)
+                    if t.timer.is_none()
+                        && t.final_code.is_none()
+                        && f.dialog.received.iter().count() == 1
+                        && f.dialog.sent.iter().count() == 0 => {}
+                _ => {
+                    return Err(format!(
+                        "fresh dialog {:?} is not one pending received request without a timer",
+                        f.key
+                    ))
+                }
+            }
+        }
         Ok(())
     }
 
-    pub fn dialog_count(&self) -> usize {
+    /// Whether a dialog is kept aside ([`Fresh`]), for tests of that path.
+    #[cfg(test)]
+    pub fn keeps_one_aside(&self) -> bool {
+        self.fresh.is_some()
+    }
+
+    pub fn dialog_count(&mut self) -> usize {
+        self.file_fresh();
         self.dialogs.len()
     }
 
-    pub fn timer_count(&self) -> usize {
+    pub fn timer_count(&mut self) -> usize {
+        self.file_fresh();
         self.timers.len()
     }
 
-    pub fn instance_count(&self) -> usize {
+    pub fn instance_count(&mut self) -> usize {
+        self.file_fresh();
         self.instances.len()
     }
 
-    pub fn dialogs_view(&self, now: Instant) -> Vec<DialogView> {
+    pub fn dialogs_view(&mut self, now: Instant) -> Vec<DialogView> {
+        self.file_fresh();
         let mut v: Vec<DialogView> = self
             .dialogs
             .iter()
@@ -1636,7 +1839,8 @@ impl Stack {
         v
     }
 
-    pub fn transactions_view(&self, now: Instant) -> Vec<TransactionView> {
+    pub fn transactions_view(&mut self, now: Instant) -> Vec<TransactionView> {
+        self.file_fresh();
         let mut v = Vec::new();
         for (k, d) in &self.dialogs {
             for (dir, txns) in [("received", &d.received), ("sent", &d.sent)] {

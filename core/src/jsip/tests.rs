@@ -327,6 +327,36 @@ fn cancel_of_an_unknown_invite_is_481() {
     assert_eq!(to_peers(&out), [("p".into(), "481".into(), 9)]);
 }
 
+/// A dialog a peer's request opens waits aside until the next call (`Fresh`): answered
+/// at once, it never touches the maps; left unanswered, the driver still learns when its
+/// request times out.
+#[test]
+fn a_request_answered_in_its_own_turn_leaves_nothing_and_one_left_waiting_has_its_deadline() {
+    let mut h = Harness::new();
+    let m = req("MESSAGE", "m1", 1, "");
+    let i = instance_of(&h.peer("p", m.clone()));
+    assert!(h.stack.keeps_one_aside(), "kept aside, not filed");
+    let out = h.slp(i, vec![answer(&m, 200)]);
+    assert!(!h.stack.keeps_one_aside());
+    assert_eq!(to_peers(&out), [("p".into(), "200".into(), 1)]);
+    assert_eq!(dialog_events(&out), [(i, "m1".to_string())]);
+    assert_eq!(ended(&out), [i]);
+    assert_eq!(h.stack.next_deadline(), None, "no timer left behind");
+    assert_eq!((h.stack.dialog_count(), h.stack.instance_count()), (0, 2));
+
+    let m = req("MESSAGE", "m2", 1, "");
+    let i = instance_of(&h.peer("p", m.clone()));
+    assert_eq!(h.stack.next_deadline(), Some(h.now + 100 * MS));
+    assert!(
+        !h.stack.keeps_one_aside(),
+        "asking for the deadline filed it"
+    );
+    let out = h.slp(i, vec![answer(&m, 200)]);
+    assert_eq!(to_peers(&out), [("p".into(), "200".into(), 1)]);
+    assert_eq!(ended(&out), [i]);
+    assert_eq!(h.stack.next_deadline(), None);
+}
+
 #[test]
 fn unanswered_non_invite_gets_408_after_transtimer() {
     let mut h = Harness::new();
