@@ -381,7 +381,12 @@ async fn write<S>(ws: &mut WebSocketStream<S>, m: Queued, stats: &JsipStats) -> 
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    match ws.send(Frame::text(m.to_json())).await {
+    let mut text = m.to_json();
+    // To its length: `Bytes` takes such a buffer over as it is, where one with room to
+    // spare gets a shared header allocated, and later freed, for it (callgrind: about
+    // 90 instructions a message more than shrinking, which mimalloc does in place).
+    text.shrink_to_fit();
+    match ws.send(Frame::text(text)).await {
         Ok(()) => {
             JsipStats::count(&stats.frames_out);
             Ok(())
