@@ -484,7 +484,7 @@ impl Node {
     ) -> (Replies, bool) {
         self.registry.reply_directly_to(conn);
         self.stack.handle_peer(now, name.clone(), msg);
-        self.flush();
+        self.flush(now);
         let replies = self.registry.take_direct();
         // The node task sleeps until `armed`; a later deadline it meets when it wakes
         // then, so only an earlier one (or one when it sleeps without a deadline) needs
@@ -609,7 +609,7 @@ impl Node {
 impl NodeTask {
     pub async fn run(self) {
         let NodeTask { shared, mut rx } = self;
-        shared.lock().flush();
+        shared.lock().flush(Instant::now());
         // One timer and one cancellation future for the node's whole life: making them
         // anew each turn would register and cancel a timer per message.
         let shutdown = shared.lock().shutdown.clone();
@@ -646,7 +646,7 @@ impl NodeTask {
                     for input in inputs.drain(..) {
                         node.handle_input(input);
                     }
-                    node.flush();
+                    node.flush(Instant::now());
                 }
                 _ = &mut timer, if armed => {
                     let mut node = shared.lock();
@@ -658,8 +658,8 @@ impl NodeTask {
                         .values_mut()
                         .flat_map(|r| r.runner.fire_timers(now))
                         .collect();
-                    node.handle_reports(reports);
-                    node.flush();
+                    node.handle_reports(now, reports);
+                    node.flush(now);
                 }
                 _ = &mut ping => {
                     shared.lock().registry.ping_all();
@@ -743,7 +743,7 @@ impl Node {
                 let left = self.registry.remove(&name);
                 self.unavailable(&name, left, 503, &error);
             }
-            Input::Slp(reports) => self.handle_reports(reports),
+            Input::Slp(reports) => self.handle_reports(now, reports),
             Input::Snapshot(reply) => {
                 let _ = reply.send(self.snapshot(now));
             }
@@ -807,8 +807,7 @@ impl Node {
     }
 
     /// What SLP instances did, for the stack.
-    fn handle_reports(&mut self, reports: impl IntoIterator<Item = Report>) {
-        let now = Instant::now();
+    fn handle_reports(&mut self, now: Instant, reports: impl IntoIterator<Item = Report>) {
         for report in reports {
             match report {
                 Report::Actions { instance, actions } => {
@@ -831,8 +830,9 @@ impl Node {
 
     /// Carries out everything the stack asked for, ending the turn: each runner with
     /// work gets it as one batch. Inline runners answer at once, so their reports go
-    /// back into the stack and the turn goes on until nothing is left.
-    fn flush(&mut self) {
+    /// back into the stack and the turn goes on until nothing is left. `now` is the
+    /// turn's time, which their actions are applied at: not a clock read per turn more.
+    fn flush(&mut self, now: Instant) {
         // One list for every turn's reports, emptied and kept, not allocated anew.
         let mut reports = std::mem::take(&mut self.spare_reports);
         loop {
@@ -843,7 +843,7 @@ impl Node {
             if reports.is_empty() {
                 break;
             }
-            self.handle_reports(reports.drain(..));
+            self.handle_reports(now, reports.drain(..));
         }
         self.spare_reports = reports;
     }
