@@ -31,7 +31,7 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::dispatch::runner::{Command, Report, Runner, Usage};
-use crate::hash::Map;
+use crate::hash::ShortMap;
 use crate::jsip::{Output, PeerName, Stack, StackConfig};
 use crate::plugins::image::Image;
 use crate::plugins::{refuse, GenState, Generation, Refusal};
@@ -358,7 +358,9 @@ pub struct Node {
     stack: Stack,
     registry: Registry,
     /// By stack key: the SLP name for compiled-in ones, `NAME#GENERATION` for plugins.
-    runners: Map<Arc<str>, SlpRun>,
+    /// The stack is given the same `Arc`s, so the keys it hands back are found by
+    /// pointer.
+    runners: ShortMap<SlpRun>,
     /// Usage of the compiled-in SLPs, for the listings.
     builtin_usage: Vec<(String, Arc<Usage>)>,
     config: Arc<Config>,
@@ -435,7 +437,7 @@ impl Node {
         Node {
             stack: Stack::new(stack_config(&config, &realm)),
             registry: Registry::new(config.stack.qsize),
-            runners: Map::default(),
+            runners: ShortMap::default(),
             builtin_usage: Vec::new(),
             config,
             realm,
@@ -456,9 +458,9 @@ impl Node {
             let dialog_events = slp.wants_dialog_events();
             let usage = Arc::new(Usage::default());
             let runner = self.spawn_runner(name, slp, usage.clone())?;
-            self.runners
-                .insert(name.as_str().into(), SlpRun::new(runner, None));
-            self.stack.add_slp(name, name, dialog_events);
+            let key: Arc<str> = name.as_str().into();
+            self.runners.insert(key.clone(), SlpRun::new(runner, None));
+            self.stack.add_slp(name, key, dialog_events);
             self.builtin_usage.push((name.clone(), usage));
             tracing::info!("SLP {name} loaded (compiled in)");
         }
@@ -532,12 +534,13 @@ impl Node {
         let runner = self
             .spawn_runner(&key, slp, generation.usage.clone())
             .map_err(|e| refuse(503, format!("cannot start the SLP's thread: {e}")))?;
+        let key: Arc<str> = key.into();
         self.runners.insert(
-            key.as_str().into(),
+            key.clone(),
             SlpRun::new(runner, Some((generation.clone(), image))),
         );
         let previous = self.stack.remove_slp(&name);
-        self.stack.add_slp(&name, &key, dialog_events);
+        self.stack.add_slp(&name, key, dialog_events);
         tracing::info!("SLP {name} generation {} serves new dialogs", generation.id);
         if let Some(old) = previous {
             self.drain(old);

@@ -488,7 +488,12 @@ impl Stack {
     /// instances of one that says no are not sent DialogEnded or PeerDisconnected. Decided
     /// here rather than by its runner, an out-of-dialog request's DialogEnded costs
     /// nothing at all, not a command queued, handed over and dropped.
-    pub fn add_slp(&mut self, name: &str, key: &str, dialog_events: bool) -> InstanceId {
+    pub fn add_slp(
+        &mut self,
+        name: &str,
+        key: impl Into<Arc<str>>,
+        dialog_events: bool,
+    ) -> InstanceId {
         self.file_fresh();
         let key: Arc<str> = key.into();
         self.slps.insert(
