@@ -1124,6 +1124,10 @@ impl Stack {
     /// Files the dialog kept aside ([`Fresh`]), with its instance, and sets its
     /// transaction's timer.
     fn file_fresh(&mut self) {
+        // Asked first: `take` would move the whole (empty) slot out and back.
+        if self.fresh.is_none() {
+            return;
+        }
         let Some(Fresh {
             key,
             mut dialog,
