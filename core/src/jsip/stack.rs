@@ -307,6 +307,40 @@ struct Dialog {
 }
 
 impl Dialog {
+    /// A dialog of `instance` (of SLP generation `slp`) started by `first`, which is
+    /// what the dialog keeps of that request (its head, for a received one), with
+    /// `expire` from [`Stack::session_expire`]. Not filed anywhere yet.
+    fn new(
+        now: Instant,
+        slp: Arc<str>,
+        instance: InstanceId,
+        role: Role,
+        first: Kept,
+        expire: Duration,
+    ) -> Dialog {
+        let session = first.method() == Some(Method::Invite);
+        let (local_cseq, remote_cseq) = match role {
+            Role::Answering => (0, first.cseq()),
+            Role::Calling => (first.cseq(), 0),
+        };
+        Dialog {
+            slp,
+            instance,
+            session,
+            role,
+            state: State::Early,
+            created: now,
+            first,
+            expire,
+            session_timer: None,
+            missed_keepalives: 0,
+            received: Transactions::default(),
+            sent: Transactions::default(),
+            local_cseq,
+            remote_cseq,
+        }
+    }
+
     /// CSeqs of received requests not answered finally yet.
     fn unanswered(&self) -> Vec<u64> {
         self.received
@@ -352,27 +386,33 @@ impl InstanceInfo {
     }
 }
 
-/// A dialog that a peer's request opened in the last [`Stack::handle_peer`], with the
-/// new instance it went to, kept aside instead of filed in `dialogs` and `instances`.
+/// A dialog that a peer's request has just opened, as what it is made of: not filed
+/// yet in `dialogs` (nor its instance, when new, in `instances`), and its request's
+/// timer not set.
 ///
 /// Most such requests (a MESSAGE, an OPTIONS) are answered finally by an SLP that runs
 /// inline, within the same turn, and the dialog ends with that answer. Filing it, with
 /// its instance and its transaction's timer, only to take all three out again a moment
-/// later cost some 900 instructions a message under callgrind: two maps' inserts and
-/// removes, a timer set and cancelled, the instance's index looked up. So the one
-/// dialog of the last `handle_peer` waits here. If the next call is that instance's
-/// batch, and the batch is that final answer alone, it is served from here
-/// ([`Stack::answer_fresh`]). Any other call files it first ([`Stack::file_fresh`]), and
-/// then nothing can tell it was ever kept aside: that call sees the maps, and the timer
-/// it is given, as they would have been.
+/// later cost some 1,100 instructions a message under callgrind: two maps' inserts and
+/// removes, a timer set and cancelled, the instance's index looked up, the dialog built
+/// and dropped. So the one such dialog of the last `handle_peer` with a new instance
+/// waits in `Stack::fresh`. If the next call is that instance's batch, and the batch is
+/// that final answer alone, it is served from there ([`Stack::answer_fresh`]). Any other
+/// call files it first ([`Stack::file_fresh`]), and then nothing can tell it was ever
+/// kept aside: that call sees the maps, and the timer it is given, as they would have
+/// been. Every other new dialog from a peer is filed at once, the same way
+/// ([`Stack::file`]).
 struct Fresh {
     key: DialogKey,
-    /// With its one received transaction, whose timer is set only when it is filed.
-    dialog: Dialog,
     instance: InstanceId,
-    info: InstanceInfo,
-    cseq: u64,
-    /// When that transaction times out.
+    /// A new instance, made for this dialog (with it in its index); `None` when the
+    /// dialog joined one that is filed already.
+    info: Option<InstanceInfo>,
+    slp: Arc<str>,
+    /// The request's head, its session interval, when it came and when it times out.
+    head: Kept,
+    expire: Duration,
+    created: Instant,
     deadline: Instant,
 }
 
@@ -381,7 +421,7 @@ impl Fresh {
     fn answered_by(&self, from: InstanceId, msg: &Message) -> bool {
         from == self.instance
             && matches!(msg.kind, Kind::Response(code) if code >= 200)
-            && msg.cseq == self.cseq
+            && msg.cseq == self.head.cseq()
             && msg.dialogue_id == *self.key.id
     }
 }
@@ -561,7 +601,7 @@ impl Stack {
     /// Live instances of generation `key`.
     pub fn instances_of(&self, key: &str) -> usize {
         // The fresh one counts: `retire_if_drained` asks in the middle of a turn.
-        let fresh = self.fresh.as_ref().is_some_and(|f| &*f.info.slp == key);
+        let fresh = self.fresh.as_ref().is_some_and(|f| &*f.slp == key);
         self.instances.values().filter(|i| &*i.slp == key).count() + usize::from(fresh)
     }
 
@@ -730,34 +770,25 @@ impl Stack {
         };
         let mut msg = msg;
         let expire = self.session_expire(&mut msg);
-        let head = Kept::received(method, &msg);
-        // The dialog is made with its first transaction in it, filed once, and its
-        // request goes straight to the SLP: one lookup of each map, not six.
-        let mut transaction = self.received_transaction(now, head.clone());
-        let mut dialog = self.new_dialog(now, slp.clone(), instance, Role::Answering, head, expire);
-        let deadline = now + self.transaction_wait(method);
-        let cseq = msg.cseq;
-        match new_info {
-            Some(info) if filing == Filing::MayWait && !dialog.session => {
-                dialog.received.insert(cseq, transaction);
-                self.fresh = Some(Fresh {
-                    key,
-                    dialog,
-                    instance,
-                    info,
-                    cseq,
-                    deadline,
-                });
-            }
-            new_info => {
-                if let Some(info) = new_info {
-                    self.instances.insert(instance, info);
-                }
-                transaction.timer = Some(self.received_timer(deadline, &key, cseq));
-                dialog.received.insert(cseq, transaction);
-                self.dialogs.insert(key, dialog);
-            }
+        self.counters.dialogs_started += 1;
+        let fresh = Fresh {
+            key,
+            instance,
+            info: new_info,
+            slp: slp.clone(),
+            head: Kept::received(method, &msg),
+            expire,
+            created: now,
+            deadline: now + self.transaction_wait(method),
+        };
+        // Kept aside only when it ends with its first answer, as a non-INVITE does, and
+        // its instance is its own.
+        if filing == Filing::MayWait && fresh.info.is_some() && method != Method::Invite {
+            self.fresh = Some(fresh);
+        } else {
+            self.file(fresh);
         }
+        // Its request goes straight to the SLP.
         self.out.push_back(Output::ToSlp {
             slp,
             instance,
@@ -806,42 +837,43 @@ impl Stack {
         };
         info.dialogs.insert(key.clone());
         let slp = info.slp.clone();
-        let dialog = self.new_dialog(now, slp, instance, role, first, expire);
+        self.counters.dialogs_started += 1;
+        let dialog = Dialog::new(now, slp, instance, role, first, expire);
         self.dialogs.insert(key, dialog);
         true
     }
 
-    /// A dialog of `instance` (of SLP generation `slp`), not filed anywhere yet.
-    fn new_dialog(
-        &mut self,
-        now: Instant,
-        slp: Arc<str>,
-        instance: InstanceId,
-        role: Role,
-        first: Kept,
-        expire: Duration,
-    ) -> Dialog {
-        let session = first.method() == Some(Method::Invite);
-        let (local_cseq, remote_cseq) = match role {
-            Role::Answering => (0, first.cseq()),
-            Role::Calling => (first.cseq(), 0),
-        };
-        self.counters.dialogs_started += 1;
-        Dialog {
-            slp,
+    /// Files a dialog a peer's request opened: its new instance, if it has one, and
+    /// the dialog with that request's transaction in it, whose timer is set now. One
+    /// insert into each map.
+    fn file(&mut self, fresh: Fresh) {
+        let Fresh {
+            key,
             instance,
-            session,
-            role,
-            state: State::Early,
-            created: now,
-            first,
+            info,
+            slp,
+            head,
             expire,
-            session_timer: None,
-            missed_keepalives: 0,
-            received: Transactions::default(),
-            sent: Transactions::default(),
-            local_cseq,
-            remote_cseq,
+            created,
+            deadline,
+        } = fresh;
+        if let Some(info) = info {
+            self.instances.insert(instance, info);
+        }
+        let cseq = head.cseq();
+        let mut transaction = self.received_transaction(created, head.clone());
+        transaction.timer = Some(self.received_timer(deadline, &key, cseq));
+        let mut dialog = Dialog::new(created, slp, instance, Role::Answering, head, expire);
+        dialog.received.insert(cseq, transaction);
+        self.dialogs.insert(key, dialog);
+    }
+
+    /// Files the dialog kept aside ([`Fresh`]), if any.
+    fn file_fresh(&mut self) {
+        // Asked first: `take` would move the whole (empty) slot out and back.
+        if self.fresh.is_some() {
+            let fresh = self.fresh.take().expect("just asked");
+            self.file(fresh);
         }
     }
 
@@ -1100,51 +1132,24 @@ impl Stack {
             key,
             instance,
             info,
+            slp,
             ..
         } = self.fresh.take().expect("the caller saw it");
+        let info = info.expect("kept aside with its own instance");
         self.send_to_peer(key.peer.clone(), msg);
         let event = Delivery::DialogEnded {
             dialogue_id: key.id.clone(),
         };
         if info.hears(&event) {
             self.out.push_back(Output::ToSlp {
-                slp: info.slp.clone(),
+                slp: slp.clone(),
                 instance,
                 event,
             });
         }
         self.run_loopback(now);
-        self.out.push_back(Output::InstanceEnded {
-            slp: info.slp,
-            instance,
-        });
+        self.out.push_back(Output::InstanceEnded { slp, instance });
         self.run_loopback(now);
-    }
-
-    /// Files the dialog kept aside ([`Fresh`]), with its instance, and sets its
-    /// transaction's timer.
-    fn file_fresh(&mut self) {
-        // Asked first: `take` would move the whole (empty) slot out and back.
-        if self.fresh.is_none() {
-            return;
-        }
-        let Some(Fresh {
-            key,
-            mut dialog,
-            instance,
-            info,
-            cseq,
-            deadline,
-        }) = self.fresh.take()
-        else {
-            return;
-        };
-        let timer = self.received_timer(deadline, &key, cseq);
-        if let Some(t) = dialog.received.get_mut(cseq) {
-            t.timer = Some(timer);
-        }
-        self.instances.insert(instance, info);
-        self.dialogs.insert(key, dialog);
     }
 
     fn on_slp_message(&mut self, now: Instant, instance: InstanceId, msg: Arc<Message>) {
@@ -1774,33 +1779,25 @@ impl Stack {
             }
         }
         if let Some(f) = &self.fresh {
+            let Some(info) = &f.info else {
+                return Err(format!(
+                    "fresh dialog {:?} is kept aside without its own instance",
+                    f.key
+                ));
+            };
             if self.dialogs.contains_key(&f.key) || self.instances.contains_key(&f.instance) {
                 return Err(format!("fresh dialog {:?} is filed too", f.key));
             }
-            if f.info.dialogs.get(&f.key.id) != Some(&f.key)
-                || f.info.dialogs.keys().count() != 1
-                || f.dialog.instance != f.instance
-                || f.info.slp != f.dialog.slp
-                || f.info.pinned
-                || f.dialog.session
+            if info.dialogs.get(&f.key.id) != Some(&f.key)
+                || info.dialogs.keys().count() != 1
+                || info.slp != f.slp
+                || info.pinned
+                || f.head.method() == Some(Method::Invite)
             {
                 return Err(format!(
                     "fresh dialog {:?} is not one new instance's only, out-of-session dialog",
                     f.key
                 ));
-            }
-            match f.dialog.received.get(f.cseq) {
-                Some(t)
-                    if t.timer.is_none()
-                        && t.final_code.is_none()
-                        && f.dialog.received.iter().count() == 1
-                        && f.dialog.sent.iter().count() == 0 => {}
-                _ => {
-                    return Err(format!(
-                        "fresh dialog {:?} is not one pending received request without a timer",
-                        f.key
-                    ))
-                }
             }
         }
         Ok(())
