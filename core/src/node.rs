@@ -324,7 +324,8 @@ impl NodeHandle {
 struct SlpRun {
     runner: Runner,
     plugin: Option<(Arc<Generation>, Arc<Image>)>,
-    /// Commands of this turn, sent as one batch when the turn ends ([`Node::flush`]).
+    /// A runner thread's commands of this turn, sent as one batch when the turn ends
+    /// ([`Node::flush`]); an inline runner's run as they come ([`SlpRun::command`]).
     pending: Vec<Command>,
 }
 
@@ -340,6 +341,14 @@ impl SlpRun {
     /// A plugin's generation that is being unloaded or replaced.
     fn is_draining(&self) -> bool {
         matches!(&self.plugin, Some((g, _)) if g.state() == GenState::Draining)
+    }
+
+    /// Runs `cmd` now on an inline runner, adding what its instance did to `reports`,
+    /// or keeps it for a runner thread's batch.
+    fn command(&mut self, cmd: Command, reports: &mut Vec<Report>) {
+        if let Some(cmd) = self.runner.run_inline(cmd, reports) {
+            self.pending.push(cmd);
+        }
     }
 
     /// Sends this turn's commands; an inline runner has run them, and returns what its
@@ -831,15 +840,16 @@ impl Node {
             .min()
     }
 
-    /// Carries out everything the stack asked for, ending the turn: each runner with
-    /// work gets it as one batch. Inline runners answer at once, so their reports go
-    /// back into the stack and the turn goes on until nothing is left. `now` is the
+    /// Carries out everything the stack asked for, ending the turn: each runner thread
+    /// with work gets it as one batch. Inline runners answer each event as it comes
+    /// out of the stack, so their reports go back into the stack and the turn goes on
+    /// until nothing is left. `now` is the
     /// turn's time, which their actions are applied at: not a clock read per turn more.
     fn flush(&mut self, now: Instant) {
         // One list for every turn's reports, emptied and kept, not allocated anew.
         let mut reports = std::mem::take(&mut self.spare_reports);
         loop {
-            self.flush_outputs();
+            self.flush_outputs(&mut reports);
             for run in self.runners.values_mut() {
                 run.send_pending(&mut reports);
             }
@@ -851,7 +861,9 @@ impl Node {
         self.spare_reports = reports;
     }
 
-    fn flush_outputs(&mut self) {
+    /// Hands the stack's outputs on: to peers, and to the runners ([`SlpRun::command`]),
+    /// whose inline ones add what their instances did to `reports`.
+    fn flush_outputs(&mut self, reports: &mut Vec<Report>) {
         while let Some(out) = self.stack.poll_output() {
             match out {
                 Output::ToPeer { name, msg } => self.send(name, msg),
@@ -860,13 +872,13 @@ impl Node {
                     instance,
                     event,
                 } => match self.runners.get_mut(&slp) {
-                    Some(r) => r.pending.push(Command::Event { instance, event }),
+                    Some(r) => r.command(Command::Event { instance, event }, reports),
                     None => tracing::warn!("event for SLP {slp}, which is not loaded"),
                 },
                 Output::InstanceEnded { slp, instance } => {
                     // One lookup for the command and the question, per ended instance.
                     let draining = self.runners.get_mut(&slp).is_some_and(|r| {
-                        r.pending.push(Command::Ended { instance });
+                        r.command(Command::Ended { instance }, reports);
                         r.is_draining()
                     });
                     if draining {

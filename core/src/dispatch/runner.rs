@@ -130,6 +130,22 @@ impl Runner {
         }
     }
 
+    /// Runs `cmd` now on an inline runner, adding what its instance did to `reports`; a
+    /// runner thread's command is given back, for the turn's batch ([`Runner::send`]).
+    /// An inline runner is called as each event comes out of the stack, not through a
+    /// batch list filled and drained per turn.
+    pub fn run_inline(&mut self, cmd: Command, reports: &mut Vec<Report>) -> Option<Command> {
+        match &mut self.0 {
+            Kind::Thread { .. } => Some(cmd),
+            Kind::Inline(Some(state)) => {
+                state.run(cmd);
+                reports.append(&mut state.reports);
+                None
+            }
+            Kind::Inline(None) => None,
+        }
+    }
+
     /// When an inline runner's next timer is due (a thread keeps its own).
     pub fn next_timer(&self) -> Option<Instant> {
         match &self.0 {
@@ -255,17 +271,21 @@ impl RunnerState {
 
     fn run_batch(&mut self, batch: impl IntoIterator<Item = Command>) {
         for cmd in batch {
-            match cmd {
-                Command::Event { instance, event } => self.deliver(instance, event),
-                Command::Ended { instance } => {
-                    self.failed.remove(&instance);
-                    self.drop_instance(instance);
-                }
-                Command::Reload => {
-                    if catch_unwind(AssertUnwindSafe(|| self.slp.on_reload())).is_err() {
-                        self.usage.panics.fetch_add(1, Ordering::Relaxed);
-                        tracing::error!("SLP {}: on_reload panicked", self.name);
-                    }
+            self.run(cmd);
+        }
+    }
+
+    fn run(&mut self, cmd: Command) {
+        match cmd {
+            Command::Event { instance, event } => self.deliver(instance, event),
+            Command::Ended { instance } => {
+                self.failed.remove(&instance);
+                self.drop_instance(instance);
+            }
+            Command::Reload => {
+                if catch_unwind(AssertUnwindSafe(|| self.slp.on_reload())).is_err() {
+                    self.usage.panics.fetch_add(1, Ordering::Relaxed);
+                    tracing::error!("SLP {}: on_reload panicked", self.name);
                 }
             }
         }
