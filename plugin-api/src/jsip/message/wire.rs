@@ -12,6 +12,7 @@ use std::borrow::Cow;
 
 use super::fields::LentFields;
 use super::{Kind, Message};
+use crate::jsip::cut_at_ascii;
 
 /// The keys JSIP gives a meaning (JSIP.md §2). Any other key is kept in `extra`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -453,8 +454,12 @@ impl<'a> Reader<'a> {
         match *self.bytes.get(self.at)? {
             b'"' => {
                 self.at += 1;
-                // Cut at ASCII quotes of a &str: on character boundaries.
-                Some(std::borrow::Cow::Borrowed(&self.text[start..self.at - 1]))
+                // After the opening quote, at the closing one.
+                Some(std::borrow::Cow::Borrowed(cut_at_ascii(
+                    self.text,
+                    start,
+                    self.at - 1,
+                )))
             }
             b'\\' => self.string_escaped(start).map(std::borrow::Cow::Owned),
             _ => None,
