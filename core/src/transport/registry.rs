@@ -270,7 +270,14 @@ impl Registry {
             return Send::Queued;
         }
         match e.tx.try_send(msg) {
-            Ok(()) => Send::Queued,
+            Ok(()) => {
+                // A socket looks in its queue when poked, not on a waker of the queue's
+                // own (`ws::next_queued`).
+                if let Some(s) = &e.socket {
+                    s.flags.poke();
+                }
+                Send::Queued
+            }
             Err(TrySendError::Full(m)) | Err(TrySendError::Closed(m)) => Send::Full(m),
         }
     }
@@ -373,9 +380,10 @@ mod tests {
     }
 
     /// Whoever cancels a socket's token also wakes its task, which does not wait on the
-    /// token; and the node's ping tick wakes every connected socket with `ping_due`.
+    /// token; the node's ping tick wakes every connected socket with `ping_due`; and a
+    /// message queued for a socket wakes it, since it does not wait on its queue.
     #[test]
-    fn a_cancelled_or_pinged_socket_is_woken() {
+    fn a_cancelled_pinged_or_queued_for_socket_is_woken() {
         let wakes = Arc::new(Wakes::default());
         let count = || wakes.0.load(Ordering::SeqCst);
         let mut r = Registry::new(4);
@@ -401,6 +409,22 @@ mod tests {
         r.wake_all();
         assert!(poked(&bob, &wakes), "stopping: every connected socket");
         assert!(!poked(&vic, &wakes));
+        // A socket reads its queue when poked (`ws::next_queued`): a message queued for
+        // it pokes it; one queued for a name whose socket is away pokes nobody.
+        let msg = || {
+            Arc::new(Message::request(
+                jsipd_plugin_api::jsip::Method::Message,
+                "u@h",
+                "f",
+                "t",
+                "d",
+                1,
+            ))
+        };
+        assert!(matches!(r.send(&"bob".into(), msg()), Send::Queued));
+        assert!(poked(&bob, &wakes), "queued for it");
+        assert!(matches!(r.send(&"vic".into(), msg()), Send::Queued));
+        assert!(!poked(&vic, &wakes), "away: waits in the queue");
     }
 
     #[test]
