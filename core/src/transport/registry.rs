@@ -76,6 +76,11 @@ impl SocketFlags {
         self.waker.wake();
     }
 
+    /// Whether a poke waits to be taken by [`SocketFlags::poll_poked`].
+    pub fn poke_waiting(&self) -> bool {
+        self.poked.load(Ordering::Acquire)
+    }
+
     /// Ready once poked (and un-pokes); else the task is woken by the next poke.
     pub fn poll_poked(&self, cx: &mut Context<'_>) -> Poll<()> {
         // Registered before the flag is read, so a poke in between is not lost.

@@ -172,9 +172,12 @@ pub async fn serve<S>(
             }
             continue;
         }
-        // Asked here as well as in the select below, which looks at the peer's frames
-        // first: a peer whose frames are always ready would never let it see the token.
-        if replaced.is_cancelled() {
+        // Whoever cancels the token also pokes the socket (`SocketFlags::poke`), so it is
+        // asked only while a poke waits: here as well as where the select below takes
+        // the poke, since the select looks at the peer's frames first, and a peer whose
+        // frames are always ready would never let it get that far. (Asking a token
+        // takes its lock: some 60 instructions a frame.)
+        if flags.poke_waiting() && replaced.is_cancelled() {
             break end(&mut ws, cancelled_because(&shutdown, &flags), &stats)
                 .await
                 .into();
@@ -267,7 +270,12 @@ pub async fn serve<S>(
                 }
             }
             Event::Queued(None) => break "queue closed".into(),
-            // Replaced, disconnected or stopping: the top of the loop sees it.
+            // Replaced, disconnected or stopping.
+            Event::Poked if replaced.is_cancelled() => {
+                break end(&mut ws, cancelled_because(&shutdown, &flags), &stats)
+                    .await
+                    .into();
+            }
             Event::Poked if !flags.ping_due.swap(false, Ordering::AcqRel) => {}
             Event::Poked => {
                 if last_heard.elapsed() > params.ping_interval * 3 {
