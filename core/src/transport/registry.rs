@@ -59,26 +59,26 @@ pub struct SocketFlags {
     pub frames_queued: AtomicU32,
     /// Time to ping: set by [`Registry::ping_all`], taken by the socket as it pings.
     pub ping_due: AtomicBool,
-    /// Something for the socket to look at: its token (cancelled when it is replaced,
-    /// disconnected or the daemon stops) and `ping_due`. See [`SocketFlags::poke`].
+    /// Its token was cancelled (replaced, disconnected, or the daemon stops): set with
+    /// the poke by whoever cancels it ([`Registry`]'s `close_socket`, `wake_all`), so
+    /// the socket reads an atomic at the top of each turn rather than ask the token,
+    /// which takes the token's lock (some 60 instructions a frame).
+    pub closing: AtomicBool,
+    /// Something for the socket to look at: `closing`, `ping_due` and its queue. See
+    /// [`SocketFlags::poke`].
     poked: AtomicBool,
     waker: AtomicWaker,
 }
 
 impl SocketFlags {
-    /// Wakes the socket's task to look at its token and `ping_due`. An idle socket
-    /// waits on its peer, its queue and this: registering here is a compare of the
+    /// Wakes the socket's task to look at `closing`, `ping_due` and its queue. An idle
+    /// socket waits on its peer and this: registering here is a compare of the
     /// waker it holds already, where a timer of its own and a `cancelled()` future
     /// registered (and the future unregistered, under a lock) on every frame, some 500
     /// instructions a round trip.
     pub fn poke(&self) {
         self.poked.store(true, Ordering::Release);
         self.waker.wake();
-    }
-
-    /// Whether a poke waits to be taken by [`SocketFlags::poll_poked`].
-    pub fn poke_waiting(&self) -> bool {
-        self.poked.load(Ordering::Acquire)
     }
 
     /// Ready once poked (and un-pokes); else the task is woken by the next poke.
@@ -91,6 +91,13 @@ impl SocketFlags {
             Poll::Pending
         }
     }
+}
+
+/// Tells a socket to close: its token, the flag its task reads, and a poke to wake it.
+fn close_socket(s: &Socket) {
+    s.replaced.cancel();
+    s.flags.closing.store(true, Ordering::Release);
+    s.flags.poke();
 }
 
 struct Entry {
@@ -166,8 +173,7 @@ impl Registry {
     ) -> Arc<tokio::sync::Mutex<Outbox>> {
         let e = self.entry(name);
         if let Some(old) = e.socket.take() {
-            old.replaced.cancel();
-            old.flags.poke();
+            close_socket(&old);
         }
         e.socket = Some(Socket {
             conn,
@@ -192,8 +198,7 @@ impl Registry {
         match &e.socket {
             Some(s) => {
                 s.flags.disconnected.store(true, Ordering::Relaxed);
-                s.replaced.cancel();
-                s.flags.poke();
+                close_socket(s);
                 true
             }
             None => false,
@@ -287,10 +292,11 @@ impl Registry {
         }
     }
 
-    /// Wakes every connected socket to look at its token: the daemon stops, and the
-    /// sockets' tokens, children of its own, were cancelled with it.
+    /// Tells every connected socket to close: the daemon stops, and the sockets'
+    /// tokens, children of its own, were cancelled with it.
     pub fn wake_all(&self) {
         for s in self.entries.values().filter_map(|e| e.socket.as_ref()) {
+            s.flags.closing.store(true, Ordering::Release);
             s.flags.poke();
         }
     }
@@ -396,11 +402,13 @@ mod tests {
         assert!(!poked(&ada, &wakes), "nothing yet");
         let (ada2, _) = attach(&mut r, "ada", 2);
         assert!(ada_token.is_cancelled());
+        assert!(ada.closing.load(Ordering::Acquire) && !ada2.closing.load(Ordering::Acquire));
         assert_eq!(count(), 1, "the replaced socket's task is woken");
         assert!(poked(&ada, &wakes));
         assert!(!poked(&ada, &wakes), "once");
         assert!(!poked(&ada2, &wakes));
         assert!(r.disconnect(&"ada".into()));
+        assert!(ada2.closing.load(Ordering::Acquire));
         assert_eq!(count(), 2, "disconnected");
         assert!(poked(&ada2, &wakes));
         let (bob, _) = attach(&mut r, "bob", 3);
@@ -409,10 +417,15 @@ mod tests {
         assert!(!poked(&bob, &wakes) && !poked(&vic, &wakes));
         r.ping_all();
         assert!(poked(&bob, &wakes) && bob.ping_due.load(Ordering::Acquire));
+        assert!(
+            !bob.closing.load(Ordering::Acquire),
+            "a ping is not a close"
+        );
         assert!(!poked(&vic, &wakes), "away: not pinged");
         assert!(!vic.ping_due.load(Ordering::Acquire));
         r.wake_all();
         assert!(poked(&bob, &wakes), "stopping: every connected socket");
+        assert!(bob.closing.load(Ordering::Acquire));
         assert!(!poked(&vic, &wakes));
         // A socket reads its queue when poked (`ws::next_queued`): a message queued for
         // it pokes it; one queued for a name whose socket is away pokes nobody.

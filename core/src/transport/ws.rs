@@ -172,12 +172,10 @@ pub async fn serve<S>(
             }
             continue;
         }
-        // Whoever cancels the token also pokes the socket (`SocketFlags::poke`), so it is
-        // asked only while a poke waits: here as well as where the select below takes
-        // the poke, since the select looks at the peer's frames first, and a peer whose
-        // frames are always ready would never let it get that far. (Asking a token
-        // takes its lock: some 60 instructions a frame.)
-        if flags.poke_waiting() && replaced.is_cancelled() {
+        // Asked here as well as where the select below takes a poke, since the select
+        // looks at the peer's frames first, and a peer whose frames are always ready
+        // would never let it get that far. `closing`, not the token: see there.
+        if flags.closing.load(Ordering::Acquire) {
             break end(&mut ws, cancelled_because(&shutdown, &flags), &stats)
                 .await
                 .into();
@@ -271,7 +269,7 @@ pub async fn serve<S>(
             }
             Event::Queued(None) => break "queue closed".into(),
             // Replaced, disconnected or stopping.
-            Event::Poked if replaced.is_cancelled() => {
+            Event::Poked if flags.closing.load(Ordering::Acquire) => {
                 break end(&mut ws, cancelled_because(&shutdown, &flags), &stats)
                     .await
                     .into();
