@@ -5,6 +5,8 @@
 //! server's CPU per round trip. foldhash is several times faster on short keys, and its
 //! per-process random seed still keeps the keys peers choose from being predictable.
 
+use std::sync::Arc;
+
 pub type Map<K, V> = std::collections::HashMap<K, V, foldhash::fast::RandomState>;
 pub type Set<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 
@@ -18,7 +20,7 @@ pub type Set<K> = std::collections::HashSet<K, foldhash::fast::RandomState>;
 /// callgrind. Lookups by a text that is not one of these `Arc`s (the management API's)
 /// compare texts, each at most once.
 pub struct ShortMap<V> {
-    entries: Vec<(std::sync::Arc<str>, V)>,
+    entries: Vec<(Arc<str>, V)>,
 }
 
 impl<V> Default for ShortMap<V> {
@@ -31,9 +33,7 @@ impl<V> Default for ShortMap<V> {
 
 impl<V> ShortMap<V> {
     fn position(&self, key: &str) -> Option<usize> {
-        let same = |k: &std::sync::Arc<str>| {
-            std::ptr::eq(k.as_ptr(), key.as_ptr()) && k.len() == key.len()
-        };
+        let same = |k: &Arc<str>| std::ptr::eq(k.as_ptr(), key.as_ptr()) && k.len() == key.len();
         self.entries
             .iter()
             .position(|(k, _)| same(k))
@@ -50,7 +50,7 @@ impl<V> ShortMap<V> {
 
     /// Files `value` under `key`; an entry already there with the same text is
     /// replaced, keeping its place, and given back.
-    pub fn insert(&mut self, key: std::sync::Arc<str>, value: V) -> Option<V> {
+    pub fn insert(&mut self, key: Arc<str>, value: V) -> Option<V> {
         match self.position(&key) {
             Some(i) => Some(std::mem::replace(&mut self.entries[i], (key, value)).1),
             None => {
@@ -64,7 +64,7 @@ impl<V> ShortMap<V> {
         self.position(key).map(|i| self.entries.remove(i).1)
     }
 
-    pub fn keys(&self) -> impl Iterator<Item = &std::sync::Arc<str>> {
+    pub fn keys(&self) -> impl Iterator<Item = &Arc<str>> {
         self.entries.iter().map(|(k, _)| k)
     }
 
@@ -79,8 +79,7 @@ impl<V> ShortMap<V> {
 
 #[cfg(test)]
 mod tests {
-    use super::ShortMap;
-    use std::sync::Arc;
+    use super::*;
 
     #[test]
     fn a_short_map_finds_by_its_own_arc_and_by_any_equal_text() {

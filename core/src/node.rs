@@ -681,7 +681,7 @@ impl NodeTask {
                 _ = &mut stopping => {
                     // The sockets' tokens went with the daemon's; they do not wait
                     // on them, so they are told.
-                    shared.lock().registry.wake_all();
+                    shared.lock().registry.close_all();
                     break;
                 }
             }
@@ -843,8 +843,8 @@ impl Node {
     /// Carries out everything the stack asked for, ending the turn: each runner thread
     /// with work gets it as one batch. Inline runners answer each event as it comes
     /// out of the stack, so their reports go back into the stack and the turn goes on
-    /// until nothing is left. `now` is the
-    /// turn's time, which their actions are applied at: not a clock read per turn more.
+    /// until nothing is left. `now` is the turn's time, which their actions are applied
+    /// at: not a clock read per turn more.
     fn flush(&mut self, now: Instant) {
         // One list for every turn's reports, emptied and kept, not allocated anew.
         let mut reports = std::mem::take(&mut self.spare_reports);

@@ -859,8 +859,7 @@ impl Stack {
             self.instances.insert(instance, info);
         }
         let cseq = head.cseq();
-        let mut transaction = self.received_transaction(created, head.clone());
-        transaction.timer = Some(self.received_timer(deadline, &key, cseq));
+        let transaction = self.received_transaction(&key, cseq, head.clone(), created, deadline);
         let mut dialog = Dialog::new(created, slp, instance, Role::Answering, head, expire);
         dialog.received.insert(cseq, transaction);
         self.dialogs.insert(key, dialog);
@@ -875,16 +874,31 @@ impl Stack {
         }
     }
 
-    /// The transaction of a received request, without its timer yet (see
-    /// [`Stack::received_timer`]); it keeps the request's head (`Kept::received`; for a
+    /// The transaction of request `cseq` received on dialog `key` at `started`, its
+    /// timer set for `deadline`; it keeps the request's head (`Kept::received`; for a
     /// dialog's first request, the dialog's, shared).
-    fn received_transaction(&self, now: Instant, head: Kept) -> Transaction {
+    fn received_transaction(
+        &mut self,
+        key: &DialogKey,
+        cseq: u64,
+        head: Kept,
+        started: Instant,
+        deadline: Instant,
+    ) -> Transaction {
+        let timer = self.timers.set(
+            deadline,
+            Timer::Transaction {
+                key: key.clone(),
+                dir: Dir::Received,
+                cseq,
+            },
+        );
         Transaction {
             request: head,
-            timer: None,
+            timer: Some(timer),
             final_code: None,
             by_stack: false,
-            started: now,
+            started,
         }
     }
 
@@ -897,18 +911,6 @@ impl Stack {
         }
     }
 
-    /// The timer of the received request `cseq` on dialog `key`.
-    fn received_timer(&mut self, deadline: Instant, key: &DialogKey, cseq: u64) -> TimerId {
-        self.timers.set(
-            deadline,
-            Timer::Transaction {
-                key: key.clone(),
-                dir: Dir::Received,
-                cseq,
-            },
-        )
-    }
-
     /// A request from the peer on a dialog it has, which the SLP must answer: its
     /// transaction is started and the SLP gets the request itself.
     fn open_received(
@@ -919,9 +921,8 @@ impl Stack {
         msg: Box<Message>,
         head: Kept,
     ) {
-        let mut transaction = self.received_transaction(now, head);
         let deadline = now + self.transaction_wait(method);
-        transaction.timer = Some(self.received_timer(deadline, key, msg.cseq));
+        let transaction = self.received_transaction(key, msg.cseq, head, now, deadline);
         if let Some(d) = self.dialogs.get_mut(key) {
             d.received.insert(msg.cseq, transaction);
             // As `deliver` does, with the dialog at hand.

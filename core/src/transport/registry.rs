@@ -60,7 +60,7 @@ pub struct SocketFlags {
     /// Time to ping: set by [`Registry::ping_all`], taken by the socket as it pings.
     pub ping_due: AtomicBool,
     /// Its token was cancelled (replaced, disconnected, or the daemon stops): set with
-    /// the poke by whoever cancels it ([`Registry`]'s `close_socket`, `wake_all`), so
+    /// the poke by whoever cancels it ([`Registry`]'s `close_socket`), so
     /// the socket reads an atomic at the top of each turn rather than ask the token,
     /// which takes the token's lock (some 60 instructions a frame).
     pub closing: AtomicBool,
@@ -192,10 +192,7 @@ impl Registry {
     /// The name then is away as after any drop: its dialogs wait `reconnect_window` for
     /// the client to come back. False when `name` has no socket.
     pub fn disconnect(&mut self, name: &PeerName) -> bool {
-        let Some(e) = self.entries.get(name) else {
-            return false;
-        };
-        match &e.socket {
+        match self.entries.get(name).and_then(|e| e.socket.as_ref()) {
             Some(s) => {
                 s.flags.disconnected.store(true, Ordering::Relaxed);
                 close_socket(s);
@@ -292,12 +289,11 @@ impl Registry {
         }
     }
 
-    /// Tells every connected socket to close: the daemon stops, and the sockets'
-    /// tokens, children of its own, were cancelled with it.
-    pub fn wake_all(&self) {
+    /// Tells every connected socket to close: the daemon stops (their tokens, children
+    /// of its own, were cancelled with it already).
+    pub fn close_all(&self) {
         for s in self.entries.values().filter_map(|e| e.socket.as_ref()) {
-            s.flags.closing.store(true, Ordering::Release);
-            s.flags.poke();
+            close_socket(s);
         }
     }
 
@@ -423,7 +419,7 @@ mod tests {
         );
         assert!(!poked(&vic, &wakes), "away: not pinged");
         assert!(!vic.ping_due.load(Ordering::Acquire));
-        r.wake_all();
+        r.close_all();
         assert!(poked(&bob, &wakes), "stopping: every connected socket");
         assert!(bob.closing.load(Ordering::Acquire));
         assert!(!poked(&vic, &wakes));

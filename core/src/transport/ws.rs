@@ -5,10 +5,9 @@
 //! for all sockets (`Registry::ping_all`), not from a timer of its own. The socket never
 //! blocks another one: what the node sends to it goes through the name's bounded queue
 //! (`Outbox`), which it looks in when the node pokes it, and a slow reader only fills
-//! its own queue. A frame is handled on this
-//! task when the node's lock is free (`NodeHandle::frame`; else it is queued for the
-//! node task), and the answers to this socket that it gives back are written before the
-//! queue is read.
+//! its own queue. A frame is handled on this task when the node's lock is free
+//! (`NodeHandle::frame`; else it is queued for the node task), and the answers to this
+//! socket that it gives back are written before the queue is read.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -172,9 +171,9 @@ pub async fn serve<S>(
             }
             continue;
         }
-        // Asked here as well as where the select below takes a poke, since the select
-        // looks at the peer's frames first, and a peer whose frames are always ready
-        // would never let it get that far. `closing`, not the token: see there.
+        // Asked at the top of every turn, not only after a poke: the select below looks
+        // at the peer's frames first, and a peer whose frames are always ready would
+        // never let it take the poke. `closing`, not the token: see there.
         if flags.closing.load(Ordering::Acquire) {
             break end(&mut ws, cancelled_because(&shutdown, &flags), &stats)
                 .await
@@ -190,8 +189,8 @@ pub async fn serve<S>(
             biased;
             frame = ws.next() => Event::Frame(frame),
             queued = std::future::poll_fn(|_| next_queued(&mut outbox.rx)) => Event::Queued(queued),
-            // Not the token itself: whoever cancels it also pokes the socket, and it is
-            // asked at the top of each turn (`SocketFlags::poke`).
+            // `closing`, `ping_due` or the queue: whoever changes one pokes the socket
+            // (`SocketFlags::poke`).
             _ = std::future::poll_fn(|cx| flags.poll_poked(cx)) => Event::Poked,
         };
         match event {
@@ -268,12 +267,8 @@ pub async fn serve<S>(
                 }
             }
             Event::Queued(None) => break "queue closed".into(),
-            // Replaced, disconnected or stopping.
-            Event::Poked if flags.closing.load(Ordering::Acquire) => {
-                break end(&mut ws, cancelled_because(&shutdown, &flags), &stats)
-                    .await
-                    .into();
-            }
+            // Replaced, disconnected or stopping: the top of the turn ends it.
+            Event::Poked if flags.closing.load(Ordering::Acquire) => {}
             Event::Poked if !flags.ping_due.swap(false, Ordering::AcqRel) => {}
             Event::Poked => {
                 if last_heard.elapsed() > params.ping_interval * 3 {
@@ -346,7 +341,7 @@ where
 enum Event {
     Frame(Option<Result<Frame, WsError>>),
     Queued(Option<Queued>),
-    /// Its token or `ping_due` to look at.
+    /// Its `closing`, `ping_due` or queue to look at.
     Poked,
 }
 
