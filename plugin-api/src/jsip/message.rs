@@ -149,7 +149,7 @@ pub struct Message {
     pub event: Option<String>,
     pub reason: Option<String>,
     /// Every key not listed above, kept and re-emitted unchanged.
-    pub extra: Map<String, Value>,
+    pub extra: Extra,
 }
 
 /// A frame that is not a valid message, and how to answer it.
@@ -228,7 +228,7 @@ trait FieldSource {
 
     fn take_body(&mut self) -> Option<Value>;
 
-    fn take_extra(&mut self) -> Map<String, Value>;
+    fn take_extra(&mut self) -> Extra;
 
     fn required_string(&mut self, key: Key) -> Result<String, String> {
         required(self.string(key)?, key)
@@ -297,8 +297,8 @@ impl FieldSource for Slots {
         self.take(Key::Body)
     }
 
-    fn take_extra(&mut self) -> Map<String, Value> {
-        std::mem::take(&mut self.extra)
+    fn take_extra(&mut self) -> Extra {
+        std::mem::take(&mut self.extra).into()
     }
 }
 
@@ -453,7 +453,7 @@ impl Message {
             p_asserted_identity: None,
             event: None,
             reason: None,
-            extra: Map::new(),
+            extra: Extra::new(),
         }
     }
 
@@ -614,8 +614,10 @@ impl Message {
     }
 }
 
+mod extra;
 mod fields;
 mod wire;
+pub use extra::{Extra, Iter as ExtraIter};
 pub use fields::LentMessage;
 use wire::{Key, Slots};
 

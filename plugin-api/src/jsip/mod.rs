@@ -4,7 +4,7 @@ mod message;
 mod reason;
 mod uri;
 
-pub use message::{Kind, LentMessage, Message, Method, ParseError, CALLER_KEY};
+pub use message::{Extra, ExtraIter, Kind, LentMessage, Message, Method, ParseError, CALLER_KEY};
 pub use reason::reason_phrase;
 pub use uri::{parse_router, router_first, Uri, UriError, UriRef};
 

@@ -18,7 +18,7 @@ use serde::{Serialize, Serializer};
 use serde_json::{Map, Value};
 
 use super::wire::{read_value, write_value, Key};
-use super::{required, FieldSource, Kind, Message, Method, ParseError};
+use super::{required, Extra, FieldSource, Kind, Message, Method, ParseError};
 use crate::ffi::{FfiMessage, FfiNumber, FfiOwnedEntry, FfiOwnedMessage, FfiStr, TEXTS};
 
 /// A message lent to the other side of the boundary for one call: the [`FfiMessage`]
@@ -90,7 +90,7 @@ fn lend_number(n: Option<u64>) -> FfiNumber {
 }
 
 /// The keys of `extra` that name no known field, as one JSON object.
-struct UnknownKeys<'a>(&'a Map<String, Value>);
+struct UnknownKeys<'a>(&'a Extra);
 
 impl Serialize for UnknownKeys<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
@@ -100,7 +100,7 @@ impl Serialize for UnknownKeys<'_> {
 
 /// The unknown keys' JSON text, if there are any. A key in `extra` that names a known
 /// field is skipped, as in the frame text: the typed field wins.
-fn unknown_keys_text(extra: &Map<String, Value>) -> Option<String> {
+fn unknown_keys_text(extra: &Extra) -> Option<String> {
     extra
         .keys()
         .any(|k| Key::of(k).is_none())
@@ -556,7 +556,7 @@ pub(super) struct LentFields<'a, T> {
     related_id: Option<u64>,
     expire: Option<u64>,
     body: Option<Value>,
-    extra: Map<String, Value>,
+    extra: Extra,
 }
 
 impl<'a> LentFields<'a, &'a str> {
@@ -648,7 +648,7 @@ impl<'a> LentFields<'a, Cow<'a, str>> {
             related_id: None,
             expire: None,
             body: None,
-            extra: Map::new(),
+            extra: Extra::new(),
         }
     }
 
@@ -780,7 +780,7 @@ impl<'a, T: Text> LentFields<'a, T> {
             related_id: m.related_id.present.then_some(m.related_id.value),
             expire: m.expire.present.then_some(m.expire.value),
             body: None,
-            extra: Map::new(),
+            extra: Extra::new(),
         }
     }
 
@@ -804,7 +804,7 @@ impl<'a, T: Text> LentFields<'a, T> {
                 .map_err(|e| format!("the unknown keys are not one JSON object: {e}"))?;
             extra.retain(|k, _| Key::of(k).is_none());
             if self.extra.is_empty() {
-                self.extra = extra;
+                self.extra = extra.into();
             } else {
                 self.extra.extend(extra);
             }
@@ -873,7 +873,7 @@ impl<T: Text> FieldSource for LentFields<'_, T> {
         self.body.take()
     }
 
-    fn take_extra(&mut self) -> Map<String, Value> {
+    fn take_extra(&mut self) -> Extra {
         std::mem::take(&mut self.extra)
     }
 }
@@ -912,7 +912,7 @@ mod tests {
                 related_id: [None, Some(3)][rnd(2) as usize],
                 expire: [None, Some(30)][rnd(2) as usize],
                 body: (rnd(2) == 0).then(|| Value::from("b")),
-                extra: Map::new(),
+                extra: Extra::new(),
             };
             for (i, slot) in f.strings.iter_mut().enumerate() {
                 // The fields every message has are there more often than not.
