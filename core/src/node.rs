@@ -37,7 +37,7 @@ use crate::plugins::image::Image;
 use crate::plugins::{refuse, GenState, Generation, Refusal};
 use crate::stats::JsipStats;
 use crate::transport::dial;
-use crate::transport::registry::{Outbox, Registry, Replies, Send, SocketFlags};
+use crate::transport::registry::{Outbox, Queued, Registry, Replies, Send, SocketFlags};
 use crate::transport::ws::{ConnId, SocketParams};
 use jsipd_plugin_api::slp::Slp;
 
@@ -212,6 +212,7 @@ impl NodeHandle {
         name: &PeerName,
         conn: ConnId,
         flags: &Arc<SocketFlags>,
+        queue: &tokio::sync::mpsc::Receiver<Queued>,
         msg: Box<Message>,
         now: Instant,
     ) -> Framed {
@@ -222,7 +223,7 @@ impl NodeHandle {
                 Err(TryLockError::WouldBlock) => None,
             };
             if let Some(mut node) = node {
-                let (replies, rearm) = node.frame(name, conn, msg, now);
+                let (replies, rearm) = node.frame(name, conn, flags, queue, msg, now);
                 drop(node);
                 if rearm {
                     self.shared.rearm.notify_one();
@@ -490,10 +491,15 @@ impl Node {
         &mut self,
         name: &PeerName,
         conn: ConnId,
+        flags: &SocketFlags,
+        queue: &tokio::sync::mpsc::Receiver<Queued>,
         msg: Box<Message>,
         now: Instant,
     ) -> (Replies, bool) {
-        self.registry.reply_directly_to(conn);
+        // Both asked with the lock held: only under it is a message queued or the name
+        // given to another socket.
+        let open = queue.is_empty() && !flags.closing.load(Ordering::Acquire);
+        self.registry.reply_directly_to(name, conn, open);
         self.stack.handle_peer(now, name.clone(), msg);
         self.flush(now);
         let replies = self.registry.take_direct();
@@ -1035,13 +1041,27 @@ mod tests {
 
         let held = node.shared.lock();
         assert!(matches!(
-            node.frame(&name, conn, &flags, Box::new(message("d1")), Instant::now()),
+            node.frame(
+                &name,
+                conn,
+                &flags,
+                &outbox.rx,
+                Box::new(message("d1")),
+                Instant::now()
+            ),
             Framed::Queued
         ));
         drop(held);
         // The lock is free, but d1 is not handled yet: d2 must not overtake it.
         assert!(matches!(
-            node.frame(&name, conn, &flags, Box::new(message("d2")), Instant::now()),
+            node.frame(
+                &name,
+                conn,
+                &flags,
+                &outbox.rx,
+                Box::new(message("d2")),
+                Instant::now()
+            ),
             Framed::Queued
         ));
         assert_eq!(flags.frames_queued.load(Ordering::Acquire), 2);
@@ -1055,7 +1075,14 @@ mod tests {
         assert_eq!(flags.frames_queued.load(Ordering::Acquire), 0);
 
         // Nothing queued any more: handled here, the answer handed straight back.
-        match node.frame(&name, conn, &flags, Box::new(message("d3")), Instant::now()) {
+        match node.frame(
+            &name,
+            conn,
+            &flags,
+            &outbox.rx,
+            Box::new(message("d3")),
+            Instant::now(),
+        ) {
             Framed::Handled(replies) => {
                 assert_eq!(replies.len(), 1);
                 assert_eq!(replies[0].dialogue_id, "d3");

@@ -209,7 +209,8 @@ pub async fn serve<S>(
                                 // What went straight back to this socket is written
                                 // before anything in its queue.
                                 // `last_heard` is this frame's arrival.
-                                let replies = match node.frame(&name, conn, &flags, msg, last_heard)
+                                let replies = match node
+                                    .frame(&name, conn, &flags, &outbox.rx, msg, last_heard)
                                 {
                                     Framed::Handled(replies) => replies,
                                     Framed::Queued => Replies::new(),
