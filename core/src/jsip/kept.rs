@@ -12,12 +12,17 @@ use jsipd_plugin_api::jsip::{Message, Method};
 ///
 /// The text is one allocation, not a `Message` of three or four `String`s: every
 /// received request has a head made and dropped, and the stack reads it only to answer
-/// for the SLP (a 408, a 487, a 500) or to address a request of its own.
+/// for the SLP (a 408, a 487, a 500) or to address a request of its own. A head is held
+/// as it is, not shared behind an `Arc`: only a new dialog's filing copies it (its
+/// transaction and the dialog each keep one), which is as many allocations as the `Arc`
+/// and the text were, and a request answered at once, the usual one, makes one less
+/// (callgrind: some 25 instructions a round trip, the allocation less the larger moves).
 ///
 /// Only a session's first request lends its Request-URI to a request the stack makes
 /// (the BYE it gives the SLP when the session expires). A received request's Router
 /// is never used again: requests the stack sends route back to the socket the dialog
 /// came in on.
+#[derive(Clone)]
 pub(super) struct Head {
     method: Method,
     cseq: u64,
@@ -98,13 +103,13 @@ impl Head {
 #[derive(Clone)]
 pub(super) enum Kept {
     Sent(Arc<Message>),
-    Received(Arc<Head>),
+    Received(Head),
 }
 
 impl Kept {
     /// Request `m`, received, of `method`.
     pub(super) fn received(method: Method, m: &Message) -> Kept {
-        Kept::Received(Arc::new(Head::of(method, m)))
+        Kept::Received(Head::of(method, m))
     }
 
     pub(super) fn method(&self) -> Option<Method> {
