@@ -49,6 +49,13 @@ impl Extra {
 
     /// Sets `key`; gives back the value it replaced, as a map does.
     pub fn insert(&mut self, key: String, value: Value) -> Option<Value> {
+        if self.0.capacity() == 0 {
+            // The usual first and only key: room for it alone, made at once, where
+            // growing an empty list took the general path for room for four
+            // (callgrind: about 45 instructions of the echo's round trip).
+            self.0 = vec![(key, value)];
+            return None;
+        }
         match self.find(&key) {
             Ok(i) => Some(std::mem::replace(&mut self.0[i].1, value)),
             Err(i) => {
