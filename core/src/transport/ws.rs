@@ -351,7 +351,7 @@ enum Event {
 /// key. The error is boxed: this is held across awaits.
 fn inbound(text: &str, caller: Option<&Value>) -> Result<Box<Message>, Box<ParseError>> {
     // Boxed here, once: it travels as a pointer to the SLP (`jsip::Delivery`).
-    let mut msg = Box::new(Message::parse(text).map_err(Box::new)?);
+    let mut msg = Message::parse_boxed(text).map_err(Box::new)?;
     if !msg.extra.is_empty() {
         msg.extra.remove(CALLER_KEY);
     }

@@ -700,6 +700,21 @@ impl<'a, T: Text> LentFields<'a, T> {
         }
     }
 
+    /// [`LentFields::into_valid_message`], built in a box.
+    #[inline(always)]
+    #[allow(clippy::result_large_err)]
+    pub(super) fn into_valid_message_boxed(self) -> Result<Box<Message>, Self> {
+        match self.valid_kind() {
+            Some(kind) => {
+                let mut boxed = Box::<Message>::new_uninit();
+                boxed.write(self.into_message(kind, false));
+                // SAFETY: written just above.
+                Ok(unsafe { boxed.assume_init() })
+            }
+            None => Err(self),
+        }
+    }
+
     /// A text field's value, `Type` aside.
     fn text(&self, key: Key) -> Option<&str> {
         slot(key).and_then(|i| self.strings[i].as_ref().map(AsRef::as_ref))

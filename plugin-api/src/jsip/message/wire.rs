@@ -772,6 +772,12 @@ mod tests {
     /// Whatever `read_fields` takes, the checks make the same message of it, or refuse
     /// it for the same reason, as of serde_json's reading. True if it took it.
     fn check_typed(frame: &str) -> bool {
+        // Boxed or not, the same message or the same refusal, for every frame.
+        assert_eq!(
+            Message::parse_boxed(frame).map(|m| *m),
+            Message::parse(frame),
+            "{frame:?}"
+        );
         let Some(mut typed) = read_fields(frame) else {
             return false;
         };
