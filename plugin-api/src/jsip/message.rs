@@ -316,7 +316,8 @@ fn kind_of(v: &Value) -> &'static str {
 impl Message {
     /// Parses and validates one frame.
     pub fn parse(frame: &str) -> Result<Message, ParseError> {
-        if let Some(fields) = wire::read_fields(frame) {
+        let mut fields = LentFields::frame();
+        if wire::read_fields(frame, &mut fields).is_some() {
             return fields
                 .into_valid_message()
                 .or_else(|mut fields| Message::from_source(&mut fields));
@@ -340,7 +341,8 @@ impl Message {
     /// frame is built in the box, not built and then moved there (a `Message` is some
     /// 340 bytes; callgrind: two copies of it a frame).
     pub fn parse_boxed(frame: &str) -> Result<Box<Message>, ParseError> {
-        if let Some(fields) = wire::read_fields(frame) {
+        let mut fields = LentFields::frame();
+        if wire::read_fields(frame, &mut fields).is_some() {
             return match fields.into_valid_message_boxed() {
                 Ok(m) => Ok(m),
                 Err(mut fields) => Message::from_source(&mut fields).map(Box::new),
@@ -631,6 +633,7 @@ mod extra;
 mod fields;
 mod wire;
 pub use extra::{Extra, Iter as ExtraIter};
+use fields::LentFields;
 pub use fields::LentMessage;
 use wire::{Key, Slots};
 
