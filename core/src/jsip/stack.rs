@@ -1127,19 +1127,21 @@ impl Stack {
     /// `end_instance_if_idle`), in the same order, with the dialog and its instance at
     /// hand rather than filed.
     fn answer_fresh(&mut self, now: Instant, msg: Arc<Message>) {
-        let Fresh {
-            key,
-            instance,
-            info,
-            slp,
-            ..
-        } = self.fresh.take().expect("the caller saw it");
-        let info = info.expect("kept aside with its own instance");
-        self.send_to_peer(key.peer.clone(), msg);
-        let event = Delivery::DialogEnded {
-            dialogue_id: key.id.clone(),
+        // What is needed of it is copied out and the rest dropped where it is: taking
+        // the whole of it out of `self.fresh` copied its 250 bytes.
+        let fresh = self.fresh.as_ref().expect("the caller saw it");
+        let (peer, instance, slp) = (fresh.key.peer.clone(), fresh.instance, fresh.slp.clone());
+        let info = fresh
+            .info
+            .as_ref()
+            .expect("kept aside with its own instance");
+        let ended = Delivery::DialogEnded {
+            dialogue_id: fresh.key.id.clone(),
         };
-        if info.hears(&event) {
+        let ended = info.hears(&ended).then_some(ended);
+        self.fresh = None;
+        self.send_to_peer(peer, msg);
+        if let Some(event) = ended {
             self.out.push_back(Output::ToSlp {
                 slp: slp.clone(),
                 instance,
