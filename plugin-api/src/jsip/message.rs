@@ -509,8 +509,20 @@ impl Message {
     /// the request (an [`Event::Message`](crate::slp::Event::Message) it was given)
     /// and needs nothing more of it: take its Body or unknown keys first.
     pub fn into_response(self, code: u16) -> Message {
+        // The Request-URI's buffer, dropped otherwise, takes the reason phrase when it
+        // has the room (it nearly always has): an allocation and a free less for each
+        // answer an SLP makes this way (callgrind: about 30 instructions).
+        let phrase = reason_phrase(code);
+        let desc = match self.request_uri {
+            Some(mut buffer) if buffer.capacity() >= phrase.len() => {
+                buffer.clear();
+                buffer.push_str(phrase);
+                buffer
+            }
+            _ => phrase.into(),
+        };
         Message {
-            desc: Some(reason_phrase(code).into()),
+            desc: Some(desc),
             ..Message::bare(
                 Kind::Response(code),
                 self.from,
