@@ -82,9 +82,13 @@ fn into_response_is_the_response_made_from_the_request_itself() {
     v["Router"] = json!("echo@kvm.example.com");
     v["Body"] = json!({"sdp": "v=0"});
     v["X-Unknown"] = json!(7);
-    let req = Message::parse(&v.to_string()).unwrap();
-    for code in [100, 200, 487] {
-        assert_eq!(req.clone().into_response(code), req.response(code));
+    // Request-URIs shorter and longer than the reason phrases, whose buffer it reuses.
+    for uri in ["a@b", "a-long-user@a-long-host.example.com;type=echo"] {
+        v["Request-URI"] = json!(uri);
+        let req = Message::parse(&v.to_string()).unwrap();
+        for code in [100, 200, 487, 599] {
+            assert_eq!(req.clone().into_response(code), req.response(code));
+        }
     }
 }
 
