@@ -368,9 +368,14 @@ impl<'a> Reader<'a> {
     }
 
     /// The next byte after white space, taken.
+    #[inline(always)]
     fn next(&mut self) -> Option<u8> {
-        self.skip_ws();
-        let b = *self.bytes.get(self.at)?;
+        let mut b = *self.bytes.get(self.at)?;
+        // Most frames have no white space between tokens: asked once, not looped for.
+        if matches!(b, b' ' | b'\t' | b'\n' | b'\r') {
+            self.skip_ws();
+            b = *self.bytes.get(self.at)?;
+        }
         self.at += 1;
         Some(b)
     }
