@@ -252,11 +252,14 @@ async fn upgrade(
         match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
             Ok(parts) => {
                 let tcp = parts.io.into_inner();
-                // What the peer sent after its handshake, before hyper let go.
-                let socket = if parts.read_buf.is_empty() {
+                // What the peer sent after its handshake, before hyper let go, copied:
+                // `read_buf` is a view of hyper's whole read buffer (8 KiB), which an
+                // idle socket must not keep.
+                let early = parts.read_buf.to_vec();
+                drop(parts.read_buf);
+                let socket = if early.is_empty() {
                     WebSocketStream::from_raw_socket(tcp, Role::Server, config).await
                 } else {
-                    let early = parts.read_buf.to_vec();
                     WebSocketStream::from_partially_read(tcp, early, Role::Server, config).await
                 };
                 ws::serve(socket, registration, caller, node, params, shutdown, stats).await;
