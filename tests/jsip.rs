@@ -150,23 +150,19 @@ fn masked_text(text: &str) -> Vec<u8> {
     f
 }
 
-#[test]
-fn frames_sent_with_the_handshake_in_one_packet_are_served() {
+/// A WebSocket opened by hand on a raw TCP socket: the handshake for `userid` and then
+/// `early` in one write. Gives the socket and what came after the 101's head.
+fn raw_upgrade(d: &Daemon, userid: &str, early: &[u8]) -> (std::net::TcpStream, Vec<u8>) {
     use std::io::{Read, Write};
-    let (_p, d) = start("", "");
-    let mut packet = String::from(
-        "GET /rtc?userid=alice HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
+    let mut packet = format!(
+        "GET /rtc?userid={userid} HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n\
          Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
     )
     .into_bytes();
-    for cseq in [1, 2] {
-        let m = with(req("MESSAGE", "svc", "early", cseq), "Body", json!(cseq));
-        packet.extend(masked_text(&m.to_string()));
-    }
-    let mut s = std::net::TcpStream::connect(rtc(&d)).unwrap();
+    packet.extend_from_slice(early);
+    let mut s = std::net::TcpStream::connect(rtc(d)).unwrap();
     s.set_read_timeout(Some(WAIT)).unwrap();
-    // One write: hyper reads the frames with the handshake, and must pass them on.
     s.write_all(&packet).unwrap();
     let mut got = Vec::new();
     let mut buf = [0u8; 4096];
@@ -180,9 +176,22 @@ fn frames_sent_with_the_handshake_in_one_packet_are_served() {
     };
     let head = String::from_utf8_lossy(&got[..end]).to_string();
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    (s, got[end..].to_vec())
+}
+
+#[test]
+fn frames_sent_with_the_handshake_in_one_packet_are_served() {
+    let (_p, d) = start("", "");
+    let mut early = Vec::new();
+    for cseq in [1, 2] {
+        let m = with(req("MESSAGE", "svc", "early", cseq), "Body", json!(cseq));
+        early.extend(masked_text(&m.to_string()));
+    }
+    // One write: hyper reads the frames with the handshake, and must pass them on.
+    let (s, got) = raw_upgrade(&d, "alice", &early);
     let mut ws = tungstenite::WebSocket::from_partially_read(
         s,
-        got[end..].to_vec(),
+        got,
         tungstenite::protocol::Role::Client,
         None,
     );
@@ -625,6 +634,108 @@ fn a_peer_that_answers_pings_is_pinged_and_kept() {
     let a = call(&mut ws, req("MESSAGE", "svc", "still-here", 1));
     assert_eq!(code(&a), 200);
     assert_eq!(stats(&d)["jsip"]["dead_peers"], 0);
+}
+
+/// A server frame's opcode and payload from the front of `buf` (server frames are not
+/// masked), and how many bytes it took; `None` until the whole frame is there.
+fn server_frame(buf: &[u8]) -> Option<(u8, &[u8], usize)> {
+    let (opcode, len7) = (buf.first()? & 0x0f, buf.get(1)? & 0x7f);
+    let (len, at) = match len7 {
+        126 => (
+            u16::from_be_bytes(buf.get(2..4)?.try_into().ok()?) as usize,
+            4,
+        ),
+        127 => (
+            u64::from_be_bytes(buf.get(2..10)?.try_into().ok()?) as usize,
+            10,
+        ),
+        n => (n as usize, 2),
+    };
+    Some((opcode, buf.get(at..at + len)?, at + len))
+}
+
+/// A peer whose frames never stop coming is still closed at once when an operator
+/// asks. The peer writes without pause from one thread and reads every answer on
+/// another; the close must come while it is still writing, long before its last frame.
+/// (The socket asks its `closing` flag at the top of every turn; its select, which takes
+/// the peer's frames first, gets to the poke too, whenever tokio's cooperative budget
+/// makes the read wait: without the first, the close came 3 frames later here, and
+/// without both, never.)
+#[test]
+fn an_operator_closes_a_flooding_socket_with_4001() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+    let (_p, d) = start("", "");
+    let (mut reader, mut got) = raw_upgrade(&d, "flood", &[]);
+    let mut writer = reader.try_clone().unwrap();
+    // A batch of requests, each its own dialog, written again and again.
+    let batch: Vec<u8> = (0..500)
+        .flat_map(|i| masked_text(&req("MESSAGE", "svc", &format!("f{i}"), 1).to_string()))
+        .collect();
+    const BATCHES: u64 = 2000; // a million frames: seconds of the daemon's work
+    let written = std::sync::Arc::new(AtomicU64::new(0));
+    let stop = std::sync::Arc::new(AtomicBool::new(false));
+    let writing = {
+        let (written, stop) = (written.clone(), stop.clone());
+        std::thread::spawn(move || {
+            for _ in 0..BATCHES {
+                if stop.load(Ordering::Relaxed) || writer.write_all(&batch).is_err() {
+                    break;
+                }
+                written.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+    let (mut answers, mut asked) = (0u64, false);
+    let close;
+    let mut buf = vec![0u8; 1 << 16];
+    'read: loop {
+        while let Some((opcode, payload, used)) = server_frame(&got) {
+            match opcode {
+                0x1 => answers += 1,
+                0x8 => {
+                    close = payload.get(..2).map(|c| u16::from_be_bytes([c[0], c[1]]));
+                    break 'read;
+                }
+                _ => {}
+            }
+            got.drain(..used);
+        }
+        if answers >= 2000 && !asked {
+            // Well into the flood: the daemon is reading frame after frame.
+            asked = true;
+            let cut = http::request(
+                d.api,
+                "DELETE",
+                "/runtime/v1/connections?name=flood",
+                &[],
+                "",
+            );
+            assert_eq!(cut.status, 200, "{}", cut.body);
+        }
+        let n = reader
+            .read(&mut buf)
+            .expect("the daemon's frames, then its close");
+        assert!(
+            n > 0,
+            "the connection ended without a close frame, after {answers} answers (asked: {asked}); {} bytes left: {:?}",
+            got.len(),
+            &got[..got.len().min(64)]
+        );
+        got.extend_from_slice(&buf[..n]);
+    }
+    let batches_then = written.load(Ordering::Relaxed);
+    stop.store(true, Ordering::Relaxed);
+    drop(reader);
+    writing.join().unwrap();
+    assert_eq!(close, Some(4001), "after {answers} answers");
+    assert!(
+        batches_then < BATCHES,
+        "closed only after all {BATCHES} batches were written ({answers} answers)"
+    );
+    eprintln!(
+        "FIGURES closed after {answers} answers, {batches_then} of {BATCHES} batches written"
+    );
 }
 
 #[test]

@@ -172,8 +172,9 @@ pub async fn serve<S>(
             continue;
         }
         // Asked at the top of every turn, not only after a poke: the select below looks
-        // at the peer's frames first, and a peer whose frames are always ready would
-        // never let it take the poke. `closing`, not the token: see there.
+        // at the peer's frames first, and a peer whose frames are always ready lets it
+        // take the poke only when tokio's cooperative budget makes the read wait.
+        // `closing`, not the token: see there. (Tested with a flooding peer.)
         if flags.closing.load(Ordering::Acquire) {
             break end(&mut ws, cancelled_because(&shutdown, &flags), &stats)
                 .await
@@ -438,10 +439,15 @@ where
         code: CloseCode::from(code),
         reason: reason.into(),
     };
-    // Bounded: a peer that does not read must not hold the task.
-    let _ = Box::pin(tokio::time::timeout(
-        Duration::from_secs(1),
-        ws.close(Some(frame)),
-    ))
+    // Then read on until the peer's own Close (RFC 6455 §7.1.1: the server closes the
+    // TCP connection after both): a socket closed with the peer's frames still unread
+    // is reset, and a peer still sending lost our Close frame with the rest (a flooding
+    // peer, disconnected, saw its connection end without one: the e2e test of it).
+    // Bounded: a peer that does not read, or never answers, must not hold the task.
+    let _ = Box::pin(tokio::time::timeout(Duration::from_secs(1), async {
+        if ws.close(Some(frame)).await.is_ok() {
+            while let Some(Ok(_)) = ws.next().await {}
+        }
+    }))
     .await;
 }
