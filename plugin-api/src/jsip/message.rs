@@ -644,7 +644,7 @@ impl Message {
 mod extra;
 mod fields;
 mod wire;
-pub use extra::{Extra, Iter as ExtraIter};
+pub use extra::{Entry as ExtraEntry, Extra, Iter as ExtraIter};
 use fields::LentFields;
 pub use fields::LentMessage;
 use wire::{Key, Slots};

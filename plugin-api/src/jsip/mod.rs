@@ -4,7 +4,9 @@ mod message;
 mod reason;
 mod uri;
 
-pub use message::{Extra, ExtraIter, Kind, LentMessage, Message, Method, ParseError, CALLER_KEY};
+pub use message::{
+    Extra, ExtraEntry, ExtraIter, Kind, LentMessage, Message, Method, ParseError, CALLER_KEY,
+};
 pub use reason::reason_phrase;
 pub use uri::{parse_router, router_first, Uri, UriError, UriRef};
 
