@@ -210,7 +210,6 @@ impl NodeHandle {
     pub fn frame(
         &self,
         name: &PeerName,
-        conn: ConnId,
         flags: &Arc<SocketFlags>,
         queue: &tokio::sync::mpsc::Receiver<Queued>,
         msg: Box<Message>,
@@ -223,7 +222,7 @@ impl NodeHandle {
                 Err(TryLockError::WouldBlock) => None,
             };
             if let Some(mut node) = node {
-                let (replies, rearm) = node.frame(name, conn, flags, queue, msg, now);
+                let (replies, rearm) = node.frame(name, flags, queue, msg, now);
                 drop(node);
                 if rearm {
                     self.shared.rearm.notify_one();
@@ -490,7 +489,6 @@ impl Node {
     fn frame(
         &mut self,
         name: &PeerName,
-        conn: ConnId,
         flags: &SocketFlags,
         queue: &tokio::sync::mpsc::Receiver<Queued>,
         msg: Box<Message>,
@@ -499,7 +497,7 @@ impl Node {
         // Both asked with the lock held: only under it is a message queued or the name
         // given to another socket.
         let open = queue.is_empty() && !flags.closing.load(Ordering::Acquire);
-        self.registry.reply_directly_to(name, conn, open);
+        self.registry.reply_directly_to(name, open);
         self.stack.handle_peer(now, name.clone(), msg);
         self.flush(now);
         let replies = self.registry.take_direct();
@@ -1043,7 +1041,6 @@ mod tests {
         assert!(matches!(
             node.frame(
                 &name,
-                conn,
                 &flags,
                 &outbox.rx,
                 Box::new(message("d1")),
@@ -1056,7 +1053,6 @@ mod tests {
         assert!(matches!(
             node.frame(
                 &name,
-                conn,
                 &flags,
                 &outbox.rx,
                 Box::new(message("d2")),
@@ -1077,7 +1073,6 @@ mod tests {
         // Nothing queued any more: handled here, the answer handed straight back.
         match node.frame(
             &name,
-            conn,
             &flags,
             &outbox.rx,
             Box::new(message("d3")),

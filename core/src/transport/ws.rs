@@ -210,16 +210,15 @@ pub async fn serve<S>(
                                 // What went straight back to this socket is written
                                 // before anything in its queue.
                                 // `last_heard` is this frame's arrival.
-                                let replies = match node
-                                    .frame(&name, conn, &flags, &outbox.rx, msg, last_heard)
-                                {
-                                    Framed::Handled(replies) => replies,
-                                    Framed::Queued => Replies::new(),
-                                    Framed::Backlog(input) => {
-                                        backlog = Some(input);
-                                        Replies::new()
-                                    }
-                                };
+                                let replies =
+                                    match node.frame(&name, &flags, &outbox.rx, msg, last_heard) {
+                                        Framed::Handled(replies) => replies,
+                                        Framed::Queued => Replies::new(),
+                                        Framed::Backlog(input) => {
+                                            backlog = Some(input);
+                                            Replies::new()
+                                        }
+                                    };
                                 if let Err(left) = write_all(&mut ws, replies, &stats).await {
                                     outbox.unsent = left;
                                     break "write failed".into();
