@@ -205,20 +205,9 @@ fn frames_sent_with_the_handshake_in_one_packet_are_served() {
     }
 }
 
-/// The daemon's resident memory, in KiB.
+/// The daemon's resident memory, in KiB, as it reports it.
 fn rss_kib(d: &Daemon) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
-    status
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix("VmRSS:")?
-                .trim()
-                .strip_suffix("kB")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .expect("VmRSS in /proc/PID/status")
+    stats(d)["rss_kib"].as_u64().expect("rss_kib in the stats")
 }
 
 /// An idle socket costs the daemon a few KiB (the timed suite measures 10,000 of them at

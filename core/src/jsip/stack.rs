@@ -876,7 +876,7 @@ impl Stack {
 
     /// The transaction of request `cseq` received on dialog `key` at `started`, its
     /// timer set for `deadline`; it keeps the request's head (`Kept::received`; for a
-    /// dialog's first request, the dialog's, shared).
+    /// dialog's first request, a copy of the dialog's).
     fn received_transaction(
         &mut self,
         key: &DialogKey,

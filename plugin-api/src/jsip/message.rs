@@ -322,19 +322,7 @@ impl Message {
                 .into_valid_message()
                 .or_else(|mut fields| Message::from_source(&mut fields));
         }
-        let mut slots = Slots::empty();
-        match wire::read(frame, &mut slots) {
-            Ok(()) => Message::from_slots(&mut slots),
-            // Rare: parse again as any JSON to say what the frame was.
-            Err(_) => Err(ParseError::Unaddressable {
-                reason: match serde_json::from_str::<Value>(frame) {
-                    Err(e) => format!("not JSON: {e}"),
-                    Ok(other) => {
-                        format!("a JSIP message is a JSON object, not {}", kind_of(&other))
-                    }
-                },
-            }),
-        }
+        Message::parse_slots(frame)
     }
 
     /// [`Message::parse`] into a box, for a message that travels on as one: the usual
@@ -348,7 +336,25 @@ impl Message {
                 Err(mut fields) => Message::from_source(&mut fields).map(Box::new),
             };
         }
-        Message::parse(frame).map(Box::new)
+        Message::parse_slots(frame).map(Box::new)
+    }
+
+    /// A frame the typed reader gave up on: read into `Value` slots, to say what a
+    /// field held instead, or what the frame was.
+    fn parse_slots(frame: &str) -> Result<Message, ParseError> {
+        let mut slots = Slots::empty();
+        match wire::read(frame, &mut slots) {
+            Ok(()) => Message::from_slots(&mut slots),
+            // Rare: parse again as any JSON to say what the frame was.
+            Err(_) => Err(ParseError::Unaddressable {
+                reason: match serde_json::from_str::<Value>(frame) {
+                    Err(e) => format!("not JSON: {e}"),
+                    Ok(other) => {
+                        format!("a JSIP message is a JSON object, not {}", kind_of(&other))
+                    }
+                },
+            }),
+        }
     }
 
     /// Validates an already-decoded JSON object.

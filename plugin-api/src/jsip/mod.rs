@@ -12,10 +12,10 @@ pub use uri::{parse_router, router_first, Uri, UriError, UriRef};
 
 /// `text[from..to]` where the caller knows both ends are character boundaries because
 /// each is 0, the length of `text`, or the index of an ASCII byte (a quote, a
-/// separator) or of the byte just after one (the frame reader's string ends). The checks `str` slicing makes (that each
-/// end is a boundary, with a panic path for each) are left out: in the frame reader
-/// they cost some 250 instructions a frame, more than the scan of the text itself.
-/// Checked in debug builds.
+/// separator) or of the byte just after one (the frame reader's string ends). The
+/// checks `str` slicing makes (that each end is a boundary, with a panic path for each)
+/// are left out: in the frame reader they cost some 250 instructions a frame, more than
+/// the scan of the text itself. Checked in debug builds.
 #[inline(always)]
 pub(crate) fn cut_at_ascii(text: &str, from: usize, to: usize) -> &str {
     debug_assert!(from <= to && text.is_char_boundary(from) && text.is_char_boundary(to));
